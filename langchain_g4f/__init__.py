@@ -1,0 +1,37 @@
+"""LangChain chat models for gpt4free-style providers.
+
+- :class:`ChatG4F`: one provider as a chat model.
+- :mod:`langchain_g4f.providers`: the sans-I/O providers and their registry.
+- :mod:`langchain_g4f.transport`: the sync (requests) and async (httpx) I/O.
+- :mod:`langchain_g4f.errors`: one typed error hierarchy.
+- :mod:`langchain_g4f.testing`: a local replica of the providers' protocols.
+"""
+
+from __future__ import annotations
+
+from importlib import metadata
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from langchain_g4f.chat_models import ChatG4F
+
+try:
+    __version__ = metadata.version("langchain-g4f")
+except metadata.PackageNotFoundError:  # running from a source tree
+    __version__ = "0.0.0"
+
+__all__ = ["ChatG4F", "__version__"]
+
+_LAZY = {"ChatG4F": "langchain_g4f.chat_models"}
+
+
+def __getattr__(name: str) -> Any:
+    # Chat models pull in langchain-core; load them on first use only.
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'langchain_g4f' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

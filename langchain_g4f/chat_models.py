@@ -1,0 +1,595 @@
+"""``ChatG4F``: one provider as a LangChain chat model."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
+
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForLLMRun,
+    CallbackManagerForLLMRun,
+)
+from langchain_core.language_models import BaseChatModel, LangSmithParams
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    ChatMessage,
+    FunctionMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.utils import secret_from_env
+from pydantic import ConfigDict, Field, SecretStr
+
+from langchain_g4f import providers as registry
+from langchain_g4f.errors import ConfigurationError, ProviderError
+from langchain_g4f.providers.base import Delta, HTTPRequest, Message, Provider
+from langchain_g4f.retry import backoff_delay
+from langchain_g4f.transport import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    AsyncTransport,
+    SyncTransport,
+)
+
+#: Per-call keyword arguments ``ChatG4F`` understands (besides ``stop``).
+_CALL_OPTIONS = frozenset({"model", "temperature", "max_tokens"})
+
+
+# --- messages --------------------------------------------------------------
+
+
+def _text_content(message: BaseMessage, provider: str) -> str:
+    content = message.content
+    if isinstance(content, str):
+        return content
+    parts = []
+    for block in content:
+        if isinstance(block, str):
+            parts.append(block)
+        elif isinstance(block, dict) and block.get("type") == "text":
+            parts.append(block.get("text", ""))
+        else:
+            kind = block.get("type") if isinstance(block, dict) else type(block).__name__
+            raise ConfigurationError(
+                f"accepts text only; the message has a {kind!r} content block",
+                provider=provider,
+            )
+    return "".join(parts)
+
+
+def convert_messages(messages: Sequence[BaseMessage], provider: str) -> list[Message]:
+    """LangChain messages -> OpenAI-style ``{"role", "content"}`` dicts."""
+    out: list[Message] = []
+    for message in messages:
+        content = _text_content(message, provider)
+        if isinstance(message, HumanMessage):
+            item: Message = {"role": "user", "content": content}
+        elif isinstance(message, AIMessage):
+            item = {"role": "assistant", "content": content}
+        elif isinstance(message, SystemMessage):
+            item = {"role": "system", "content": content}
+        elif isinstance(message, ToolMessage):
+            item = {"role": "tool", "content": content, "tool_call_id": message.tool_call_id}
+        elif isinstance(message, ChatMessage):
+            item = {"role": message.role, "content": content}
+        elif isinstance(message, FunctionMessage):
+            item = {"role": "function", "content": content, "name": message.name}
+        else:
+            raise ConfigurationError(
+                f"cannot send a message of type {message.type!r}", provider=provider
+            )
+        if message.name and "name" not in item:
+            item["name"] = message.name
+        out.append(item)
+    return out
+
+
+# --- answers ---------------------------------------------------------------
+
+
+class StopScanner:
+    """Cuts text at the first stop sequence, also across chunk boundaries.
+
+    ``push`` returns the text that is safe to emit: anything that could still
+    be the start of a stop sequence is held back until the next piece decides.
+    """
+
+    __slots__ = ("stops", "_held", "_keep", "stopped")
+
+    def __init__(self, stops: Sequence[str]) -> None:
+        self.stops = [s for s in stops if s]
+        self._held = ""
+        self._keep = max((len(s) for s in self.stops), default=1) - 1
+        self.stopped = False
+
+    def push(self, text: str) -> str:
+        if self.stopped:
+            return ""
+        text = self._held + text
+        cut = min((i for i in (text.find(s) for s in self.stops) if i >= 0), default=-1)
+        if cut >= 0:
+            self.stopped = True
+            self._held = ""
+            return text[:cut]
+        # Hold back the longest tail that is a prefix of some stop sequence.
+        hold = 0
+        for n in range(min(self._keep, len(text)), 0, -1):
+            tail = text[-n:]
+            if any(s.startswith(tail) for s in self.stops):
+                hold = n
+                break
+        self._held = text[len(text) - hold :] if hold else ""
+        return text[: len(text) - hold]
+
+    def flush(self) -> str:
+        held, self._held = self._held, ""
+        return "" if self.stopped else held
+
+
+class _Answer:
+    """Collects one answer's deltas: text after ``stop``, and the metadata.
+
+    Finish reason, model name and usage go on the final chunk only, once.
+    """
+
+    __slots__ = ("provider", "model", "finish_reason", "usage", "scanner")
+
+    def __init__(self, provider: str, model: str, stop: list[str] | None) -> None:
+        self.provider = provider
+        self.model = model
+        self.finish_reason: str | None = None
+        self.usage: dict[str, int] | None = None
+        self.scanner = StopScanner(stop) if stop else None
+
+    def text(self, delta: Delta) -> str:
+        """Record the delta's metadata; return the text to emit."""
+        if delta.finish_reason is not None:
+            self.finish_reason = delta.finish_reason
+        if delta.usage is not None:
+            self.usage = delta.usage
+        if delta.model:
+            self.model = delta.model
+        if self.scanner is None:
+            return delta.text
+        return self.scanner.push(delta.text) if delta.text else ""
+
+    @property
+    def stopped(self) -> bool:
+        return self.scanner is not None and self.scanner.stopped
+
+    def tail(self) -> str:
+        return self.scanner.flush() if self.scanner else ""
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "model_provider": "g4f",
+            "provider": self.provider,
+            "model_name": self.model,
+            "finish_reason": "stop" if self.stopped else (self.finish_reason or "stop"),
+        }
+
+    def final_chunk(self, text: str = "") -> ChatGenerationChunk:
+        return ChatGenerationChunk(
+            message=AIMessageChunk(
+                content=text,
+                response_metadata=self.metadata(),
+                usage_metadata=self.usage,  # type: ignore[arg-type]
+                chunk_position="last",
+            )
+        )
+
+    def message(self, text: str) -> AIMessage:
+        return AIMessage(
+            content=text,
+            response_metadata=self.metadata(),
+            usage_metadata=self.usage,  # type: ignore[arg-type]
+        )
+
+
+class _Call:
+    """One prepared call: the request to send and how to read its answer."""
+
+    __slots__ = ("request", "model", "stop")
+
+    def __init__(self, request: HTTPRequest, model: str, stop: list[str] | None) -> None:
+        self.request = request
+        self.model = model
+        self.stop = stop
+
+
+# --- the chat model --------------------------------------------------------
+
+
+class ChatG4F(BaseChatModel):
+    """A gpt4free-style provider as a LangChain chat model.
+
+    Setup:
+        Install ``langchain-g4f``. The seed providers need no key; an endpoint
+        that does takes ``api_key`` (or the ``G4F_API_KEY`` environment variable).
+
+        .. code-block:: bash
+
+            pip install langchain-g4f
+
+    Key init args — completion params:
+        provider: str | Provider
+            A registered provider name (``"Mishalsgpt"``, ``"Gravityengine"``,
+            ``"Lockchat"``, ``"Aichat"`` or one you registered) or a provider object.
+        model: str
+            Model name; defaults to the provider's first model.
+        temperature: float | None
+            Sampling temperature; ``None`` keeps the provider's default.
+        max_tokens: int | None
+            Most tokens to generate.
+        stop: list[str] | None
+            Stop sequences (alias ``stop_sequences``); honoured on every provider.
+
+    Key init args — client params:
+        base_url: str | None
+            Replaces the provider's URL: any server that speaks its protocol.
+        api_key: SecretStr | None
+            Sent as ``Authorization: Bearer``; never logged or recorded.
+        timeout: float | None
+            Seconds to connect and to wait for each read.
+        max_retries: int
+            Retries of errors that can heal, before any text arrives.
+        proxy: str | None
+            One proxy URL for every request.
+
+    Instantiate:
+        .. code-block:: python
+
+            from langchain_g4f import ChatG4F
+
+            llm = ChatG4F(provider="Lockchat", model="gpt-4", temperature=0)
+            # any deployment that speaks Lockchat's protocol:
+            llm = ChatG4F(provider="Lockchat", base_url="http://127.0.0.1:8080")
+
+    Invoke:
+        .. code-block:: python
+
+            llm.invoke([("system", "Be brief."), ("human", "Hello!")]).content
+
+    Stream:
+        .. code-block:: python
+
+            for chunk in llm.stream("Tell me a story"):
+                print(chunk.content, end="", flush=True)
+
+    Async:
+        .. code-block:: python
+
+            await llm.ainvoke("Hello!")
+            async for chunk in llm.astream("Hello!"):
+                print(chunk.content, end="")
+
+    Token usage:
+        ``usage_metadata`` is set only when the server sent real token counts.
+
+    Response metadata:
+        .. code-block:: python
+
+            llm.invoke("Hi").response_metadata
+            # {'model_provider': 'g4f', 'provider': 'Lockchat',
+            #  'model_name': 'gpt-4', 'finish_reason': 'stop'}
+
+    Errors:
+        Bad input raises a :class:`~langchain_g4f.errors.ConfigurationError`
+        before any request; a failing provider raises a
+        :class:`~langchain_g4f.errors.ProviderError` subclass naming it.
+    """
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    provider: str | Provider
+    """A registered provider name or a provider object."""
+    model_name: str | None = Field(default=None, alias="model")
+    """Model name; defaults to the provider's first model."""
+    base_url: str | None = None
+    """Replaces the provider's URL."""
+    api_key: SecretStr | None = Field(
+        default_factory=secret_from_env("G4F_API_KEY", default=None)
+    )
+    """Bearer token for endpoints that want one."""
+    timeout: float | None = 60.0
+    """Seconds to connect and to wait for each read; ``None`` waits forever."""
+    max_retries: int = Field(default=2, ge=0)
+    """Retries of errors that can heal (timeouts, 429, 5xx), before any text."""
+    temperature: float | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
+    stop: list[str] | str | None = Field(default=None, alias="stop_sequences")
+    streaming: bool = False
+    """Whether ``invoke`` streams under the hood (callbacks see tokens)."""
+    proxy: str | None = None
+    verify: bool = True
+    """Verify TLS certificates."""
+    max_response_bytes: int = Field(default=DEFAULT_MAX_RESPONSE_BYTES, ge=1)
+    """A larger answer is cut off with ``ResponseTooLargeError``."""
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
+    """Extra fields merged into every request body."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # Resolved here rather than in a validator, so the typed errors reach
+        # the caller as they are (pydantic would wrap them).
+        provider = self.provider
+        self._provider = registry.get(provider) if isinstance(provider, str) else provider
+        if not isinstance(self._provider, Provider):
+            raise ConfigurationError(
+                f"provider must be a name or a Provider, not {type(provider).__name__}"
+            )
+        if self.model_name is None:
+            if not self._provider.model:
+                raise ConfigurationError(
+                    "serves any model; pass model=...", provider=self._provider.name
+                )
+            self.model_name = self._provider.model[0]
+        self._provider.check_model(self.model_name)
+        self._sync: SyncTransport | None = None
+        self._async: AsyncTransport | None = None
+
+    # -- LangChain metadata -------------------------------------------------
+
+    @property
+    def _llm_type(self) -> str:
+        return "g4f"
+
+    @property
+    def lc_secrets(self) -> dict[str, str]:
+        return {"api_key": "G4F_API_KEY"}
+
+    @property
+    def provider_name(self) -> str:
+        return self._provider.name
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {
+            "provider": self._provider.name,
+            "model_name": self.model_name,
+            "base_url": self.base_url or self._provider.url,
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+        }
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        params = LangSmithParams(
+            ls_provider="g4f",
+            ls_model_name=kwargs.get("model") or self.model_name,
+            ls_model_type="chat",
+        )
+        temperature = kwargs.get("temperature", self.temperature)
+        if temperature is not None:
+            params["ls_temperature"] = temperature
+        max_tokens = kwargs.get("max_tokens", self.max_tokens)
+        if max_tokens is not None:
+            params["ls_max_tokens"] = max_tokens
+        stops = self._stops(stop)
+        if stops:
+            params["ls_stop"] = stops
+        return params
+
+    # -- preparing a call ---------------------------------------------------
+
+    def _stops(self, stop: list[str] | None) -> list[str] | None:
+        stops = stop if stop is not None else self.stop
+        if isinstance(stops, str):
+            return [stops]
+        return list(stops) if stops else None
+
+    def _prepare(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None,
+        stream: bool,
+        kwargs: dict[str, Any],
+    ) -> _Call:
+        unknown = {k for k in kwargs if k not in _CALL_OPTIONS and not k.startswith("ls_")}
+        if unknown:
+            raise ConfigurationError(
+                f"unknown call option(s) {', '.join(sorted(unknown))}; "
+                f"accepted: {', '.join(sorted(_CALL_OPTIONS))}, stop",
+                provider=self._provider.name,
+            )
+        model = kwargs.get("model") or self.model_name
+        assert model is not None
+        stops = self._stops(stop)
+        request = self._provider.build_request(
+            model,
+            convert_messages(messages, self._provider.name),
+            stream=stream,
+            base_url=self.base_url,
+            api_key=self.api_key.get_secret_value() if self.api_key else None,
+            temperature=kwargs.get("temperature", self.temperature),
+            max_tokens=kwargs.get("max_tokens", self.max_tokens),
+            stop=stops,
+            extra=self.model_kwargs,
+        )
+        return _Call(request, model, stops)
+
+    def _answer(self, call: _Call) -> _Answer:
+        return _Answer(self._provider.name, call.model, call.stop)
+
+    @property
+    def sync_transport(self) -> SyncTransport:
+        if self._sync is None:
+            self._sync = SyncTransport(
+                timeout=self.timeout,
+                proxy=self.proxy,
+                verify=self.verify,
+                max_response_bytes=self.max_response_bytes,
+            )
+        return self._sync
+
+    @property
+    def async_transport(self) -> AsyncTransport:
+        if self._async is None:
+            self._async = AsyncTransport(
+                timeout=self.timeout,
+                proxy=self.proxy,
+                verify=self.verify,
+                max_response_bytes=self.max_response_bytes,
+            )
+        return self._async
+
+    # -- sending, with retries before the first delta -------------------------
+
+    def _deltas(self, call: _Call) -> Iterator[Delta]:
+        attempt = 0
+        while True:
+            deltas = self.sync_transport.deltas(self._provider, call.request)
+            try:
+                first = next(deltas)
+            except ProviderError as exc:
+                if not exc.retryable or attempt >= self.max_retries:
+                    raise
+                time.sleep(backoff_delay(attempt, exc))
+                attempt += 1
+                continue
+            yield first
+            yield from deltas
+            return
+
+    async def _adeltas(self, call: _Call) -> AsyncIterator[Delta]:
+        attempt = 0
+        while True:
+            deltas = self.async_transport.adeltas(self._provider, call.request)
+            try:
+                first = await deltas.__anext__()
+            except ProviderError as exc:
+                if not exc.retryable or attempt >= self.max_retries:
+                    raise
+                await asyncio.sleep(backoff_delay(attempt, exc))
+                attempt += 1
+                continue
+            try:
+                yield first
+                async for delta in deltas:
+                    yield delta
+            finally:
+                await deltas.aclose()
+            return
+
+    # -- BaseChatModel --------------------------------------------------------
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        call = self._prepare(messages, stop, True, kwargs)
+        answer = self._answer(call)
+        deltas = self._deltas(call)
+        try:
+            for delta in deltas:
+                text = answer.text(delta)
+                if text:
+                    chunk = ChatGenerationChunk(message=AIMessageChunk(content=text))
+                    if run_manager:
+                        run_manager.on_llm_new_token(text, chunk=chunk)
+                    yield chunk
+                if answer.stopped:
+                    break
+        finally:
+            deltas.close()
+        tail = answer.tail()
+        final = answer.final_chunk(tail)
+        if run_manager and tail:
+            run_manager.on_llm_new_token(tail, chunk=final)
+        yield final
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        call = self._prepare(messages, stop, True, kwargs)
+        answer = self._answer(call)
+        deltas = self._adeltas(call)
+        try:
+            async for delta in deltas:
+                text = answer.text(delta)
+                if text:
+                    chunk = ChatGenerationChunk(message=AIMessageChunk(content=text))
+                    if run_manager:
+                        await run_manager.on_llm_new_token(text, chunk=chunk)
+                    yield chunk
+                if answer.stopped:
+                    break
+        finally:
+            await deltas.aclose()
+        tail = answer.tail()
+        final = answer.final_chunk(tail)
+        if run_manager and tail:
+            await run_manager.on_llm_new_token(tail, chunk=final)
+        yield final
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        if self.streaming:
+            return _from_chunks(self._stream(messages, stop, run_manager, **kwargs))
+        call = self._prepare(messages, stop, False, kwargs)
+        answer = self._answer(call)
+        parts = []
+        deltas = self._deltas(call)
+        for delta in deltas:
+            parts.append(answer.text(delta))
+            if answer.stopped:
+                deltas.close()
+                break
+        parts.append(answer.tail())
+        return ChatResult(generations=[ChatGeneration(message=answer.message("".join(parts)))])
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        if self.streaming:
+            chunks = [c async for c in self._astream(messages, stop, run_manager, **kwargs)]
+            return _from_chunk_list(chunks)
+        call = self._prepare(messages, stop, False, kwargs)
+        answer = self._answer(call)
+        parts = []
+        deltas = self._adeltas(call)
+        try:
+            async for delta in deltas:
+                parts.append(answer.text(delta))
+                if answer.stopped:
+                    break
+        finally:
+            await deltas.aclose()
+        parts.append(answer.tail())
+        return ChatResult(generations=[ChatGeneration(message=answer.message("".join(parts)))])
+
+
+def _from_chunks(chunks: Iterator[ChatGenerationChunk]) -> ChatResult:
+    return _from_chunk_list(list(chunks))
+
+
+def _from_chunk_list(chunks: list[ChatGenerationChunk]) -> ChatResult:
+    """Sum streamed chunks into one result (text joined once, not pairwise)."""
+    final = chunks[-1].message
+    text = "".join(c.message.content for c in chunks)  # type: ignore[misc]
+    message = AIMessage(
+        content=text,
+        response_metadata=final.response_metadata,
+        usage_metadata=getattr(final, "usage_metadata", None),
+    )
+    return ChatResult(generations=[ChatGeneration(message=message)])

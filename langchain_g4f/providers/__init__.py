@@ -1,0 +1,100 @@
+"""Providers: the four seed providers, the OpenAI-compatible one, and a registry.
+
+>>> from langchain_g4f import providers
+>>> providers.names()
+['Aichat', 'Gravityengine', 'Lockchat', 'Mishalsgpt']
+>>> providers.Lockchat.model
+['gpt-4', 'gpt-3.5-turbo']
+
+``register(provider)`` adds a provider of your own (any :class:`Provider`
+instance, for example an :class:`OpenAICompatible`); ``ChatG4F(provider=name)``
+and the router then find it by name.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from langchain_g4f.errors import UnknownProviderError
+from langchain_g4f.providers.aichat import Aichat as _Aichat
+from langchain_g4f.providers.base import Delta, HTTPRequest, Provider, ResponseParser
+from langchain_g4f.providers.gravityengine import Gravityengine as _Gravityengine
+from langchain_g4f.providers.lockchat import Lockchat as _Lockchat
+from langchain_g4f.providers.mishalsgpt import Mishalsgpt as _Mishalsgpt
+from langchain_g4f.providers.openai import OpenAICompatible, OpenAIProtocol, SSEParser
+
+#: The seed providers as instances, the way the g4f modules were used.
+Mishalsgpt = _Mishalsgpt()
+Gravityengine = _Gravityengine()
+Lockchat = _Lockchat()
+Aichat = _Aichat()
+
+_lock = threading.Lock()
+_registry: dict[str, Provider] = {
+    p.name: p for p in (Mishalsgpt, Gravityengine, Lockchat, Aichat)
+}
+
+
+def register(provider: Provider, *, replace: bool = False) -> Provider:
+    """Make ``provider`` available by its name; returns it."""
+    if not isinstance(provider, Provider):
+        raise TypeError(f"expected a Provider instance, got {type(provider).__name__}")
+    if not provider.name:
+        raise ValueError("a provider needs a non-empty name")
+    with _lock:
+        if provider.name in _registry and not replace:
+            raise ValueError(
+                f"a provider named {provider.name!r} is already registered; "
+                "pass replace=True to replace it"
+            )
+        _registry[provider.name] = provider
+    return provider
+
+
+def unregister(name: str) -> None:
+    """Remove a registered provider (a seed provider can be removed too)."""
+    with _lock:
+        _registry.pop(name, None)
+
+
+def names() -> list[str]:
+    """The registered provider names, sorted."""
+    return sorted(_registry)
+
+
+def all_providers() -> list[Provider]:
+    """The registered providers, in name order."""
+    return [_registry[name] for name in names()]
+
+
+def get(name: str) -> Provider:
+    """The registered provider ``name`` (case-insensitive)."""
+    provider = _registry.get(name)
+    if provider is None:
+        for key, value in _registry.items():
+            if key.lower() == name.lower():
+                return value
+        raise UnknownProviderError(
+            f"no provider named {name!r}; registered: {', '.join(names())}"
+        )
+    return provider
+
+
+__all__ = [
+    "Aichat",
+    "Delta",
+    "Gravityengine",
+    "HTTPRequest",
+    "Lockchat",
+    "Mishalsgpt",
+    "OpenAICompatible",
+    "OpenAIProtocol",
+    "Provider",
+    "ResponseParser",
+    "SSEParser",
+    "all_providers",
+    "get",
+    "names",
+    "register",
+    "unregister",
+]

@@ -1,0 +1,75 @@
+"""Aichat: one flattened prompt in, ``{"response": bool, "message": str}`` out.
+
+The conversation is flattened to one line per message, ``role: content`` with
+the role in lower case, followed by a final line ``assistant:``. Aichat cannot
+stream: a streaming call gets the whole answer as one chunk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from langchain_g4f.errors import MalformedResponseError, ProviderResponseError
+from langchain_g4f.providers.base import Delta, Message, Provider, load_json
+
+
+def flatten(messages: Sequence[Message]) -> str:
+    """``role: content`` lines and a final ``assistant:`` line."""
+    lines = [f"{m['role']}: {m.get('content') or ''}" for m in messages]
+    lines.append("assistant:")
+    return "\n".join(lines)
+
+
+class Aichat(Provider):
+    name = "Aichat"
+    url = "https://chat-gpt.org"
+    path = "/api/text"
+    model = ["gpt-3.5-turbo"]
+    supports_stream = False
+    headers = {
+        "Content-Type": "application/json",
+        "accept": "*/*",
+        "origin": "https://chat-gpt.org",
+        "referer": "https://chat-gpt.org/chat",
+        "user-agent": (
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
+            "(KHTML, like Gecko) Chrome/114.0.0.0 Safari/537.36"
+        ),
+    }
+
+    def build_payload(
+        self,
+        model: str,
+        messages: Sequence[Message],
+        *,
+        stream: bool,
+        temperature: float | None,
+        max_tokens: int | None,
+        stop: list[str] | None,
+    ) -> dict[str, Any]:
+        return {
+            "message": flatten(messages),
+            "temperature": 1 if temperature is None else temperature,
+            "presence_penalty": 0,
+            "top_p": 1,
+            "frequency_penalty": 0,
+        }
+
+    def parse_body(self, data: bytes) -> list[Delta]:
+        obj = load_json(self.name, data)
+        if not isinstance(obj, dict) or "response" not in obj:
+            raise MalformedResponseError(
+                f"sent JSON without a 'response' field: {data[:120]!r}",
+                provider=self.name,
+            )
+        message = obj.get("message")
+        if obj["response"] is not True:
+            raise ProviderResponseError(
+                f"reported a failure: {message!r}", provider=self.name
+            )
+        if not isinstance(message, str):
+            raise MalformedResponseError(
+                f"sent a non-text message: {data[:120]!r}", provider=self.name
+            )
+        return [Delta(text=message, finish_reason="stop")]

@@ -1,0 +1,268 @@
+"""The sans-I/O provider contract.
+
+A provider never opens a socket. It turns ``(model, messages, options)`` into an
+:class:`HTTPRequest`, and turns the bytes of a response into :class:`Delta`
+objects through a :class:`ResponseParser`. The transports
+(:mod:`langchain_g4f.transport`) do the I/O, so the same provider code serves the
+sync and the async path, the cassettes and the live network.
+
+Each provider also keeps the calling contract of the g4f modules it descends
+from: ``url``, ``model`` (the list of served models), ``supports_stream``,
+``needs_auth``, ``params`` and the generator
+``_create_completion(model, messages, stream, **kwargs)``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from langchain_g4f.errors import (
+    ConfigurationError,
+    HTMLResponseError,
+    MalformedResponseError,
+    UnsupportedModelError,
+)
+
+#: A message as providers see it: ``{"role": ..., "content": ...}`` (OpenAI style).
+Message = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPRequest:
+    """Everything a transport needs to send one request."""
+
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: bytes
+    #: Whether the request asks the server for an event stream.
+    stream: bool
+
+
+@dataclass(slots=True)
+class Delta:
+    """One piece of an answer, as parsed from the wire.
+
+    ``text`` is new text; ``finish_reason``, ``usage`` and ``model`` are set
+    only when the server sent them. ``usage`` holds integer
+    ``input_tokens``/``output_tokens``/``total_tokens``.
+    """
+
+    text: str = ""
+    finish_reason: str | None = None
+    usage: dict[str, int] | None = None
+    model: str | None = None
+    #: Native tool-call fragments, as the OpenAI protocol sends them.
+    tool_calls: list[dict[str, Any]] | None = None
+
+
+class ResponseParser(Protocol):
+    """Consumes the body of a 2xx response, bytes in, deltas out."""
+
+    def feed(self, data: bytes) -> list[Delta]:
+        """Take the next bytes of the body; return the deltas they complete."""
+
+    def close(self) -> list[Delta]:
+        """The body has ended; return what remains or raise if it is incomplete."""
+
+
+def looks_like_html(data: bytes) -> bool:
+    head = data.lstrip()[:15].lower()
+    return head.startswith((b"<!doctype", b"<html", b"<head", b"<body"))
+
+
+def html_error(provider: str, data: bytes) -> HTMLResponseError:
+    return HTMLResponseError(
+        "returned an HTML page instead of an answer (the endpoint may be down, "
+        f"moved, or behind a bot check): {data[:120]!r}",
+        provider=provider,
+    )
+
+
+def load_json(provider: str, data: bytes) -> Any:
+    """``json.loads`` that raises the project's typed errors."""
+    try:
+        return json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        if looks_like_html(data):
+            raise html_error(provider, data) from None
+        raise MalformedResponseError(
+            f"sent a body that is not valid JSON ({exc}): {data[:120]!r}",
+            provider=provider,
+        ) from None
+
+
+class BodyParser:
+    """Collects a whole body, then hands it to ``parse`` (for non-stream answers)."""
+
+    __slots__ = ("_chunks", "_parse")
+
+    def __init__(self, parse: Callable[[bytes], list[Delta]]) -> None:
+        self._chunks: list[bytes] = []
+        self._parse = parse
+
+    def feed(self, data: bytes) -> list[Delta]:
+        self._chunks.append(data)
+        return []
+
+    def close(self) -> list[Delta]:
+        return self._parse(b"".join(self._chunks))
+
+
+class Provider:
+    """Base class of every provider: declarations plus the protocol hooks.
+
+    Subclasses set the class attributes and implement :meth:`build_payload`,
+    :meth:`parse_body` and, when they can stream, :meth:`stream_parser`.
+    Instances are cheap and stateless; ``url`` may be set per instance.
+    """
+
+    #: Registry name, e.g. ``"Lockchat"``.
+    name: str = ""
+    #: Default base URL; every request can override it.
+    url: str = ""
+    #: Path appended to the base URL.
+    path: str = ""
+    #: Models the provider serves (the seed attribute ``model``).
+    model: list[str] = []
+    supports_stream: bool = False
+    needs_auth: bool = False
+    #: Whether a model outside ``model`` is passed through instead of refused.
+    accepts_any_model: bool = False
+    #: Whether the endpoint understands the OpenAI ``tools`` field natively.
+    native_tools: bool = False
+    headers: dict[str, str] = {"Content-Type": "application/json"}
+
+    def __init__(self, url: str | None = None) -> None:
+        if url is not None:
+            self.url = url
+
+    def __repr__(self) -> str:
+        return f"<provider {self.name} {self.url}>"
+
+    # -- validation ---------------------------------------------------------
+
+    def check_model(self, model: str) -> None:
+        """Raise :class:`UnsupportedModelError` unless this provider serves ``model``."""
+        if not self.accepts_any_model and model not in self.model:
+            raise UnsupportedModelError(
+                f"does not serve model {model!r}; it serves: {', '.join(self.model)}",
+                provider=self.name,
+            )
+
+    # -- request ------------------------------------------------------------
+
+    def build_request(
+        self,
+        model: str,
+        messages: Sequence[Message],
+        *,
+        stream: bool,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        stop: list[str] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> HTTPRequest:
+        """Describe the HTTP request for one completion. Raises before any I/O."""
+        self.check_model(model)
+        if not messages:
+            raise ConfigurationError("no messages to send", provider=self.name)
+        if self.needs_auth and not api_key:
+            raise ConfigurationError(
+                "needs an API key; pass api_key=...", provider=self.name
+            )
+        wire_stream = self.wire_stream(stream)
+        payload = self.build_payload(
+            model,
+            messages,
+            stream=wire_stream,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            stop=stop,
+        )
+        if extra:
+            payload.update(extra)
+        headers = dict(self.headers)
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        return HTTPRequest(
+            method="POST",
+            url=(base_url or self.url).rstrip("/") + self.path,
+            headers=headers,
+            body=json.dumps(payload, ensure_ascii=False).encode(),
+            stream=wire_stream,
+        )
+
+    def wire_stream(self, stream: bool) -> bool:
+        """Whether to ask the server for an event stream for this call."""
+        return stream and self.supports_stream
+
+    def build_payload(
+        self,
+        model: str,
+        messages: Sequence[Message],
+        *,
+        stream: bool,
+        temperature: float | None,
+        max_tokens: int | None,
+        stop: list[str] | None,
+    ) -> dict[str, Any]:
+        raise NotImplementedError
+
+    # -- response -----------------------------------------------------------
+
+    def parser(self, request: HTTPRequest, content_type: str) -> ResponseParser:
+        """Pick the parser for a 2xx response from its content type."""
+        if "html" in content_type:
+            return BodyParser(self._raise_html)
+        if request.stream and "json" not in content_type:
+            return self.stream_parser()
+        return BodyParser(self.parse_body)
+
+    def _raise_html(self, data: bytes) -> list[Delta]:
+        raise html_error(self.name, data)
+
+    def parse_body(self, data: bytes) -> list[Delta]:
+        """Parse a whole (non-stream) body."""
+        raise NotImplementedError
+
+    def stream_parser(self) -> ResponseParser:
+        """A fresh parser for an event-stream body."""
+        return BodyParser(self.parse_body)
+
+    # -- the seed contract ----------------------------------------------------
+
+    @property
+    def params(self) -> str:
+        """The seed modules' description of ``_create_completion``'s parameters."""
+        return (
+            f"langchain_g4f.providers.{self.name} supports: "
+            "(model: str, messages: list[dict[str, str]], stream: bool)"
+        )
+
+    def _create_completion(
+        self, model: str, messages: Sequence[Message], stream: bool, **kwargs: Any
+    ) -> Iterator[str]:
+        """Yield the answer's text pieces, as the g4f provider modules did.
+
+        Keyword arguments are those of :meth:`build_request` (``base_url``,
+        ``api_key``, ``temperature``, ...) plus ``transport``, a
+        :class:`~langchain_g4f.transport.SyncTransport` to use instead of a
+        new one.
+        """
+        from langchain_g4f.transport import SyncTransport
+
+        if stream and not self.supports_stream:
+            raise ConfigurationError(
+                "cannot stream; call with stream=False", provider=self.name
+            )
+        transport = kwargs.pop("transport", None) or SyncTransport()
+        request = self.build_request(model, messages, stream=stream, **kwargs)
+        for delta in transport.deltas(self, request):
+            if delta.text:
+                yield delta.text

@@ -1,0 +1,11 @@
+"""Mishalsgpt: a ChatGPT-Next-Web deployment proxying the OpenAI API."""
+
+from langchain_g4f.providers.openai import OpenAIProtocol
+
+
+class Mishalsgpt(OpenAIProtocol):
+    name = "Mishalsgpt"
+    url = "https://mishalsgpt.vercel.app"
+    path = "/api/openai/v1/chat/completions"
+    model = ["gpt-3.5-turbo-16k-0613", "gpt-3.5-turbo"]
+    payload_defaults = {"temperature": 0.7}

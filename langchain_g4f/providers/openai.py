@@ -1,0 +1,302 @@
+"""The OpenAI chat-completions protocol, written once.
+
+Mishalsgpt, Gravityengine and Lockchat speak it, and so does every
+OpenAI-compatible server (Ollama, vLLM, llama.cpp, LM Studio, g4f's own API):
+a JSON body in, either one ``chat.completion`` object or server-sent events of
+``chat.completion.chunk`` objects out.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from langchain_g4f.errors import MalformedResponseError, ProviderResponseError
+from langchain_g4f.providers.base import (
+    Delta,
+    Message,
+    Provider,
+    html_error,
+    load_json,
+    looks_like_html,
+)
+
+
+def convert_usage(usage: Any) -> dict[str, int] | None:
+    """OpenAI usage -> LangChain usage, only when the figures are real integers."""
+    if not isinstance(usage, dict):
+        return None
+    prompt = usage.get("prompt_tokens")
+    completion = usage.get("completion_tokens")
+    if type(prompt) is not int or type(completion) is not int:
+        return None
+    total = usage.get("total_tokens")
+    return {
+        "input_tokens": prompt,
+        "output_tokens": completion,
+        "total_tokens": total if type(total) is int else prompt + completion,
+    }
+
+
+def error_message(error: Any) -> str:
+    """The human text of an ``error`` value, however the server shaped it."""
+    if isinstance(error, dict):
+        return str(error.get("message") or error.get("detail") or error)
+    return str(error)
+
+
+def raise_error_object(provider: str, obj: dict[str, Any]) -> None:
+    error = obj.get("error")
+    if error:
+        code = error.get("code") or error.get("type") if isinstance(error, dict) else None
+        raise ProviderResponseError(
+            f"reported an error: {error_message(error)}", provider=provider, code=code
+        )
+
+
+def parse_completion(provider: str, data: bytes) -> list[Delta]:
+    """Parse one ``chat.completion`` JSON object."""
+    obj = load_json(provider, data)
+    if not isinstance(obj, dict):
+        raise MalformedResponseError(
+            f"sent JSON that is not an object: {data[:120]!r}", provider=provider
+        )
+    raise_error_object(provider, obj)
+    choices = obj.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise MalformedResponseError(
+            f"sent a completion without choices: {data[:120]!r}", provider=provider
+        )
+    choice = choices[0]
+    message = choice.get("message")
+    if not isinstance(message, dict):
+        raise MalformedResponseError(
+            f"sent a choice without a message: {data[:120]!r}", provider=provider
+        )
+    content = message.get("content")
+    return [
+        Delta(
+            text=content if isinstance(content, str) else "",
+            finish_reason=choice.get("finish_reason"),
+            usage=convert_usage(obj.get("usage")),
+            model=obj.get("model"),
+            tool_calls=message.get("tool_calls") or None,
+        )
+    ]
+
+
+class SSEParser:
+    """Parses an OpenAI server-sent-event stream fed in arbitrary byte slices.
+
+    Each ``data:`` line carries one JSON chunk (``data:`` with or without the
+    space); blank lines, comments (``:``) and other fields are skipped;
+    ``data: [DONE]`` ends the stream. Lines are split on bytes and decoded as a
+    whole, so a multi-byte character split between two reads arrives intact.
+    Lines that are not server-sent events at all (a plain JSON error, an HTML
+    page, a bare text line) are never dropped silently: they raise, or, if
+    nothing else came, are reported when the body ends.
+    """
+
+    __slots__ = ("provider", "_buffer", "_done", "_finished", "_stray")
+
+    def __init__(self, provider: str) -> None:
+        self.provider = provider
+        self._buffer = b""
+        self._done = False
+        self._finished = False
+        self._stray: list[bytes] = []
+
+    def feed(self, data: bytes) -> list[Delta]:
+        if self._buffer:
+            data = self._buffer + data
+        lines = data.split(b"\n")
+        self._buffer = lines.pop()
+        out: list[Delta] = []
+        for line in lines:
+            if line.startswith(b"data:"):
+                self._data(line[5:], out)
+            elif line and line != b"\r" and not line.startswith(b":"):
+                self._other(line, out)
+        return out
+
+    def close(self) -> list[Delta]:
+        out: list[Delta] = []
+        if self._buffer.strip():
+            line, self._buffer = self._buffer, b""
+            if line.startswith(b"data:"):
+                self._data(line[5:], out)
+            else:
+                self._other(line, out)
+        if not self._done and not self._finished:
+            if self._stray:
+                text = b"\n".join(self._stray)[:300].decode("utf-8", "replace")
+                raise ProviderResponseError(
+                    f"sent no events, only: {text!r}", provider=self.provider
+                )
+            raise MalformedResponseError(
+                "the event stream ended before [DONE] or a finish_reason; "
+                "the answer is incomplete",
+                provider=self.provider,
+            )
+        return out
+
+    def _data(self, payload: bytes, out: list[Delta]) -> None:
+        payload = payload.strip()
+        if payload == b"[DONE]":
+            self._done = True
+            return
+        if not payload:
+            return
+        try:
+            obj = json.loads(payload)
+        except (ValueError, UnicodeDecodeError):
+            raise MalformedResponseError(
+                f"sent an event that is not valid JSON: {payload[:120]!r}",
+                provider=self.provider,
+            ) from None
+        if isinstance(obj, dict):
+            self._chunk(obj, out)
+        else:
+            raise MalformedResponseError(
+                f"sent an event that is not a JSON object: {payload[:120]!r}",
+                provider=self.provider,
+            )
+
+    def _chunk(self, obj: dict[str, Any], out: list[Delta]) -> None:
+        choices = obj.get("choices")
+        if choices and isinstance(choices, list):
+            choice = choices[0]
+            delta = choice.get("delta") or choice.get("message") or {}
+            content = delta.get("content")
+            finish = choice.get("finish_reason")
+            tool_calls = delta.get("tool_calls")
+            usage = obj.get("usage")
+            if finish is None and usage is None and tool_calls is None:
+                # The hot path: one piece of text and nothing else.
+                if content:
+                    out.append(Delta(content))
+                return
+            if finish:
+                self._finished = True
+            out.append(
+                Delta(
+                    text=content or "",
+                    finish_reason=finish,
+                    usage=convert_usage(usage),
+                    model=obj.get("model"),
+                    tool_calls=tool_calls or None,
+                )
+            )
+            return
+        raise_error_object(self.provider, obj)
+        usage = convert_usage(obj.get("usage"))
+        if usage is not None:
+            out.append(Delta(usage=usage))
+
+    def _other(self, line: bytes, out: list[Delta]) -> None:
+        """A line that is not a ``data:`` field."""
+        line = line.strip()
+        if line.startswith((b"event:", b"id:", b"retry:")):
+            return
+        if looks_like_html(line):
+            raise html_error(self.provider, line)
+        if line.startswith(b"{"):
+            # A server that ignored "stream": a plain JSON object on the wire.
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                obj = None
+            if isinstance(obj, dict):
+                raise_error_object(self.provider, obj)
+                if "choices" in obj:
+                    out.extend(parse_completion(self.provider, line))
+                    self._finished = True
+                    return
+        if len(self._stray) < 8:
+            self._stray.append(line)
+
+
+class OpenAIProtocol(Provider):
+    """Shared request and response handling of the OpenAI family.
+
+    ``payload_defaults`` are sent in every body unless the caller sets them;
+    ``send_stream_false`` says whether a non-streaming body carries
+    ``"stream": false`` or leaves the key out (as the seed modules did).
+    """
+
+    supports_stream = True
+    payload_defaults: dict[str, Any] = {}
+    send_stream_false = False
+    #: Ask for a final usage event (``stream_options.include_usage``) when streaming.
+    stream_usage = False
+
+    def build_payload(
+        self,
+        model: str,
+        messages: Sequence[Message],
+        *,
+        stream: bool,
+        temperature: float | None,
+        max_tokens: int | None,
+        stop: list[str] | None,
+    ) -> dict[str, Any]:
+        payload: dict[str, Any] = {"model": model, **self.payload_defaults}
+        if temperature is not None:
+            payload["temperature"] = temperature
+        payload["messages"] = list(messages)
+        if max_tokens is not None:
+            payload["max_tokens"] = max_tokens
+        if stop:
+            payload["stop"] = stop
+        if stream:
+            payload["stream"] = True
+            if self.stream_usage:
+                payload["stream_options"] = {"include_usage": True}
+        elif self.send_stream_false:
+            payload["stream"] = False
+        return payload
+
+    def parse_body(self, data: bytes) -> list[Delta]:
+        return parse_completion(self.name, data)
+
+    def stream_parser(self) -> SSEParser:
+        return SSEParser(self.name)
+
+
+class OpenAICompatible(OpenAIProtocol):
+    """Any endpoint that speaks the OpenAI chat-completions protocol.
+
+    >>> ollama = OpenAICompatible("ollama", "http://localhost:11434/v1")
+    >>> groq = OpenAICompatible("groq", "https://api.groq.com/openai/v1",
+    ...                         needs_auth=True, native_tools=True)
+
+    ``models`` lists the models it serves; leave it out to pass any model
+    through. ``path`` is appended to ``url`` (default ``/chat/completions``, so
+    ``url`` is the API root that ends in ``/v1``).
+    """
+
+    send_stream_false = True
+    stream_usage = True
+
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        *,
+        path: str = "/chat/completions",
+        models: Sequence[str] | None = None,
+        needs_auth: bool = False,
+        native_tools: bool = False,
+        supports_stream: bool = True,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(url)
+        self.name = name
+        self.path = path
+        self.model = list(models or [])
+        self.accepts_any_model = models is None
+        self.needs_auth = needs_auth
+        self.native_tools = native_tools
+        self.supports_stream = supports_stream
+        self.headers = {"Content-Type": "application/json", **(headers or {})}

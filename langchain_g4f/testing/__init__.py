@@ -1,0 +1,5 @@
+"""Test helpers for langchain_g4f: a local, deterministic replica of the providers."""
+
+from langchain_g4f.testing.replica import FAULTS, Replica, reply_for
+
+__all__ = ["FAULTS", "Replica", "reply_for"]

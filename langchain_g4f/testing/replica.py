@@ -1,0 +1,839 @@
+"""A local, deterministic replica of the four seed providers (and a generic OpenAI endpoint).
+
+The real Mishalsgpt, Gravityengine, Lockchat and Aichat endpoints are long gone. The replica
+is a small HTTP server on 127.0.0.1 that speaks their wire protocols exactly, answers
+deterministically (see :func:`reply_for`) and injects faults per provider (see ``FAULTS``).
+The offline demo, the test suite (to record cassettes), the benchmarks and users' own tests
+point a provider's base URL at it::
+
+    from langchain_g4f.testing import Replica
+
+    with Replica() as replica:
+        url = replica.base_url("Lockchat")          # pass as the provider's base URL
+        replica.set_fault("Lockchat", "rate_limit", times=1, retry_after=2)
+        ...                                         # call the provider; inspect replica.requests
+
+Routes, relative to ``base_url(provider)``: ``POST /api/openai/v1/chat/completions``
+(mishalsgpt, gravityengine), ``POST /v1/chat/completions`` (lockchat, openai) and
+``POST /api/text`` (aichat). Anything else gets a 404 JSON error.
+
+Standard library only; works on Python 3.10+.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import socket
+import struct
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from socketserver import TCPServer
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+__all__ = ["FAULTS", "PROVIDERS", "Replica", "reply_for"]
+
+FAULTS = (
+    "refuse",
+    "hang",
+    "stall",
+    "reset",
+    "rate_limit",
+    "http_500",
+    "http_502",
+    "http_503",
+    "http_401",
+    "html",
+    "truncated_json",
+    "error_event",
+    "empty",
+    "slow",
+)
+
+#: Route names (lower case) the replica serves; ``base_url`` accepts any capitalisation.
+PROVIDERS = ("mishalsgpt", "gravityengine", "lockchat", "aichat", "openai")
+
+_ROUTES = {
+    "mishalsgpt": "/api/openai/v1/chat/completions",
+    "gravityengine": "/api/openai/v1/chat/completions",
+    "lockchat": "/v1/chat/completions",
+    "openai": "/v1/chat/completions",
+    "aichat": "/api/text",
+}
+
+# None: any model is accepted.
+_MODELS: dict[str, tuple[str, ...] | None] = {
+    "mishalsgpt": ("gpt-3.5-turbo-16k-0613", "gpt-3.5-turbo"),
+    "gravityengine": ("gpt-3.5-turbo-16k", "gpt-3.5-turbo-0613"),
+    "lockchat": ("gpt-4", "gpt-3.5-turbo"),
+    "openai": None,
+}
+
+_DEFAULT_DELAY = {"hang": 30.0, "stall": 30.0, "slow": 0.05}
+_OPTIONS = ("retry_after", "delay", "after_chunks")
+_NO_OPTIONS: dict[str, Any] = {"retry_after": 1, "delay": 0.0, "after_chunks": 2}
+
+_PIECE_RE = re.compile(r"\S+\s*|\s+")
+_ROLE_LINE_RE = re.compile(r"(system|user|assistant|function|tool)\s*:", re.IGNORECASE)
+
+_CLOUDFLARE_HTML = (
+    b"<!DOCTYPE html><html><head><title>Just a moment...</title></head>"
+    b"<body>Checking your browser</body></html>"
+)
+_BAD_GATEWAY_HTML = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
+_HTTP_ERRORS = {
+    "http_500": (500, "The server had an error while processing your request.", "server_error"),
+    "http_503": (503, "The engine is currently overloaded, try again later.", "server_error"),
+    "http_401": (401, "Incorrect API key provided.", "invalid_request_error"),
+}
+_OVERLOADED = "upstream overloaded"
+_END = b"0\r\n\r\n"
+_BATCH_BYTES = 65536
+
+
+# --------------------------------------------------------------------------- answers
+
+
+def _text_of(content: Any) -> str:
+    """The text of a message content: a string, or the text parts of a list of parts."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for part in content:
+            if isinstance(part, str):
+                parts.append(part)
+            elif isinstance(part, dict) and part.get("type", "text") == "text":
+                text = part.get("text")
+                if isinstance(text, str):
+                    parts.append(text)
+        return " ".join(parts)
+    return str(content)
+
+
+def reply_for(messages: list[dict]) -> str:
+    """The replica's deterministic answer to a conversation of OpenAI-style role/content dicts.
+
+    ``"Hello from the replica — you said: <last user text, stripped, first 200 chars>"``
+    (``"... — you said nothing."`` when there is no user text). Always several words and
+    one non-ASCII character (the em dash).
+    """
+    said = ""
+    for message in reversed(messages or []):
+        if isinstance(message, dict) and message.get("role") == "user":
+            said = _text_of(message.get("content"))
+            break
+    said = said.strip()[:200]
+    if not said:
+        return "Hello from the replica — you said nothing."
+    return f"Hello from the replica — you said: {said}"
+
+
+def _aichat_messages(prompt: str) -> list[dict]:
+    """Recover the last user message from Aichat's flattened ``role: content`` prompt.
+
+    The last line starting with ``user:`` (any case) opens it; following lines belong to it
+    until the next ``role:`` line. With no such line the whole prompt is the user message.
+    """
+    lines = prompt.split("\n")
+    for start in range(len(lines) - 1, -1, -1):
+        if lines[start][:5].lower() == "user:":
+            break
+    else:
+        return [{"role": "user", "content": prompt}]
+    first = lines[start][5:]
+    body = [first[1:] if first.startswith(" ") else first]
+    for line in lines[start + 1 :]:
+        if _ROLE_LINE_RE.match(line):
+            break
+        body.append(line)
+    return [{"role": "user", "content": "\n".join(body)}]
+
+
+def _words(text: str) -> int:
+    return len(text.split())
+
+
+def _apply_limits(pieces: list[str], stop: Any, max_tokens: int | None) -> tuple[list[str], str]:
+    """Cut the answer at the first stop string, then to ``max_tokens`` pieces."""
+    finish = "stop"
+    stops = [stop] if isinstance(stop, str) else stop if isinstance(stop, list) else []
+    stops = [s for s in stops if isinstance(s, str) and s]
+    if stops:
+        text = "".join(pieces)
+        cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
+        if cut >= 0:
+            kept: list[str] = []
+            used = 0
+            for piece in pieces:
+                if used + len(piece) >= cut:
+                    if cut > used:
+                        kept.append(piece[: cut - used])
+                    break
+                kept.append(piece)
+                used += len(piece)
+            pieces = kept
+    if max_tokens is not None and len(pieces) > max_tokens:
+        pieces = pieces[:max_tokens]
+        finish = "length"
+    return pieces, finish
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, ensure_ascii=False).encode("utf-8")
+
+
+def _frame(data: bytes) -> bytes:
+    """One HTTP/1.1 chunk."""
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+def _chunk(model: str, delta: dict, finish: str | None) -> dict:
+    return {
+        "id": "chatcmpl-replica",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+
+
+class _Encoder:
+    """Pre-encoded halves of a content event for one model: only the piece is dumped per event."""
+
+    _SENTINEL = "\x00replica-piece\x00"
+
+    def __init__(self, model: str) -> None:
+        self.first = self._halves(model, {"role": "assistant", "content": self._SENTINEL})
+        self.rest = self._halves(model, {"content": self._SENTINEL})
+
+    def _halves(self, model: str, delta: dict) -> tuple[bytes, bytes]:
+        text = json.dumps(_chunk(model, delta, None), ensure_ascii=False)
+        head, tail = text.rsplit(json.dumps(self._SENTINEL), 1)
+        return b"data: " + head.encode("utf-8"), tail.encode("utf-8") + b"\n\n"
+
+    def frame(self, piece: str, first: bool = False) -> bytes:
+        head, tail = self.first if first else self.rest
+        return _frame(head + json.dumps(piece, ensure_ascii=False).encode("utf-8") + tail)
+
+
+@functools.lru_cache(maxsize=64)
+def _encoder(model: str) -> _Encoder:
+    return _Encoder(model)
+
+
+def _openai_error(
+    message: str, type_: str = "invalid_request_error", code: str | None = None
+) -> dict:
+    return {"error": {"message": message, "type": type_, "param": None, "code": code}}
+
+
+class _Headers(dict):
+    """A plain dict of request headers whose lookups ignore case."""
+
+    def _key(self, key: Any) -> Any:
+        if isinstance(key, str) and not dict.__contains__(self, key):
+            low = key.lower()
+            for name in self:
+                if name.lower() == low:
+                    return name
+        return key
+
+    def __getitem__(self, key: Any) -> Any:
+        return dict.__getitem__(self, self._key(key))
+
+    def __contains__(self, key: object) -> bool:
+        return dict.__contains__(self, self._key(key))
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return dict.get(self, self._key(key), default)
+
+
+# --------------------------------------------------------------------------- HTTP
+
+
+class _BadRequest(Exception):
+    pass
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "g4f-replica/1.0"
+    sys_version = ""
+    disable_nagle_algorithm = True
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - silence access log
+        pass
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.track(self.connection, add=True)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.track(self.connection, add=False)
+
+    def _handle(self) -> None:
+        try:
+            self._dispatch()
+        except OSError:  # the client went away, or a fault closed the socket
+            self.close_connection = True
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _handle
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _read_body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            parts = []
+            while True:
+                line = self.rfile.readline(65537)
+                try:
+                    size = int(line.split(b";", 1)[0].strip() or b"0", 16)
+                except ValueError as exc:
+                    raise _BadRequest("bad chunked body") from exc
+                if size == 0:
+                    while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+                        pass
+                    return b"".join(parts)
+                parts.append(self.rfile.read(size))
+                self.rfile.readline()
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError as exc:
+            raise _BadRequest("bad Content-Length") from exc
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _send(self, status: int, body: bytes, ctype: str, headers: tuple = ()) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in headers:
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _send_json(self, status: int, obj: Any, headers: tuple = ()) -> None:
+        self._send(status, _dumps(obj), "application/json", headers)
+
+    def _wait(self, seconds: float) -> None:
+        if seconds > 0:
+            self.server.stop_event.wait(seconds)
+
+    def _abort(self) -> None:
+        """Close the socket abruptly (RST): SO_LINGER 0, then close."""
+        self.close_connection = True
+        sock = self.connection
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+        try:
+            self.rfile.close()  # drop makefile's reference so close() really closes the fd
+        except OSError:
+            pass
+        sock.close()
+
+    # ------------------------------------------------------------------ routing
+
+    def _dispatch(self) -> None:
+        replica = self.server.replica
+        split = urlsplit(self.path)
+        segment, _, rest = re.sub(r"/{2,}", "/", split.path).lstrip("/").partition("/")
+        provider = segment.lower() or None
+        subpath = "/" + rest
+        try:
+            raw = self._read_body()
+        except _BadRequest as exc:
+            replica._log(self.command, provider, subpath, self.headers, None, split.query)
+            self.close_connection = True
+            self._send_json(400, _openai_error(str(exc)))
+            return
+        body: Any = None
+        bad_json = False
+        if raw:
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                bad_json = True
+        replica._log(self.command, provider, subpath, self.headers, body, split.query)
+
+        route = _ROUTES.get(provider or "")
+        if route is None or self.command != "POST" or subpath.rstrip("/") != route:
+            self._send_json(404, {"error": {"message": "not found"}})
+            return
+        fault, opts = replica._take_fault(provider)
+        if fault == "refuse":  # reached us through replica.url directly: drop the connection
+            self._abort()
+            return
+        if fault == "hang":
+            self._wait(opts["delay"])
+            self.close_connection = True
+            return
+        if fault == "rate_limit":
+            retry = opts["retry_after"]
+            retry = int(retry) if float(retry).is_integer() else retry
+            self._send_json(
+                429,
+                {"error": {"message": "Rate limit reached", "type": "rate_limit"}},
+                (("Retry-After", str(retry)),),
+            )
+            return
+        if fault == "http_502":
+            self._send(502, _BAD_GATEWAY_HTML, "text/html")
+            return
+        if fault in _HTTP_ERRORS:
+            status, message, type_ = _HTTP_ERRORS[fault]
+            self._send_json(status, _openai_error(message, type_))
+            return
+        if fault == "html":
+            self._send(200, _CLOUDFLARE_HTML, "text/html; charset=utf-8")
+            return
+        if bad_json or not isinstance(body, dict):
+            self._send_json(400, _openai_error("We could not parse the JSON body of your request."))
+            return
+        if provider == "aichat":
+            self._aichat(body, fault, opts)
+        else:
+            self._openai(provider, body, fault, opts)
+
+    # ------------------------------------------------------------------ protocols
+
+    def _aichat(self, body: dict, fault: str | None, opts: dict) -> None:
+        prompt = body.get("message")
+        if not isinstance(prompt, str):
+            self._send_json(400, {"response": False, "message": "'message' must be a string"})
+            return
+        pieces, _ = self.server.replica._pieces("aichat", _aichat_messages(prompt))
+        if fault == "error_event":
+            obj = {"response": False, "message": _OVERLOADED}
+        elif fault == "empty":
+            obj = {"response": True, "message": ""}
+        else:
+            obj = {"response": True, "message": "".join(pieces)}
+        self._send_payload(obj, fault, opts)
+
+    def _openai(self, provider: str, body: dict, fault: str | None, opts: dict) -> None:
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            self._send_json(400, _openai_error("you must provide a model parameter"))
+            return
+        served = _MODELS[provider]
+        if served is not None and model not in served:
+            error = _openai_error(f"The model `{model}` does not exist", code="model_not_found")
+            self._send_json(404, error)
+            return
+        messages = body.get("messages")
+        if not isinstance(messages, list):
+            self._send_json(400, _openai_error("'messages' must be a list"))
+            return
+        max_tokens = body.get("max_tokens")
+        if max_tokens is not None and (
+            not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 0
+        ):
+            self._send_json(400, _openai_error("'max_tokens' must be a non-negative integer"))
+            return
+        pieces, benchmark = self.server.replica._pieces(provider, messages)
+        if fault == "empty":
+            pieces = []
+        pieces, finish = _apply_limits(pieces, body.get("stop"), max_tokens)
+        prompt_tokens = sum(
+            _words(_text_of(m.get("content"))) for m in messages if isinstance(m, dict)
+        )
+        include_usage = (
+            provider == "openai"
+            and isinstance(body.get("stream_options"), dict)
+            and body["stream_options"].get("include_usage") is True
+        )
+        if body.get("stream"):
+            self._stream(
+                model, pieces, finish, prompt_tokens, include_usage, fault, opts, benchmark
+            )
+            return
+        if fault == "error_event":
+            error = {"error": {"message": _OVERLOADED, "type": "server_error"}}
+            self._send_payload(error, fault, opts)
+            return
+        text = "".join(pieces)
+        completion_tokens = _words(text)
+        obj = {
+            "id": "chatcmpl-replica",
+            "object": "chat.completion",
+            "created": 0,
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": finish,
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+        }
+        self._send_payload(obj, fault, opts)
+
+    def _send_payload(self, obj: Any, fault: str | None, opts: dict) -> None:
+        """A non-streaming JSON answer, with the answer-level faults applied."""
+        text = json.dumps(obj, ensure_ascii=False)
+        if fault == "truncated_json":
+            text = text[: len(text) // 2]
+        body = text.encode("utf-8")
+        if fault == "slow":
+            self._wait(opts["delay"])
+        if fault not in ("stall", "reset"):
+            self._send(200, body, "application/json")
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if fault == "stall":
+            self._wait(opts["delay"])
+            self.close_connection = True
+        else:
+            self.wfile.write(body[: len(body) // 2])
+            self._abort()
+
+    def _stream(
+        self,
+        model: str,
+        pieces: list[str],
+        finish: str,
+        prompt_tokens: int,
+        include_usage: bool,
+        fault: str | None,
+        opts: dict,
+        benchmark: bool,
+    ) -> None:
+        """Server-sent events over hand-written chunked transfer encoding, one chunk per event."""
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        write = self.wfile.write
+        encoder = _encoder(model)
+        limit = len(pieces)
+        if fault in ("stall", "reset", "error_event", "truncated_json"):
+            limit = min(limit, max(0, opts["after_chunks"]))
+        delay = opts["delay"] if fault == "slow" else 0.0
+        batch = benchmark and fault is None
+        cache: dict[str, bytes] = {}
+        buffer: list[bytes] = []
+        size = 0
+        for index in range(limit):
+            piece = pieces[index]
+            if index == 0:
+                frame = encoder.frame(piece, first=True)
+            else:
+                frame = cache.get(piece)
+                if frame is None:
+                    frame = cache[piece] = encoder.frame(piece)
+            if batch:
+                buffer.append(frame)
+                size += len(frame)
+                if size >= _BATCH_BYTES:
+                    write(b"".join(buffer))
+                    buffer.clear()
+                    size = 0
+            else:
+                if delay:
+                    self._wait(delay)
+                write(frame)
+        if buffer:
+            write(b"".join(buffer))
+
+        if fault == "stall":
+            self._wait(opts["delay"])
+            self.close_connection = True
+            return
+        if fault == "reset":
+            self._abort()
+            return
+        if fault == "truncated_json":
+            write(_frame(b'data: {"choices": [{"delta": {"cont\n\n') + _END)
+            return
+        if fault == "error_event":
+            error = {"error": {"message": _OVERLOADED, "type": "server_error"}}
+            write(_frame(b"data: " + _dumps(error) + b"\n\n") + _END)
+            return
+        tail = [_frame(b"data: " + _dumps(_chunk(model, {}, finish)) + b"\n\n")]
+        if include_usage:
+            completion_tokens = _words("".join(pieces))
+            usage = {
+                "id": "chatcmpl-replica",
+                "object": "chat.completion.chunk",
+                "created": 0,
+                "model": model,
+                "choices": [],
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion_tokens,
+                    "total_tokens": prompt_tokens + completion_tokens,
+                },
+            }
+            tail.append(_frame(b"data: " + _dumps(usage) + b"\n\n"))
+        tail.append(_frame(b"data: [DONE]\n\n") + _END)
+        if batch:
+            write(b"".join(tail))
+        else:
+            for frame in tail:
+                write(frame)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], replica: Replica) -> None:
+        self.replica = replica
+        self.stop_event = threading.Event()
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind calls socket.getfqdn(), a reverse DNS lookup that can be slow.
+        TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
+    def track(self, sock: socket.socket, *, add: bool) -> None:
+        with self._connections_lock:
+            if add:
+                self._connections.add(sock)
+            else:
+                self._connections.discard(sock)
+
+    def close_connections(self) -> None:
+        with self._connections_lock:
+            connections = list(self._connections)
+        for sock in connections:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], OSError) or self.stop_event.is_set():
+            return  # a client disconnect, or shutting down: not worth a traceback
+        super().handle_error(request, client_address)
+
+
+# --------------------------------------------------------------------------- public
+
+
+class Replica:
+    """A deterministic local server speaking the providers' protocols, with per-provider faults.
+
+    ``requests`` logs every request as ``{"provider", "path", "headers", "json", "query",
+    "method"}``: ``path`` is relative to ``base_url(provider)``, ``headers`` a dict with
+    case-insensitive lookups, ``json`` the parsed body (or None), ``query`` a dict.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.host = host
+        self.port = port
+        self.requests: list[dict] = []
+        self._lock = threading.Lock()
+        self._faults: dict[str, list] = {}
+        self._replies: dict[str | None, list[str]] = {}
+        self._stream_size: tuple[int, str] | None = None
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._dead_port: int | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> Replica:
+        """Start serving in a background thread (idempotent); returns self."""
+        if self._server is None:
+            server = _Server((self.host, self.port), self)
+            thread = threading.Thread(
+                target=server.serve_forever,
+                kwargs={"poll_interval": 0.05},
+                name=f"g4f-replica:{server.server_address[1]}",
+                daemon=True,
+            )
+            self._server, self._thread = server, thread
+            thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, release hung or stalled handlers and close every connection."""
+        server, thread = self._server, self._thread
+        self._server = self._thread = None
+        if server is None:
+            return
+        server.stop_event.set()
+        server.shutdown()
+        server.close_connections()
+        server.server_close()
+        if thread is not None:
+            thread.join(timeout=1.0)
+
+    def __enter__(self) -> Replica:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = self.url if self._server is not None else "stopped"
+        return f"Replica({state})"
+
+    # ------------------------------------------------------------------ addresses
+
+    @property
+    def url(self) -> str:
+        """``http://HOST:PORT`` of the running server."""
+        if self._server is None:
+            raise RuntimeError("the replica is not running: call start() first")
+        host, port = self._server.server_address[:2]
+        if host in ("", "0.0.0.0"):
+            host = "127.0.0.1"
+        return f"http://{host}:{port}"
+
+    def base_url(self, provider: str) -> str:
+        """The base URL to give a provider; a closed port while its fault is ``refuse``."""
+        name = provider.lower()
+        with self._lock:
+            entry = self._faults.get(name)
+            refused = entry is not None and entry[0] == "refuse"
+        if refused:
+            return f"http://127.0.0.1:{self._closed_port()}/{name}"
+        return f"{self.url}/{name}"
+
+    def _closed_port(self) -> int:
+        with self._lock:
+            if self._dead_port is None:
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                    sock.bind(("127.0.0.1", 0))
+                    self._dead_port = sock.getsockname()[1]
+            return self._dead_port
+
+    # ------------------------------------------------------------------ configuration
+
+    @staticmethod
+    def _name(provider: str) -> str:
+        name = provider.lower()
+        if name not in _ROUTES:
+            raise ValueError(f"unknown provider {provider!r}; known: {', '.join(PROVIDERS)}")
+        return name
+
+    def set_fault(
+        self, provider: str, fault: str | None, *, times: int | None = None, **options: Any
+    ) -> None:
+        """Inject ``fault`` (one of ``FAULTS``) into a provider's route; ``None`` clears it.
+
+        ``times``: only the next N requests of that provider, then normal answers.
+        Options: ``retry_after`` (rate_limit, default 1), ``delay`` (seconds; hang and stall
+        default 30, slow default 0.05), ``after_chunks`` (stall, reset, error_event,
+        truncated_json: text chunks sent first, default 2).
+        """
+        name = self._name(provider)
+        unknown = sorted(set(options) - set(_OPTIONS))
+        if unknown:
+            raise TypeError(f"unknown fault option(s): {', '.join(unknown)}")
+        if fault is not None and fault not in FAULTS:
+            raise ValueError(f"unknown fault {fault!r}; known: {', '.join(FAULTS)}")
+        if times is not None and times < 0:
+            raise ValueError("times must be >= 0")
+        if fault is None or times == 0:
+            with self._lock:
+                self._faults.pop(name, None)
+            return
+        opts = {
+            "retry_after": options.get("retry_after", 1),
+            "delay": float(options.get("delay", _DEFAULT_DELAY.get(fault, 0.0))),
+            "after_chunks": int(options.get("after_chunks", 2)),
+        }
+        with self._lock:
+            self._faults[name] = [fault, times, opts]
+
+    def _take_fault(self, name: str) -> tuple[str | None, dict]:
+        """The fault for this request of ``name``, counting it down atomically."""
+        with self._lock:
+            entry = self._faults.get(name)
+            if entry is None:
+                return None, _NO_OPTIONS
+            fault, left, opts = entry
+            if left is not None:
+                if left <= 1:
+                    del self._faults[name]
+                else:
+                    entry[1] = left - 1
+            return fault, opts
+
+    def set_reply(
+        self, provider: str | None, text: str | None, *, chunks: list[str] | None = None
+    ) -> None:
+        """Script the answer for one provider (``None``: all), overriding :func:`reply_for`.
+
+        ``chunks`` gives the exact stream pieces (and wins over ``text``); ``text`` is split
+        into word pieces. Both ``None`` clears the script. A provider's own script wins over
+        the all-providers one; scripts win over ``set_stream_size``.
+        """
+        key = None if provider is None else self._name(provider)
+        with self._lock:
+            if chunks is not None:
+                self._replies[key] = [str(chunk) for chunk in chunks]
+            elif text is not None:
+                self._replies[key] = _PIECE_RE.findall(text)
+            else:
+                self._replies.pop(key, None)
+
+    def set_stream_size(self, n_chunks: int | None, chunk_text: str = "tok ") -> None:
+        """Benchmark mode: every answer is ``n_chunks`` pieces of ``chunk_text``; None ends it."""
+        if n_chunks is not None and n_chunks < 0:
+            raise ValueError("n_chunks must be >= 0")
+        with self._lock:
+            self._stream_size = None if n_chunks is None else (int(n_chunks), chunk_text)
+
+    def reset(self) -> None:
+        """Clear faults, scripted replies, benchmark mode and the request log."""
+        with self._lock:
+            self._faults.clear()
+            self._replies.clear()
+            self._stream_size = None
+            self.requests.clear()
+
+    # ------------------------------------------------------------------ used by the handler
+
+    def _pieces(self, name: str, messages: list) -> tuple[list[str], bool]:
+        """The answer's pieces for a request, and whether benchmark mode produced them."""
+        with self._lock:
+            scripted = self._replies.get(name, self._replies.get(None))
+            size = self._stream_size
+        if scripted is not None:
+            return list(scripted), False
+        if size is not None:
+            return [size[1]] * size[0], True
+        return _PIECE_RE.findall(reply_for(messages)), False
+
+    def _log(
+        self, method: str, provider: str | None, path: str, headers: Any, body: Any, query: str
+    ) -> None:
+        entry = {
+            "provider": provider,
+            "path": path,
+            "headers": _Headers(headers.items()),
+            "json": body,
+            "query": dict(parse_qsl(query, keep_blank_values=True)),
+            "method": method,
+        }
+        with self._lock:
+            self.requests.append(entry)
