@@ -195,8 +195,9 @@ class SyncTransport:
         with response:
             try:
                 raw = response.raw
+                raw.decode_content = True  # gzip/deflate bodies come out decoded
                 if not 200 <= response.status_code < 300:
-                    body = raw.read(_ERROR_BODY_BYTES, decode_content=True) or b""
+                    body = raw.read(_ERROR_BODY_BYTES) or b""
                     raise status_error(name, response.status_code, response.headers, body)
                 reader = _BodyReader(
                     provider,
@@ -205,7 +206,7 @@ class SyncTransport:
                     self.max_response_bytes,
                 )
                 read1 = raw.read1
-                while data := read1(65536, decode_content=True):
+                while data := read1(65536):
                     for delta in reader.feed(data):
                         yield delta
                 for delta in reader.close():

@@ -56,10 +56,12 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         _replica.stop()
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # Loopback tests may open sockets, to 127.0.0.1 only.
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Loopback tests, and cassette tests while recording from the replica, may
+    # open sockets, to 127.0.0.1 only.
+    record = recording(config)
     for item in items:
-        if item.get_closest_marker("loopback"):
+        if item.get_closest_marker("loopback") or (record and item.get_closest_marker("vcr")):
             item.add_marker(pytest.mark.enable_socket)
             item.add_marker(pytest.mark.allow_hosts(["127.0.0.1"]))
 

@@ -1,0 +1,8 @@
+"""``python -m langchain_g4f``: the command line."""
+
+import sys
+
+from langchain_g4f.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,28 @@
+"""langchain-tests' standard unit tests for ChatG4F."""
+
+from __future__ import annotations
+
+from langchain_tests.unit_tests import ChatModelUnitTests
+
+from langchain_g4f import ChatG4F
+
+
+class TestChatG4FUnit(ChatModelUnitTests):
+    @property
+    def chat_model_class(self) -> type[ChatG4F]:
+        return ChatG4F
+
+    @property
+    def chat_model_params(self) -> dict:
+        return {"provider": "Lockchat", "model": "gpt-4"}
+
+    @property
+    def init_from_env_params(self) -> tuple[dict, dict, dict]:
+        return (
+            {"G4F_API_KEY": "env-key"},
+            {"provider": "Lockchat", "model": "gpt-4"},
+            {"api_key": "env-key"},
+        )
+
+    # Tool calling and structured output arrive with the tool-calling issue
+    # (bind_tools / with_structured_output); until then the suite skips them.
