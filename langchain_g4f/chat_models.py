@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
+from itertools import chain
 from typing import Any
 
 from langchain_core.callbacks import (
@@ -137,7 +138,7 @@ class _Answer:
     Finish reason, model name and usage go on the final chunk only, once.
     """
 
-    __slots__ = ("provider", "model", "finish_reason", "usage", "scanner")
+    __slots__ = ("provider", "model", "finish_reason", "usage", "scanner", "parts")
 
     def __init__(self, provider: str, model: str, stop: list[str] | None) -> None:
         self.provider = provider
@@ -145,6 +146,7 @@ class _Answer:
         self.finish_reason: str | None = None
         self.usage: dict[str, int] | None = None
         self.scanner = StopScanner(stop) if stop else None
+        self.parts: list[str] = []
 
     def text(self, delta: Delta) -> str:
         """Record the delta's metadata; return the text to emit."""
@@ -157,6 +159,19 @@ class _Answer:
         if self.scanner is None:
             return delta.text
         return self.scanner.push(delta.text) if delta.text else ""
+
+    def chunks(self, batch: list[Delta]) -> list[ChatGenerationChunk]:
+        """The text chunks of one batch (metadata is kept for the final chunk)."""
+        out = []
+        for delta in batch:
+            text = self.text(delta)
+            if text:
+                out.append(ChatGenerationChunk(message=AIMessageChunk(content=text)))
+        return out
+
+    def collect(self, batch: list[Delta]) -> None:
+        """Keep the text of one batch, for a non-streaming answer."""
+        self.parts.extend(self.text(delta) for delta in batch)
 
     @property
     def stopped(self) -> bool:
@@ -173,22 +188,28 @@ class _Answer:
             "finish_reason": "stop" if self.stopped else (self.finish_reason or "stop"),
         }
 
-    def final_chunk(self, text: str = "") -> ChatGenerationChunk:
+    def final_chunk(self) -> ChatGenerationChunk:
+        """The last chunk: held-back text, if any, and all the metadata."""
         return ChatGenerationChunk(
             message=AIMessageChunk(
-                content=text,
+                content=self.tail(),
                 response_metadata=self.metadata(),
                 usage_metadata=self.usage,  # type: ignore[arg-type]
                 chunk_position="last",
             )
         )
 
-    def message(self, text: str) -> AIMessage:
+    def message(self) -> AIMessage:
+        self.parts.append(self.tail())
         return AIMessage(
-            content=text,
+            content="".join(self.parts),
             response_metadata=self.metadata(),
             usage_metadata=self.usage,  # type: ignore[arg-type]
         )
+
+
+def _has_content(batch: list[Delta]) -> bool:
+    return any(d.text or d.tool_calls for d in batch)
 
 
 class _Call:
@@ -439,41 +460,48 @@ class ChatG4F(BaseChatModel):
 
     # -- sending, with retries before the first delta -------------------------
 
-    def _deltas(self, call: _Call) -> Iterator[Delta]:
+    def _open(self, call: _Call) -> tuple[list[list[Delta]], Iterator[list[Delta]]]:
+        """Send the call and read up to its first text, retrying what can heal.
+
+        Returns the batches read so far and the rest of the answer. Nothing has
+        reached the caller before the first text, so a retry cannot duplicate.
+        """
         attempt = 0
         while True:
-            deltas = self.sync_transport.deltas(self._provider, call.request)
+            batches = self.sync_transport.batches(self._provider, call.request)
+            head: list[list[Delta]] = []
             try:
-                first = next(deltas)
+                for batch in batches:
+                    head.append(batch)
+                    if _has_content(batch):
+                        break
             except ProviderError as exc:
                 if not exc.retryable or attempt >= self.max_retries:
                     raise
                 time.sleep(backoff_delay(attempt, exc))
                 attempt += 1
                 continue
-            yield first
-            yield from deltas
-            return
+            return head, batches
 
-    async def _adeltas(self, call: _Call) -> AsyncIterator[Delta]:
+    async def _aopen(
+        self, call: _Call
+    ) -> tuple[list[list[Delta]], AsyncGenerator[list[Delta], None]]:
         attempt = 0
         while True:
-            deltas = self.async_transport.adeltas(self._provider, call.request)
+            batches = self.async_transport.abatches(self._provider, call.request)
+            head: list[list[Delta]] = []
             try:
-                first = await deltas.__anext__()
+                async for batch in batches:
+                    head.append(batch)
+                    if _has_content(batch):
+                        break
             except ProviderError as exc:
                 if not exc.retryable or attempt >= self.max_retries:
                     raise
                 await asyncio.sleep(backoff_delay(attempt, exc))
                 attempt += 1
                 continue
-            try:
-                yield first
-                async for delta in deltas:
-                    yield delta
-            finally:
-                await deltas.aclose()
-            return
+            return head, batches
 
     # -- BaseChatModel --------------------------------------------------------
 
@@ -486,23 +514,20 @@ class ChatG4F(BaseChatModel):
     ) -> Iterator[ChatGenerationChunk]:
         call = self._prepare(messages, stop, True, kwargs)
         answer = self._answer(call)
-        deltas = self._deltas(call)
+        head, rest = self._open(call)
         try:
-            for delta in deltas:
-                text = answer.text(delta)
-                if text:
-                    chunk = ChatGenerationChunk(message=AIMessageChunk(content=text))
+            for batch in chain(head, rest):
+                for chunk in answer.chunks(batch):
                     if run_manager:
-                        run_manager.on_llm_new_token(text, chunk=chunk)
+                        run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                     yield chunk
                 if answer.stopped:
                     break
         finally:
-            deltas.close()
-        tail = answer.tail()
-        final = answer.final_chunk(tail)
-        if run_manager and tail:
-            run_manager.on_llm_new_token(tail, chunk=final)
+            rest.close()
+        final = answer.final_chunk()
+        if run_manager and final.text:
+            run_manager.on_llm_new_token(final.text, chunk=final)
         yield final
 
     async def _astream(
@@ -514,23 +539,28 @@ class ChatG4F(BaseChatModel):
     ) -> AsyncIterator[ChatGenerationChunk]:
         call = self._prepare(messages, stop, True, kwargs)
         answer = self._answer(call)
-        deltas = self._adeltas(call)
+        head, rest = await self._aopen(call)
         try:
-            async for delta in deltas:
-                text = answer.text(delta)
-                if text:
-                    chunk = ChatGenerationChunk(message=AIMessageChunk(content=text))
+            # The head is read already; the rest is read here directly, with no
+            # generator in between (each async hop costs more than a chunk's work).
+            for batch in head:
+                for chunk in answer.chunks(batch):
                     if run_manager:
-                        await run_manager.on_llm_new_token(text, chunk=chunk)
+                        await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                     yield chunk
-                if answer.stopped:
-                    break
+            if not answer.stopped:
+                async for batch in rest:
+                    for chunk in answer.chunks(batch):
+                        if run_manager:
+                            await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                        yield chunk
+                    if answer.stopped:
+                        break
         finally:
-            await deltas.aclose()
-        tail = answer.tail()
-        final = answer.final_chunk(tail)
-        if run_manager and tail:
-            await run_manager.on_llm_new_token(tail, chunk=final)
+            await rest.aclose()
+        final = answer.final_chunk()
+        if run_manager and final.text:
+            await run_manager.on_llm_new_token(final.text, chunk=final)
         yield final
 
     def _generate(
@@ -541,18 +571,18 @@ class ChatG4F(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         if self.streaming:
-            return _from_chunks(self._stream(messages, stop, run_manager, **kwargs))
+            return _from_chunks(list(self._stream(messages, stop, run_manager, **kwargs)))
         call = self._prepare(messages, stop, False, kwargs)
         answer = self._answer(call)
-        parts = []
-        deltas = self._deltas(call)
-        for delta in deltas:
-            parts.append(answer.text(delta))
-            if answer.stopped:
-                deltas.close()
-                break
-        parts.append(answer.tail())
-        return ChatResult(generations=[ChatGeneration(message=answer.message("".join(parts)))])
+        head, rest = self._open(call)
+        try:
+            for batch in chain(head, rest):
+                answer.collect(batch)
+                if answer.stopped:
+                    break
+        finally:
+            rest.close()
+        return ChatResult(generations=[ChatGeneration(message=answer.message())])
 
     async def _agenerate(
         self,
@@ -563,27 +593,24 @@ class ChatG4F(BaseChatModel):
     ) -> ChatResult:
         if self.streaming:
             chunks = [c async for c in self._astream(messages, stop, run_manager, **kwargs)]
-            return _from_chunk_list(chunks)
+            return _from_chunks(chunks)
         call = self._prepare(messages, stop, False, kwargs)
         answer = self._answer(call)
-        parts = []
-        deltas = self._adeltas(call)
+        head, rest = await self._aopen(call)
         try:
-            async for delta in deltas:
-                parts.append(answer.text(delta))
-                if answer.stopped:
-                    break
+            for batch in head:
+                answer.collect(batch)
+            if not answer.stopped:
+                async for batch in rest:
+                    answer.collect(batch)
+                    if answer.stopped:
+                        break
         finally:
-            await deltas.aclose()
-        parts.append(answer.tail())
-        return ChatResult(generations=[ChatGeneration(message=answer.message("".join(parts)))])
+            await rest.aclose()
+        return ChatResult(generations=[ChatGeneration(message=answer.message())])
 
 
-def _from_chunks(chunks: Iterator[ChatGenerationChunk]) -> ChatResult:
-    return _from_chunk_list(list(chunks))
-
-
-def _from_chunk_list(chunks: list[ChatGenerationChunk]) -> ChatResult:
+def _from_chunks(chunks: list[ChatGenerationChunk]) -> ChatResult:
     """Sum streamed chunks into one result (text joined once, not pairwise)."""
     final = chunks[-1].message
     text = "".join(c.message.content for c in chunks)  # type: ignore[misc]

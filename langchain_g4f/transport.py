@@ -11,6 +11,7 @@ to one typed error from :mod:`langchain_g4f.errors` that names the provider.
 from __future__ import annotations
 
 import email.utils
+import http.client
 import json
 import time
 import weakref
@@ -175,6 +176,15 @@ class SyncTransport:
 
     def deltas(self, provider: Provider, request: HTTPRequest) -> Iterator[Delta]:
         """Send ``request`` and yield the deltas of its answer as they arrive."""
+        for batch in self.batches(provider, request):
+            yield from batch
+
+    def batches(self, provider: Provider, request: HTTPRequest) -> Iterator[list[Delta]]:
+        """Send ``request``; yield the deltas of each read, as a non-empty list.
+
+        One list per network read rather than one item per delta keeps the
+        per-delta cost of the generator machinery out of the hot path.
+        """
         import requests
         import urllib3.exceptions
 
@@ -205,12 +215,12 @@ class SyncTransport:
                     response.headers.get("content-type", ""),
                     self.max_response_bytes,
                 )
-                read1 = raw.read1
+                read1 = _reader(response)
                 while data := read1(65536):
-                    for delta in reader.feed(data):
-                        yield delta
-                for delta in reader.close():
-                    yield delta
+                    if batch := reader.feed(data):
+                        yield batch
+                if batch := reader.close():
+                    yield batch
             except ProviderError:
                 raise
             except (
@@ -219,6 +229,22 @@ class SyncTransport:
                 OSError,
             ) as exc:
                 raise _requests_error(name, exc, self.timeout) from exc
+
+
+def _reader(response: requests.Response) -> Any:
+    """The fastest ``read1`` that still decodes the body.
+
+    With no content encoding, the standard library's response underneath urllib3
+    is read directly (it returns each event as soon as it arrives, with chunked
+    framing removed); urllib3's own ``read1`` costs a few microseconds per event.
+    """
+    raw = response.raw
+    fp = getattr(raw, "_fp", None)
+    if isinstance(fp, http.client.HTTPResponse) and not response.headers.get(
+        "content-encoding"
+    ):
+        return fp.read1
+    return raw.read1
 
 
 def _requests_error(name: str, exc: BaseException, timeout: float | None) -> ProviderError:
@@ -245,6 +271,10 @@ def _requests_error(name: str, exc: BaseException, timeout: float | None) -> Pro
     return ProviderConnectionError(
         f"the connection broke while reading: {_reason(exc)}", provider=name
     )
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
 
 
 def _reason(exc: BaseException) -> str:
@@ -307,6 +337,18 @@ class AsyncTransport:
         self, provider: Provider, request: HTTPRequest
     ) -> AsyncIterator[Delta]:
         """Send ``request`` and yield the deltas of its answer as they arrive."""
+        batches = self.abatches(provider, request)
+        try:
+            async for batch in batches:
+                for delta in batch:
+                    yield delta
+        finally:
+            await batches.aclose()
+
+    async def abatches(
+        self, provider: Provider, request: HTTPRequest
+    ) -> AsyncIterator[list[Delta]]:
+        """Send ``request``; yield the deltas of each read, as a non-empty list."""
         import httpx
 
         name = provider.name
@@ -327,11 +369,17 @@ class AsyncTransport:
                     response.headers.get("content-type", ""),
                     self.max_response_bytes,
                 )
-                async for data in response.aiter_bytes():
-                    for delta in reader.feed(data):
-                        yield delta
-                for delta in reader.close():
-                    yield delta
+                # aiter_raw skips httpx's decoder layer when there is nothing to decode.
+                chunks = (
+                    response.aiter_bytes()
+                    if response.headers.get("content-encoding")
+                    else response.aiter_raw()
+                )
+                async for data in chunks:
+                    if batch := reader.feed(data):
+                        yield batch
+                if batch := reader.close():
+                    yield batch
         except ProviderError:
             raise
         except httpx.TimeoutException as exc:
@@ -341,10 +389,10 @@ class AsyncTransport:
             ) from exc
         except httpx.ConnectError as exc:
             raise ProviderConnectionError(
-                f"could not connect: {exc or type(exc).__name__}", provider=name
+                f"could not connect: {_describe(exc)}", provider=name
             ) from exc
         except (httpx.TransportError, httpx.DecodingError, OSError) as exc:
             raise ProviderConnectionError(
-                f"the connection broke while reading: {exc or type(exc).__name__}",
+                f"the connection broke while reading: {_describe(exc)}",
                 provider=name,
             ) from exc

@@ -20,6 +20,7 @@ import pytest
 from langchain_tests.conftest import base_vcr_config
 
 from langchain_g4f import providers
+from langchain_g4f.errors import UnknownProviderError
 
 CASSETTES = Path(__file__).resolve().parent.parent / "cassettes"
 
@@ -77,8 +78,8 @@ def canonical_uri(uri: str) -> str:
         name, _, rest = uri[len(_replica.url) + 1 :].partition("/")
         try:
             uri = providers.get(name).url.rstrip("/") + "/" + rest
-        except LookupError:
-            pass
+        except UnknownProviderError:
+            pass  # not a registered provider: keep the URL as it is
     parts = urlsplit(uri)
     if parts.query:
         query = [(k, v) for k, v in parse_qsl(parts.query) if k.lower() not in SECRET_QUERY]

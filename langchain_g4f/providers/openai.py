@@ -167,8 +167,12 @@ class SSEParser:
         choices = obj.get("choices")
         if choices and isinstance(choices, list):
             choice = choices[0]
-            delta = choice.get("delta") or choice.get("message") or {}
+            delta = choice.get("delta") or choice.get("message") or {} if isinstance(choice, dict) else None
+            if not isinstance(delta, dict):
+                raise self._not_a_chunk(obj)
             content = delta.get("content")
+            if content is not None and content.__class__ is not str:
+                raise self._not_a_chunk(obj)
             finish = choice.get("finish_reason")
             tool_calls = delta.get("tool_calls")
             usage = obj.get("usage")
@@ -193,6 +197,12 @@ class SSEParser:
         usage = convert_usage(obj.get("usage"))
         if usage is not None:
             out.append(Delta(usage=usage))
+
+    def _not_a_chunk(self, obj: Any) -> MalformedResponseError:
+        return MalformedResponseError(
+            f"sent an event that is not a chat.completion.chunk: {str(obj)[:120]}",
+            provider=self.provider,
+        )
 
     def _other(self, line: bytes, out: list[Delta]) -> None:
         """A line that is not a ``data:`` field."""

@@ -1,0 +1,1014 @@
+"""The sans-I/O half: request building and response parsing, fed bytes directly.
+
+Nothing here opens a socket (pytest-socket would refuse it anyway).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from langchain_g4f import providers
+from langchain_g4f.chat_models import StopScanner
+from langchain_g4f.errors import (
+    ConfigurationError,
+    HTMLResponseError,
+    MalformedResponseError,
+    ProviderResponseError,
+    UnknownProviderError,
+    UnsupportedModelError,
+)
+from langchain_g4f.providers import (
+    Aichat,
+    Delta,
+    Gravityengine,
+    Lockchat,
+    Mishalsgpt,
+    OpenAICompatible,
+    Provider,
+    SSEParser,
+)
+from langchain_g4f.providers.base import BodyParser, HTTPRequest
+from langchain_g4f.providers.openai import parse_completion
+
+MESSAGES = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "Grüße — 2 + 2?"},
+]
+HTML = (
+    b"<!DOCTYPE html><html><head><title>Just a moment...</title></head>"
+    b"<body>Checking your browser</body></html>"
+)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def event(obj: Any) -> bytes:
+    return b"data: " + json.dumps(obj, ensure_ascii=False).encode() + b"\n\n"
+
+
+def chunk(
+    content: Any = None,
+    *,
+    role: str | None = None,
+    finish: str | None = None,
+    model: str = "gpt-4",
+    omit_content: bool = False,
+) -> dict[str, Any]:
+    delta: dict[str, Any] = {}
+    if role is not None:
+        delta["role"] = role
+    if not omit_content:
+        delta["content"] = content
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+
+
+def completion(content: Any = "Hi there", usage: Any = None, **extra: Any) -> bytes:
+    obj: dict[str, Any] = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "model": "gpt-3.5-turbo",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content},
+                "finish_reason": "stop",
+            }
+        ],
+        **extra,
+    }
+    if usage is not None:
+        obj["usage"] = usage
+    return json.dumps(obj).encode()
+
+
+def run(parser: Any, *pieces: bytes) -> list[Delta]:
+    """Feed every piece, then close; all the deltas."""
+    out: list[Delta] = []
+    for piece in pieces:
+        out.extend(parser.feed(piece))
+    out.extend(parser.close())
+    return out
+
+
+def text(deltas: list[Delta]) -> str:
+    return "".join(d.text for d in deltas)
+
+
+def byte_by_byte(data: bytes) -> list[bytes]:
+    return [data[i : i + 1] for i in range(len(data))]
+
+
+def sse_parser() -> SSEParser:
+    parser = Lockchat.stream_parser()
+    assert isinstance(parser, SSEParser)
+    return parser
+
+
+@pytest.fixture(params=["Lockchat", "OpenAICompatible"])
+def new_parser(request: pytest.FixtureRequest) -> Any:
+    """A factory of SSE parsers from a seed provider and from ``OpenAICompatible``."""
+    if request.param == "Lockchat":
+        return Lockchat.stream_parser
+    return OpenAICompatible("local", "http://127.0.0.1:1/v1").stream_parser
+
+
+FULL_STREAM = (
+    event(chunk("", role="assistant"))
+    + event(chunk("Hello"))
+    + event(chunk(" wörld"))
+    + event(chunk(None, finish="stop"))
+    + b"data: [DONE]\n\n"
+)
+
+
+# --------------------------------------------------------------------------- SSE
+
+
+def test_sse_whole_stream(new_parser: Any) -> None:
+    deltas = run(new_parser(), FULL_STREAM)
+    assert text(deltas) == "Hello wörld"
+    assert deltas[-1].finish_reason == "stop"
+    assert deltas[-1].model == "gpt-4"
+
+
+@pytest.mark.parametrize("split", range(1, 4))
+def test_sse_multibyte_character_split_across_feeds(split: int) -> None:
+    data = event(chunk("€ and 😀"))
+    # The euro sign is 3 bytes, the emoji 4: split inside each of them.
+    for char in ("€", "😀"):
+        start = data.index(char.encode())
+        parser = sse_parser()
+        deltas = parser.feed(data[: start + split])
+        deltas += parser.feed(data[start + split :] + b"data: [DONE]\n")
+        deltas += parser.close()
+        assert text(deltas) == "€ and 😀"
+
+
+def test_sse_fed_one_byte_at_a_time(new_parser: Any) -> None:
+    assert text(run(new_parser(), *byte_by_byte(FULL_STREAM))) == "Hello wörld"
+
+
+@pytest.mark.parametrize("prefix", [b"data: ", b"data:", b"data:  "])
+def test_sse_data_with_and_without_space(prefix: bytes) -> None:
+    body = prefix + json.dumps(chunk("x")).encode() + b"\n\n" + prefix + b"[DONE]\n\n"
+    assert text(run(sse_parser(), body)) == "x"
+
+
+def test_sse_crlf_line_endings() -> None:
+    body = FULL_STREAM.replace(b"\n", b"\r\n")
+    assert text(run(sse_parser(), body)) == "Hello wörld"
+    # ... also when a CR and its LF arrive in different reads.
+    assert text(run(sse_parser(), *byte_by_byte(body))) == "Hello wörld"
+
+
+def test_sse_skips_comments_blank_lines_and_other_fields() -> None:
+    body = (
+        b": keep-alive\n\n"
+        b":\n"
+        b"\n\n\n"
+        b"event: message\n"
+        b"id: 42\n"
+        b"retry: 1000\n"
+        + event(chunk("one"))
+        + b": keep-alive\r\n\r\n"
+        + b"event: completion\r\nid: 43\r\n"
+        + event(chunk(" two"))
+        + b"data: [DONE]\n\n"
+    )
+    assert text(run(sse_parser(), body)) == "one two"
+
+
+def test_sse_done_ends_the_stream() -> None:
+    parser = sse_parser()
+    assert text(parser.feed(event(chunk("only")) + b"data: [DONE]\n\n")) == "only"
+    assert parser.close() == []
+
+
+def test_sse_done_without_trailing_newline_is_read_at_close() -> None:
+    parser = sse_parser()
+    parser.feed(event(chunk("only")) + b"data: [DONE]")
+    assert parser.close() == []
+
+
+def test_sse_null_or_missing_content_and_role_only_chunk() -> None:
+    body = (
+        event(chunk(None, role="assistant"))
+        + event(chunk(omit_content=True, role="assistant"))
+        + event(chunk(None))
+        + event(chunk(omit_content=True))
+        + event(chunk("text"))
+        + b"data: [DONE]\n\n"
+    )
+    deltas = run(sse_parser(), body)
+    assert [d.text for d in deltas] == ["text"]
+
+
+def test_sse_records_finish_reason_and_model() -> None:
+    body = event(chunk("a")) + event(chunk("b", finish="length", model="gpt-4-0613"))
+    deltas = run(sse_parser(), body)  # no [DONE]: the finish_reason ends it
+    assert text(deltas) == "ab"
+    last = deltas[-1]
+    assert last.finish_reason == "length"
+    assert last.model == "gpt-4-0613"
+    assert last.text == "b"
+
+
+def test_sse_usage_chunk() -> None:
+    usage = {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
+    body = (
+        event(chunk("a", finish="stop"))
+        + event({"object": "chat.completion.chunk", "choices": [], "usage": usage})
+        + b"data: [DONE]\n\n"
+    )
+    deltas = run(sse_parser(), body)
+    assert deltas[-1].usage == {"input_tokens": 7, "output_tokens": 3, "total_tokens": 10}
+    assert deltas[-1].text == ""
+
+
+def test_sse_usage_total_is_computed_when_missing() -> None:
+    usage = {"prompt_tokens": 7, "completion_tokens": 3}
+    body = event({"choices": [], "usage": usage}) + b"data: [DONE]\n\n"
+    assert run(sse_parser(), body)[-1].usage == {
+        "input_tokens": 7,
+        "output_tokens": 3,
+        "total_tokens": 10,
+    }
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [
+        {"prompt_tokens": "7", "completion_tokens": "3", "total_tokens": "10"},
+        {"prompt_tokens": 7.0, "completion_tokens": 3.0},
+        {"prompt_tokens": True, "completion_tokens": 3},
+        {"prompt_tokens": None, "completion_tokens": None},
+        {"completion_tokens": 3},
+        "7 tokens",
+        None,
+    ],
+)
+def test_sse_non_integer_usage_is_ignored(usage: Any) -> None:
+    body = (
+        event(chunk("a", finish="stop"))
+        + event({"choices": [], "usage": usage})
+        + b"data: [DONE]\n\n"
+    )
+    deltas = run(sse_parser(), body)
+    assert all(d.usage is None for d in deltas)
+    assert text(deltas) == "a"
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        {"message": "upstream overloaded", "type": "server_error"},
+        "upstream overloaded",
+    ],
+)
+def test_sse_error_event_raises(new_parser: Any, error: Any) -> None:
+    parser = new_parser()
+    assert text(parser.feed(event(chunk("partial")))) == "partial"
+    with pytest.raises(ProviderResponseError) as info:
+        parser.feed(event({"error": error}))
+    assert info.value.provider == parser.provider
+    assert "upstream overloaded" in str(info.value)
+    assert parser.provider in str(info.value)
+
+
+def test_sse_error_event_code() -> None:
+    with pytest.raises(ProviderResponseError) as info:
+        run(sse_parser(), event({"error": {"message": "no", "code": "model_not_found"}}))
+    assert info.value.code == "model_not_found"
+    assert info.value.provider == "Lockchat"
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'data: {"choices": [{"delta": {"cont\n\n',
+        b"data: {not json}\n\n",
+        b'data: {"choices": [{"delta": {"content": "a"}}]\n\n',
+        b"data: [1, 2]\n\n",
+        b'data: "text"\n\n',
+    ],
+)
+def test_sse_bad_json_in_data_line(line: bytes) -> None:
+    parser = sse_parser()
+    parser.feed(event(chunk("ok")))
+    with pytest.raises(MalformedResponseError) as info:
+        parser.feed(line)
+    assert info.value.provider == "Lockchat"
+
+
+def test_sse_truncated_json_at_end_of_body() -> None:
+    parser = sse_parser()
+    parser.feed(event(chunk("ok")) + b'data: {"choices": [{"delta": {"cont')
+    with pytest.raises(MalformedResponseError):
+        parser.close()
+
+
+def test_sse_stream_ending_without_done_or_finish_reason() -> None:
+    parser = sse_parser()
+    assert text(parser.feed(event(chunk("Hello")) + event(chunk(" there")))) == "Hello there"
+    with pytest.raises(MalformedResponseError) as info:
+        parser.close()
+    assert type(info.value) is MalformedResponseError
+    assert info.value.provider == "Lockchat"
+
+
+def test_sse_empty_body_is_incomplete() -> None:
+    with pytest.raises(MalformedResponseError):
+        run(sse_parser(), b"")
+
+
+def test_sse_finish_reason_without_done_closes_fine() -> None:
+    deltas = run(sse_parser(), event(chunk("Hi")) + event(chunk(None, finish="stop")))
+    assert text(deltas) == "Hi"
+    assert deltas[-1].finish_reason == "stop"
+
+
+@pytest.mark.parametrize(
+    "pieces",
+    [
+        [HTML],  # one line, no newline: found at close
+        [HTML + b"\n"],
+        [b"\n  " + HTML.replace(b"><", b">\n<") + b"\n"],
+        byte_by_byte(HTML + b"\n"),
+    ],
+    ids=["no-newline", "one-line", "multi-line", "bytewise"],
+)
+def test_sse_html_page_raises(pieces: list[bytes]) -> None:
+    with pytest.raises(HTMLResponseError) as info:
+        run(sse_parser(), *pieces)
+    assert info.value.provider == "Lockchat"
+
+
+@pytest.mark.parametrize("newline", [b"", b"\n"])
+def test_sse_plain_json_error_object_raises(newline: bytes) -> None:
+    body = json.dumps({"error": {"message": "Invalid key", "code": "bad_key"}}).encode()
+    with pytest.raises(ProviderResponseError) as info:
+        run(sse_parser(), body + newline)
+    assert "Invalid key" in str(info.value)
+    assert info.value.code == "bad_key"
+    assert info.value.provider == "Lockchat"
+
+
+def test_sse_bare_text_line_is_reported_at_close() -> None:
+    parser = sse_parser()
+    assert parser.feed(b"The model: `gpt-4` does not exist\n") == []
+    with pytest.raises(ProviderResponseError) as info:
+        parser.close()
+    assert "The model: `gpt-4` does not exist" in str(info.value)
+    assert info.value.provider == "Lockchat"
+
+
+def test_sse_bare_text_without_newline_is_reported_at_close() -> None:
+    with pytest.raises(ProviderResponseError, match="does not exist"):
+        run(sse_parser(), b"The model: `gpt-4` does not exist")
+
+
+@pytest.mark.parametrize("newline", [b"", b"\n"])
+def test_sse_plain_completion_object_yields_its_text(newline: bytes) -> None:
+    deltas = run(sse_parser(), completion("Hello wörld") + newline)
+    assert text(deltas) == "Hello wörld"
+    assert deltas[-1].finish_reason == "stop"
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [{"choices": ["oops"]}, {"choices": [{"delta": "oops"}]}],
+    ids=["choice-not-object", "delta-not-object"],
+)
+def test_sse_chunk_with_non_object_choice_is_malformed(obj: Any) -> None:
+    with pytest.raises(MalformedResponseError):
+        run(sse_parser(), event(obj) + b"data: [DONE]\n\n")
+
+
+def test_sse_non_string_content_never_becomes_delta_text() -> None:
+    body = event(chunk(5)) + event(chunk(["a"], finish="stop")) + b"data: [DONE]\n\n"
+    try:
+        deltas = run(sse_parser(), body)
+    except MalformedResponseError:
+        return  # refusing the chunk is fine too
+    assert all(isinstance(d.text, str) for d in deltas)
+
+
+# --------------------------------------------------------------------------- whole bodies
+
+
+def test_parse_completion_normal_object() -> None:
+    usage = {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
+    [delta] = parse_completion("Mishalsgpt", completion("Hello wörld", usage))
+    assert delta.text == "Hello wörld"
+    assert delta.finish_reason == "stop"
+    assert delta.model == "gpt-3.5-turbo"
+    assert delta.usage == {"input_tokens": 5, "output_tokens": 2, "total_tokens": 7}
+
+
+def test_parse_body_normal_object() -> None:
+    [delta] = Mishalsgpt.parse_body(completion("Hi"))
+    assert delta.text == "Hi"
+    assert delta.usage is None
+
+
+def test_parse_completion_null_content() -> None:
+    [delta] = Mishalsgpt.parse_body(completion(None))
+    assert delta.text == ""
+    assert delta.finish_reason == "stop"
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [
+        {"prompt_tokens": "5", "completion_tokens": "2", "total_tokens": "7"},
+        {"prompt_tokens": 5.5, "completion_tokens": 2},
+        {"prompt_tokens": 5},
+        [5, 2],
+    ],
+)
+def test_parse_completion_ignores_non_integer_usage(usage: Any) -> None:
+    [delta] = Mishalsgpt.parse_body(completion("Hi", usage))
+    assert delta.usage is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"id": "x", "object": "chat.completion"},
+        {"choices": []},
+        {"choices": None},
+        {"choices": ["text"]},
+        {"choices": [{"index": 0}]},
+        {"choices": [{"message": "text"}]},
+        [],
+        "text",
+        None,
+    ],
+)
+def test_parse_completion_without_usable_choices(body: Any) -> None:
+    with pytest.raises(MalformedResponseError) as info:
+        Mishalsgpt.parse_body(json.dumps(body).encode())
+    assert type(info.value) is MalformedResponseError
+    assert info.value.provider == "Mishalsgpt"
+
+
+def test_parse_completion_error_object() -> None:
+    body = {
+        "error": {
+            "message": "The model `gpt-5` does not exist",
+            "type": "invalid_request_error",
+            "code": "model_not_found",
+        }
+    }
+    with pytest.raises(ProviderResponseError) as info:
+        Mishalsgpt.parse_body(json.dumps(body).encode())
+    assert info.value.code == "model_not_found"
+    assert info.value.provider == "Mishalsgpt"
+    assert "The model `gpt-5` does not exist" in str(info.value)
+
+
+def test_parse_completion_error_object_code_falls_back_to_type() -> None:
+    body = {"error": {"message": "slow down", "type": "rate_limit"}}
+    with pytest.raises(ProviderResponseError) as info:
+        Gravityengine.parse_body(json.dumps(body).encode())
+    assert info.value.code == "rate_limit"
+    assert info.value.provider == "Gravityengine"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        completion("Hello")[:40],
+        b"",
+        b"not json",
+        b'{"choices": [}',
+        b'{"choices": [{"message": {"content": "\xff"}}]}',  # not UTF-8
+    ],
+)
+def test_parse_completion_bad_json(body: bytes) -> None:
+    with pytest.raises(MalformedResponseError) as info:
+        Mishalsgpt.parse_body(body)
+    assert type(info.value) is MalformedResponseError
+    assert info.value.provider == "Mishalsgpt"
+
+
+@pytest.mark.parametrize(
+    "body", [HTML, b"  \n<html><body>502</body></html>", b"<HTML><BODY>x</BODY></HTML>"]
+)
+def test_parse_completion_html(body: bytes) -> None:
+    with pytest.raises(HTMLResponseError) as info:
+        parse_completion("Mishalsgpt", body)
+    assert info.value.provider == "Mishalsgpt"
+
+
+# --------------------------------------------------------------------------- Aichat
+
+
+def test_aichat_success() -> None:
+    [delta] = Aichat.parse_body(b'{"response": true, "message": "hi"}')
+    assert delta.text == "hi"
+    assert delta.finish_reason == "stop"
+
+
+@pytest.mark.parametrize("response", ["false", "null", '"true"', "1"])
+def test_aichat_failure(response: str) -> None:
+    body = b'{"response": %s, "message": "quota exceeded"}' % response.encode()
+    with pytest.raises(ProviderResponseError) as info:
+        Aichat.parse_body(body)
+    assert "quota exceeded" in str(info.value)
+    assert info.value.provider == "Aichat"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"message": "hi"}', b"{}", b'["hi"]', b'"hi"', b'{"response": true, "message": 5}'],
+)
+def test_aichat_malformed(body: bytes) -> None:
+    with pytest.raises(MalformedResponseError) as info:
+        Aichat.parse_body(body)
+    assert type(info.value) is MalformedResponseError
+    assert info.value.provider == "Aichat"
+
+
+def test_aichat_truncated_json() -> None:
+    with pytest.raises(MalformedResponseError):
+        Aichat.parse_body(b'{"response": true, "mess')
+
+
+def test_aichat_html() -> None:
+    with pytest.raises(HTMLResponseError) as info:
+        Aichat.parse_body(HTML)
+    assert info.value.provider == "Aichat"
+
+
+# --------------------------------------------------------------------------- parser choice
+
+
+def request_for(provider: Provider, *, stream: bool) -> HTTPRequest:
+    return provider.build_request(provider.model[0], MESSAGES, stream=stream)
+
+
+@pytest.mark.parametrize("stream", [True, False])
+@pytest.mark.parametrize("content_type", ["text/html", "text/html; charset=utf-8"])
+def test_parser_picks_html_parser(stream: bool, content_type: str) -> None:
+    parser = Mishalsgpt.parser(request_for(Mishalsgpt, stream=stream), content_type)
+    # Even a valid completion is refused when the server calls it HTML.
+    assert parser.feed(completion("Hi")) == []
+    with pytest.raises(HTMLResponseError):
+        parser.close()
+
+
+@pytest.mark.parametrize(
+    "content_type", ["text/event-stream", "text/event-stream; charset=utf-8", ""]
+)
+def test_parser_picks_sse_parser_for_a_streaming_request(content_type: str) -> None:
+    parser = Mishalsgpt.parser(request_for(Mishalsgpt, stream=True), content_type)
+    assert isinstance(parser, SSEParser)
+    assert text(run(parser, FULL_STREAM)) == "Hello wörld"
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_parser_picks_body_parser_for_json(stream: bool) -> None:
+    parser = Mishalsgpt.parser(request_for(Mishalsgpt, stream=stream), "application/json")
+    assert isinstance(parser, BodyParser)
+    assert text(run(parser, *byte_by_byte(completion("Hi")))) == "Hi"
+
+
+def test_parser_for_non_streaming_request_reads_a_body() -> None:
+    parser = Mishalsgpt.parser(request_for(Mishalsgpt, stream=False), "text/plain")
+    assert isinstance(parser, BodyParser)
+
+
+def test_parser_for_aichat_stream_call_reads_a_body() -> None:
+    """Aichat cannot stream: a streaming call asks for (and parses) one body."""
+    request = request_for(Aichat, stream=True)
+    assert request.stream is False
+    parser = Aichat.parser(request, "application/json")
+    assert text(run(parser, b'{"response": true, "message": "hi"}')) == "hi"
+
+
+# --------------------------------------------------------------------------- requests
+
+
+def body_of(request: HTTPRequest) -> dict[str, Any]:
+    return json.loads(request.body)
+
+
+@pytest.mark.parametrize(
+    ("provider", "url"),
+    [
+        (Mishalsgpt, "https://mishalsgpt.vercel.app/api/openai/v1/chat/completions"),
+        (Gravityengine, "https://gpt4.gravityengine.cc/api/openai/v1/chat/completions"),
+        (Lockchat, "http://super.lockchat.app/v1/chat/completions"),
+        (Aichat, "https://chat-gpt.org/api/text"),
+    ],
+)
+def test_canonical_url(provider: Provider, url: str) -> None:
+    for stream in (False, True):
+        request = request_for(provider, stream=stream)
+        assert request.method == "POST"
+        assert request.url == url
+
+
+@pytest.mark.parametrize(
+    ("provider", "path"),
+    [
+        (Mishalsgpt, "/api/openai/v1/chat/completions"),
+        (Gravityengine, "/api/openai/v1/chat/completions"),
+        (Lockchat, "/v1/chat/completions"),
+        (Aichat, "/api/text"),
+    ],
+)
+@pytest.mark.parametrize(
+    "base_url",
+    ["http://127.0.0.1:8080/x", "http://127.0.0.1:8080/x/", "http://127.0.0.1:8080/x//"],
+)
+def test_base_url_override(provider: Provider, path: str, base_url: str) -> None:
+    request = provider.build_request(
+        provider.model[0], MESSAGES, stream=False, base_url=base_url
+    )
+    assert request.url == "http://127.0.0.1:8080/x" + path
+    # The override is per request: the provider keeps its own URL.
+    assert request_for(provider, stream=False).url.startswith(provider.url)
+
+
+def test_headers() -> None:
+    for provider in (Mishalsgpt, Gravityengine):
+        assert request_for(provider, stream=False).headers == {
+            "Content-Type": "application/json"
+        }
+    lockchat = request_for(Lockchat, stream=False).headers
+    assert lockchat["user-agent"] == "ChatX/39 CFNetwork/1408.0.4 Darwin/22.5.0"
+    assert lockchat["Content-Type"] == "application/json"
+    aichat = request_for(Aichat, stream=False).headers
+    assert aichat["origin"] == "https://chat-gpt.org"
+    assert aichat["referer"].startswith("https://chat-gpt.org")
+    assert aichat["accept"] == "*/*"
+    assert "Chrome/" in aichat["user-agent"]
+    assert aichat["Content-Type"] == "application/json"
+
+
+@pytest.mark.parametrize("provider", [Mishalsgpt, Gravityengine, Lockchat, Aichat])
+def test_no_authorization_without_api_key(provider: Provider) -> None:
+    headers = request_for(provider, stream=False).headers
+    assert "authorization" not in {name.lower() for name in headers}
+
+
+@pytest.mark.parametrize("provider", [Mishalsgpt, Gravityengine, Lockchat, Aichat])
+def test_api_key_is_sent_as_bearer(provider: Provider) -> None:
+    request = provider.build_request(
+        provider.model[0], MESSAGES, stream=False, api_key="sk-test-123"
+    )
+    assert request.headers["Authorization"] == "Bearer sk-test-123"
+    assert b"sk-test-123" not in request.body
+    # The class-level headers are not touched.
+    assert "Authorization" not in provider.headers
+
+
+def test_mishalsgpt_body() -> None:
+    model = "gpt-3.5-turbo-16k-0613"
+    request = Mishalsgpt.build_request(model, MESSAGES, stream=False)
+    assert body_of(request) == {"model": model, "temperature": 0.7, "messages": MESSAGES}
+    assert request.stream is False
+    request = Mishalsgpt.build_request(model, MESSAGES, stream=True)
+    assert body_of(request) == {
+        "model": model,
+        "temperature": 0.7,
+        "messages": MESSAGES,
+        "stream": True,
+    }
+    assert request.stream is True
+
+
+def test_gravityengine_body() -> None:
+    model = "gpt-3.5-turbo-0613"
+    request = Gravityengine.build_request(model, MESSAGES, stream=False)
+    assert body_of(request) == {
+        "model": model,
+        "temperature": 0.7,
+        "presence_penalty": 0,
+        "messages": MESSAGES,
+    }
+    assert body_of(Gravityengine.build_request(model, MESSAGES, stream=True))["stream"] is True
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_lockchat_body_always_streams(stream: bool) -> None:
+    request = Lockchat.build_request("gpt-4", MESSAGES, stream=stream)
+    assert body_of(request) == {
+        "model": "gpt-4",
+        "temperature": 0.7,
+        "messages": MESSAGES,
+        "stream": True,
+    }
+    assert request.stream is True
+
+
+def test_lockchat_temperature_is_the_callers() -> None:
+    request = Lockchat.build_request("gpt-4", MESSAGES, stream=False, temperature=0.2)
+    assert body_of(request)["temperature"] == 0.2
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_aichat_body(stream: bool) -> None:
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello!"},
+        {"role": "user", "content": "Grüße — 2 + 2?"},
+    ]
+    request = Aichat.build_request("gpt-3.5-turbo", messages, stream=stream)
+    assert request.stream is False
+    assert body_of(request) == {
+        "message": (
+            "system: Be brief.\nuser: Hi\nassistant: Hello!\nuser: Grüße — 2 + 2?\nassistant:"
+        ),
+        "temperature": 1,
+        "presence_penalty": 0,
+        "top_p": 1,
+        "frequency_penalty": 0,
+    }
+    # Non-ASCII text is sent as UTF-8, not escaped.
+    assert "Grüße —".encode() in request.body
+
+
+def test_aichat_flattens_null_content() -> None:
+    request = Aichat.build_request(
+        "gpt-3.5-turbo", [{"role": "user", "content": None}], stream=False
+    )
+    assert body_of(request)["message"] == "user: \nassistant:"
+
+
+@pytest.mark.parametrize("provider", [Mishalsgpt, Gravityengine, Lockchat])
+def test_openai_family_options_land_in_body(provider: Provider) -> None:
+    request = provider.build_request(
+        provider.model[0],
+        MESSAGES,
+        stream=False,
+        temperature=0.0,
+        max_tokens=16,
+        stop=["\n\n", "END"],
+    )
+    body = body_of(request)
+    assert body["temperature"] == 0.0
+    assert body["max_tokens"] == 16
+    assert body["stop"] == ["\n\n", "END"]
+    assert body["messages"] == MESSAGES
+
+
+def test_openai_family_options_absent_when_not_given() -> None:
+    body = body_of(request_for(Mishalsgpt, stream=False))
+    assert "max_tokens" not in body
+    assert "stop" not in body
+
+
+def test_extra_fields_are_merged() -> None:
+    request = Mishalsgpt.build_request(
+        "gpt-3.5-turbo", MESSAGES, stream=False, extra={"top_p": 0.5, "temperature": 0.1}
+    )
+    body = body_of(request)
+    assert body["top_p"] == 0.5
+    assert body["temperature"] == 0.1
+
+
+def test_openai_compatible_request() -> None:
+    provider = OpenAICompatible(
+        "local", "http://127.0.0.1:11434/v1/", needs_auth=True, headers={"X-Test": "1"}
+    )
+    request = provider.build_request(
+        "llama3", MESSAGES, stream=False, api_key="sk-local"
+    )
+    assert request.url == "http://127.0.0.1:11434/v1/chat/completions"
+    assert request.headers == {
+        "Content-Type": "application/json",
+        "X-Test": "1",
+        "Authorization": "Bearer sk-local",
+    }
+    assert body_of(request) == {"model": "llama3", "messages": MESSAGES, "stream": False}
+    body = body_of(provider.build_request("llama3", MESSAGES, stream=True, api_key="k"))
+    assert body["stream"] is True
+    assert body["stream_options"] == {"include_usage": True}
+
+
+def test_openai_compatible_needs_auth() -> None:
+    provider = OpenAICompatible("local", "http://127.0.0.1:1/v1", needs_auth=True)
+    with pytest.raises(ConfigurationError, match="API key"):
+        provider.build_request("llama3", MESSAGES, stream=False)
+
+
+def test_openai_compatible_with_a_model_list() -> None:
+    provider = OpenAICompatible("local", "http://127.0.0.1:1/v1", models=["a", "b"])
+    assert provider.build_request("b", MESSAGES, stream=False).url.endswith("/chat/completions")
+    with pytest.raises(UnsupportedModelError):
+        provider.build_request("c", MESSAGES, stream=False)
+
+
+@pytest.mark.parametrize("provider", [Mishalsgpt, Gravityengine, Lockchat, Aichat])
+def test_unknown_model_is_refused_before_anything(provider: Provider) -> None:
+    with pytest.raises(UnsupportedModelError) as info:
+        provider.build_request("gpt-5-ultra", MESSAGES, stream=False)
+    error = info.value
+    assert isinstance(error, ConfigurationError)
+    assert isinstance(error, ValueError)
+    assert error.provider == provider.name
+    assert "gpt-5-ultra" in str(error)
+    for model in provider.model:
+        assert model in str(error)
+
+
+@pytest.mark.parametrize("provider", [Mishalsgpt, Gravityengine, Lockchat, Aichat])
+def test_unknown_model_never_reaches_the_transport(provider: Provider) -> None:
+    class NoTransport:
+        def deltas(self, *args: Any) -> Any:
+            raise AssertionError("a request was sent")
+
+    pieces = provider._create_completion(
+        "gpt-5-ultra", MESSAGES, False, transport=NoTransport()
+    )
+    with pytest.raises(UnsupportedModelError):
+        next(pieces)
+
+
+@pytest.mark.parametrize("provider", [Mishalsgpt, Gravityengine, Lockchat, Aichat])
+def test_empty_messages(provider: Provider) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        provider.build_request(provider.model[0], [], stream=False)
+    assert info.value.provider == provider.name
+
+
+def test_create_completion_refuses_to_stream_aichat() -> None:
+    with pytest.raises(ConfigurationError, match="stream"):
+        next(Aichat._create_completion("gpt-3.5-turbo", MESSAGES, True))
+
+
+# --------------------------------------------------------------------------- seed contract
+
+
+@pytest.mark.parametrize(
+    ("provider", "url", "models", "supports_stream"),
+    [
+        (
+            Mishalsgpt,
+            "https://mishalsgpt.vercel.app",
+            ["gpt-3.5-turbo-16k-0613", "gpt-3.5-turbo"],
+            True,
+        ),
+        (
+            Gravityengine,
+            "https://gpt4.gravityengine.cc",
+            ["gpt-3.5-turbo-16k", "gpt-3.5-turbo-0613"],
+            True,
+        ),
+        (Lockchat, "http://super.lockchat.app", ["gpt-4", "gpt-3.5-turbo"], True),
+        (Aichat, "https://chat-gpt.org", ["gpt-3.5-turbo"], False),
+    ],
+)
+def test_seed_contract(
+    provider: Provider, url: str, models: list[str], supports_stream: bool
+) -> None:
+    assert provider.url == url
+    assert provider.model == models
+    assert provider.supports_stream is supports_stream
+    assert provider.needs_auth is False
+    assert isinstance(provider.params, str)
+    assert provider.name in provider.params
+    for hint in ("model: str", "messages:", "stream: bool"):
+        assert hint in provider.params
+    assert callable(provider._create_completion)
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def test_registry_names() -> None:
+    assert {"Aichat", "Gravityengine", "Lockchat", "Mishalsgpt"} <= set(providers.names())
+    assert providers.names() == sorted(providers.names())
+
+
+@pytest.mark.parametrize("name", ["Lockchat", "lockchat", "LOCKCHAT", "lOcKcHaT"])
+def test_registry_get_is_case_insensitive(name: str) -> None:
+    assert providers.get(name) is Lockchat
+
+
+def test_registry_get_unknown() -> None:
+    with pytest.raises(UnknownProviderError) as info:
+        providers.get("Bard")
+    assert isinstance(info.value, ConfigurationError)
+    message = str(info.value)
+    assert "Bard" in message
+    for name in ("Aichat", "Gravityengine", "Lockchat", "Mishalsgpt"):
+        assert name in message
+
+
+@pytest.fixture
+def custom() -> Any:
+    provider = OpenAICompatible("TestLocalProvider", "http://127.0.0.1:1/v1")
+    yield provider
+    providers.unregister("TestLocalProvider")
+
+
+def test_register_and_unregister(custom: OpenAICompatible) -> None:
+    assert providers.register(custom) is custom
+    assert "TestLocalProvider" in providers.names()
+    assert providers.get("testlocalprovider") is custom
+    assert custom in providers.all_providers()
+    providers.unregister("TestLocalProvider")
+    assert "TestLocalProvider" not in providers.names()
+    with pytest.raises(UnknownProviderError):
+        providers.get("TestLocalProvider")
+    providers.unregister("TestLocalProvider")  # a second time is harmless
+
+
+def test_register_refuses_a_duplicate_name(custom: OpenAICompatible) -> None:
+    providers.register(custom)
+    other = OpenAICompatible("TestLocalProvider", "http://127.0.0.1:2/v1")
+    with pytest.raises(ValueError, match="already registered"):
+        providers.register(other)
+    assert providers.get("TestLocalProvider") is custom
+    assert providers.register(other, replace=True) is other
+    assert providers.get("TestLocalProvider") is other
+
+
+def test_register_refuses_a_duplicate_seed_name() -> None:
+    with pytest.raises(ValueError, match="already registered"):
+        providers.register(OpenAICompatible("Lockchat", "http://127.0.0.1:1/v1"))
+    assert providers.get("Lockchat") is Lockchat
+
+
+@pytest.mark.parametrize("bad", [object(), "Lockchat", OpenAICompatible("", "http://x")])
+def test_register_refuses_bad_providers(bad: Any) -> None:
+    before = providers.names()
+    with pytest.raises((TypeError, ValueError)):
+        providers.register(bad)
+    assert providers.names() == before
+
+
+# --------------------------------------------------------------------------- StopScanner
+
+
+def scan(stops: list[str], pieces: list[str]) -> tuple[list[str], str, bool]:
+    scanner = StopScanner(stops)
+    out = [scanner.push(piece) for piece in pieces]
+    return out, scanner.flush(), scanner.stopped
+
+
+def test_stop_inside_one_piece() -> None:
+    out, tail, stopped = scan(["STOP"], ["Hello STOP world", "more"])
+    assert out == ["Hello ", ""]
+    assert tail == ""
+    assert stopped
+
+
+def test_stop_split_across_pieces() -> None:
+    out, tail, stopped = scan(["bc"], ["ab", "cd"])
+    assert out == ["a", ""]
+    assert (tail, stopped) == ("", True)
+
+
+def test_stop_split_across_many_pieces() -> None:
+    out, tail, stopped = scan(["<END>"], ["x<", "E", "N", "D", ">y"])
+    assert "".join(out) == "x"
+    assert stopped
+
+
+def test_held_prefix_that_is_not_a_stop_is_released() -> None:
+    out, tail, stopped = scan(["bc"], ["ab", "xd"])
+    assert out == ["a", "bxd"]
+    assert (tail, stopped) == ("", False)
+
+
+def test_held_prefix_is_flushed_at_the_end() -> None:
+    out, tail, stopped = scan(["bc"], ["ab"])
+    assert out == ["a"]
+    assert tail == "b"
+    assert not stopped
+
+
+def test_earliest_of_several_stops_wins() -> None:
+    out, _, stopped = scan(["world", "lo"], ["Hello world"])
+    assert out == ["Hel"]
+    assert stopped
+
+
+def test_no_stops_passes_everything() -> None:
+    out, tail, stopped = scan(["", ""], ["a", "b"])
+    assert (out, tail, stopped) == (["a", "b"], "", False)
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5])
+def test_stop_scanner_matches_a_plain_cut(size: int) -> None:
+    """Whatever the chunking, the text emitted is the text before the first stop."""
+    whole = "The answer is 4.\n\nQuestion: what is 3 + 3?"
+    pieces = [whole[i : i + size] for i in range(0, len(whole), size)]
+    scanner = StopScanner(["\n\nQuestion:", "\n\nQ:"])
+    emitted = "".join(scanner.push(p) for p in pieces) + scanner.flush()
+    assert emitted == "The answer is 4."

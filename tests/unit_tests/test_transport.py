@@ -1,0 +1,540 @@
+"""Every transport failure, sync and async, mapped to its typed error.
+
+The replica (:mod:`langchain_g4f.testing`) runs on 127.0.0.1 and injects each
+fault; the transports are driven directly through ``provider.build_request``,
+and ``ChatG4F`` on top for retries and secrets.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from langchain_g4f import ChatG4F, providers
+from langchain_g4f import chat_models as chat_models_module
+from langchain_g4f.errors import (
+    AuthenticationError,
+    EmptyResponseError,
+    G4FError,
+    HTMLResponseError,
+    MalformedResponseError,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderHTTPError,
+    ProviderResponseError,
+    ProviderTimeoutError,
+    RateLimitError,
+    ResponseTooLargeError,
+    UnsupportedModelError,
+)
+from langchain_g4f.providers import OpenAICompatible, Provider
+from langchain_g4f.providers.base import Delta
+from langchain_g4f.testing import Replica, reply_for
+from langchain_g4f.transport import AsyncTransport, SyncTransport
+
+pytestmark = pytest.mark.loopback
+
+SEEDS = ["Mishalsgpt", "Gravityengine", "Lockchat", "Aichat"]
+MESSAGES = [{"role": "user", "content": "Grüße — how are you?"}]
+ANSWER = reply_for(MESSAGES)
+TIMEOUT = 0.3
+#: Longer than TIMEOUT, short enough that hung handlers are released quickly.
+DELAY = 1.0
+API_KEY = "sk-replica-SECRET-0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def replica() -> Iterator[Replica]:
+    with Replica() as server:
+        yield server
+
+
+@pytest.fixture(autouse=True)
+def _clean(replica: Replica) -> Iterator[None]:
+    replica.reset()
+    yield
+    replica.reset()
+
+
+@pytest.fixture
+def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Retries without the backoff sleep: the policy is not under test here."""
+    monkeypatch.setattr(chat_models_module, "backoff_delay", lambda attempt, error: 0.0)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+@dataclass
+class Outcome:
+    deltas: list[Delta] = field(default_factory=list)
+    error: BaseException | None = None
+
+    @property
+    def text(self) -> str:
+        return "".join(d.text for d in self.deltas)
+
+
+def request_for(replica: Replica, provider: Provider, *, stream: bool, model: str | None = None):
+    return provider.build_request(
+        model or provider.model[0],
+        MESSAGES,
+        stream=stream,
+        base_url=replica.base_url(provider.name),
+    )
+
+
+def run_sync(
+    replica: Replica, name: str, *, stream: bool, **transport_options: Any
+) -> Outcome:
+    provider = providers.get(name)
+    request = request_for(replica, provider, stream=stream)
+    transport = SyncTransport(**{"timeout": TIMEOUT, **transport_options})
+    outcome = Outcome()
+    try:
+        for delta in transport.deltas(provider, request):
+            outcome.deltas.append(delta)
+    except Exception as exc:  # noqa: BLE001 - the outcome is inspected by the test
+        outcome.error = exc
+    finally:
+        transport.close()
+    return outcome
+
+
+async def run_async(
+    replica: Replica, name: str, *, stream: bool, **transport_options: Any
+) -> Outcome:
+    provider = providers.get(name)
+    request = request_for(replica, provider, stream=stream)
+    transport = AsyncTransport(**{"timeout": TIMEOUT, **transport_options})
+    outcome = Outcome()
+    try:
+        async for delta in transport.adeltas(provider, request):
+            outcome.deltas.append(delta)
+    except Exception as exc:  # noqa: BLE001
+        outcome.error = exc
+    finally:
+        await transport.aclose()
+    return outcome
+
+
+def expect(outcome: Outcome, cls: type[G4FError], provider: str) -> Any:
+    """The outcome failed with exactly ``cls``, naming ``provider``; returns the error."""
+    error = outcome.error
+    assert error is not None, f"expected {cls.__name__}, got the answer {outcome.text!r}"
+    assert type(error) is cls, f"expected {cls.__name__}, got {error!r}"
+    assert error.provider == provider
+    assert str(error).startswith(f"{provider}: ")
+    return error
+
+
+# --------------------------------------------------------------------------- the fault matrix
+
+
+@dataclass(frozen=True)
+class Case:
+    fault: str
+    provider: str
+    stream: bool
+    error: type[G4FError]
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return f"{self.fault}-{self.provider}-{'stream' if self.stream else 'body'}"
+
+    @property
+    def mid_stream(self) -> bool:
+        """Whether the replica sends two text pieces before failing."""
+        wire_stream = providers.get(self.provider).wire_stream(self.stream)
+        return wire_stream and self.fault in ("stall", "reset", "truncated_json", "error_event")
+
+
+def _cases() -> list[Case]:
+    cases = [
+        # Timeouts cost TIMEOUT each: a few representative providers only.
+        Case("hang", "Lockchat", True, ProviderTimeoutError, {"delay": DELAY}),
+        Case("hang", "Aichat", False, ProviderTimeoutError, {"delay": DELAY}),
+        Case("stall", "Lockchat", True, ProviderTimeoutError, {"delay": DELAY}),
+        Case("stall", "Mishalsgpt", False, ProviderTimeoutError, {"delay": DELAY}),
+        Case("reset", "Gravityengine", True, ProviderConnectionError),
+    ]
+    for name in SEEDS:
+        cases += [
+            Case("refuse", name, True, ProviderConnectionError),
+            Case("reset", name, False, ProviderConnectionError),
+            Case("rate_limit", name, True, RateLimitError, {"retry_after": 2}),
+            Case("http_500", name, False, ProviderHTTPError),
+            Case("http_502", name, True, ProviderHTTPError),
+            Case("http_503", name, False, ProviderHTTPError),
+            Case("http_401", name, False, AuthenticationError),
+            Case("html", name, False, HTMLResponseError),
+            Case("html", name, True, HTMLResponseError),
+            Case("truncated_json", name, False, MalformedResponseError),
+            Case("truncated_json", name, True, MalformedResponseError),
+            Case("error_event", name, False, ProviderResponseError),
+            Case("error_event", name, True, ProviderResponseError),
+            Case("empty", name, False, EmptyResponseError),
+            Case("empty", name, True, EmptyResponseError),
+        ]
+    return cases
+
+
+CASES = _cases()
+
+
+def check_case(case: Case, outcome: Outcome) -> None:
+    error = expect(outcome, case.error, case.provider)
+    if case.mid_stream:
+        # The failure came mid-stream, after the replica's first two pieces.
+        assert outcome.text == "Hello from "
+    else:
+        assert outcome.text == ""
+    if case.fault == "rate_limit":
+        assert error.status == 429
+        assert error.retry_after == 2
+        assert error.retryable
+        assert "Rate limit reached" in str(error)
+    elif case.fault.startswith("http_"):
+        status = int(case.fault[5:])
+        assert error.status == status
+        assert error.retryable is (status >= 500)
+        assert str(status) in str(error)
+        if status == 401:
+            assert "Incorrect API key provided." in error.body
+    elif case.fault == "error_event":
+        assert "upstream overloaded" in str(error)
+    assert isinstance(error, ProviderError)
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_sync_fault(replica: Replica, case: Case) -> None:
+    replica.set_fault(case.provider, case.fault, **case.options)
+    check_case(case, run_sync(replica, case.provider, stream=case.stream))
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+async def test_async_fault(replica: Replica, case: Case) -> None:
+    replica.set_fault(case.provider, case.fault, **case.options)
+    check_case(case, await run_async(replica, case.provider, stream=case.stream))
+
+
+@pytest.mark.parametrize(
+    ("fault", "cls"),
+    [
+        ("refuse", ProviderConnectionError),
+        ("reset", ProviderConnectionError),
+        ("truncated_json", MalformedResponseError),
+        ("error_event", ProviderResponseError),
+        ("empty", EmptyResponseError),
+        ("http_503", ProviderHTTPError),
+    ],
+)
+def test_retryable_errors(replica: Replica, fault: str, cls: type[G4FError]) -> None:
+    replica.set_fault("Mishalsgpt", fault)
+    error = expect(run_sync(replica, "Mishalsgpt", stream=False), cls, "Mishalsgpt")
+    assert error.retryable is True
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("name", SEEDS)
+def test_sync_normal_answer(replica: Replica, name: str, stream: bool) -> None:
+    """The baseline the faults are measured against."""
+    outcome = run_sync(replica, name, stream=stream)
+    assert outcome.error is None
+    assert outcome.text == ANSWER
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("name", SEEDS)
+async def test_async_normal_answer(replica: Replica, name: str, stream: bool) -> None:
+    outcome = await run_async(replica, name, stream=stream)
+    assert outcome.error is None
+    assert outcome.text == ANSWER
+
+
+# --------------------------------------------------------------------------- size limit
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("name", ["Mishalsgpt", "Lockchat", "Aichat"])
+def test_sync_response_too_large(replica: Replica, name: str, stream: bool) -> None:
+    outcome = run_sync(replica, name, stream=stream, max_response_bytes=64)
+    error = expect(outcome, ResponseTooLargeError, name)
+    assert "64" in str(error)
+    assert not error.retryable
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("name", ["Mishalsgpt", "Lockchat", "Aichat"])
+async def test_async_response_too_large(replica: Replica, name: str, stream: bool) -> None:
+    outcome = await run_async(replica, name, stream=stream, max_response_bytes=64)
+    error = expect(outcome, ResponseTooLargeError, name)
+    assert "64" in str(error)
+
+
+def test_response_at_the_limit_is_fine(replica: Replica) -> None:
+    size = len(('{"response": true, "message": "%s"}' % ANSWER).encode())
+    assert run_sync(replica, "Aichat", stream=False, max_response_bytes=size).text == ANSWER
+    outcome = run_sync(replica, "Aichat", stream=False, max_response_bytes=size - 1)
+    expect(outcome, ResponseTooLargeError, "Aichat")
+
+
+# --------------------------------------------------------------------------- unknown model
+
+
+def openai_on_a_model_checking_route(replica: Replica) -> OpenAICompatible:
+    """An OpenAI-compatible client of any model, against a route that checks models.
+
+    The replica's ``openai`` route accepts any model; its Lockchat route (the same
+    ``/v1/chat/completions`` path) answers 404 ``model_not_found``.
+    """
+    return OpenAICompatible("OpenAI", replica.base_url("Lockchat") + "/v1")
+
+
+def check_model_not_found(replica: Replica, error: Any) -> None:
+    assert type(error) is ProviderHTTPError
+    assert error.provider == "OpenAI"
+    assert error.status == 404
+    assert not error.retryable
+    assert "does not exist" in str(error)
+    assert "model_not_found" in error.body
+    assert [r["path"] for r in replica.requests] == ["/v1/chat/completions"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_sync_unknown_model_404(replica: Replica, stream: bool) -> None:
+    provider = openai_on_a_model_checking_route(replica)
+    request = provider.build_request("no-such-model", MESSAGES, stream=stream)
+    with pytest.raises(ProviderHTTPError) as info:
+        list(SyncTransport(timeout=TIMEOUT).deltas(provider, request))
+    check_model_not_found(replica, info.value)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_async_unknown_model_404(replica: Replica, stream: bool) -> None:
+    provider = openai_on_a_model_checking_route(replica)
+    request = provider.build_request("no-such-model", MESSAGES, stream=stream)
+    transport = AsyncTransport(timeout=TIMEOUT)
+    try:
+        with pytest.raises(ProviderHTTPError) as info:
+            async for _ in transport.adeltas(provider, request):
+                pass
+    finally:
+        await transport.aclose()
+    check_model_not_found(replica, info.value)
+
+
+async def test_chat_model_unknown_model_404_is_not_retried(
+    replica: Replica, no_backoff: None
+) -> None:
+    provider = openai_on_a_model_checking_route(replica)
+    model = ChatG4F(provider=provider, model="no-such-model", timeout=TIMEOUT, max_retries=2)
+    with pytest.raises(ProviderHTTPError) as info:
+        await call(model, "invoke")
+    check_model_not_found(replica, info.value)
+
+
+def test_seed_provider_refuses_unknown_model_without_a_request(replica: Replica) -> None:
+    with pytest.raises(UnsupportedModelError):
+        ChatG4F(provider="Lockchat", model="no-such-model", base_url=replica.base_url("Lockchat"))
+    model = ChatG4F(provider="Lockchat", base_url=replica.base_url("Lockchat"))
+    with pytest.raises(UnsupportedModelError):
+        model.invoke("hi", model="no-such-model")
+    assert replica.requests == []
+
+
+# --------------------------------------------------------------------------- ChatG4F
+
+
+def chat(replica: Replica, name: str, **kwargs: Any) -> ChatG4F:
+    options = {"timeout": TIMEOUT, "max_retries": 0, **kwargs}
+    return ChatG4F(provider=name, base_url=replica.base_url(name), **options)
+
+
+async def call(model: ChatG4F, how: str) -> str:
+    """Run ``model`` one of four ways; the answer's text. Closes its transport."""
+    prompt = MESSAGES[0]["content"]
+    try:
+        if how == "invoke":
+            return model.invoke(prompt).content  # type: ignore[return-value]
+        if how == "ainvoke":
+            return (await model.ainvoke(prompt)).content  # type: ignore[return-value]
+        if how == "stream":
+            return "".join(c.content for c in model.stream(prompt))  # type: ignore[misc]
+        return "".join([c.content async for c in model.astream(prompt)])  # type: ignore[misc]
+    finally:
+        if how.startswith("a"):
+            await model.async_transport.aclose()
+        else:
+            model.sync_transport.close()
+
+
+HOWS = ["invoke", "ainvoke", "stream", "astream"]
+
+
+@pytest.mark.parametrize("how", HOWS)
+@pytest.mark.parametrize(
+    ("name", "fault", "cls"),
+    [
+        ("Gravityengine", "http_503", ProviderHTTPError),
+        ("Lockchat", "error_event", ProviderResponseError),
+        ("Aichat", "html", HTMLResponseError),
+        ("Mishalsgpt", "refuse", ProviderConnectionError),
+    ],
+)
+async def test_chat_model_raises_the_transport_error(
+    replica: Replica, how: str, name: str, fault: str, cls: type[G4FError]
+) -> None:
+    replica.set_fault(name, fault)
+    model = chat(replica, name)
+    with pytest.raises(cls) as info:
+        await call(model, how)
+    assert type(info.value) is cls
+    assert info.value.provider == name
+
+
+@pytest.mark.parametrize("how", ["invoke", "ainvoke"])
+async def test_chat_model_timeout(replica: Replica, how: str) -> None:
+    replica.set_fault("Lockchat", "stall", delay=DELAY)
+    with pytest.raises(ProviderTimeoutError) as info:
+        await call(chat(replica, "Lockchat"), how)
+    assert info.value.provider == "Lockchat"
+
+
+@pytest.mark.parametrize("how", HOWS)
+@pytest.mark.parametrize(
+    ("name", "fault", "options"),
+    [
+        ("Mishalsgpt", "http_503", {}),
+        ("Gravityengine", "rate_limit", {"retry_after": 2}),
+        ("Lockchat", "html", {}),
+        ("Aichat", "reset", {}),
+        ("Aichat", "truncated_json", {}),
+        ("Aichat", "empty", {}),
+    ],
+)
+async def test_chat_model_recovers_from_a_passing_fault(
+    replica: Replica,
+    no_backoff: None,
+    how: str,
+    name: str,
+    fault: str,
+    options: dict[str, Any],
+) -> None:
+    replica.set_fault(name, fault, times=1, **options)
+    assert await call(chat(replica, name, max_retries=2), how) == ANSWER
+    assert len(replica.requests) == 2
+
+
+@pytest.mark.parametrize("how", HOWS)
+async def test_chat_model_retries_an_empty_event_stream(
+    replica: Replica, no_backoff: None, how: str
+) -> None:
+    replica.set_fault("Lockchat", "empty", times=1)
+    assert await call(chat(replica, "Lockchat", max_retries=2), how) == ANSWER
+    assert len(replica.requests) == 2
+
+
+async def test_chat_model_gives_up_after_max_retries(replica: Replica, no_backoff: None) -> None:
+    replica.set_fault("Mishalsgpt", "http_503")
+    with pytest.raises(ProviderHTTPError) as info:
+        await call(chat(replica, "Mishalsgpt", max_retries=2), "invoke")
+    assert info.value.status == 503
+    assert len(replica.requests) == 3
+
+
+async def test_chat_model_without_retries_sends_once(replica: Replica) -> None:
+    replica.set_fault("Mishalsgpt", "http_503", times=1)
+    with pytest.raises(ProviderHTTPError):
+        await call(chat(replica, "Mishalsgpt", max_retries=0), "invoke")
+    assert len(replica.requests) == 1
+
+
+@pytest.mark.parametrize("how", HOWS)
+@pytest.mark.parametrize("name", ["Gravityengine", "Aichat"])
+async def test_chat_model_does_not_retry_401(
+    replica: Replica, no_backoff: None, how: str, name: str
+) -> None:
+    replica.set_fault(name, "http_401")
+    with pytest.raises(AuthenticationError) as info:
+        await call(chat(replica, name, max_retries=2), how)
+    assert info.value.status == 401
+    assert not info.value.retryable
+    assert len(replica.requests) == 1
+
+
+@pytest.mark.parametrize("how", HOWS)
+async def test_chat_model_does_not_retry_after_text(
+    replica: Replica, no_backoff: None, how: str
+) -> None:
+    """Once pieces have arrived a retry would repeat them: the error goes up."""
+    replica.set_fault("Lockchat", "reset", times=1)
+    with pytest.raises(ProviderConnectionError):
+        await call(chat(replica, "Lockchat", max_retries=2), how)
+    assert len(replica.requests) == 1
+
+
+# --------------------------------------------------------------------------- the api key
+
+
+def leak_free(text: str) -> None:
+    assert API_KEY not in text
+    assert API_KEY[-12:] not in text
+
+
+@pytest.mark.parametrize("how", HOWS)
+@pytest.mark.parametrize(
+    "fault", ["http_401", "http_500", "rate_limit", "error_event", "html", "truncated_json"]
+)
+async def test_api_key_is_sent_but_never_shown(replica: Replica, how: str, fault: str) -> None:
+    replica.set_fault("Gravityengine", fault)
+    model = chat(replica, "Gravityengine", api_key=API_KEY)
+    leak_free(repr(model))
+    leak_free(str(model))
+    with pytest.raises(ProviderError) as info:
+        await call(model, how)
+    error = info.value
+    leak_free(str(error))
+    leak_free(repr(error))
+    leak_free("".join(traceback.format_exception(error)))
+    leak_free(repr(vars(error)))
+    leak_free(repr(model))
+    [logged] = replica.requests
+    assert logged["headers"]["Authorization"] == f"Bearer {API_KEY}"
+
+
+@pytest.mark.parametrize("how", HOWS)
+async def test_api_key_not_in_connection_errors(replica: Replica, how: str) -> None:
+    replica.set_fault("Lockchat", "refuse")
+    model = chat(replica, "Lockchat", api_key=API_KEY)
+    with pytest.raises(ProviderConnectionError) as info:
+        await call(model, how)
+    leak_free(str(info.value))
+    leak_free("".join(traceback.format_exception(info.value)))
+    leak_free(repr(model))
+
+
+@pytest.mark.parametrize("how", HOWS)
+async def test_api_key_on_success(replica: Replica, how: str) -> None:
+    model = chat(replica, "Mishalsgpt", api_key=API_KEY)
+    assert await call(model, how) == ANSWER
+    leak_free(repr(model))
+    leak_free(repr(model.model_dump()))
+    [logged] = replica.requests
+    assert logged["headers"]["Authorization"] == f"Bearer {API_KEY}"
+    assert API_KEY not in repr(logged["json"])
+
+
+# --------------------------------------------------------------------------- regressions
+
+
+async def test_async_reset_message_says_what_happened(replica: Replica) -> None:
+    replica.set_fault("Lockchat", "reset")
+    error = expect(
+        await run_async(replica, "Lockchat", stream=True), ProviderConnectionError, "Lockchat"
+    )
+    assert not str(error).rstrip().endswith(":")
