@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
 from itertools import chain
-from typing import Any
+from operator import itemgetter
+from typing import Any, Literal
 
 from langchain_core.callbacks import (
     AsyncCallbackManagerForLLMRun,
     CallbackManagerForLLMRun,
 )
-from langchain_core.language_models import BaseChatModel, LangSmithParams
+from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
 from langchain_core.messages import (
     AIMessage,
     AIMessageChunk,
@@ -23,11 +25,21 @@ from langchain_core.messages import (
     SystemMessage,
     ToolMessage,
 )
+from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
+from langchain_core.output_parsers.openai_tools import (
+    JsonOutputKeyToolsParser,
+    PydanticToolsParser,
+)
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
+from langchain_core.tools import BaseTool
 from langchain_core.utils import secret_from_env
-from pydantic import ConfigDict, Field, SecretStr
+from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
+from langchain_core.utils.pydantic import is_basemodel_subclass
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from langchain_g4f import providers as registry
+from langchain_g4f import tools as tool_calling
 from langchain_g4f.errors import ConfigurationError, ProviderError
 from langchain_g4f.providers.base import Delta, HTTPRequest, Message, Provider
 from langchain_g4f.retry import backoff_delay
@@ -38,7 +50,12 @@ from langchain_g4f.transport import (
 )
 
 #: Per-call keyword arguments ``ChatG4F`` understands (besides ``stop``).
-_CALL_OPTIONS = frozenset({"model", "temperature", "max_tokens"})
+_CALL_OPTIONS = frozenset(
+    {"model", "temperature", "max_tokens", "tools", "tool_choice", "response_format",
+     "parallel_tool_calls"}
+)
+#: Content blocks that restate ``AIMessage.tool_calls``; sent as tool calls instead.
+_TOOL_BLOCKS = frozenset({"tool_use", "tool_call", "function_call", "server_tool_call"})
 
 
 # --- messages --------------------------------------------------------------
@@ -54,6 +71,12 @@ def _text_content(message: BaseMessage, provider: str) -> str:
             parts.append(block)
         elif isinstance(block, dict) and block.get("type") == "text":
             parts.append(block.get("text", ""))
+        elif isinstance(block, dict) and block.get("type") in _TOOL_BLOCKS and isinstance(
+            message, AIMessage
+        ):
+            continue
+        elif isinstance(message, ToolMessage) and isinstance(block, dict):
+            parts.append(json.dumps(block, ensure_ascii=False))
         else:
             kind = block.get("type") if isinstance(block, dict) else type(block).__name__
             raise ConfigurationError(
@@ -63,19 +86,43 @@ def _text_content(message: BaseMessage, provider: str) -> str:
     return "".join(parts)
 
 
-def convert_messages(messages: Sequence[BaseMessage], provider: str) -> list[Message]:
-    """LangChain messages -> OpenAI-style ``{"role", "content"}`` dicts."""
+def convert_messages(
+    messages: Sequence[BaseMessage], provider: str, *, native_tools: bool = False
+) -> list[Message]:
+    """LangChain messages -> OpenAI-style ``{"role", "content"}`` dicts.
+
+    Tool calls and tool results go out natively (``tool_calls``, role ``tool``)
+    for providers with native tools, and in the emulated text format otherwise.
+    """
     out: list[Message] = []
+    calls: dict[str, tuple[str, int]] = {}  # tool call id -> (name, 1-based position)
     for message in messages:
         content = _text_content(message, provider)
         if isinstance(message, HumanMessage):
             item: Message = {"role": "user", "content": content}
         elif isinstance(message, AIMessage):
             item = {"role": "assistant", "content": content}
+            if message.tool_calls:
+                calls.update(
+                    (c["id"], (c["name"], i)) for i, c in enumerate(message.tool_calls, 1) if c["id"]
+                )
+                if native_tools:
+                    item = {
+                        "role": "assistant",
+                        "content": content or None,
+                        "tool_calls": tool_calling.native_calls(message),
+                    }
+                else:
+                    item["content"] = tool_calling.emulated_call_text(message, content)
         elif isinstance(message, SystemMessage):
             item = {"role": "system", "content": content}
         elif isinstance(message, ToolMessage):
-            item = {"role": "tool", "content": content, "tool_call_id": message.tool_call_id}
+            if native_tools:
+                item = {"role": "tool", "content": content, "tool_call_id": message.tool_call_id}
+            else:
+                name, position = calls.get(message.tool_call_id, (None, None))
+                text = tool_calling.emulated_result_text(message, message.name or name, position, content)
+                item = {"role": "user", "content": text}
         elif isinstance(message, ChatMessage):
             item = {"role": message.role, "content": content}
         elif isinstance(message, FunctionMessage):
@@ -84,7 +131,7 @@ def convert_messages(messages: Sequence[BaseMessage], provider: str) -> list[Mes
             raise ConfigurationError(
                 f"cannot send a message of type {message.type!r}", provider=provider
             )
-        if message.name and "name" not in item:
+        if message.name and "name" not in item and item["role"] in ("user", "assistant", "system"):
             item["name"] = message.name
         out.append(item)
     return out
@@ -133,20 +180,30 @@ class StopScanner:
 
 
 class _Answer:
-    """Collects one answer's deltas: text after ``stop``, and the metadata.
+    """Collects one answer's deltas: text after ``stop``, tool calls, metadata.
 
     Finish reason, model name and usage go on the final chunk only, once.
+    With emulated tools, text that may be a tool call is held back until the
+    end (see :class:`~langchain_g4f.tool_calling.ToolReplyStream`); native tool-call
+    fragments stream out as ``tool_call_chunks`` as they arrive.
     """
 
-    __slots__ = ("provider", "model", "finish_reason", "usage", "scanner", "parts")
+    __slots__ = (
+        "provider", "model", "finish_reason", "usage", "scanner", "parts",
+        "tool_names", "held", "native", "calls",
+    )
 
-    def __init__(self, provider: str, model: str, stop: list[str] | None) -> None:
+    def __init__(self, provider: str, call: _Call, *, stream: bool) -> None:
         self.provider = provider
-        self.model = model
+        self.model = call.model
         self.finish_reason: str | None = None
         self.usage: dict[str, int] | None = None
-        self.scanner = StopScanner(stop) if stop else None
+        self.scanner = StopScanner(call.stop) if call.stop else None
         self.parts: list[str] = []
+        self.tool_names = call.tool_names
+        self.held = tool_calling.ToolReplyStream(call.tool_names) if call.tool_names and stream else None
+        self.native: list[dict[str, Any]] = []
+        self.calls = False
 
     def text(self, delta: Delta) -> str:
         """Record the delta's metadata; return the text to emit."""
@@ -156,43 +213,76 @@ class _Answer:
             self.usage = delta.usage
         if delta.model:
             self.model = delta.model
-        if self.scanner is None:
-            return delta.text
-        return self.scanner.push(delta.text) if delta.text else ""
+        text = delta.text
+        if self.scanner is not None and text:
+            text = self.scanner.push(text)
+        if self.held is not None and text:
+            text = self.held.push(text)
+        return text
 
     def chunks(self, batch: list[Delta]) -> list[ChatGenerationChunk]:
-        """The text chunks of one batch (metadata is kept for the final chunk)."""
+        """The chunks of one streamed batch (metadata is kept for the final chunk)."""
         out = []
         for delta in batch:
             text = self.text(delta)
             if text:
                 out.append(ChatGenerationChunk(message=AIMessageChunk(content=text)))
+            if delta.tool_calls:
+                self.calls = True
+                out.append(
+                    ChatGenerationChunk(
+                        message=AIMessageChunk(
+                            content="", tool_call_chunks=tool_calling.native_chunks(delta.tool_calls)
+                        )
+                    )
+                )
         return out
 
     def collect(self, batch: list[Delta]) -> None:
-        """Keep the text of one batch, for a non-streaming answer."""
-        self.parts.extend(self.text(delta) for delta in batch)
+        """Keep one batch, for a non-streaming answer."""
+        for delta in batch:
+            self.parts.append(self.text(delta))
+            if delta.tool_calls:
+                self.native.extend(delta.tool_calls)
 
     @property
     def stopped(self) -> bool:
         return self.scanner is not None and self.scanner.stopped
 
-    def tail(self) -> str:
-        return self.scanner.flush() if self.scanner else ""
+    def _tail(self) -> str:
+        tail = self.scanner.flush() if self.scanner else ""
+        if self.held is not None and tail:
+            tail = self.held.push(tail)
+        return tail
 
     def metadata(self) -> dict[str, Any]:
+        if self.calls:
+            finish = "tool_calls"
+        elif self.stopped:
+            finish = "stop"
+        else:
+            finish = self.finish_reason or "stop"
         return {
             "model_provider": "g4f",
             "provider": self.provider,
             "model_name": self.model,
-            "finish_reason": "stop" if self.stopped else (self.finish_reason or "stop"),
+            "finish_reason": finish,
         }
 
     def final_chunk(self) -> ChatGenerationChunk:
-        """The last chunk: held-back text, if any, and all the metadata."""
+        """The last chunk: held-back text and tool calls, and all the metadata."""
+        text = self._tail()
+        call_chunks = []
+        if self.held is not None:
+            rest, calls = self.held.finish()
+            text += rest
+            if calls:
+                self.calls = True
+                call_chunks = tool_calling.call_chunks(calls)
         return ChatGenerationChunk(
             message=AIMessageChunk(
-                content=self.tail(),
+                content=text,
+                tool_call_chunks=call_chunks,
                 response_metadata=self.metadata(),
                 usage_metadata=self.usage,  # type: ignore[arg-type]
                 chunk_position="last",
@@ -200,12 +290,38 @@ class _Answer:
         )
 
     def message(self) -> AIMessage:
-        self.parts.append(self.tail())
+        """The whole answer of a non-streaming call."""
+        self.parts.append(self._tail())
+        text = "".join(self.parts)
+        calls: list[Any] = []
+        invalid: list[Any] = []
+        if self.native:
+            calls, invalid = tool_calling.native_message_calls(_merge_fragments(self.native))
+        elif self.tool_names:
+            found = tool_calling.parse_tool_calls(text, self.tool_names)
+            if found is not None:
+                text, calls = found
+        self.calls = bool(calls or invalid)
         return AIMessage(
-            content="".join(self.parts),
+            content=text,
+            tool_calls=calls,
+            invalid_tool_calls=invalid,
             response_metadata=self.metadata(),
             usage_metadata=self.usage,  # type: ignore[arg-type]
         )
+
+
+def _merge_fragments(fragments: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """OpenAI tool calls, whole or streamed in fragments, merged by index."""
+    merged: dict[int, dict[str, Any]] = {}
+    for position, fragment in enumerate(fragments):
+        index = fragment.get("index", position)
+        function = fragment.get("function") or {}
+        call = merged.setdefault(index, {"id": None, "function": {"name": None, "arguments": ""}})
+        call["id"] = call["id"] or fragment.get("id")
+        call["function"]["name"] = call["function"]["name"] or function.get("name")
+        call["function"]["arguments"] += function.get("arguments") or ""
+    return [merged[i] for i in sorted(merged)]
 
 
 def _has_content(batch: list[Delta]) -> bool:
@@ -215,12 +331,20 @@ def _has_content(batch: list[Delta]) -> bool:
 class _Call:
     """One prepared call: the request to send and how to read its answer."""
 
-    __slots__ = ("request", "model", "stop")
+    __slots__ = ("request", "model", "stop", "tool_names")
 
-    def __init__(self, request: HTTPRequest, model: str, stop: list[str] | None) -> None:
+    def __init__(
+        self,
+        request: HTTPRequest,
+        model: str,
+        stop: list[str] | None,
+        tool_names: set[str] | None = None,
+    ) -> None:
         self.request = request
         self.model = model
         self.stop = stop
+        #: Names of the tools an emulated reply may call.
+        self.tool_names = tool_names
 
 
 # --- the chat model --------------------------------------------------------
@@ -420,21 +544,126 @@ class ChatG4F(BaseChatModel):
         model = kwargs.get("model") or self.model_name
         assert model is not None
         stops = self._stops(stop)
+        native = self._provider.native_tools
+        wire = convert_messages(messages, self._provider.name, native_tools=native)
+        extra = dict(self.model_kwargs)
+        instructions = []
+        tool_names = None
+        bound = kwargs.get("tools") or []
+        if bound:
+            choice = tool_calling.normalize_tool_choice(kwargs.get("tool_choice"), bound)
+            if native:
+                extra["tools"] = bound
+                if choice is not None:
+                    extra["tool_choice"] = tool_calling.native_tool_choice(choice)
+                if kwargs.get("parallel_tool_calls") is not None:
+                    extra["parallel_tool_calls"] = kwargs["parallel_tool_calls"]
+            elif choice != "none":
+                instructions.append(tool_calling.tool_instruction(bound, choice))
+                tool_names = {t["function"]["name"] for t in bound}
+        response_format = kwargs.get("response_format")
+        if response_format:
+            if native:
+                extra["response_format"] = response_format
+            else:
+                schema = (response_format.get("json_schema") or {}).get("schema")
+                instructions.append(tool_calling.json_instruction(schema))
+        if instructions:
+            wire.insert(0, {"role": "system", "content": "\n\n".join(instructions)})
         request = self._provider.build_request(
             model,
-            convert_messages(messages, self._provider.name),
+            wire,
             stream=stream,
             base_url=self.base_url,
             api_key=self.api_key.get_secret_value() if self.api_key else None,
             temperature=kwargs.get("temperature", self.temperature),
             max_tokens=kwargs.get("max_tokens", self.max_tokens),
             stop=stops,
-            extra=self.model_kwargs,
+            extra=extra,
         )
-        return _Call(request, model, stops)
+        return _Call(request, model, stops, tool_names)
 
-    def _answer(self, call: _Call) -> _Answer:
-        return _Answer(self._provider.name, call.model, call.stop)
+    # -- tools and structured output ------------------------------------------
+
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
+        *,
+        tool_choice: dict[str, Any] | str | bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Bind tools: natively where the provider has them, emulated elsewhere.
+
+        ``tool_choice``: a tool's name (call it), ``"any"``/``"required"``/``True``
+        (call one), ``"auto"`` (may call) or ``"none"`` (do not call).
+        """
+        formatted = tool_calling.convert_tools(tools)
+        tool_calling.normalize_tool_choice(tool_choice, formatted)  # fail early
+        return self.bind(tools=formatted, tool_choice=tool_choice, **kwargs)
+
+    def with_structured_output(
+        self,
+        schema: dict[str, Any] | type,
+        *,
+        method: Literal["function_calling", "json_mode", "json_schema"] = "function_calling",
+        include_raw: bool = False,
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, dict[str, Any] | BaseModel]:
+        """Answers parsed into ``schema`` (pydantic model, TypedDict or JSON schema).
+
+        ``function_calling`` forces a tool named after the schema;
+        ``json_mode`` asks for a JSON object; ``json_schema`` asks for a JSON
+        object that matches the schema. Natively where the provider supports
+        it, by instruction elsewhere. With ``include_raw=True`` the result is
+        ``{"raw", "parsed", "parsing_error"}`` instead of raising when the
+        reply does not validate.
+        """
+        if kwargs:
+            raise ConfigurationError(f"unexpected arguments: {', '.join(kwargs)}")
+        is_model = is_basemodel_subclass(schema)
+        output_format = {"kwargs": {"method": method}, "schema": schema}
+        if method == "function_calling":
+            tool = convert_to_openai_tool(schema)
+            name = tool["function"]["name"]
+            llm = self.bind_tools([schema], tool_choice=name, ls_structured_output_format=output_format)
+            parser: Runnable = (
+                PydanticToolsParser(tools=[schema], first_tool_only=True)  # type: ignore[list-item]
+                if is_model
+                else JsonOutputKeyToolsParser(key_name=name, first_tool_only=True)
+            )
+        elif method in ("json_mode", "json_schema"):
+            if method == "json_mode":
+                response_format: dict[str, Any] = {"type": "json_object"}
+            else:
+                json_schema = convert_to_json_schema(schema)
+                response_format = {
+                    "type": "json_schema",
+                    "json_schema": {
+                        "name": json_schema.get("title", "output"),
+                        "schema": json_schema,
+                        **({"strict": strict} if strict is not None else {}),
+                    },
+                }
+            llm = self.bind(response_format=response_format, ls_structured_output_format=output_format)
+            parser = (
+                PydanticOutputParser(pydantic_object=schema)  # type: ignore[arg-type]
+                if is_model
+                else JsonOutputParser()
+            )
+        else:
+            raise ConfigurationError(
+                f"method must be 'function_calling', 'json_mode' or 'json_schema', not {method!r}"
+            )
+        if not include_raw:
+            return llm | parser
+        parse = RunnablePassthrough.assign(
+            parsed=itemgetter("raw") | parser, parsing_error=lambda _: None
+        )
+        no_parse = RunnablePassthrough.assign(parsed=lambda _: None)
+        return RunnableMap(raw=llm) | parse.with_fallbacks(
+            [no_parse], exception_key="parsing_error"
+        )
 
     @property
     def sync_transport(self) -> SyncTransport:
@@ -513,7 +742,7 @@ class ChatG4F(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         call = self._prepare(messages, stop, True, kwargs)
-        answer = self._answer(call)
+        answer = _Answer(self._provider.name, call, stream=True)
         head, rest = self._open(call)
         try:
             for batch in chain(head, rest):
@@ -538,7 +767,7 @@ class ChatG4F(BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         call = self._prepare(messages, stop, True, kwargs)
-        answer = self._answer(call)
+        answer = _Answer(self._provider.name, call, stream=True)
         head, rest = await self._aopen(call)
         try:
             # The head is read already; the rest is read here directly, with no
@@ -573,7 +802,7 @@ class ChatG4F(BaseChatModel):
         if self.streaming:
             return _from_chunks(list(self._stream(messages, stop, run_manager, **kwargs)))
         call = self._prepare(messages, stop, False, kwargs)
-        answer = self._answer(call)
+        answer = _Answer(self._provider.name, call, stream=False)
         head, rest = self._open(call)
         try:
             for batch in chain(head, rest):
@@ -595,7 +824,7 @@ class ChatG4F(BaseChatModel):
             chunks = [c async for c in self._astream(messages, stop, run_manager, **kwargs)]
             return _from_chunks(chunks)
         call = self._prepare(messages, stop, False, kwargs)
-        answer = self._answer(call)
+        answer = _Answer(self._provider.name, call, stream=False)
         head, rest = await self._aopen(call)
         try:
             for batch in head:

@@ -11,6 +11,7 @@ stored, and secrets are filtered out.
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ import pytest
 from langchain_tests.conftest import base_vcr_config
 
 from langchain_g4f import providers
-from langchain_g4f.errors import UnknownProviderError
+from langchain_g4f.providers import OpenAICompatible
 
 CASSETTES = Path(__file__).resolve().parent.parent / "cassettes"
 
@@ -67,19 +68,49 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.allow_hosts(["127.0.0.1"]))
 
 
+#: Where recorded requests say they went: each provider's canonical origin, and
+#: a stand-in origin for the replica's generic OpenAI-compatible route.
+OPENAI_COMPATIBLE_URL = "https://openai-compatible.test/v1"
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _canonical_origins() -> dict[str, str]:
+    origins = {p.name.lower(): _origin(p.url) for p in providers.all_providers()}
+    origins["openai"] = _origin(OPENAI_COMPATIBLE_URL)
+    return origins
+
+
 def base_url(provider: str) -> str | None:
     """Where tests point ``provider``: the replica when recording, else its own URL."""
-    return _replica.base_url(provider) if _replica is not None else None
+    if _replica is None:
+        return None
+    return _replica.base_url(provider) + urlsplit(_canonical_url(provider)).path.rstrip("/")
+
+
+def _canonical_url(provider: str) -> str:
+    if provider.lower() == "openai":
+        return OPENAI_COMPATIBLE_URL
+    return providers.get(provider).url
+
+
+def openai_compatible(*, native_tools: bool = True) -> OpenAICompatible:
+    """An OpenAI-compatible endpoint: the replica's generic route."""
+    return OpenAICompatible(
+        "OpenAI", base_url("OpenAI") or OPENAI_COMPATIBLE_URL, native_tools=native_tools
+    )
 
 
 def canonical_uri(uri: str) -> str:
-    """A replica URL -> the provider's canonical URL; secret query params removed."""
+    """A replica URL -> the canonical URL it stands for; secret query params removed."""
     if _replica is not None and uri.startswith(_replica.url + "/"):
         name, _, rest = uri[len(_replica.url) + 1 :].partition("/")
-        try:
-            uri = providers.get(name).url.rstrip("/") + "/" + rest
-        except UnknownProviderError:
-            pass  # not a registered provider: keep the URL as it is
+        origin = _canonical_origins().get(name)
+        if origin is not None:
+            uri = f"{origin}/{rest}"
     parts = urlsplit(uri)
     if parts.query:
         query = [(k, v) for k, v in parse_qsl(parts.query) if k.lower() not in SECRET_QUERY]
@@ -103,6 +134,43 @@ def scrub_response(response: dict[str, Any]) -> dict[str, Any]:
     return response
 
 
+def _ids_by_position(value: Any, ids: dict[str, str]) -> Any:
+    """A JSON body with every tool-call id replaced by its order of appearance."""
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if key in ("id", "tool_call_id") and isinstance(item, str) and (
+                key == "tool_call_id" or value.get("type") == "function"
+            ):
+                item = ids.setdefault(item, f"call_{len(ids)}")
+            out[key] = _ids_by_position(item, ids)
+        return out
+    if isinstance(value, list):
+        return [_ids_by_position(item, ids) for item in value]
+    return value
+
+
+def tool_call_ids_blind_body(r1: Any, r2: Any) -> None:
+    """vcrpy's body matcher, blind to tool-call ids in native (OpenAI) requests.
+
+    Native requests must carry the caller's tool-call ids, and callers such as
+    ``tool_example_to_messages`` draw them at random; the ids still have to
+    pair calls with results the same way.
+    """
+    if r1.body == r2.body:
+        return
+    try:
+        b1, b2 = json.loads(r1.body), json.loads(r2.body)
+    except (TypeError, ValueError) as exc:
+        raise AssertionError("bodies differ") from exc
+    if _ids_by_position(b1, {}) != _ids_by_position(b2, {}):
+        raise AssertionError("bodies differ")
+
+
+def pytest_recording_configure(config: pytest.Config, vcr: Any) -> None:
+    vcr.register_matcher("tool_call_ids_blind_body", tool_call_ids_blind_body)
+
+
 @pytest.fixture(scope="session")
 def vcr_config() -> dict[str, Any]:
     config = base_vcr_config()
@@ -111,6 +179,7 @@ def vcr_config() -> dict[str, Any]:
     config.pop("cassette_library_dir", None)
     config["filter_headers"] = list(SECRET_HEADERS)
     config["filter_query_parameters"] = list(SECRET_QUERY)
+    config["match_on"] = ["method", "uri", "tool_call_ids_blind_body"]
     config["before_record_request"] = scrub_request
     config["before_record_response"] = scrub_response
     return config

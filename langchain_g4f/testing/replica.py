@@ -17,12 +17,19 @@ Routes, relative to ``base_url(provider)``: ``POST /api/openai/v1/chat/completio
 (mishalsgpt, gravityengine), ``POST /v1/chat/completions`` (lockchat, openai) and
 ``POST /api/text`` (aichat). Anything else gets a 404 JSON error.
 
+With tools or a JSON output instruction in the request the replica acts as a small
+deterministic tool-using model (:func:`respond`, :func:`args_for`): emulated tools and JSON
+instructions arrive as system-message text on any route (for Aichat inside the flattened
+prompt), native ones as ``tools``/``tool_choice``/``response_format`` on the "openai" route,
+which then answers with OpenAI ``tool_calls``. Without them the answer is :func:`reply_for`.
+
 Standard library only; works on Python 3.10+.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import re
 import socket
@@ -31,10 +38,11 @@ import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from socketserver import TCPServer
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-__all__ = ["FAULTS", "PROVIDERS", "Replica", "reply_for"]
+__all__ = ["FAULTS", "PROVIDERS", "Replica", "args_for", "reply_for", "respond"]
 
 FAULTS = (
     "refuse",
@@ -153,6 +161,455 @@ def _aichat_messages(prompt: str) -> list[dict]:
             break
         body.append(line)
     return [{"role": "user", "content": "\n".join(body)}]
+
+
+# --------------------------------------------------------------------------- tools and JSON
+#
+# With tools or a JSON output instruction in a request, the replica behaves like a small
+# deterministic tool-using model (see :func:`respond`). Emulated requests (any route) carry
+# them as system-message text; native requests (the "openai" route) as ``tools``,
+# ``tool_choice`` and ``response_format`` in the body.
+
+#: The line the emulated tools' JSON (one line) follows.
+TOOLS_MARKER = "You can call these tools. Each is described by a JSON schema:"
+#: How an emulated tool result (a user message) begins.
+TOOL_RESULT_PREFIX = "Tool result"
+#: The emulated JSON output instruction, after a ``# Output format`` line.
+JSON_MARKER = "Reply with nothing but one JSON object"
+
+_REQUIRED_LINE = "You must call at least one tool now."
+# A tool result's header: "Tool result for NAME (call N):" or "... [error]:".
+_RESULT_RE = re.compile(re.escape(TOOL_RESULT_PREFIX) + r"\b[^\n]*:")
+_FORCED_RE = re.compile(r'^You must call the tool "(.+)" now\.[ \t]*$', re.MULTILINE)
+_JSON_RE = re.compile(
+    r"^# Output format[ \t]*\n" + re.escape(JSON_MARKER) + r"(?:\.|"
+    r" that matches this JSON schema:[ \t]*\n(?P<schema>[^\n]*))",
+    re.MULTILINE,
+)
+_INT_RE = re.compile(r"-?\d+")
+_NUM_RE = re.compile(r"-?\d+(?:\.\d+)?")
+# A quoted value: ASCII single or double quotes (not an apostrophe inside a word), or
+# typographic quotes. Non-ASCII text inside is kept as is.
+_QUOTED_RE = re.compile(
+    r"(?<![A-Za-z0-9])'([^'\n]+?)'(?![A-Za-z0-9])|\"([^\"\n]+?)\""
+    r"|“([^”\n]+?)”|‘([^’\n]+?)’"
+)
+_KEY_RE = re.compile(r"(?<![A-Za-z0-9])'([A-Za-z_][\w\-]*)'(?![A-Za-z0-9])")
+_PLACE_RE = re.compile(r"location|city|place|town|country|address|destination", re.IGNORECASE)
+_NAME_SPLIT_RE = re.compile(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])")
+_PUNCT = "\"'`.,;:!?()[]{}<>«»“”‘’。，！？：；、"
+_MAX_DEPTH = 8
+
+
+def _tool_result(text: str) -> str:
+    """The result text of an emulated tool result: what follows its header line."""
+    header, newline, rest = text.partition("\n")
+    if newline:
+        return rest
+    return header.partition(":")[2]
+
+
+def _tool_answer(result: str) -> str:
+    return f"The tool returned: {result.strip()[:200]}."
+
+
+def _last_user_text(messages: list) -> str:
+    for message in reversed(messages or []):
+        if isinstance(message, dict) and message.get("role") == "user":
+            return _text_of(message.get("content"))
+    return ""
+
+
+def _system_texts(messages: list) -> list[str]:
+    return [
+        _text_of(m.get("content"))
+        for m in messages or []
+        if isinstance(m, dict) and m.get("role") in ("system", "developer")
+    ]
+
+
+def _as_tool(entry: Any) -> dict | None:
+    """``{"name", "description", "parameters"}`` from an emulated or OpenAI tool entry."""
+    if not isinstance(entry, dict):
+        return None
+    if isinstance(entry.get("function"), dict):
+        entry = entry["function"]
+    name = entry.get("name")
+    if not isinstance(name, str) or not name:
+        return None
+    parameters = entry.get("parameters")
+    description = entry.get("description")
+    return {
+        "name": name,
+        "description": description if isinstance(description, str) else "",
+        "parameters": parameters if isinstance(parameters, dict) else {},
+    }
+
+
+def _emulated_tools(systems: list[str]) -> tuple[list[dict], str] | None:
+    """The tools and the choice (``"auto"``, ``"required"`` or a name) taught in a system text."""
+    for text in reversed(systems):
+        lines = text.split("\n")
+        for index, line in enumerate(lines[:-1]):
+            if line.strip() != TOOLS_MARKER:
+                continue
+            try:
+                entries = json.loads(lines[index + 1])
+            except ValueError:
+                continue
+            if not isinstance(entries, list):
+                continue
+            tools = [tool for tool in map(_as_tool, entries) if tool is not None]
+            if not tools:
+                continue
+            rest = "\n".join(lines[index + 2 :])
+            forced = _FORCED_RE.search(rest)
+            if forced:
+                return tools, forced.group(1)
+            if any(line.strip() == _REQUIRED_LINE for line in lines[index + 2 :]):
+                return tools, "required"
+            return tools, "auto"
+    return None
+
+
+def _native_tools(body: dict) -> tuple[list[dict], str] | None:
+    """The tools and the choice (``"auto"``, ``"none"``, ``"required"`` or a name) of a body."""
+    entries = body.get("tools")
+    if not isinstance(entries, list):
+        return None
+    tools = [tool for tool in map(_as_tool, entries) if tool is not None]
+    if not tools:
+        return None
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict):
+        function = choice.get("function")
+        name = function.get("name") if isinstance(function, dict) else choice.get("name")
+        return tools, name if isinstance(name, str) and name else "auto"
+    if choice in ("none", "required"):
+        return tools, choice
+    if choice == "any":
+        return tools, "required"
+    return tools, "auto"
+
+
+def _json_instruction(systems: list[str]) -> tuple[bool, dict | None]:
+    """Whether an emulated JSON output instruction is present, and its schema if any."""
+    for text in reversed(systems):
+        match = _JSON_RE.search(text)
+        if match is None:
+            continue
+        line = match.group("schema")
+        if line is None:
+            return True, None
+        try:
+            schema = json.loads(line)
+        except ValueError:
+            return True, None
+        return True, schema if isinstance(schema, dict) else None
+    return False, None
+
+
+def _native_json(body: dict) -> tuple[bool, dict | None]:
+    """Whether a body's ``response_format`` asks for JSON, and its schema if any."""
+    fmt = body.get("response_format")
+    if not isinstance(fmt, dict):
+        return False, None
+    if fmt.get("type") == "json_object":
+        return True, None
+    if fmt.get("type") == "json_schema":
+        spec = fmt.get("json_schema")
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        return True, schema if isinstance(schema, dict) else None
+    return False, None
+
+
+def _name_words(name: str) -> list[str]:
+    return [word.lower() for word in _NAME_SPLIT_RE.split(name) if len(word) >= 4]
+
+
+def _pick_tool(tools: list[dict], choice: str, text: str) -> dict | None:
+    """The tool to call, or None for a plain answer (``choice`` is not ``"none"``)."""
+    if choice not in ("auto", "required"):
+        for tool in tools:
+            if tool["name"] == choice:
+                return tool
+        return {"name": choice, "description": "", "parameters": {}}
+    low = text.lower()
+    for tool in tools:
+        if tool["name"].lower() in low:
+            return tool
+    for tool in tools:
+        if any(word in low for word in _name_words(tool["name"])):
+            return tool
+    return tools[0] if choice == "required" else None
+
+
+def _topic(text: str) -> str:
+    """A word the user's text is about: the word after the last "about", else the last word."""
+    words = text.split()
+    low = [w.lower().strip(_PUNCT) for w in words]
+    if "about" in low[:-1]:
+        index = len(low) - 1 - low[::-1].index("about")
+        if index + 1 < len(words):
+            word = words[index + 1].strip(_PUNCT)
+            if word:
+                return word
+    for word in reversed(words):
+        word = word.strip(_PUNCT)
+        if word:
+            return word
+    return ""
+
+
+def _phrase(name: str, text: str) -> str:
+    topic = _topic(text)
+    return f"{name} about {topic}" if topic else name
+
+
+def _quoted(text: str, exclude: Any = ()) -> str | None:
+    for match in _QUOTED_RE.finditer(text):
+        value = next(group for group in match.groups() if group is not None)
+        if value.strip() and value not in exclude:
+            return value
+    return None
+
+
+def _place(text: str) -> str | None:
+    index = text.rfind(" in ")
+    if index < 0:
+        return None
+    rest = text[index + 4 :]
+    cut = min((i for i in (rest.find("?"), rest.find(".")) if i >= 0), default=len(rest))
+    value = rest[:cut].strip()
+    return value or None
+
+
+def _resolve(schema: Any, root: Any) -> dict:
+    """``schema`` with ``$ref`` resolved and a nullable ``anyOf``/``oneOf``/``allOf`` collapsed."""
+    for _ in range(32):
+        if not isinstance(schema, dict):
+            return {}
+        ref = schema.get("$ref")
+        if isinstance(ref, str):
+            target: Any = root if ref.startswith("#") else None
+            path = ref[1:].strip("/")
+            for part in path.split("/") if path and target is not None else ():
+                part = part.replace("~1", "/").replace("~0", "~")
+                target = target.get(part) if isinstance(target, dict) else None
+            rest = {k: v for k, v in schema.items() if k != "$ref"}
+            schema = {**target, **rest} if isinstance(target, dict) else rest
+            continue
+        for key in ("anyOf", "oneOf"):
+            branches = schema.get(key)
+            if isinstance(branches, list) and branches:
+                live = [
+                    b for b in branches if not (isinstance(b, dict) and b.get("type") == "null")
+                ]
+                pick = live[0] if live else branches[0]
+                rest = {k: v for k, v in schema.items() if k != key}
+                schema = {**rest, **pick} if isinstance(pick, dict) else rest
+                break
+        else:
+            branches = schema.get("allOf")
+            if isinstance(branches, list) and branches:
+                merged = {k: v for k, v in schema.items() if k != "allOf"}
+                for branch in branches:
+                    if isinstance(branch, dict):
+                        merged.update(_resolve(branch, root))
+                schema = merged
+                continue
+            return schema
+    return schema if isinstance(schema, dict) else {}
+
+
+def _type_of(schema: dict) -> str:
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if isinstance(kind, str):
+        return kind
+    if "properties" in schema:
+        return "object"
+    if "items" in schema:
+        return "array"
+    return "string"
+
+
+def _value(name: str, schema: Any, text: str, root: Any, depth: int, siblings: Any) -> Any:
+    """A deterministic value for property ``name`` from its schema and the user's text."""
+    schema = _resolve(schema, root)
+    if "const" in schema:
+        return schema["const"]
+    enum = schema.get("enum")
+    if isinstance(enum, list) and enum:
+        return enum[0]
+    kind = _type_of(schema)
+    if kind == "integer":
+        match = _INT_RE.search(text)
+        return int(match.group()) if match else 0
+    if kind == "number":
+        match = _NUM_RE.search(text)
+        return float(match.group()) if match else 0.0
+    if kind == "boolean":
+        return True
+    if kind == "null":
+        return None
+    if kind == "object":
+        return _object_args(schema, text, root, depth + 1)
+    if kind == "array":
+        items = _resolve(schema.get("items"), root)
+        item_kind = _type_of(items) if items else ""
+        if "enum" in items or "const" in items:
+            return []
+        if item_kind in ("integer", "number"):
+            match = (_INT_RE if item_kind == "integer" else _NUM_RE).search(text)
+            if match:
+                return [int(match.group()) if item_kind == "integer" else float(match.group())]
+        elif item_kind == "string":
+            quoted = _quoted(text, siblings)
+            if quoted is not None:
+                return [quoted]
+        return []
+    quoted = _quoted(text, siblings)
+    if quoted is not None:
+        return quoted
+    if _PLACE_RE.search(name):
+        place = _place(text)
+        if place is not None:
+            return place
+    return _phrase(name, text)
+
+
+def _mentions(name: str, low: str) -> bool:
+    for form in {name.lower(), name.lower().replace("_", " ")}:
+        if re.search(r"(?<![a-z0-9])" + re.escape(form) + r"(?![a-z0-9])", low):
+            return True
+    return False
+
+
+def _object_args(schema: Any, text: str, root: Any, depth: int = 0) -> dict:
+    schema = _resolve(schema, root)
+    properties = schema.get("properties")
+    if not isinstance(properties, dict) or depth > _MAX_DEPTH:
+        return {}
+    required = schema.get("required")
+    required = set(required) if isinstance(required, list) else set()
+    low = text.lower()
+    names = set(properties)
+    return {
+        name: _value(name, sub, text, root, depth, names)
+        for name, sub in properties.items()
+        if name in required or _mentions(name, low)
+    }
+
+
+def args_for(schema: Any, user_text: str) -> dict:
+    """Deterministic arguments for a JSON schema (a tool's parameters or an output schema).
+
+    Every required property is filled, an optional one only when the user's text names it.
+    ``$ref`` into ``$defs``/``definitions`` and nullable ``anyOf``/``oneOf`` are resolved.
+    integer/number: the first number in the text, else 0; boolean: true; enum: its first
+    value; object: recursively; array: empty, or one item when the items are numbers or
+    strings and the text has a number or a quoted value; string: a quoted value in the text,
+    for a location-like name the text after the last " in ", else "<name> about <topic>".
+    A tool (``{"name", "parameters"}`` or OpenAI's ``{"type": "function", "function"}``)
+    or a ``{"name", "schema"}`` wrapper is accepted for its schema.
+    """
+    if isinstance(schema, dict):
+        if isinstance(schema.get("function"), dict):
+            schema = schema["function"]
+        if "properties" not in schema:
+            if isinstance(schema.get("parameters"), dict):
+                schema = schema["parameters"]
+            elif isinstance(schema.get("schema"), dict):
+                schema = schema["schema"]
+    return _object_args(schema, user_text or "", schema)
+
+
+def _json_answer(schema: dict | None, text: str, messages: list) -> str:
+    if schema is not None:
+        obj: Any = args_for(schema, text)
+    else:
+        keys = list(dict.fromkeys(_KEY_RE.findall(text)))
+        if keys:
+            obj = {key: _phrase(key, text) for key in keys}
+        else:
+            obj = {"answer": reply_for(messages)}
+    return json.dumps(obj, ensure_ascii=False)
+
+
+def respond(messages: list[dict], body: dict | None = None) -> dict:
+    """The replica's answer to a conversation, tools and JSON instructions included.
+
+    Returns ``{"text": str}``, or ``{"tool_call": {"name", "arguments"}}`` for a native tool
+    call. ``body`` is the "openai" route's request body, whose ``tools``, ``tool_choice``
+    and ``response_format`` count (native); ``None`` elsewhere. In order:
+
+    1. the last message is a tool result (native: role ``tool``; emulated: the last user
+       message begins with ``Tool result``): ``"The tool returned: <result>."``;
+    2. tools present and the choice is not ``none``: a call of the forced tool, or of the
+       first tool named in the last user text (whole name, then a word of 4+ letters of the
+       name), or with ``required`` the first tool; arguments from :func:`args_for`.
+       Emulated, the text is ``{"tool_calls": [{"name": ..., "arguments": {...}}]}``;
+    3. a JSON output instruction: one JSON object (from the schema, else from the
+       'quoted' keys the user names, else ``{"answer": reply_for(...)}``);
+    4. otherwise :func:`reply_for`.
+    """
+    messages = messages if isinstance(messages, list) else []
+    systems = _system_texts(messages)
+    text = _last_user_text(messages)
+    last = messages[-1] if messages else None
+    if body is not None and isinstance(last, dict) and last.get("role") == "tool":
+        return {"text": _tool_answer(_text_of(last.get("content")))}
+    if _RESULT_RE.match(text.lstrip()):
+        return {"text": _tool_answer(_tool_result(text.lstrip()))}
+    found = _native_tools(body) if body is not None else None
+    native = found is not None
+    if found is None:
+        found = _emulated_tools(systems)
+    if found is not None and found[1] != "none":
+        tools, choice = found
+        tool = _pick_tool(tools, choice, text)
+        if tool is not None:
+            call = {"name": tool["name"], "arguments": args_for(tool["parameters"], text)}
+            if native:
+                return {"tool_call": call}
+            return {"text": json.dumps({"tool_calls": [call]}, ensure_ascii=False)}
+    wanted, schema = _native_json(body) if body is not None else (False, None)
+    if not wanted:
+        wanted, schema = _json_instruction(systems)
+    if wanted:
+        return {"text": _json_answer(schema, text, messages)}
+    return {"text": reply_for(messages)}
+
+
+def _aichat_conversation(prompt: str) -> list[dict]:
+    """The messages of Aichat's flattened prompt the replica answers from.
+
+    The system blocks (a ``system:`` line and its continuation lines, any case), then the
+    last user message exactly as :func:`_aichat_messages` recovers it.
+    """
+    systems: list[dict] = []
+    current: list[str] | None = None
+    for line in prompt.split("\n"):
+        match = _ROLE_LINE_RE.match(line)
+        if match:
+            current = None
+            if match.group(1).lower() == "system":
+                first = line[match.end() :]
+                current = [first[1:] if first.startswith(" ") else first]
+                systems.append({"role": "system", "lines": current})
+        elif current is not None:
+            current.append(line)
+    conversation = [{"role": "system", "content": "\n".join(s["lines"])} for s in systems]
+    return conversation + _aichat_messages(prompt)
+
+
+def _split_arguments(arguments: str) -> list[str]:
+    """A tool call's arguments JSON in 2 or 3 pieces (3 from 3 characters on)."""
+    count = 3 if len(arguments) >= 3 else max(1, len(arguments))
+    cuts = [len(arguments) * k // count for k in range(count + 1)]
+    return [arguments[cuts[k] : cuts[k + 1]] for k in range(count)]
 
 
 def _words(text: str) -> int:
@@ -413,7 +870,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not isinstance(prompt, str):
             self._send_json(400, {"response": False, "message": "'message' must be a string"})
             return
-        pieces, _ = self.server.replica._pieces("aichat", _aichat_messages(prompt))
+        pieces, _, _ = self.server.replica._answer("aichat", _aichat_conversation(prompt), None)
         if fault == "error_event":
             obj = {"response": False, "message": _OVERLOADED}
         elif fault == "empty":
@@ -442,9 +899,10 @@ class _Handler(BaseHTTPRequestHandler):
         ):
             self._send_json(400, _openai_error("'max_tokens' must be a non-negative integer"))
             return
-        pieces, benchmark = self.server.replica._pieces(provider, messages)
+        native = body if provider == "openai" else None
+        pieces, benchmark, call = self.server.replica._answer(provider, messages, native)
         if fault == "empty":
-            pieces = []
+            pieces, call = [], None
         pieces, finish = _apply_limits(pieces, body.get("stop"), max_tokens)
         prompt_tokens = sum(
             _words(_text_of(m.get("content"))) for m in messages if isinstance(m, dict)
@@ -454,6 +912,11 @@ class _Handler(BaseHTTPRequestHandler):
             and isinstance(body.get("stream_options"), dict)
             and body["stream_options"].get("include_usage") is True
         )
+        if call is not None:
+            self._tool_call(
+                model, call, prompt_tokens, include_usage, bool(body.get("stream")), fault, opts
+            )
+            return
         if body.get("stream"):
             self._stream(
                 model, pieces, finish, prompt_tokens, include_usage, fault, opts, benchmark
@@ -555,7 +1018,30 @@ class _Handler(BaseHTTPRequestHandler):
                 write(frame)
         if buffer:
             write(b"".join(buffer))
+        self._stream_end(
+            model,
+            finish,
+            lambda: _words("".join(pieces)),
+            prompt_tokens,
+            include_usage,
+            fault,
+            opts,
+            batch,
+        )
 
+    def _stream_end(
+        self,
+        model: str,
+        finish: str,
+        completion_tokens: Callable[[], int],
+        prompt_tokens: int,
+        include_usage: bool,
+        fault: str | None,
+        opts: dict,
+        batch: bool,
+    ) -> None:
+        """After the content events: the fault's ending, or finish, usage and ``[DONE]``."""
+        write = self.wfile.write
         if fault == "stall":
             self._wait(opts["delay"])
             self.close_connection = True
@@ -572,7 +1058,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         tail = [_frame(b"data: " + _dumps(_chunk(model, {}, finish)) + b"\n\n")]
         if include_usage:
-            completion_tokens = _words("".join(pieces))
+            completion = completion_tokens()
             usage = {
                 "id": "chatcmpl-replica",
                 "object": "chat.completion.chunk",
@@ -581,8 +1067,8 @@ class _Handler(BaseHTTPRequestHandler):
                 "choices": [],
                 "usage": {
                     "prompt_tokens": prompt_tokens,
-                    "completion_tokens": completion_tokens,
-                    "total_tokens": prompt_tokens + completion_tokens,
+                    "completion_tokens": completion,
+                    "total_tokens": prompt_tokens + completion,
                 },
             }
             tail.append(_frame(b"data: " + _dumps(usage) + b"\n\n"))
@@ -592,6 +1078,80 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             for frame in tail:
                 write(frame)
+
+
+    def _tool_call(
+        self,
+        model: str,
+        call: dict,
+        prompt_tokens: int,
+        include_usage: bool,
+        stream: bool,
+        fault: str | None,
+        opts: dict,
+    ) -> None:
+        """A native (OpenAI) tool call, as one completion or as tool-call delta events."""
+        name = call["name"]
+        arguments = json.dumps(call["arguments"], ensure_ascii=False)
+        call_id = "call_" + hashlib.sha1((name + arguments).encode("utf-8")).hexdigest()[:24]
+        completion_tokens = _words(arguments)
+        if not stream:
+            if fault == "error_event":
+                error = {"error": {"message": _OVERLOADED, "type": "server_error"}}
+                self._send_payload(error, fault, opts)
+                return
+            tool_call = {
+                "id": call_id,
+                "type": "function",
+                "function": {"name": name, "arguments": arguments},
+            }
+            message = {"role": "assistant", "content": None, "tool_calls": [tool_call]}
+            obj = {
+                "id": "chatcmpl-replica",
+                "object": "chat.completion",
+                "created": 0,
+                "model": model,
+                "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}],
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion_tokens,
+                    "total_tokens": prompt_tokens + completion_tokens,
+                },
+            }
+            self._send_payload(obj, fault, opts)
+            return
+        head = {
+            "index": 0,
+            "id": call_id,
+            "type": "function",
+            "function": {"name": name, "arguments": ""},
+        }
+        deltas = [{"role": "assistant", "content": None, "tool_calls": [head]}]
+        for piece in _split_arguments(arguments):
+            deltas.append({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        limit = len(deltas)
+        if fault in ("stall", "reset", "error_event", "truncated_json"):
+            limit = min(limit, max(0, opts["after_chunks"]))
+        delay = opts["delay"] if fault == "slow" else 0.0
+        for delta in deltas[:limit]:
+            if delay:
+                self._wait(delay)
+            self.wfile.write(_frame(b"data: " + _dumps(_chunk(model, delta, None)) + b"\n\n"))
+        self._stream_end(
+            model,
+            "tool_calls",
+            lambda: completion_tokens,
+            prompt_tokens,
+            include_usage,
+            fault,
+            opts,
+            False,
+        )
 
 
 class _Server(ThreadingHTTPServer):
@@ -823,6 +1383,25 @@ class Replica:
         if size is not None:
             return [size[1]] * size[0], True
         return _PIECE_RE.findall(reply_for(messages)), False
+
+    def _answer(
+        self, name: str, messages: list, body: dict | None
+    ) -> tuple[list[str], bool, dict | None]:
+        """A request's answer: text pieces, whether benchmark mode made them, a native call.
+
+        A script (``set_reply``) wins, then benchmark mode, then :func:`respond`.
+        """
+        with self._lock:
+            scripted = self._replies.get(name, self._replies.get(None))
+            size = self._stream_size
+        if scripted is not None:
+            return list(scripted), False, None
+        if size is not None:
+            return [size[1]] * size[0], True, None
+        answer = respond(messages, body)
+        if "tool_call" in answer:
+            return [], False, answer["tool_call"]
+        return _PIECE_RE.findall(answer["text"]), False, None
 
     def _log(
         self, method: str, provider: str | None, path: str, headers: Any, body: Any, query: str

@@ -2,7 +2,9 @@
 
 Each seed protocol family runs the suite: Lockchat (always an event stream),
 Mishalsgpt (a JSON object, or events when streaming) and Aichat (one flattened
-prompt, no streaming). Recorded against the local replica.
+prompt, no streaming), all with emulated tool calling; and a generic
+OpenAI-compatible endpoint with native tool calling. Recorded against the local
+replica.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import pytest
 from langchain_tests.integration_tests import ChatModelIntegrationTests
 
 from langchain_g4f import ChatG4F
-from tests.conftest import base_url
+from tests.conftest import base_url, openai_compatible
 
 pytestmark = pytest.mark.vcr
 
@@ -46,8 +48,11 @@ class _G4FIntegration(ChatModelIntegrationTests):
         # None of the seed protocols reports usage while streaming.
         return False
 
-    # Tool calling and structured output (has_tool_calling, has_structured_output,
-    # supports_json_mode) are switched on by the tool-calling issue.
+    # has_tool_calling and has_structured_output are on because ChatG4F overrides
+    # bind_tools and with_structured_output.
+    @property
+    def supports_json_mode(self) -> bool:
+        return True
 
 
 class TestLockchat(_G4FIntegration):
@@ -60,3 +65,13 @@ class TestMishalsgpt(_G4FIntegration):
 
 class TestAichat(_G4FIntegration):
     provider, model_id = "Aichat", "gpt-3.5-turbo"
+
+
+class TestOpenAICompatible(_G4FIntegration):
+    """Native tools: the ``tools`` field out, ``tool_calls`` back."""
+
+    model_id = "gpt-4o-mini"
+
+    @property
+    def chat_model_params(self) -> dict:
+        return {"provider": openai_compatible(), "model": self.model_id}

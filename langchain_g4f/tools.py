@@ -1,0 +1,308 @@
+"""Tool calling for providers with and without native support.
+
+*Native* providers (an OpenAI-compatible endpoint with ``native_tools=True``)
+get the OpenAI ``tools`` / ``tool_choice`` fields and answer with ``tool_calls``.
+Every other provider is *emulated*: a system instruction describes the tools
+and a reply format, and :func:`parse_tool_calls` turns a reply into standard
+tool calls. Earlier tool calls and tool results in the history are written in
+the same format, so the conversation reads the same way to the model.
+
+Tool-call ids are derived from the call itself (name, arguments, position), so
+the same conversation always produces the same request bodies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from langchain_core.messages import AIMessage, ToolCall, ToolMessage
+from langchain_core.messages.tool import tool_call as make_tool_call
+from langchain_core.messages.tool import tool_call_chunk as make_tool_call_chunk
+from langchain_core.utils.function_calling import convert_to_openai_tool
+
+from langchain_g4f.errors import ConfigurationError
+
+#: The line the tools' JSON follows (the local replica looks for it too).
+TOOLS_MARKER = "You can call these tools. Each is described by a JSON schema:"
+TOOL_RESULT_PREFIX = "Tool result"
+JSON_MARKER = "Reply with nothing but one JSON object"
+
+_CHOICE_LINES = {
+    "auto": "Call a tool only when it helps; otherwise answer in plain text.",
+    "required": "You must call at least one tool now.",
+}
+
+
+# --- declaring tools ---------------------------------------------------------
+
+
+def convert_tools(tools: Sequence[Any]) -> list[dict[str, Any]]:
+    """Tools (functions, pydantic models, ``BaseTool``, dicts) in OpenAI form."""
+    return [convert_to_openai_tool(tool) for tool in tools]
+
+
+def normalize_tool_choice(choice: Any, tools: list[dict[str, Any]]) -> str | None:
+    """``None``, ``"auto"``, ``"none"``, ``"required"`` or a tool name.
+
+    Accepts LangChain's spellings: ``"any"`` and ``True`` mean required, a
+    tool's name or ``{"type": "function", "function": {"name": ...}}`` forces it.
+    """
+    names = [t["function"]["name"] for t in tools]
+    if choice is None or choice == "auto":
+        return None if choice is None else "auto"
+    if choice is True or choice in ("any", "required"):
+        return "required"
+    if choice is False or choice == "none":
+        return "none"
+    if isinstance(choice, dict):
+        choice = (choice.get("function") or {}).get("name") or choice.get("name")
+    if isinstance(choice, str) and choice in names:
+        return choice
+    raise ConfigurationError(
+        f"tool_choice {choice!r} is not 'auto', 'none', 'any', 'required' or the name "
+        f"of a bound tool ({', '.join(names) or 'no tools are bound'})"
+    )
+
+
+def native_tool_choice(choice: str | None) -> Any:
+    """A normalized choice in the OpenAI wire form."""
+    if choice in (None, "auto", "none", "required"):
+        return choice
+    return {"type": "function", "function": {"name": choice}}
+
+
+def tool_instruction(tools: list[dict[str, Any]], choice: str | None) -> str:
+    """The system instruction that teaches an emulated provider the tools."""
+    described = [
+        {
+            "name": t["function"]["name"],
+            "description": t["function"].get("description", ""),
+            "parameters": t["function"].get("parameters", {}),
+        }
+        for t in tools
+    ]
+    choice_line = _CHOICE_LINES.get(choice or "auto") or f'You must call the tool "{choice}" now.'
+    return (
+        "# Tools\n"
+        f"{TOOLS_MARKER}\n"
+        f"{json.dumps(described, ensure_ascii=False)}\n\n"
+        "To call tools, reply with nothing but one JSON object of this form:\n"
+        '{"tool_calls": [{"name": "<tool name>", "arguments": {<arguments>}}]}\n'
+        f"{choice_line}\n"
+        f'Tool results come back in messages that begin with "{TOOL_RESULT_PREFIX}". '
+        "Then answer the user in plain text, or call tools again."
+    )
+
+
+def json_instruction(schema: dict[str, Any] | None) -> str:
+    """The system instruction for JSON output (json_mode / json_schema)."""
+    if schema is None:
+        return f"# Output format\n{JSON_MARKER}."
+    return (
+        f"# Output format\n{JSON_MARKER} that matches this JSON schema:\n"
+        f"{json.dumps(schema, ensure_ascii=False)}"
+    )
+
+
+# --- history -------------------------------------------------------------------
+
+
+def tool_call_id(name: str, args: Any, index: int) -> str:
+    """A deterministic id for a tool call."""
+    digest = hashlib.sha1(
+        f"{index}:{name}:{json.dumps(args, sort_keys=True, ensure_ascii=False)}".encode()
+    ).hexdigest()
+    return f"call_{digest[:24]}"
+
+
+def emulated_call_text(message: AIMessage, content: str) -> str:
+    """An earlier assistant turn with tool calls, in the emulated reply format."""
+    calls = [{"name": c["name"], "arguments": c["args"]} for c in message.tool_calls]
+    block = json.dumps({"tool_calls": calls}, ensure_ascii=False)
+    return f"{content}\n{block}" if content else block
+
+
+def emulated_result_text(
+    message: ToolMessage, name: str | None, position: int | None, content: str
+) -> str:
+    """A tool result, as an emulated provider reads it.
+
+    The emulated call format carries no ids, so a result points at its call
+    by name and by position in the assistant turn ("call 2"). That also keeps
+    request bodies free of random ids.
+    """
+    status = " [error]" if message.status == "error" else ""
+    where = f" (call {position})" if position is not None else ""
+    return f"{TOOL_RESULT_PREFIX} for {name or 'tool'}{where}{status}:\n{content}"
+
+
+def native_calls(message: AIMessage) -> list[dict[str, Any]]:
+    """An assistant turn's tool calls in the OpenAI wire form."""
+    return [
+        {
+            "id": call["id"],
+            "type": "function",
+            "function": {
+                "name": call["name"],
+                "arguments": json.dumps(call["args"], ensure_ascii=False),
+            },
+        }
+        for call in message.tool_calls
+    ]
+
+
+# --- parsing an emulated reply -------------------------------------------------
+
+_FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.DOTALL)
+_decoder = json.JSONDecoder()
+
+
+def _calls_in(obj: Any, names: set[str]) -> list[tuple[str, dict[str, Any]]] | None:
+    """``(name, args)`` pairs if ``obj`` is a tool-call object naming bound tools."""
+    if isinstance(obj, dict) and isinstance(obj.get("tool_calls"), list):
+        items = obj["tool_calls"]
+    elif isinstance(obj, dict) and "name" in obj:
+        items = [obj]
+    else:
+        return None
+    calls = []
+    for item in items:
+        if not isinstance(item, dict) or item.get("name") not in names:
+            return None
+        args = item.get("arguments", item.get("args", item.get("parameters", {})))
+        if isinstance(args, str):
+            try:
+                args = json.loads(args) if args.strip() else {}
+            except ValueError:
+                return None
+        if not isinstance(args, dict):
+            return None
+        calls.append((item["name"], args))
+    return calls or None
+
+
+def parse_tool_calls(text: str, names: set[str]) -> tuple[str, list[ToolCall]] | None:
+    """Find a tool-call object in a reply: ``(the text around it, the calls)``.
+
+    Accepts ``{"tool_calls": [{"name", "arguments"}]}`` or a single
+    ``{"name", "arguments"}``, bare or in a fenced code block, with text
+    around it. Returns ``None`` when the reply is plain text.
+    """
+    candidates: list[tuple[int, int, str]] = [
+        (m.start(), m.end(), m.group(1)) for m in _FENCE.finditer(text)
+    ]
+    start = text.find("{")
+    while start != -1:
+        try:
+            _, end = _decoder.raw_decode(text, start)
+        except ValueError:
+            start = text.find("{", start + 1)
+            continue
+        candidates.append((start, end, text[start:end]))
+        start = text.find("{", end)
+    for begin, end, body in sorted(candidates):
+        try:
+            obj = json.loads(body)
+        except ValueError:
+            continue
+        calls = _calls_in(obj, names)
+        if calls:
+            rest = (text[:begin] + text[end:]).strip()
+            return rest, [
+                make_tool_call(name=name, args=args, id=tool_call_id(name, args, i))
+                for i, (name, args) in enumerate(calls)
+            ]
+    return None
+
+
+class ToolReplyStream:
+    """Streams an emulated reply: prose goes out as it comes; a possible tool
+    call (from the first ``{`` or code fence on) is held back until the end.
+    """
+
+    __slots__ = ("names", "_held", "_holding")
+
+    def __init__(self, names: set[str]) -> None:
+        self.names = names
+        self._held = ""
+        self._holding = False
+
+    def push(self, text: str) -> str:
+        """Take the next text; return what can be shown now."""
+        held = self._held + text
+        if self._holding:
+            self._held = held
+            return ""
+        cut = min((i for i in (held.find("{"), held.find("```")) if i >= 0), default=-1)
+        if cut < 0:
+            # Keep back a trailing "`" or "``": it may open a fence.
+            keep = min(len(held) - len(held.rstrip("`")), 2)
+            self._held = held[len(held) - keep :] if keep else ""
+            return held[: len(held) - keep]
+        self._holding = True
+        self._held = held[cut:]
+        return held[:cut]
+
+    def finish(self) -> tuple[str, list[ToolCall]]:
+        """The rest of the text, and the tool calls it held, if any."""
+        held, self._held = self._held, ""
+        found = parse_tool_calls(held, self.names) if held else None
+        if found is None:
+            return held, []
+        return found
+
+
+def call_chunks(calls: list[ToolCall]) -> list[Any]:
+    """Tool calls as indexed ``tool_call_chunks`` for the last stream chunk."""
+    return [
+        make_tool_call_chunk(
+            name=call["name"],
+            args=json.dumps(call["args"], ensure_ascii=False),
+            id=call["id"],
+            index=i,
+        )
+        for i, call in enumerate(calls)
+    ]
+
+
+def native_chunks(fragments: list[dict[str, Any]]) -> list[Any]:
+    """OpenAI streamed ``tool_calls`` fragments as ``tool_call_chunks``."""
+    out = []
+    for fragment in fragments:
+        function = fragment.get("function") or {}
+        out.append(
+            make_tool_call_chunk(
+                name=function.get("name"),
+                args=function.get("arguments"),
+                id=fragment.get("id"),
+                index=fragment.get("index", 0),
+            )
+        )
+    return out
+
+
+def native_message_calls(raw: list[dict[str, Any]]) -> tuple[list[ToolCall], list[Any]]:
+    """A whole OpenAI ``message.tool_calls`` as (valid calls, invalid calls)."""
+    from langchain_core.messages.tool import invalid_tool_call
+
+    calls: list[ToolCall] = []
+    invalid: list[Any] = []
+    for i, item in enumerate(raw):
+        function = item.get("function") or {}
+        name = function.get("name")
+        arguments = function.get("arguments") or "{}"
+        try:
+            args = json.loads(arguments) if isinstance(arguments, str) else arguments
+        except ValueError as exc:
+            invalid.append(
+                invalid_tool_call(name=name, args=arguments, id=item.get("id"), error=str(exc))
+            )
+            continue
+        calls.append(
+            make_tool_call(name=name, args=args, id=item.get("id") or tool_call_id(name, args, i))
+        )
+    return calls, invalid
