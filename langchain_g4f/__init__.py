@@ -1,6 +1,7 @@
 """LangChain chat models for gpt4free-style providers.
 
 - :class:`ChatG4F`: one provider as a chat model.
+- :class:`ChatG4FRouter`: several providers as one, with fallback and health.
 - :mod:`langchain_g4f.providers`: the sans-I/O providers and their registry.
 - :mod:`langchain_g4f.transport`: the sync (requests) and async (httpx) I/O.
 - :mod:`langchain_g4f.errors`: one typed error hierarchy.
@@ -14,15 +15,19 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from langchain_g4f.chat_models import ChatG4F
+    from langchain_g4f.router import ChatG4FRouter
 
 try:
     __version__ = metadata.version("langchain-g4f")
 except metadata.PackageNotFoundError:  # running from a source tree
     __version__ = "0.0.0"
 
-__all__ = ["ChatG4F", "__version__"]
+__all__ = ["ChatG4F", "ChatG4FRouter", "__version__"]
 
-_LAZY = {"ChatG4F": "langchain_g4f.chat_models"}
+_LAZY = {
+    "ChatG4F": "langchain_g4f.chat_models",
+    "ChatG4FRouter": "langchain_g4f.router",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -5,16 +5,18 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from itertools import chain
-from operator import itemgetter
-from typing import Any, Literal
+from typing import Any
 
 from langchain_core.callbacks import (
     AsyncCallbackManagerForLLMRun,
     CallbackManagerForLLMRun,
 )
-from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
+from langchain_core.language_models import (
+    BaseChatModel,
+    LangSmithParams,
+)
 from langchain_core.messages import (
     AIMessage,
     AIMessageChunk,
@@ -25,18 +27,9 @@ from langchain_core.messages import (
     SystemMessage,
     ToolMessage,
 )
-from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
-from langchain_core.output_parsers.openai_tools import (
-    JsonOutputKeyToolsParser,
-    PydanticToolsParser,
-)
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
-from langchain_core.tools import BaseTool
 from langchain_core.utils import secret_from_env
-from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
-from langchain_core.utils.pydantic import is_basemodel_subclass
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import ConfigDict, Field, SecretStr
 
 from langchain_g4f import providers as registry
 from langchain_g4f import tools as tool_calling
@@ -350,7 +343,7 @@ class _Call:
 # --- the chat model --------------------------------------------------------
 
 
-class ChatG4F(BaseChatModel):
+class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
     """A gpt4free-style provider as a LangChain chat model.
 
     Setup:
@@ -582,88 +575,6 @@ class ChatG4F(BaseChatModel):
             extra=extra,
         )
         return _Call(request, model, stops, tool_names)
-
-    # -- tools and structured output ------------------------------------------
-
-    def bind_tools(
-        self,
-        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
-        *,
-        tool_choice: dict[str, Any] | str | bool | None = None,
-        **kwargs: Any,
-    ) -> Runnable[LanguageModelInput, AIMessage]:
-        """Bind tools: natively where the provider has them, emulated elsewhere.
-
-        ``tool_choice``: a tool's name (call it), ``"any"``/``"required"``/``True``
-        (call one), ``"auto"`` (may call) or ``"none"`` (do not call).
-        """
-        formatted = tool_calling.convert_tools(tools)
-        tool_calling.normalize_tool_choice(tool_choice, formatted)  # fail early
-        return self.bind(tools=formatted, tool_choice=tool_choice, **kwargs)
-
-    def with_structured_output(
-        self,
-        schema: dict[str, Any] | type,
-        *,
-        method: Literal["function_calling", "json_mode", "json_schema"] = "function_calling",
-        include_raw: bool = False,
-        strict: bool | None = None,
-        **kwargs: Any,
-    ) -> Runnable[LanguageModelInput, dict[str, Any] | BaseModel]:
-        """Answers parsed into ``schema`` (pydantic model, TypedDict or JSON schema).
-
-        ``function_calling`` forces a tool named after the schema;
-        ``json_mode`` asks for a JSON object; ``json_schema`` asks for a JSON
-        object that matches the schema. Natively where the provider supports
-        it, by instruction elsewhere. With ``include_raw=True`` the result is
-        ``{"raw", "parsed", "parsing_error"}`` instead of raising when the
-        reply does not validate.
-        """
-        if kwargs:
-            raise ConfigurationError(f"unexpected arguments: {', '.join(kwargs)}")
-        is_model = is_basemodel_subclass(schema)
-        output_format = {"kwargs": {"method": method}, "schema": schema}
-        if method == "function_calling":
-            tool = convert_to_openai_tool(schema)
-            name = tool["function"]["name"]
-            llm = self.bind_tools([schema], tool_choice=name, ls_structured_output_format=output_format)
-            parser: Runnable = (
-                PydanticToolsParser(tools=[schema], first_tool_only=True)  # type: ignore[list-item]
-                if is_model
-                else JsonOutputKeyToolsParser(key_name=name, first_tool_only=True)
-            )
-        elif method in ("json_mode", "json_schema"):
-            if method == "json_mode":
-                response_format: dict[str, Any] = {"type": "json_object"}
-            else:
-                json_schema = convert_to_json_schema(schema)
-                response_format = {
-                    "type": "json_schema",
-                    "json_schema": {
-                        "name": json_schema.get("title", "output"),
-                        "schema": json_schema,
-                        **({"strict": strict} if strict is not None else {}),
-                    },
-                }
-            llm = self.bind(response_format=response_format, ls_structured_output_format=output_format)
-            parser = (
-                PydanticOutputParser(pydantic_object=schema)  # type: ignore[arg-type]
-                if is_model
-                else JsonOutputParser()
-            )
-        else:
-            raise ConfigurationError(
-                f"method must be 'function_calling', 'json_mode' or 'json_schema', not {method!r}"
-            )
-        if not include_raw:
-            return llm | parser
-        parse = RunnablePassthrough.assign(
-            parsed=itemgetter("raw") | parser, parsing_error=lambda _: None
-        )
-        no_parse = RunnablePassthrough.assign(parsed=lambda _: None)
-        return RunnableMap(raw=llm) | parse.with_fallbacks(
-            [no_parse], exception_key="parsing_error"
-        )
 
     @property
     def sync_transport(self) -> SyncTransport:

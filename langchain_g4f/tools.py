@@ -16,13 +16,27 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from operator import itemgetter
+from typing import Any, Literal
 
+from langchain_core.language_models import LanguageModelInput
 from langchain_core.messages import AIMessage, ToolCall, ToolMessage
 from langchain_core.messages.tool import tool_call as make_tool_call
 from langchain_core.messages.tool import tool_call_chunk as make_tool_call_chunk
-from langchain_core.utils.function_calling import convert_to_openai_tool
+from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
+from langchain_core.output_parsers.openai_tools import (
+    JsonOutputKeyToolsParser,
+    PydanticToolsParser,
+)
+from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
+from langchain_core.tools import BaseTool
+from langchain_core.utils.function_calling import (
+    convert_to_json_schema,
+    convert_to_openai_tool,
+)
+from langchain_core.utils.pydantic import is_basemodel_subclass
+from pydantic import BaseModel
 
 from langchain_g4f.errors import ConfigurationError
 
@@ -306,3 +320,97 @@ def native_message_calls(raw: list[dict[str, Any]]) -> tuple[list[ToolCall], lis
             make_tool_call(name=name, args=args, id=item.get("id") or tool_call_id(name, args, i))
         )
     return calls, invalid
+
+
+# --- the chat-model methods --------------------------------------------------
+
+
+class ToolCallingMixin:
+    """``bind_tools`` and ``with_structured_output`` for ChatG4F and the router.
+
+    Both only bind call options (``tools``, ``tool_choice``, ``response_format``);
+    each provider's chat model turns them into native fields or an instruction.
+    """
+
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
+        *,
+        tool_choice: dict[str, Any] | str | bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Bind tools: natively where the provider has them, emulated elsewhere.
+
+        ``tool_choice``: a tool's name (call it), ``"any"``/``"required"``/``True``
+        (call one), ``"auto"`` (may call) or ``"none"`` (do not call).
+        """
+        formatted = convert_tools(tools)
+        normalize_tool_choice(tool_choice, formatted)  # fail early
+        return self.bind(tools=formatted, tool_choice=tool_choice, **kwargs)  # type: ignore[attr-defined]
+
+    def with_structured_output(
+        self,
+        schema: dict[str, Any] | type,
+        *,
+        method: Literal["function_calling", "json_mode", "json_schema"] = "function_calling",
+        include_raw: bool = False,
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, dict[str, Any] | BaseModel]:
+        """Answers parsed into ``schema`` (pydantic model, TypedDict or JSON schema).
+
+        ``function_calling`` forces a tool named after the schema;
+        ``json_mode`` asks for a JSON object; ``json_schema`` asks for a JSON
+        object that matches the schema. Natively where the provider supports
+        it, by instruction elsewhere. With ``include_raw=True`` the result is
+        ``{"raw", "parsed", "parsing_error"}`` instead of raising when the
+        reply does not validate.
+        """
+        if kwargs:
+            raise ConfigurationError(f"unexpected arguments: {', '.join(kwargs)}")
+        is_model = is_basemodel_subclass(schema)
+        output_format = {"kwargs": {"method": method}, "schema": schema}
+        if method == "function_calling":
+            tool = convert_to_openai_tool(schema)
+            name = tool["function"]["name"]
+            llm = self.bind_tools([schema], tool_choice=name, ls_structured_output_format=output_format)
+            parser: Runnable = (
+                PydanticToolsParser(tools=[schema], first_tool_only=True)  # type: ignore[list-item]
+                if is_model
+                else JsonOutputKeyToolsParser(key_name=name, first_tool_only=True)
+            )
+        elif method in ("json_mode", "json_schema"):
+            if method == "json_mode":
+                response_format: dict[str, Any] = {"type": "json_object"}
+            else:
+                json_schema = convert_to_json_schema(schema)
+                response_format = {
+                    "type": "json_schema",
+                    "json_schema": {
+                        "name": json_schema.get("title", "output"),
+                        "schema": json_schema,
+                        **({"strict": strict} if strict is not None else {}),
+                    },
+                }
+            llm = self.bind(  # type: ignore[attr-defined]
+                response_format=response_format, ls_structured_output_format=output_format
+            )
+            parser = (
+                PydanticOutputParser(pydantic_object=schema)  # type: ignore[arg-type]
+                if is_model
+                else JsonOutputParser()
+            )
+        else:
+            raise ConfigurationError(
+                f"method must be 'function_calling', 'json_mode' or 'json_schema', not {method!r}"
+            )
+        if not include_raw:
+            return llm | parser
+        parse = RunnablePassthrough.assign(
+            parsed=itemgetter("raw") | parser, parsing_error=lambda _: None
+        )
+        no_parse = RunnablePassthrough.assign(parsed=lambda _: None)
+        return RunnableMap(raw=llm) | parse.with_fallbacks(
+            [no_parse], exception_key="parsing_error"
+        )
+

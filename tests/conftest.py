@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -188,6 +189,15 @@ def vcr_config() -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def vcr_cassette_dir(request: pytest.FixtureRequest) -> str:
     return str(CASSETTES / request.node.path.stem)
+
+
+@pytest.fixture(scope="module")
+def replica() -> Iterator[Any]:
+    """The local replica on 127.0.0.1, for ``loopback`` tests."""
+    from langchain_g4f.testing import Replica
+
+    with Replica() as server:
+        yield server
 
 
 _send_lock = threading.Lock()

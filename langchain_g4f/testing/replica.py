@@ -36,9 +36,9 @@ import socket
 import struct
 import sys
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from socketserver import TCPServer
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -1158,6 +1158,9 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
     allow_reuse_address = True
+    # socketserver's default backlog of 5 drops connections when a hundred
+    # clients connect at once (router concurrency tests, benchmarks).
+    request_queue_size = 256
 
     def __init__(self, address: tuple[str, int], replica: Replica) -> None:
         self.replica = replica

@@ -106,12 +106,6 @@ def native(tool: dict) -> dict:
 
 
 @pytest.fixture(scope="module")
-def replica() -> Iterator[Replica]:
-    with Replica() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def session() -> Iterator[requests.Session]:
     with requests.Session() as s:
         yield s

@@ -47,12 +47,6 @@ DELAY = 1.0
 API_KEY = "sk-replica-SECRET-0123456789abcdef"
 
 
-@pytest.fixture(scope="module")
-def replica() -> Iterator[Replica]:
-    with Replica() as server:
-        yield server
-
-
 @pytest.fixture(autouse=True)
 def _clean(replica: Replica) -> Iterator[None]:
     replica.reset()

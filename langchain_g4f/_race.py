@@ -1,0 +1,467 @@
+"""One router call, up to its first text: the schedule, the attempts, the race.
+
+- :class:`Schedule` (no I/O) says which attempt to start and when, and records
+  what failed: retries of a provider after a healable error (backoff,
+  ``Retry-After``), then the next provider; with ``hedge_after``, also the next
+  provider when the latest attempt has gone that long without text. One deadline
+  bounds it all.
+- :func:`race` / :func:`arace` run it: each attempt reads its model's stream
+  ahead to the first text, on a worker thread (sync) or a task (async), so the
+  deadline and the hedge cut in even while a read blocks. The first attempt with
+  text wins; the others are cancelled and their streams closed.
+- :class:`Won` carries the winner's stream on to the relay, which puts the failed
+  attempts on its final chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGenerationChunk as Chunk
+
+from langchain_g4f.errors import (
+    AllProvidersFailedError,
+    ConfigurationError,
+    EmptyResponseError,
+    G4FError,
+    ProviderTimeoutError,
+    StreamInterruptedError,
+)
+from langchain_g4f.health import Health
+from langchain_g4f.providers.base import Provider
+from langchain_g4f.retry import backoff_delay
+
+clock = time.monotonic
+_NEVER = float("inf")
+
+
+@dataclass(frozen=True, eq=False)
+class Entry:
+    """One provider of a router: its health key, and its model with retries off."""
+
+    key: str
+    chat: BaseChatModel
+    provider: Provider
+
+    def serves(self, model: str) -> bool:
+        return self.provider.accepts_any_model or model in self.provider.model
+
+
+@dataclass(eq=False)
+class Attempt:
+    entry: Entry
+    number: int  # 0 for the first try on this provider, 1 for its first retry...
+    started: float = 0.0
+
+
+@dataclass(eq=False)
+class Request:
+    """What every attempt of one call sends, and the call's deadline."""
+
+    messages: list[BaseMessage]
+    stop: list[str] | None
+    kwargs: dict[str, Any]
+    model: str | None
+    timeout: float | None
+    deadline: float
+
+
+def attempt_record(attempt: Attempt, error: BaseException, at: float) -> dict[str, Any]:
+    """``{"provider", "error", "status", "message", "elapsed"}`` for a failed attempt."""
+    return {
+        "provider": attempt.entry.key,
+        "error": type(error).__name__,
+        "status": getattr(error, "status", None),
+        "message": getattr(error, "message", None) or str(error) or type(error).__name__,
+        "elapsed": round(max(0.0, at - attempt.started), 3),
+    }
+
+
+def _summary(record: dict[str, Any]) -> str:
+    status = f" (HTTP {record['status']})" if record["status"] else ""
+    return (
+        f"- {record['provider']}: {record['error']}{status} after "
+        f"{record['elapsed']:.2f}s: {record['message']}"
+    )
+
+
+class Schedule:
+    """Which attempt of one call to start next, and when; what failed so far. No I/O.
+
+    ``ready`` providers go in the given (strategy) order. A retryable failure
+    schedules a retry of the same provider after backoff, which goes before moving
+    on, unless the provider's retries are spent, it is now cooling down, or the retry
+    could not start before the deadline. ``cooling`` providers (cooling down when the
+    call began) come last, each when its cooldown ends.
+    """
+
+    def __init__(
+        self,
+        ready: list[Entry],
+        cooling: list[tuple[float, Entry]],
+        *,
+        request: Request,
+        health: Health,
+        max_retries: int,
+        backoff: float,
+        hedge_after: float | None,
+    ) -> None:
+        self.request = request
+        self.health = health
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.hedge_after = hedge_after
+        self._fresh = deque(Attempt(entry, 0) for entry in ready)
+        self._cooling = deque(sorted(cooling, key=lambda item: item[0]))
+        self._retries: list[tuple[float, Attempt]] = []
+        self.running: list[Attempt] = []
+        self.attempts: list[dict[str, Any]] = []  # the failed ones, in order
+        self._errors: list[BaseException] = []
+
+    # -- what to do now --
+
+    def next_action(self, now: float) -> Attempt | float | None:
+        """An attempt to start now, or how long to wait for news (None: no limit);
+        raises when the call is over."""
+        deadline = self.request.deadline
+        if now >= deadline:
+            for attempt in list(self.running):
+                self.failed(attempt, self._deadline_error(attempt), now)
+            raise self.error(now)
+        latest = self.running[-1] if self.running else None
+        if latest is None or self._hedge_at(latest) <= now:
+            attempt = self._due(now)
+            if attempt is not None:
+                attempt.started = now
+                self.running.append(attempt)
+                return attempt
+        due = self._next_due()
+        if latest is None:  # nothing running: wait for the next retry or cooldown
+            if due is None or due >= deadline:
+                raise self.error(now, cooling_until=due)
+            return due - now
+        hedge_at = self._hedge_at(latest)
+        wake = min(deadline, hedge_at if hedge_at > now else due if due is not None else deadline)
+        return max(0.0, wake - now) if wake != _NEVER else None
+
+    def _hedge_at(self, attempt: Attempt) -> float:
+        if self.hedge_after is None:
+            return _NEVER
+        return attempt.started + self.hedge_after
+
+    def _due(self, now: float) -> Attempt | None:
+        if self._retries:
+            at, attempt = min(self._retries, key=lambda item: item[0])
+            if at > now:
+                return None  # wait for it rather than move on
+            self._retries.remove((at, attempt))
+            return attempt
+        if self._fresh:
+            return self._fresh.popleft()
+        if self._cooling and self._cooling[0][0] <= now:
+            return Attempt(self._cooling.popleft()[1], 0)
+        return None
+
+    def _next_due(self) -> float | None:
+        if self._retries:
+            return min(at for at, _ in self._retries)
+        if self._cooling:
+            return self._cooling[0][0]
+        return None
+
+    # -- outcomes --
+
+    def won(self, attempt: Attempt, at: float) -> None:
+        self.running.clear()
+        self.health.record_ttft(attempt.entry.key, at - attempt.started)
+
+    def failed(self, attempt: Attempt, error: BaseException, at: float) -> None:
+        if attempt in self.running:
+            self.running.remove(attempt)
+        self.attempts.append(attempt_record(attempt, error, at))
+        self._errors.append(error)
+        if isinstance(error, ConfigurationError):
+            return  # the request's fault, not the provider's: no health change, no retry
+        key = attempt.entry.key
+        self.health.record_failure(key, error)
+        if (
+            getattr(error, "retryable", False)
+            and attempt.number < self.max_retries
+            and self.health.cooldown_left(key) == 0.0
+        ):
+            at = max(at, clock()) + backoff_delay(attempt.number, error, base=self.backoff)
+            if at < self.request.deadline:
+                self._retries.append((at, Attempt(attempt.entry, attempt.number + 1)))
+
+    def _deadline_error(self, attempt: Attempt) -> ProviderTimeoutError:
+        return ProviderTimeoutError(
+            f"gave no text within the router's {self.request.timeout:g}s deadline",
+            provider=attempt.entry.key,
+        )
+
+    def error(self, now: float, cooling_until: float | None = None) -> BaseException:
+        """What ends the call: :class:`AllProvidersFailedError` with the attempts so far;
+        or, when every attempt failed on the caller's side (a configuration error, or
+        a bug rather than a provider error), that error itself."""
+        errors, request = self._errors, self.request
+        if errors and not any(_provider_side(e) for e in errors):
+            return errors[0]
+        left = request.deadline - now
+        if left <= 0:
+            head = f"the router's {request.timeout:g}s deadline passed"
+        elif cooling_until is not None:
+            head = (
+                f"the {'' if self.attempts else 'only '}providers left are cooling down; "
+                f"the first recovers in {cooling_until - now:.2f}s but only {left:.2f}s "
+                f"remain of the {request.timeout:g}s deadline"
+            )
+        else:
+            head = "every provider failed"
+        lines = [_summary(record) for record in self.attempts]
+        noun = "attempt" if len(lines) == 1 else "attempts"
+        message = f"{head}; {len(lines)} {noun}" + "".join("\n" + line for line in lines)
+        error = AllProvidersFailedError(message, attempts=list(self.attempts))
+        error.__cause__ = errors[-1] if errors else None
+        return error
+
+
+def _provider_side(error: BaseException) -> bool:
+    return isinstance(error, G4FError) and not isinstance(error, ConfigurationError)
+
+
+# --- reading ahead to the first text ---------------------------------------------
+
+
+def _has_content(chunk: Chunk) -> bool:
+    message = chunk.message
+    return bool(
+        chunk.text
+        or getattr(message, "chunk_position", None) == "last"
+        or getattr(message, "tool_call_chunks", None)
+    )
+
+
+def read_ahead(stream: Iterator[Chunk], key: str) -> list[Chunk]:
+    """Chunks up to and including the first with text (or the final one)."""
+    head = []
+    for chunk in stream:
+        head.append(chunk)
+        if _has_content(chunk):
+            return head
+    raise EmptyResponseError("the stream ended without an answer", provider=key)
+
+
+async def aread_ahead(stream: AsyncIterator[Chunk], key: str) -> tuple[list[Chunk], float]:
+    """:func:`read_ahead` for an async stream; also returns when the text came."""
+    head = []
+    async for chunk in stream:
+        head.append(chunk)
+        if _has_content(chunk):
+            return head, clock()
+    raise EmptyResponseError("the stream ended without an answer", provider=key)
+
+
+class Won:
+    """The attempt that produced text first: its stream, read up to that text."""
+
+    __slots__ = ("key", "head", "stream", "attempts", "texts", "finished")
+
+    def __init__(self, key: str, head: list[Chunk], stream: Any, attempts: list[dict]) -> None:
+        self.key = key
+        self.head = head
+        self.stream = stream
+        self.attempts = attempts
+        self.texts: list[str] = []
+        self.finished = False
+
+    def take(self, chunk: Chunk) -> None:
+        """Note the chunk's text; put the attempts on the final chunk."""
+        message = chunk.message
+        if message.chunk_position == "last":  # type: ignore[attr-defined]
+            metadata = dict(message.response_metadata)
+            metadata["provider"] = self.key  # as in attempts and stats()
+            metadata["attempts"] = self.attempts
+            message.response_metadata = metadata
+            self.finished = True
+        self.texts.append(chunk.text)
+
+    def final_chunk(self) -> Chunk:
+        """A closing chunk, for a model whose stream did not mark its last chunk."""
+        self.finished = True
+        metadata = {"provider": self.key, "attempts": self.attempts}
+        return Chunk(
+            message=AIMessageChunk(content="", response_metadata=metadata, chunk_position="last")
+        )
+
+    def interrupted(self, error: BaseException) -> StreamInterruptedError:
+        partial = "".join(self.texts)
+        return StreamInterruptedError(
+            f"the stream broke after {len(partial)} characters of text "
+            f"({type(error).__name__}: {error}); not restarted on another provider, "
+            "which would repeat text",
+            provider=self.key,
+            partial_text=partial,
+            cause=error,
+        )
+
+
+# --- sync: a worker thread per attempt ---------------------------------------------
+
+
+class _Worker:
+    """One attempt's read-ahead on its own thread.
+
+    The result goes to the inbox. A worker no longer wanted is abandoned: if its
+    thread is still inside ``next()``, the thread closes the stream when that
+    returns (a generator can only be closed by the thread running it); if it has
+    finished, the stream is idle and is closed right away.
+    """
+
+    def __init__(
+        self,
+        attempt: Attempt,
+        open_stream: Callable[[Attempt], Iterator[Chunk]],
+        inbox: queue.SimpleQueue,
+    ) -> None:
+        self.attempt = attempt
+        self.stream: Iterator[Chunk] | None = None
+        self.head: list[Chunk] = []
+        self.error: BaseException | None = None
+        self.finished = 0.0
+        self._lock = threading.Lock()
+        self._done = self._abandoned = False
+        threading.Thread(
+            target=self._run,
+            args=(open_stream, inbox),
+            name=f"g4f-router-{attempt.entry.key}",
+            daemon=True,
+        ).start()
+
+    def _run(
+        self, open_stream: Callable[[Attempt], Iterator[Chunk]], inbox: queue.SimpleQueue
+    ) -> None:
+        try:
+            self.stream = open_stream(self.attempt)
+            self.head = read_ahead(self.stream, self.attempt.entry.key)
+        except BaseException as exc:  # noqa: BLE001 - reported to the caller's thread
+            self.error = exc
+        self.finished = clock()
+        with self._lock:
+            self._done = True
+            abandoned = self._abandoned
+        if abandoned:
+            self.close()
+        else:
+            inbox.put(self)
+
+    def abandon(self) -> None:
+        with self._lock:
+            self._abandoned = True
+            done = self._done
+        if done:
+            self.close()
+
+    def close(self) -> None:
+        if self.stream is not None:
+            try:
+                self.stream.close()  # type: ignore[attr-defined]
+            except Exception:  # noqa: BLE001 - closing a loser must not hide the winner
+                pass
+
+
+def race(schedule: Schedule, open_stream: Callable[[Attempt], Iterator[Chunk]]) -> Won:
+    """Run the schedule's attempts on worker threads until one has text."""
+    inbox: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
+    workers: list[_Worker] = []
+    try:
+        while True:
+            action = schedule.next_action(clock())
+            if isinstance(action, Attempt):
+                workers.append(_Worker(action, open_stream, inbox))
+                continue
+            try:
+                worker = inbox.get(timeout=action)
+            except queue.Empty:
+                continue
+            workers.remove(worker)
+            if worker.error is not None:
+                schedule.failed(worker.attempt, worker.error, worker.finished)
+                continue
+            schedule.won(worker.attempt, worker.finished)
+            key = worker.attempt.entry.key
+            return Won(key, worker.head, worker.stream, list(schedule.attempts))
+    finally:
+        for worker in workers:
+            worker.abandon()
+
+
+# --- async: a task per attempt -------------------------------------------------------
+
+
+async def arace(
+    schedule: Schedule, open_stream: Callable[[Attempt], AsyncIterator[Chunk]]
+) -> Won:
+    """Run the schedule's attempts as tasks until one has text."""
+    tasks: dict[asyncio.Task, tuple[Attempt, Any]] = {}
+    try:
+        while True:
+            action = schedule.next_action(clock())
+            if isinstance(action, Attempt):
+                stream = open_stream(action)
+                task = asyncio.ensure_future(aread_ahead(stream, action.entry.key))
+                tasks[task] = (action, stream)
+                continue
+            if not tasks:
+                await asyncio.sleep(action)
+                continue
+            done, _ = await asyncio.wait(tasks, timeout=action, return_when=asyncio.FIRST_COMPLETED)
+            # Failures first, so the attempts are complete; then the earliest started wins.
+            finished = sorted(done, key=lambda task: tasks[task][0].started)
+            for task in finished:
+                error = _task_error(task)
+                if error is not None:
+                    attempt, stream = tasks.pop(task)
+                    schedule.failed(attempt, error, clock())
+                    await aclose(stream)
+            for task in finished:
+                if task in tasks:
+                    attempt, stream = tasks.pop(task)
+                    head, at = task.result()
+                    schedule.won(attempt, at)
+                    return Won(attempt.entry.key, head, stream, list(schedule.attempts))
+    finally:
+        if tasks:
+            await _abandon(tasks)
+
+
+def _task_error(task: asyncio.Task) -> BaseException | None:
+    if task.cancelled():
+        return asyncio.CancelledError()
+    return task.exception()
+
+
+async def aclose(stream: Any) -> None:
+    try:
+        await stream.aclose()
+    except Exception:  # noqa: BLE001 - closing a loser must not hide the outcome
+        pass
+
+
+async def _abandon(tasks: dict[asyncio.Task, tuple[Attempt, Any]]) -> None:
+    """Cancel the attempts still reading ahead, wait for them, close their streams."""
+    for task in tasks:
+        task.cancel()
+    await asyncio.wait(tasks)
+    for task, (_, stream) in tasks.items():
+        if not task.cancelled():
+            task.exception()  # retrieved, so asyncio does not log it
+        await aclose(stream)

@@ -1,0 +1,422 @@
+"""``ChatG4FRouter``: several providers behind one chat model.
+
+How one call runs:
+
+1. The candidates are the providers that serve the requested model. Those cooling
+   down go last, tried only if their cooldown ends within the deadline; the
+   strategy (:mod:`langchain_g4f.health`) orders the rest.
+2. The attempts race to the first text (:mod:`langchain_g4f._race`): retries with
+   backoff, fallback to the next provider, hedging, one deadline for it all.
+3. The winner's chunks pass through unchanged; its final chunk gets the failed
+   attempts in ``response_metadata["attempts"]``. A failure after text has been
+   yielded raises :class:`~langchain_g4f.errors.StreamInterruptedError`, never a
+   restart elsewhere (that would repeat text).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from functools import partial
+from itertools import chain
+from typing import Any
+
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForLLMRun,
+    CallbackManagerForLLMRun,
+)
+from langchain_core.language_models import BaseChatModel, LangSmithParams
+from langchain_core.messages import BaseMessage, message_chunk_to_message
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from pydantic import ConfigDict, Field, PrivateAttr
+
+from langchain_g4f import providers as registry
+from langchain_g4f._race import (
+    Attempt,
+    Entry,
+    Request,
+    Schedule,
+    aclose,
+    arace,
+    clock,
+    race,
+)
+from langchain_g4f.chat_models import ChatG4F
+from langchain_g4f.errors import ConfigurationError, NoProviderAvailableError
+from langchain_g4f.health import Health, Strategy, resolve_strategy
+from langchain_g4f.providers.base import Provider
+from langchain_g4f.tools import ToolCallingMixin
+
+__all__ = ["ChatG4FRouter"]
+
+
+# --- the chat model ----------------------------------------------------------
+
+
+class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
+    """Several gpt4free-style providers as one chat model, with fallback and health.
+
+    Setup:
+        Install ``langchain-g4f``; the seed providers need no key.
+
+    Key init args:
+        providers: list[ChatG4F | str] | None
+            Chat models or registered provider names (a name becomes
+            ``ChatG4F(provider=name)``); ``None``: every registered provider.
+        strategy: str | Strategy
+            ``"fastest"`` (default), ``"priority"``, ``"round_robin"``, ``"random"``
+            or an object with ``order(candidates, health)`` (see
+            :mod:`langchain_g4f.health`).
+        model: str | None
+            Route only to providers serving this model, and ask them for it; ``None``
+            lets each use its own. A per-call ``model=`` wins.
+        timeout: float | None
+            Deadline in seconds for a call to reach its first text: attempts,
+            retries, backoff, waits for a cooldown. Once text flows, each read is
+            bounded by the answering model's own ``timeout``. ``None``: no deadline.
+        max_retries: int
+            Retries per provider of errors that can heal, before moving on;
+            ``backoff`` is the first wait (doubling, jittered; a 429 waits its
+            ``Retry-After``). A 401, a 404 or an unserved model moves on at once.
+        hedge_after: float | None
+            Seconds without text after which the next provider starts too; the first
+            with text wins. ``None``: no hedging.
+        cooldown_after, cooldown, max_cooldown:
+            Consecutive failures that start a cooldown; its first length in seconds
+            (doubling with each further failure); its cap.
+        temperature, max_tokens, stop:
+            Passed to every provider when set.
+
+    Instantiate:
+        .. code-block:: python
+
+            from langchain_g4f import ChatG4F, ChatG4FRouter
+
+            llm = ChatG4FRouter(
+                providers=[ChatG4F(provider="Lockchat", timeout=20), "Aichat"],
+                strategy="fastest",
+                hedge_after=2.0,
+            )
+            # a strategy object instead of a name:
+            from langchain_g4f.health import RandomStrategy
+
+            llm = ChatG4FRouter(strategy=RandomStrategy(weights={"Lockchat": 3}))
+
+    Invoke / stream / async:
+        .. code-block:: python
+
+            llm.invoke("Hello!").content
+            for chunk in llm.stream("Tell me a story"):
+                print(chunk.content, end="")
+            await llm.ainvoke("Hello!")
+
+    Response metadata:
+        ``response_metadata["provider"]`` names the provider that answered;
+        ``response_metadata["attempts"]`` lists the failed attempts before it,
+        each ``{"provider", "error", "status", "message", "elapsed"}``.
+
+    Errors:
+        :class:`~langchain_g4f.errors.NoProviderAvailableError` when no provider
+        serves the model (before any request);
+        :class:`~langchain_g4f.errors.AllProvidersFailedError` (with ``attempts``)
+        when every attempt failed or the deadline passed;
+        :class:`~langchain_g4f.errors.StreamInterruptedError` (with
+        ``partial_text``) when a stream breaks after text was yielded.
+
+    Health:
+        ``llm.stats()`` -> ``{provider: {"successes", "failures",
+        "consecutive_failures", "cooldown_left", "ttft", "last_error"}}``.
+    """
+
+    model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True)
+
+    providers: list[ChatG4F | str] | None = None
+    """Chat models or registered provider names; ``None``: every registered one."""
+    strategy: str | Strategy = "fastest"
+    """A strategy name or object; see :mod:`langchain_g4f.health`."""
+    model_name: str | None = Field(default=None, alias="model")
+    """Route to providers serving this model; ``None``: each uses its own."""
+    timeout: float | None = Field(default=120.0, gt=0)
+    """Deadline in seconds for a call to reach its first text; ``None``: none."""
+    max_retries: int = Field(default=1, ge=0)
+    """Retries per provider of healable errors (timeouts, 429, 5xx)."""
+    backoff: float = Field(default=0.5, ge=0)
+    """First backoff between retries, seconds (doubling, jittered; 429 waits Retry-After)."""
+    hedge_after: float | None = Field(default=None, ge=0)
+    """Seconds without text before the next provider starts too; ``None``: off."""
+    cooldown_after: int = Field(default=2, ge=1)
+    """Consecutive failures that put a provider in cooldown."""
+    cooldown: float = Field(default=5.0, ge=0)
+    """First cooldown, seconds; doubles with each further failure."""
+    max_cooldown: float = Field(default=300.0, ge=0)
+    """Longest cooldown, seconds."""
+    temperature: float | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
+    stop: list[str] | str | None = Field(default=None, alias="stop_sequences")
+
+    _entries: list[Entry] = PrivateAttr(default_factory=list)
+    _strategy: Strategy = PrivateAttr()
+    _health: Health = PrivateAttr()
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # Resolved here rather than in validators, so typed errors reach the caller.
+        self._entries = self._build_entries()
+        self._strategy = resolve_strategy(self.strategy)
+        self._health = Health(
+            [entry.key for entry in self._entries],
+            cooldown_after=self.cooldown_after,
+            cooldown=self.cooldown,
+            max_cooldown=self.max_cooldown,
+        )
+
+    def _build_entries(self) -> list[Entry]:
+        implicit = self.providers is None
+        specs: list[ChatG4F | str] = registry.names() if implicit else list(self.providers or [])
+        chats = []
+        for spec in specs:
+            try:
+                chats.append(self._chat_for(spec))
+            except ConfigurationError:
+                if not implicit:
+                    raise
+                # a registered provider that needs a model nobody gave: leave it out
+        if not chats:
+            raise ConfigurationError("the router has no providers; pass providers=[...]")
+        names = [chat.provider_name for chat in chats]
+        entries, seen = [], dict.fromkeys(names, 0)
+        for chat, name in zip(chats, names):
+            seen[name] += 1
+            key = name if names.count(name) == 1 else f"{name}#{seen[name]}"
+            entries.append(Entry(key, chat, _provider_of(chat)))
+        return entries
+
+    def _chat_for(self, spec: ChatG4F | str) -> ChatG4F:
+        if isinstance(spec, ChatG4F):
+            return spec.model_copy(update={"max_retries": 0})
+        if not isinstance(spec, str):
+            raise ConfigurationError(
+                f"providers must be ChatG4F models or provider names, not {type(spec).__name__}"
+            )
+        provider = registry.get(spec)
+        model = self.model_name
+        serves = model is not None and (provider.accepts_any_model or model in provider.model)
+        options: dict[str, Any] = {"model": model} if serves else {}
+        if self.timeout is not None:  # a read never outlives the router's deadline
+            default = ChatG4F.model_fields["timeout"].default
+            options["timeout"] = min(default, self.timeout)
+        return ChatG4F(provider=spec, max_retries=0, **options)
+
+    # -- LangChain metadata ---------------------------------------------------
+
+    @property
+    def _llm_type(self) -> str:
+        return "g4f-router"
+
+    @property
+    def provider_names(self) -> list[str]:
+        """The router's providers (health keys), in the order given."""
+        return [entry.key for entry in self._entries]
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        strategy = self.strategy if isinstance(self.strategy, str) else type(self.strategy).__name__
+        return {
+            "providers": self.provider_names,
+            "strategy": strategy,
+            "model_name": self.model_name,
+            "timeout": self.timeout,
+            "max_retries": self.max_retries,
+            "hedge_after": self.hedge_after,
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+        }
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        params = LangSmithParams(ls_provider="g4f", ls_model_type="chat")
+        model = kwargs.get("model") or self.model_name
+        if model:
+            params["ls_model_name"] = model
+        temperature = kwargs.get("temperature", self.temperature)
+        if temperature is not None:
+            params["ls_temperature"] = temperature
+        max_tokens = kwargs.get("max_tokens", self.max_tokens)
+        if max_tokens is not None:
+            params["ls_max_tokens"] = max_tokens
+        stops = self._stops(stop)
+        if stops:
+            params["ls_stop"] = stops
+        return params
+
+    def stats(self) -> dict[str, dict[str, Any]]:
+        """Health per provider: ``{"successes", "failures", "consecutive_failures",
+        "cooldown_left" (s), "ttft" (EWMA s or None), "last_error"}``."""
+        return self._health.stats()
+
+    # -- planning a call ------------------------------------------------------
+
+    def _stops(self, stop: list[str] | None) -> list[str] | None:
+        stops = stop if stop is not None else self.stop
+        if isinstance(stops, str):
+            return [stops]
+        return list(stops) if stops else None
+
+    def _request(
+        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> Request:
+        kwargs = dict(kwargs)
+        model = kwargs.pop("model", None) or self.model_name
+        if self.temperature is not None:
+            kwargs.setdefault("temperature", self.temperature)
+        if self.max_tokens is not None:
+            kwargs.setdefault("max_tokens", self.max_tokens)
+        if model is not None:
+            kwargs["model"] = model
+        timeout = self.timeout
+        deadline = clock() + timeout if timeout is not None else float("inf")
+        return Request(messages, self._stops(stop), kwargs, model, timeout, deadline)
+
+    def _serving(self, model: str | None) -> list[Entry]:
+        if model is None:
+            return list(self._entries)
+        entries = [entry for entry in self._entries if entry.serves(model)]
+        if entries:
+            return entries
+        served: dict[str, list[str]] = {}
+        for entry in self._entries:
+            for name in ["any model"] if entry.provider.accepts_any_model else entry.provider.model:
+                served.setdefault(name, []).append(entry.key)
+        available = "; ".join(f"{name} ({', '.join(keys)})" for name, keys in served.items())
+        raise NoProviderAvailableError(
+            f"no provider of this router serves model {model!r}; available: {available}"
+        )
+
+    def _schedule(self, request: Request) -> Schedule:
+        entries = self._serving(request.model)
+        views = self._health.views()
+        now = clock()
+        ready = [entry for entry in entries if views[entry.key].cooldown_until <= now]
+        cooling = [
+            (views[entry.key].cooldown_until, entry)
+            for entry in entries
+            if views[entry.key].cooldown_until > now
+        ]
+        order = self._strategy.order([entry.key for entry in ready], views)
+        return Schedule(
+            _in_order(ready, order),
+            cooling,
+            request=request,
+            health=self._health,
+            max_retries=self.max_retries,
+            backoff=self.backoff,
+            hedge_after=self.hedge_after,
+        )
+
+    # -- BaseChatModel ---------------------------------------------------------------
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        request = self._request(messages, stop, kwargs)
+        won = race(self._schedule(request), partial(_open_stream, request))
+        # From here on the winner's chunks pass through; no fallback.
+        failed = False
+        try:
+            for chunk in chain(won.head, won.stream):
+                won.take(chunk)
+                if run_manager is not None:
+                    run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                yield chunk
+            if not won.finished:
+                yield won.final_chunk()
+        except Exception as exc:
+            failed = True
+            self._health.record_failure(won.key, exc)
+            raise won.interrupted(exc) from exc
+        finally:
+            won.stream.close()
+            if not failed:
+                self._health.record_success(won.key)
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        request = self._request(messages, stop, kwargs)
+        won = await arace(self._schedule(request), partial(_open_astream, request))
+        # From here on the winner's chunks pass through; no fallback.
+        failed = False
+        try:
+            for chunk in won.head:
+                won.take(chunk)
+                if run_manager is not None:
+                    await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                yield chunk
+            async for chunk in won.stream:
+                won.take(chunk)
+                if run_manager is not None:
+                    await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                yield chunk
+            if not won.finished:
+                yield won.final_chunk()
+        except Exception as exc:
+            failed = True
+            self._health.record_failure(won.key, exc)
+            raise won.interrupted(exc) from exc
+        finally:
+            await aclose(won.stream)
+            if not failed:
+                self._health.record_success(won.key)
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return _result(list(self._stream(messages, stop, **kwargs)))
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return _result([chunk async for chunk in self._astream(messages, stop, **kwargs)])
+
+
+def _open_stream(request: Request, attempt: Attempt) -> Iterator[ChatGenerationChunk]:
+    chat = attempt.entry.chat
+    return chat._stream(request.messages, request.stop, **request.kwargs)
+
+
+def _open_astream(request: Request, attempt: Attempt) -> AsyncIterator[ChatGenerationChunk]:
+    chat = attempt.entry.chat
+    return chat._astream(request.messages, request.stop, **request.kwargs)
+
+
+def _in_order(entries: list[Entry], keys: list[str]) -> list[Entry]:
+    """``entries`` in the strategy's order; any it left out follow in the given order."""
+    by_key = {entry.key: entry for entry in entries}
+    ordered = [by_key.pop(key) for key in dict.fromkeys(keys) if key in by_key]
+    return ordered + list(by_key.values())
+
+
+def _provider_of(chat: ChatG4F) -> Provider:
+    provider = chat.provider
+    return provider if isinstance(provider, Provider) else registry.get(provider)
+
+
+def _result(chunks: list[ChatGenerationChunk]) -> ChatResult:
+    """One message from the streamed chunks: text, tool calls and metadata merged once."""
+    first, *rest = (chunk.message for chunk in chunks)
+    merged = first + rest if rest else first  # one merge of all chunks, not one per chunk
+    return ChatResult(generations=[ChatGeneration(message=message_chunk_to_message(merged))])
