@@ -1,7 +1,13 @@
 """The ``langchain-g4f`` command line (also ``python -m langchain_g4f``).
 
-``demo`` runs offline: it starts the local replica of the providers' protocols
-on 127.0.0.1 and shows every provider invoked, streamed and streamed async.
+- ``chat``: one prompt (arguments or stdin) or an interactive session, streamed;
+  a router over every registered provider unless ``--provider`` names one.
+- ``providers``: the registered providers; ``--check`` probes each one.
+- ``demo``: offline, against the local replica: invoke, streaming, the router
+  falling back past a failing provider, and an agent calling a tool.
+
+Errors print one line on stderr and exit non-zero (1 for a provider failure,
+2 for a bad command line or configuration).
 """
 
 from __future__ import annotations
@@ -9,64 +15,297 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from langchain_g4f import providers
-from langchain_g4f.errors import G4FError
+from langchain_g4f.errors import (
+    AllProvidersFailedError,
+    ConfigurationError,
+    G4FError,
+)
+
+if TYPE_CHECKING:
+    from langchain_core.language_models import BaseChatModel
+    from langchain_core.messages import BaseMessage
+
+PROG = "langchain-g4f"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+class _UsageError(Exception):
+    """A command line that cannot run: exit status 2."""
+
+
+# --- chat ----------------------------------------------------------------------
+
+
+def _chat_model(args: argparse.Namespace) -> BaseChatModel:
+    from langchain_g4f import ChatG4F, ChatG4FRouter
+
+    options: dict[str, Any] = {"timeout": args.timeout}
+    if args.api_key:
+        options["api_key"] = args.api_key
+    names = args.provider or []
+    if args.base_url and len(names) > 1:
+        raise _UsageError("--base-url applies to one --provider")
+    if args.base_url and not names:
+        # Any OpenAI-compatible endpoint: Ollama, vLLM, llama.cpp, a g4f API server...
+        endpoint = providers.OpenAICompatible("endpoint", args.base_url)
+        if not args.model:
+            raise _UsageError("--base-url without --provider needs --model")
+        return ChatG4F(provider=endpoint, model=args.model, **options)
+    if len(names) == 1:
+        return ChatG4F(provider=names[0], model=args.model, base_url=args.base_url, **options)
+    chats = [ChatG4F(provider=name, timeout=args.timeout) for name in names] or None
+    return ChatG4FRouter(
+        providers=chats, model=args.model, strategy=args.strategy, timeout=args.timeout
+    )
+
+
+def _stream_answer(llm: BaseChatModel, messages: list[BaseMessage], out: TextIO) -> str:
+    pieces = []
+    for chunk in llm.stream(messages):
+        if chunk.content:
+            text = chunk.text
+            pieces.append(text)
+            out.write(text)
+            out.flush()
+    out.write("\n")
+    return "".join(pieces)
+
+
+def _chat(args: argparse.Namespace) -> int:
+    from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+
+    llm = _chat_model(args)
+    history: list[BaseMessage] = [SystemMessage(args.system)] if args.system else []
+    prompt = " ".join(args.prompt)
+    if not prompt and not sys.stdin.isatty():
+        prompt = sys.stdin.read().strip()
+    if prompt:
+        _stream_answer(llm, [*history, HumanMessage(prompt)], sys.stdout)
+        return 0
+    sys.stderr.write(f"{_describe(llm)}; an empty line or Ctrl-D ends the session\n")
+    while True:
+        try:
+            line = input("you> ").strip()
+        except EOFError:
+            sys.stderr.write("\n")
+            return 0
+        if not line:
+            return 0
+        history.append(HumanMessage(line))
+        try:
+            history.append(AIMessage(_stream_answer(llm, history, sys.stdout)))
+        except G4FError as exc:
+            history.pop()
+            sys.stderr.write(f"{PROG}: {_one_line(exc)}\n")
+
+
+def _describe(llm: BaseChatModel) -> str:
+    names = getattr(llm, "provider_names", None)
+    if names is not None:
+        return f"router over {', '.join(names)}"
+    return f"{llm.provider_name} ({llm.model_name})"  # type: ignore[attr-defined]
+
+
+# --- providers -------------------------------------------------------------------
+
+
+def _probe(name: str, timeout: float) -> tuple[str, float | None]:
+    """``("ok", seconds to first text)`` or ``(error line, None)``."""
+    from langchain_g4f import ChatG4F
+
+    started = time.perf_counter()
+    try:
+        llm = ChatG4F(provider=name, timeout=timeout, max_retries=0)
+        for chunk in llm.stream("Say OK."):
+            if chunk.content:
+                return "ok", time.perf_counter() - started
+        return "EmptyResponseError", None
+    except G4FError as exc:
+        status = getattr(exc, "status", None)
+        return type(exc).__name__ + (f" {status}" if status else ""), None
+
+
+def _table(rows: Iterable[Sequence[str]], out: TextIO) -> None:
+    rows = [list(row) for row in rows]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        out.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() + "\n")
+
+
+def _providers(args: argparse.Namespace) -> int:
+    found = providers.all_providers()
+    header = ["PROVIDER", "MODELS", "STREAM", "AUTH", "URL"]
+    rows = [
+        [
+            p.name,
+            ", ".join(p.model) if p.model else "any",
+            "yes" if p.supports_stream else "no",
+            "key" if p.needs_auth else "none",
+            p.url.rstrip("/") + p.path,
+        ]
+        for p in found
+    ]
+    if not args.check:
+        _table([header, *rows], sys.stdout)
+        return 0
+    with ThreadPoolExecutor(max_workers=len(found) or 1) as pool:
+        probes = list(pool.map(lambda p: _probe(p.name, args.timeout), found))
+    for row, (status, latency) in zip(rows, probes):
+        row[1:1] = [status, f"{latency * 1000:.0f} ms" if latency is not None else "-"]
+    _table([[header[0], "STATUS", "FIRST TEXT", *header[1:]], *rows], sys.stdout)
+    failed = sum(latency is None for _, latency in probes)
+    if failed:
+        sys.stderr.write(f"{PROG}: {failed} of {len(probes)} providers failed the check\n")
+    return 1 if failed else 0
+
+
+# --- demo --------------------------------------------------------------------------
+
+
+def get_weather(location: str) -> str:
+    """Get the current weather at a location."""
+    return f"It is sunny in {location}."
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from langchain_g4f import ChatG4F
+    from langchain_core.messages import HumanMessage, ToolMessage
+
+    from langchain_g4f import ChatG4F, ChatG4FRouter
     from langchain_g4f.testing import Replica
 
     out = sys.stdout
-    with Replica() as replica:
-        out.write(f"local replica of the provider protocols at {replica.url}\n\n")
-        for name in providers.names():
-            provider = providers.get(name)
-            llm = ChatG4F(provider=name, base_url=replica.base_url(name))
-            out.write(f"== {name} ({llm.model_name}; {provider.url}{provider.path})\n")
 
-            message = llm.invoke(args.prompt)
-            out.write(f"invoke:       {message.content}\n")
-            out.write(f"  metadata:   {message.response_metadata}\n")
-
-            out.write("stream:       ")
-            for chunk in llm.stream(args.prompt):
-                out.write(f"{chunk.content}|" if chunk.content else "")
+    def show_stream(chunks: Iterable[Any]) -> Any:
+        total = None
+        for chunk in chunks:
+            total = chunk if total is None else total + chunk
+            if chunk.content:
+                out.write(f"{chunk.content}|")
                 out.flush()
+        out.write("\n")
+        return total
+
+    with Replica() as replica, replica.redirect_providers():
+        out.write(f"Offline: every seed provider points at the local replica ({replica.url}).\n")
+
+        out.write("\n== invoke, every provider\n")
+        for name in providers.names():
+            message = ChatG4F(provider=name).invoke(args.prompt)
+            out.write(f"{name:<14} {message.content}\n")
+
+        out.write("\n== stream and astream (Lockchat; '|' marks chunk boundaries)\n")
+        llm = ChatG4F(provider="Lockchat")
+        show_stream(llm.stream(args.prompt))
+
+        async def astream() -> None:
+            async for chunk in llm.astream(args.prompt):
+                out.write(f"{chunk.content}|" if chunk.content else "")
             out.write("\n")
 
-            async def astream() -> None:
-                out.write("astream:      ")
-                async for chunk in llm.astream(args.prompt):
-                    out.write(f"{chunk.content}|" if chunk.content else "")
-                    out.flush()
-                out.write("\n\n")
+        asyncio.run(astream())
 
-            asyncio.run(astream())
-    out.write("('|' marks chunk boundaries; Aichat cannot stream, so its answer is one chunk)\n")
+        out.write("\n== router fallback: Mishalsgpt answers 503, Lockchat takes over\n")
+        replica.set_fault("Mishalsgpt", "http_503")
+        router = ChatG4FRouter(
+            providers=["Mishalsgpt", "Lockchat"], strategy="priority", max_retries=0
+        )
+        message = show_stream(router.stream(args.prompt))
+        for attempt in message.response_metadata["attempts"]:
+            out.write(
+                f"failed first: {attempt['provider']} ({attempt['error']} {attempt['status']})\n"
+            )
+        out.write(f"answered by:  {message.response_metadata['provider']}\n")
+        replica.reset()
+
+        out.write("\n== an agent calling a tool (through the router)\n")
+        agent = router.bind_tools([get_weather])
+        messages: list[Any] = [HumanMessage("What is the weather in Paris?")]
+        reply = agent.invoke(messages)
+        messages.append(reply)
+        for call in reply.tool_calls:
+            result = get_weather(**call["args"])
+            out.write(f"tool call:    {call['name']}({call['args']}) -> {result!r}\n")
+            messages.append(ToolMessage(result, tool_call_id=call["id"]))
+        out.write("answer:       ")
+        show_stream(agent.stream(messages))
     return 0
 
 
+# --- entry point -------------------------------------------------------------------
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="langchain-g4f",
-        description="LangChain chat models for gpt4free-style providers.",
+    parser = _Parser(prog=PROG, description="LangChain chat models for gpt4free-style providers.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    chat = commands.add_parser("chat", help="chat with a provider or the router, streamed")
+    chat.add_argument("prompt", nargs="*", help="the prompt; none: read stdin, or a session")
+    chat.add_argument(
+        "-p", "--provider", action="append", help="a registered provider (repeat for a router)"
     )
-    commands = parser.add_subparsers(dest="command", required=True)
+    chat.add_argument("-m", "--model", help="the model to ask for")
+    chat.add_argument(
+        "--base-url", help="the provider's URL; without --provider, any OpenAI-compatible API"
+    )
+    chat.add_argument("--api-key", help="sent as a bearer token (or set G4F_API_KEY)")
+    chat.add_argument("--system", help="a system message")
+    chat.add_argument("--strategy", default="fastest", help="the router's strategy")
+    chat.add_argument("--timeout", type=_seconds, default=60.0, help="seconds (default 60)")
+    chat.set_defaults(run=_chat)
+
+    listing = commands.add_parser("providers", help="list the providers; --check probes them")
+    listing.add_argument("--check", action="store_true", help="probe each provider now")
+    listing.add_argument("--timeout", type=_seconds, default=10.0, help="probe timeout (10 s)")
+    listing.set_defaults(run=_providers)
+
     demo = commands.add_parser("demo", help="offline demo against the local replica")
     demo.add_argument("--prompt", default="Say hello to LangChain — café ☕")
     demo.set_defaults(run=_demo)
     return parser
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, not {text!r}")
+    return value
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, AllProvidersFailedError):
+        head = str(exc).splitlines()[0].split(";")[0]
+        counts: dict[str, int] = {}
+        for a in exc.attempts:
+            what = f"{a['provider']} {a['error']}" + (f" {a['status']}" if a["status"] else "")
+            counts[what] = counts.get(what, 0) + 1
+        tried = ", ".join(f"{what} x{n}" if n > 1 else what for what, n in counts.items())
+        return f"{type(exc).__name__}: {head} ({tried})"
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    run: Callable[[argparse.Namespace], int] = args.run
     try:
-        return args.run(args)
+        return run(args)
+    except (_UsageError, ConfigurationError) as exc:
+        print(f"{PROG}: error: {_one_line(exc) if isinstance(exc, G4FError) else exc}", file=sys.stderr)
+        return 2
     except G4FError as exc:
-        print(f"langchain-g4f: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"{PROG}: {_one_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

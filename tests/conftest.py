@@ -127,10 +127,14 @@ def scrub_request(request: Any) -> Any:
     return request
 
 
+#: Response headers dropped so that re-recording an unchanged exchange changes nothing.
+VOLATILE_HEADERS = ("date",)
+
+
 def scrub_response(response: dict[str, Any]) -> dict[str, Any]:
     headers = response.get("headers", {})
     for name in list(headers):
-        if name.lower() in SECRET_HEADERS:
+        if name.lower() in SECRET_HEADERS or name.lower() in VOLATILE_HEADERS:
             del headers[name]
     return response
 

@@ -28,6 +28,7 @@ Standard library only; works on Python 3.10+.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -36,7 +37,7 @@ import socket
 import struct
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from socketserver import TCPServer
 from typing import Any
@@ -210,7 +211,8 @@ def _tool_result(text: str) -> str:
 
 
 def _tool_answer(result: str) -> str:
-    return f"The tool returned: {result.strip()[:200]}."
+    result = result.strip()[:200]
+    return f"The tool returned: {result}" + ("" if result.endswith((".", "!", "?")) else ".")
 
 
 def _last_user_text(messages: list) -> str:
@@ -1279,6 +1281,27 @@ class Replica:
         if refused:
             return f"http://127.0.0.1:{self._closed_port()}/{name}"
         return f"{self.url}/{name}"
+
+    @contextlib.contextmanager
+    def redirect_providers(self) -> Iterator[Replica]:
+        """Point the registered seed providers at the replica until the block ends.
+
+        For code written against the real endpoints (``ChatG4F(provider="Lockchat")``
+        with no ``base_url``): notebooks, examples, users' own offline tests.
+        """
+        from langchain_g4f import providers
+
+        saved = []
+        for provider in providers.all_providers():
+            if provider.name.lower() in _ROUTES and provider.name.lower() != "openai":
+                saved.append((provider, provider.url))
+                path = urlsplit(provider.url).path.rstrip("/")
+                provider.url = self.base_url(provider.name) + path
+        try:
+            yield self
+        finally:
+            for provider, url in saved:
+                provider.url = url
 
     def _closed_port(self) -> int:
         with self._lock:

@@ -500,3 +500,16 @@ def test_respond_is_a_pure_function() -> None:
     assert respond([{"role": "user", "content": "Tool results: none"}]) == {
         "text": reply_for([{"role": "user", "content": "Tool results: none"}])
     }
+
+
+def test_redirect_providers_points_seed_providers_at_the_replica_and_back(
+    replica: Replica,
+) -> None:
+    from langchain_g4f import ChatG4F, providers
+
+    before = {p.name: p.url for p in providers.all_providers()}
+    with replica.redirect_providers():
+        assert ChatG4F(provider="Lockchat").invoke("Hi").content
+        assert replica.requests[-1]["provider"] == "lockchat"
+        assert all(p.url.startswith(replica.url) for p in providers.all_providers())
+    assert {p.name: p.url for p in providers.all_providers()} == before
