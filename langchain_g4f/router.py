@@ -61,7 +61,8 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
     Key init args:
         providers: list[ChatG4F | str] | None
             Chat models or registered provider names (a name becomes
-            ``ChatG4F(provider=name)``); ``None``: every registered provider.
+            ``ChatG4F(provider=name)``); ``None``: every registered provider,
+            those that can stream first.
         strategy: str | Strategy
             ``"fastest"`` (default), ``"priority"``, ``"round_robin"``, ``"random"``
             or an object with ``order(candidates, health)`` (see
@@ -171,7 +172,12 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
 
     def _build_entries(self) -> list[Entry]:
         implicit = self.providers is None
-        specs: list[ChatG4F | str] = registry.names() if implicit else list(self.providers or [])
+        specs: list[ChatG4F | str] = (
+            # every registered provider, those that stream first
+            sorted(registry.names(), key=lambda name: not registry.get(name).supports_stream)
+            if implicit
+            else list(self.providers or [])
+        )
         chats = []
         for spec in specs:
             try:

@@ -220,7 +220,9 @@ class Provider:
         """Pick the parser for a 2xx response from its content type."""
         if "html" in content_type:
             return BodyParser(self._raise_html)
-        if request.stream and "json" not in content_type:
+        media = content_type.split(";")[0].strip().lower()
+        whole_json = media in ("application/json", "text/json") or media.endswith("+json")
+        if request.stream and not whole_json:  # event streams, NDJSON, plain text...
             return self.stream_parser()
         return BodyParser(self.parse_body)
 

@@ -28,7 +28,6 @@ Standard library only; works on Python 3.10+.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import json
@@ -37,7 +36,7 @@ import socket
 import struct
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from socketserver import TCPServer
 from typing import Any
@@ -65,6 +64,7 @@ FAULTS = (
 #: Route names (lower case) the replica serves; ``base_url`` accepts any capitalisation.
 PROVIDERS = ("mishalsgpt", "gravityengine", "lockchat", "aichat", "openai")
 
+_SEED_ROUTES = ("mishalsgpt", "gravityengine", "lockchat", "aichat")
 _ROUTES = {
     "mishalsgpt": "/api/openai/v1/chat/completions",
     "gravityengine": "/api/openai/v1/chat/completions",
@@ -1201,6 +1201,44 @@ class _Server(ThreadingHTTPServer):
 # --------------------------------------------------------------------------- public
 
 
+class Redirect:
+    """The registered seed providers pointed at a replica (see ``redirect_providers``)."""
+
+    def __init__(self, replica: Replica) -> None:
+        self.replica = replica
+        self._saved: list[tuple[Any, str]] = []
+
+    def start(self) -> Redirect:
+        from langchain_g4f import providers
+
+        if self.replica._redirect is not None:
+            raise RuntimeError("the providers are already redirected to this replica")
+        self._saved = [
+            (p, p.url) for p in providers.all_providers() if p.name.lower() in _SEED_ROUTES
+        ]
+        self.replica._redirect = self
+        self.point()
+        return self
+
+    def point(self) -> None:
+        for provider, url in self._saved:
+            provider.url = self.replica.base_url(provider.name) + urlsplit(url).path.rstrip("/")
+
+    def stop(self) -> None:
+        for provider, url in self._saved:
+            provider.url = url
+        self._saved = []
+        if self.replica._redirect is self:
+            self.replica._redirect = None
+
+    def __enter__(self) -> Replica:
+        self.start()
+        return self.replica
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
 class Replica:
     """A deterministic local server speaking the providers' protocols, with per-provider faults.
 
@@ -1220,6 +1258,7 @@ class Replica:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._dead_port: int | None = None
+        self._redirect: Redirect | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -1282,26 +1321,24 @@ class Replica:
             return f"http://127.0.0.1:{self._closed_port()}/{name}"
         return f"{self.url}/{name}"
 
-    @contextlib.contextmanager
-    def redirect_providers(self) -> Iterator[Replica]:
-        """Point the registered seed providers at the replica until the block ends.
+    def redirect_providers(self) -> Redirect:
+        """Point the registered seed providers at the replica, until the block ends.
 
         For code written against the real endpoints (``ChatG4F(provider="Lockchat")``
-        with no ``base_url``): notebooks, examples, users' own offline tests.
-        """
-        from langchain_g4f import providers
+        with no ``base_url``): notebooks, examples, users' own offline tests::
 
-        saved = []
-        for provider in providers.all_providers():
-            if provider.name.lower() in _ROUTES and provider.name.lower() != "openai":
-                saved.append((provider, provider.url))
-                path = urlsplit(provider.url).path.rstrip("/")
-                provider.url = self.base_url(provider.name) + path
-        try:
-            yield self
-        finally:
-            for provider, url in saved:
-                provider.url = url
+            with Replica() as replica, replica.redirect_providers():
+                ChatG4F(provider="Lockchat").invoke("Hi")
+
+        The URLs follow later ``set_fault(..., "refuse")`` and ``reset()`` calls.
+        ``start()`` / ``stop()`` do the same outside a ``with`` block.
+        """
+        return Redirect(self)
+
+    def _repoint(self) -> None:
+        redirect = self._redirect
+        if redirect is not None:
+            redirect.point()
 
     def _closed_port(self) -> int:
         with self._lock:
@@ -1341,6 +1378,7 @@ class Replica:
         if fault is None or times == 0:
             with self._lock:
                 self._faults.pop(name, None)
+            self._repoint()
             return
         opts = {
             "retry_after": options.get("retry_after", 1),
@@ -1349,6 +1387,7 @@ class Replica:
         }
         with self._lock:
             self._faults[name] = [fault, times, opts]
+        self._repoint()
 
     def _take_fault(self, name: str) -> tuple[str | None, dict]:
         """The fault for this request of ``name``, counting it down atomically."""
@@ -1396,6 +1435,7 @@ class Replica:
             self._replies.clear()
             self._stream_size = None
             self.requests.clear()
+        self._repoint()
 
     # ------------------------------------------------------------------ used by the handler
 

@@ -61,7 +61,7 @@ def test_chat_reads_the_prompt_from_stdin_and_routes_by_default(
     monkeypatch.setattr(sys, "stdin", io.StringIO("Piped prompt\n"))
     code, out, _ = run(capsys, "chat", "--strategy", "priority")
     assert (code, out) == (0, expected("Piped prompt") + "\n")
-    assert {r["provider"] for r in redirected.requests} == {"aichat"}  # first in name order
+    assert {r["provider"] for r in redirected.requests} == {"gravityengine"}  # streams; first by name
 
 
 def test_chat_base_url_alone_is_an_openai_compatible_endpoint(

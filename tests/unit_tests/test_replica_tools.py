@@ -513,3 +513,18 @@ def test_redirect_providers_points_seed_providers_at_the_replica_and_back(
         assert replica.requests[-1]["provider"] == "lockchat"
         assert all(p.url.startswith(replica.url) for p in providers.all_providers())
     assert {p.name: p.url for p in providers.all_providers()} == before
+
+
+def test_redirected_urls_follow_refuse_faults_set_later(replica: Replica) -> None:
+    from langchain_g4f import ChatG4F
+    from langchain_g4f.errors import ProviderConnectionError
+
+    replica.reset()
+    with replica.redirect_providers():
+        replica.set_fault("Lockchat", "refuse")
+        with pytest.raises(ProviderConnectionError, match="refused"):
+            ChatG4F(provider="Lockchat", max_retries=0).invoke("Hi")
+        replica.set_fault("Lockchat", None)
+        assert ChatG4F(provider="Lockchat").invoke("Hi").content
+        with pytest.raises(RuntimeError, match="already redirected"):
+            replica.redirect_providers().start()

@@ -1,0 +1,326 @@
+"""The notebooks in ``notebooks/``, executed offline, with assertions on their outputs.
+
+The notebooks are written against the live providers (``ChatG4F(provider="Lockchat")``,
+no ``base_url``). Here each one gets an injected first cell that starts the local
+replica and points every seed provider at it (``Replica.redirect_providers``) for the
+life of the kernel; the notebook itself never mentions it. Then the notebook runs in a
+fresh ``python3`` kernel (this interpreter), with ``notebooks/`` as its working
+directory, and the tests read the outputs of cells found by their tags
+(``check-...`` in the cell metadata).
+
+A cell that raises fails the run (nbclient's ``CellExecutionError``).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+pytestmark = pytest.mark.loopback
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+NAMES = ["quickstart.ipynb", "router.ipynb", "agents.ipynb"]
+SEEDS = ["Mishalsgpt", "Gravityengine", "Lockchat", "Aichat"]
+
+#: Prepended to every notebook before it runs; never stored in the notebooks.
+SETUP = """\
+# Injected by tests/test_notebooks.py: the seed providers are served by the local replica.
+import os as _os
+import sys as _sys
+
+from langchain_g4f.testing import Replica as _HarnessReplica
+
+_harness_replica = _HarnessReplica().start()
+_harness_replica.redirect_providers().start()  # for the life of the kernel
+print("python:", _sys.executable)
+print("cwd:", _os.getcwd())
+"""
+SETUP_TAG = "harness-setup"
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+# --- running and reading -------------------------------------------------------
+
+
+def execute(name: str) -> nbformat.NotebookNode:
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    nb.cells.insert(0, nbformat.v4.new_code_cell(SETUP, metadata={"tags": [SETUP_TAG]}))
+    client = NotebookClient(
+        nb,
+        timeout=120,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(NOTEBOOKS)}},
+    )
+    client.execute()  # raises CellExecutionError if a cell raises
+    return nb
+
+
+def cell(nb: nbformat.NotebookNode, tag: str) -> nbformat.NotebookNode:
+    found = [c for c in nb.cells if tag in c.get("metadata", {}).get("tags", [])]
+    assert len(found) == 1, f"expected one cell tagged {tag!r}, found {len(found)}"
+    return found[0]
+
+
+def stdout(c: nbformat.NotebookNode) -> str:
+    """What the cell printed, and the text of its results."""
+    parts = []
+    for out in c.get("outputs", []):
+        if out.output_type == "stream" and out.name == "stdout":
+            parts.append(out.text)
+        elif out.output_type in ("execute_result", "display_data"):
+            parts.append(out.data.get("text/plain", ""))
+    return ANSI.sub("", "".join(parts))  # pretty_print() colours its titles
+
+
+def lines(nb: nbformat.NotebookNode, tag: str) -> list[str]:
+    return stdout(cell(nb, tag)).splitlines()
+
+
+def value_after(text: str, label: str) -> str:
+    """The rest of the first line that starts with ``label``."""
+    for line in text.splitlines():
+        if line.startswith(label):
+            return line[len(label) :].strip()
+    raise AssertionError(f"no line starting with {label!r} in:\n{text}")
+
+
+def assert_ran_cleanly(nb: nbformat.NotebookNode) -> None:
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code and all(c.execution_count is not None for c in code), "a cell did not run"
+    for c in code:
+        for out in c.outputs:
+            assert out.output_type != "error", f"cell raised:\n{c.source}\n{out.get('evalue')}"
+            text = out.get("text", "") + "".join(
+                v for v in out.get("data", {}).values() if isinstance(v, str)
+            )
+            assert "Traceback" not in text, f"a traceback in the output of:\n{c.source}\n{text}"
+            assert not (out.output_type == "stream" and out.name == "stderr"), (
+                f"stderr output from:\n{c.source}\n{out.text}"
+            )
+    setup = stdout(cell(nb, SETUP_TAG))
+    # the kernel is this interpreter, and runs in notebooks/
+    assert Path(value_after(setup, "python:")).resolve() == Path(sys.executable).resolve()
+    assert Path(value_after(setup, "cwd:")).resolve() == NOTEBOOKS
+
+
+@pytest.fixture(scope="module")
+def quickstart() -> nbformat.NotebookNode:
+    return execute("quickstart.ipynb")
+
+
+@pytest.fixture(scope="module")
+def router() -> nbformat.NotebookNode:
+    return execute("router.ipynb")
+
+
+@pytest.fixture(scope="module")
+def agents() -> nbformat.NotebookNode:
+    return execute("agents.ipynb")
+
+
+# --- the stored notebooks (no kernel) ----------------------------------------------
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_stored_without_outputs_for_the_live_providers(name: str) -> None:
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    nbformat.validate(nb)
+    assert nb.nbformat == 4 and nb.metadata.kernelspec.name == "python3"
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(c.outputs == [] and c.execution_count is None for c in code)
+    for c in code:
+        ast.parse("\n".join(line for line in c.source.splitlines() if not line.startswith("%")))
+    source = "\n".join(c.source for c in code)
+    assert SETUP_TAG not in source and "redirect_providers" not in source
+    if name != "router.ipynb":  # only the router's failure sections use the replica
+        assert "Replica" not in source and "base_url" not in source
+
+
+# --- quickstart ------------------------------------------------------------------
+
+
+def test_quickstart_runs_cleanly(quickstart: Any) -> None:
+    assert_ran_cleanly(quickstart)
+    assert stdout(cell(quickstart, "check-setup")).split() == ["Lockchat", "gpt-4"]
+
+
+def test_quickstart_invoke(quickstart: Any) -> None:
+    content, metadata = lines(quickstart, "check-invoke")
+    assert content.endswith("Hello! What can you do?")  # the replica echoes the prompt
+    metadata = ast.literal_eval(metadata)
+    assert metadata["provider"] == "Lockchat" and metadata["model_name"] == "gpt-4"
+    assert metadata["finish_reason"] == "stop"
+
+
+@pytest.mark.parametrize("tag", ["check-stream", "check-astream"])
+def test_quickstart_streams_in_several_chunks(quickstart: Any, tag: str) -> None:
+    count, joined = lines(quickstart, tag)
+    pieces = joined.split("|")
+    assert count == f"{len(pieces)} chunks" and len(pieces) >= 5
+    assert all(pieces)
+    text = "".join(pieces)
+    assert "lighthouse" in text if tag == "check-stream" else "asynchronously" in text
+
+
+def test_quickstart_ainvoke(quickstart: Any) -> None:
+    assert stdout(cell(quickstart, "check-ainvoke")).strip().endswith("Hello from asyncio!")
+
+
+def test_quickstart_batch_returns_three_answers_in_order(quickstart: Any) -> None:
+    *answers, count = lines(quickstart, "check-batch")
+    assert count == "3 answers" and len(answers) == 3
+    prompts = ["What is 2 + 2?", "Name a primary colour.", "Say hello in French."]
+    for prompt, line in zip(prompts, answers):
+        asked, answer = (ast.literal_eval(s) for s in line.split(" -> "))
+        assert asked == prompt and answer.endswith(prompt)
+
+
+def test_quickstart_chain(quickstart: Any) -> None:
+    kind, answer = lines(quickstart, "check-chain")
+    assert kind == "a string: True"
+    assert answer.endswith("Explain photosynthesis in one sentence.")  # the template was filled
+
+
+def test_quickstart_errors(quickstart: Any) -> None:
+    unknown, unsupported, is_value_error = lines(quickstart, "check-errors")
+    assert unknown.startswith("UnknownProviderError: no provider named 'NoSuchProvider'")
+    assert all(name in unknown for name in SEEDS)  # it lists the registered ones
+    assert unsupported.startswith("UnsupportedModelError: Lockchat:") and "gpt-5" in unsupported
+    assert is_value_error == "also a ValueError: True"
+
+
+# --- router ----------------------------------------------------------------------
+
+
+def test_router_runs_cleanly(router: Any) -> None:
+    assert_ran_cleanly(router)
+
+
+def test_router_default_strategy(router: Any) -> None:
+    text = stdout(cell(router, "check-default"))
+    assert value_after(text, "provider:") in SEEDS
+    assert value_after(text, "attempts:") == "[]"
+    calls = lines(router, "check-default-calls")
+    assert [line.split()[0] for line in calls] == [str(i) for i in range(6)]
+    assert {line.split()[1] for line in calls} <= set(SEEDS)
+
+
+def test_router_strategies(router: Any) -> None:
+    rows = {line.split()[0]: line.split()[1:] for line in lines(router, "check-strategies")}
+    assert set(rows) == {"priority", "round_robin", "random", "fastest"}
+    assert all(len(row) == 6 and set(row) <= set(SEEDS) for row in rows.values())
+    assert rows["priority"] == ["Mishalsgpt"] * 6
+    assert rows["round_robin"] == SEEDS + SEEDS[:2]
+    # fastest: providers not measured yet go first, so the first calls spread out
+    assert len(set(rows["fastest"])) >= 3
+
+
+def test_router_falls_back_from_the_failing_provider(router: Any) -> None:
+    text = stdout(cell(router, "check-fallback"))
+    assert value_after(text, "answered by:") == "Aichat"
+    failed = [ast.literal_eval(line[len("failed: ") :]) for line in text.splitlines() if line.startswith("failed: ")]
+    # a 503 can heal: one retry of Lockchat, then the fallback
+    assert [(a["provider"], a["status"], a["error"]) for a in failed] == [
+        ("Lockchat", 503, "ProviderHTTPError")
+    ] * 2
+    cooldown = stdout(cell(router, "check-cooldown"))
+    assert value_after(cooldown, "failures:") == "2"
+    assert 0 < float(value_after(cooldown, "cooldown left:").split()[0]) <= 5
+    assert "503" in value_after(cooldown, "last error:")
+
+
+def test_router_hedging_cuts_time_to_first_token(router: Any) -> None:
+    text = stdout(cell(router, "check-hedge"))
+    plain = float(re.search(r"no hedging: +first token after ([\d.]+) s", text).group(1))
+    match = re.search(r"hedge_after=0\.1: +first token after ([\d.]+) s, from (\w+)", text)
+    hedged, winner = float(match.group(1)), match.group(2)
+    assert plain >= 0.45  # Lockchat's first piece waits 0.5 s
+    assert winner == "Aichat" and 0.1 <= hedged < plain and hedged < 0.45
+
+
+def _table(nb: Any, tag: str) -> dict[str, dict[str, str]]:
+    """The stats table printed by ``show_stats``: {provider: {column: cell}}."""
+    header, *rows = (re.split(r"\s{2,}", line) for line in lines(nb, tag))
+    assert header == [
+        "provider", "successes", "failures", "consecutive", "cooldown_left", "ttft", "last_error"
+    ]
+    assert all(len(row) == len(header) for row in rows)
+    return {row[0]: dict(zip(header[1:], row[1:])) for row in rows}
+
+
+def test_router_stats_table(router: Any) -> None:
+    table = _table(router, "check-stats")
+    assert sorted(table) == sorted(SEEDS)
+    # the router over the seeds answered 7 calls (1 + 6), without a failure
+    assert sum(int(row["successes"]) for row in table.values()) == 7
+    assert all(row["failures"] == "0" and row["last_error"] == "-" for row in table.values())
+    measured = [row["ttft"] for row in table.values() if row["ttft"] != "-"]
+    assert measured and all(re.fullmatch(r"\d+\.\d ms", ttft) for ttft in measured)
+
+    fallback = _table(router, "check-stats-fallback")
+    assert sorted(fallback) == ["Aichat", "Lockchat"]
+    lockchat, aichat = fallback["Lockchat"], fallback["Aichat"]
+    assert (lockchat["successes"], lockchat["failures"], lockchat["consecutive"]) == ("0", "2", "2")
+    assert lockchat["ttft"] == "-" and lockchat["last_error"].startswith("ProviderHTTPError")
+    assert (aichat["successes"], aichat["failures"], aichat["last_error"]) == ("1", "0", "-")
+
+
+def test_router_plot_renders(router: Any) -> None:
+    outputs = cell(router, "check-plot").outputs
+    images = [o for o in outputs if o.output_type == "display_data" and "image/png" in o.data]
+    assert len(images) == 1 and len(images[0].data["image/png"]) > 1000
+
+
+# --- agents ----------------------------------------------------------------------
+
+
+def test_agents_run_cleanly(agents: Any) -> None:
+    assert_ran_cleanly(agents)
+
+
+def test_agents_bind_tools(agents: Any) -> None:
+    text = stdout(cell(agents, "check-bind-tools"))
+    assert value_after(text, "content:") == "''"
+    calls = ast.literal_eval(value_after(text, "tool_calls:"))
+    assert [(c["name"], c["args"]) for c in calls] == [("get_weather", {"location": "Paris"})]
+    assert stdout(cell(agents, "check-tool-result")).strip().endswith("It is sunny in Paris.")
+
+
+def test_agents_streamed_tool_call(agents: Any) -> None:
+    text = stdout(cell(agents, "check-stream-tool"))
+    chunks = ast.literal_eval(value_after(text, "tool_call_chunks:"))
+    assert chunks[0]["name"] == "get_time"
+    calls = ast.literal_eval(value_after(text, "tool_calls:"))
+    assert [(c["name"], c["args"]) for c in calls] == [("get_time", {"city": "Tokyo"})]
+
+
+def test_agents_structured_output(agents: Any) -> None:
+    rows = lines(agents, "check-structured")
+    assert [row.split()[0] for row in rows] == ["function_calling", "json_schema"]
+    assert all(row.split(None, 1)[1].startswith("Weather(location='Paris', summary=") for row in rows)
+
+
+def test_agent_invoke_calls_the_tool_and_answers(agents: Any) -> None:
+    text = stdout(cell(agents, "check-agent-invoke"))
+    titles = re.findall(r"=+ (\w+ Message) =+", text)
+    assert titles == ["Human Message", "Ai Message", "Tool Message", "Ai Message"]
+    call, result, answer = re.split(r"=+ \w+ Message =+", text)[2:]
+    assert "Tool Calls:" in call and "get_weather" in call and "location: Paris" in call
+    assert "Name: get_weather" in result and "It is sunny in Paris." in result
+    assert "It is sunny in Paris." in answer and "Tool Calls:" not in answer
+
+
+def test_agent_streams_tokens(agents: Any) -> None:
+    text = stdout(cell(agents, "check-agent-stream"))
+    assert re.search(r"^\[calling get_time with .*Tokyo", text, re.MULTILINE)
+    assert "[tool get_time returned: It is noon in Tokyo.]" in text
+    *_, answer, count = text.splitlines()
+    assert "It is noon in Tokyo." in answer
+    assert int(re.fullmatch(r"\((\d+) tokens\)", count).group(1)) > 3
