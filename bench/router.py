@@ -1,0 +1,136 @@
+"""Router benchmark: what routing costs, what fallback adds, what hedging saves.
+
+One run against the local replica on 127.0.0.1, medians of ``--runs``:
+
+1. stream throughput of ``ChatG4FRouter`` over one provider against ``ChatG4F``
+   alone (sync and async, ``--chunks`` chunks);
+2. time to first text of a call whose first provider refuses connections (the
+   router falls back to the second) against a call to the second provider alone:
+   the added latency of failing over;
+3. time to first text when the first provider is slow to answer (``--slow``
+   seconds), without hedging and with ``hedge_after=--hedge``.
+
+It measures; it asserts nothing.
+
+    pip install -e . && python bench/router.py [--runs 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+from langchain_g4f import ChatG4F, ChatG4FRouter
+from langchain_g4f.testing import Replica
+
+PROMPT = "benchmark"
+
+
+def first_text_sync(stream: Iterator[Any]) -> float:
+    start = time.perf_counter()
+    for chunk in stream:
+        if chunk.content:
+            elapsed = time.perf_counter() - start
+            break
+    else:
+        raise RuntimeError("no text")
+    for _ in stream:  # drain, so the connection is reused
+        pass
+    return elapsed
+
+
+def throughput_sync(make: Callable[[], Iterator[Any]]) -> float:
+    start = time.perf_counter()
+    n = sum(1 for _ in make())
+    return n / (time.perf_counter() - start)
+
+
+def throughput_async(loop: asyncio.AbstractEventLoop, make: Callable[[], AsyncIterator[Any]]) -> float:
+    async def run() -> float:
+        start = time.perf_counter()
+        n = 0
+        async for _ in make():
+            n += 1
+        return n / (time.perf_counter() - start)
+
+    return loop.run_until_complete(run())
+
+
+def median_of(runs: int, sample: Callable[[], float]) -> float:
+    sample()  # warm-up
+    return statistics.median(sample() for _ in range(runs))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--chunks", type=int, default=5000)
+    parser.add_argument("--slow", type=float, default=0.5, help="the slow provider's delay, s")
+    parser.add_argument("--hedge", type=float, default=0.1, help="hedge_after, s")
+    args = parser.parse_args()
+    loop = asyncio.new_event_loop()
+
+    with Replica() as replica:
+        def chat(name: str) -> ChatG4F:
+            return ChatG4F(provider=name, base_url=replica.base_url(name), max_retries=0)
+
+        print(f"replica at {replica.url}; medians of {args.runs} runs\n")
+
+        # 1. throughput
+        replica.set_stream_size(args.chunks, "tok ")
+        alone = chat("Lockchat")
+        router = ChatG4FRouter(providers=[chat("Lockchat")], strategy="priority")
+        rows = [
+            ("ChatG4F.stream", median_of(args.runs // 4 or 1, lambda: throughput_sync(lambda: alone.stream(PROMPT)))),
+            ("ChatG4FRouter.stream", median_of(args.runs // 4 or 1, lambda: throughput_sync(lambda: router.stream(PROMPT)))),
+            ("ChatG4F.astream", median_of(args.runs // 4 or 1, lambda: throughput_async(loop, lambda: alone.astream(PROMPT)))),
+            ("ChatG4FRouter.astream", median_of(args.runs // 4 or 1, lambda: throughput_async(loop, lambda: router.astream(PROMPT)))),
+        ]
+        print(f"stream throughput, {args.chunks:,} chunks            chunks/s   × ChatG4F")
+        for label, rate in rows:
+            base = rows[0][1] if label.endswith(".stream") else rows[2][1]
+            print(f"  {label:40} {rate:>10,.0f} {rate / base:>9.2f}")
+        replica.reset()
+
+        # 2. failover from a refused provider
+        replica.set_fault("Mishalsgpt", "refuse")
+        refused = ChatG4F(provider="Mishalsgpt", base_url=replica.base_url("Mishalsgpt"), max_retries=0)
+        direct = chat("Lockchat")
+        # cooldown_after is high so the refused provider is tried first on every call
+        failover = ChatG4FRouter(
+            providers=[refused, chat("Lockchat")], strategy="priority", max_retries=0,
+            cooldown_after=10**9,
+        )
+        t_direct = median_of(args.runs, lambda: first_text_sync(direct.stream(PROMPT)))
+        t_failover = median_of(args.runs, lambda: first_text_sync(failover.stream(PROMPT)))
+        print("\ntime to first text                                   ms")
+        print(f"  Lockchat alone                          {t_direct * 1e3:>10.2f}")
+        print(f"  router: Mishalsgpt refused, Lockchat    {t_failover * 1e3:>10.2f}"
+              f"   (+{(t_failover - t_direct) * 1e3:.2f} ms for the failover)")
+        replica.reset()
+
+        # 3. hedging past a slow provider
+        replica.set_fault("Mishalsgpt", "slow", delay=args.slow)
+        def hedged(hedge_after: float | None) -> ChatG4FRouter:
+            return ChatG4FRouter(
+                providers=[chat("Mishalsgpt"), chat("Lockchat")], strategy="priority",
+                hedge_after=hedge_after,
+            )
+        plain, hedging = hedged(None), hedged(args.hedge)
+        t_plain = median_of(max(3, args.runs // 4), lambda: first_text_sync(plain.stream(PROMPT)))
+        t_hedged = median_of(max(3, args.runs // 4), lambda: first_text_sync(hedging.stream(PROMPT)))
+        print(f"  {f'Mishalsgpt slow ({args.slow:g} s), no hedging':39} {t_plain * 1e3:>10.2f}")
+        print(f"  {f'same, hedge_after={args.hedge:g} s':39} {t_hedged * 1e3:>10.2f}"
+              f"   ({t_plain / t_hedged:.1f}× sooner)")
+        stats = hedging.stats()
+        print("  hedged router's successes: "
+              + ", ".join(f"{name} {s['successes']}" for name, s in stats.items()))
+    loop.close()
+
+
+if __name__ == "__main__":
+    main()
