@@ -203,16 +203,20 @@ def _demo(args: argparse.Namespace) -> int:
             message = ChatG4F(provider=name).invoke(args.prompt)
             out.write(f"{name:<14} {message.content}\n")
 
-        out.write("\n== stream and astream (Lockchat; '|' marks chunk boundaries)\n")
-        llm = ChatG4F(provider="Lockchat")
-        show_stream(llm.stream(args.prompt))
+        out.write("\n== stream, then astream, every provider ('|' marks chunk boundaries)\n")
+        for name in providers.names():
+            llm = ChatG4F(provider=name)
+            out.write(f"{name:<14} ")
+            show_stream(llm.stream(args.prompt))
 
-        async def astream() -> None:
-            async for chunk in llm.astream(args.prompt):
-                out.write(f"{chunk.content}|" if chunk.content else "")
-            out.write("\n")
+            async def astream() -> None:
+                out.write(f"{'':<14} ")
+                async for chunk in llm.astream(args.prompt):  # noqa: B023 - awaited at once
+                    out.write(f"{chunk.content}|" if chunk.content else "")
+                out.write("\n")
 
-        asyncio.run(astream())
+            asyncio.run(astream())
+        out.write("(Aichat's protocol cannot stream: its answer is one chunk)\n")
 
         out.write("\n== router fallback: Mishalsgpt answers 503, Lockchat takes over\n")
         replica.set_fault("Mishalsgpt", "http_503")
