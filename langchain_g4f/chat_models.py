@@ -130,6 +130,32 @@ def convert_messages(
     return out
 
 
+def stop_list(stop: list[str] | None, default: list[str] | str | None) -> list[str] | None:
+    """The call's stop sequences, else the model's, as a list (``None``: none)."""
+    stops = stop if stop is not None else default
+    if isinstance(stops, str):
+        return [stops]
+    return list(stops) if stops else None
+
+
+def ls_params(model: Any, stop: list[str] | None, kwargs: dict[str, Any]) -> LangSmithParams:
+    """LangSmith's params for ``ChatG4F`` and the router (same field names)."""
+    params = LangSmithParams(ls_provider="g4f", ls_model_type="chat")
+    name = kwargs.get("model") or model.model_name
+    if name:
+        params["ls_model_name"] = name
+    temperature = kwargs.get("temperature", model.temperature)
+    if temperature is not None:
+        params["ls_temperature"] = temperature
+    max_tokens = kwargs.get("max_tokens", model.max_tokens)
+    if max_tokens is not None:
+        params["ls_max_tokens"] = max_tokens
+    stops = stop_list(stop, model.stop)
+    if stops:
+        params["ls_stop"] = stops
+    return params
+
+
 # --- answers ---------------------------------------------------------------
 
 
@@ -496,29 +522,9 @@ class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
         }
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
-        params = LangSmithParams(
-            ls_provider="g4f",
-            ls_model_name=kwargs.get("model") or self.model_name,
-            ls_model_type="chat",
-        )
-        temperature = kwargs.get("temperature", self.temperature)
-        if temperature is not None:
-            params["ls_temperature"] = temperature
-        max_tokens = kwargs.get("max_tokens", self.max_tokens)
-        if max_tokens is not None:
-            params["ls_max_tokens"] = max_tokens
-        stops = self._stops(stop)
-        if stops:
-            params["ls_stop"] = stops
-        return params
+        return ls_params(self, stop, kwargs)
 
     # -- preparing a call ---------------------------------------------------
-
-    def _stops(self, stop: list[str] | None) -> list[str] | None:
-        stops = stop if stop is not None else self.stop
-        if isinstance(stops, str):
-            return [stops]
-        return list(stops) if stops else None
 
     def _prepare(
         self,
@@ -536,7 +542,7 @@ class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
             )
         model = kwargs.get("model") or self.model_name
         assert model is not None
-        stops = self._stops(stop)
+        stops = stop_list(stop, self.stop)
         native = self._provider.native_tools
         wire = convert_messages(messages, self._provider.name, native_tools=native)
         extra = dict(self.model_kwargs)

@@ -40,7 +40,7 @@ from langchain_g4f._race import (
     clock,
     race,
 )
-from langchain_g4f.chat_models import ChatG4F
+from langchain_g4f.chat_models import ChatG4F, ls_params, stop_list
 from langchain_g4f.errors import ConfigurationError, NoProviderAvailableError
 from langchain_g4f.health import Health, Strategy, resolve_strategy
 from langchain_g4f.providers.base import Provider
@@ -238,20 +238,7 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
         }
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
-        params = LangSmithParams(ls_provider="g4f", ls_model_type="chat")
-        model = kwargs.get("model") or self.model_name
-        if model:
-            params["ls_model_name"] = model
-        temperature = kwargs.get("temperature", self.temperature)
-        if temperature is not None:
-            params["ls_temperature"] = temperature
-        max_tokens = kwargs.get("max_tokens", self.max_tokens)
-        if max_tokens is not None:
-            params["ls_max_tokens"] = max_tokens
-        stops = self._stops(stop)
-        if stops:
-            params["ls_stop"] = stops
-        return params
+        return ls_params(self, stop, kwargs)
 
     def stats(self) -> dict[str, dict[str, Any]]:
         """Health per provider: ``{"successes", "failures", "consecutive_failures",
@@ -260,11 +247,6 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
 
     # -- planning a call ------------------------------------------------------
 
-    def _stops(self, stop: list[str] | None) -> list[str] | None:
-        stops = stop if stop is not None else self.stop
-        if isinstance(stops, str):
-            return [stops]
-        return list(stops) if stops else None
 
     def _request(
         self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
@@ -279,7 +261,7 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
             kwargs["model"] = model
         timeout = self.timeout
         deadline = clock() + timeout if timeout is not None else float("inf")
-        return Request(messages, self._stops(stop), kwargs, model, timeout, deadline)
+        return Request(messages, stop_list(stop, self.stop), kwargs, model, timeout, deadline)
 
     def _serving(self, model: str | None) -> list[Entry]:
         if model is None:
