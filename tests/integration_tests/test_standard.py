@@ -75,3 +75,8 @@ class TestOpenAICompatible(_G4FIntegration):
     @property
     def chat_model_params(self) -> dict:
         return {"provider": openai_compatible(), "model": self.model_id}
+
+    @property
+    def returns_usage_metadata(self) -> bool:
+        # OpenAI-compatible endpoints send usage (streaming: stream_options.include_usage).
+        return True
