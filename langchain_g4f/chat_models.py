@@ -432,6 +432,33 @@ class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
             async for chunk in llm.astream("Hello!"):
                 print(chunk.content, end="")
 
+    Tool calling:
+        Native (the OpenAI ``tools`` field) on endpoints that declare it,
+        emulated by instruction and parser everywhere else; the same
+        ``tool_calls`` either way, with deterministic ids.
+
+        .. code-block:: python
+
+            def get_weather(location: str) -> str:
+                "Get the current weather at a location."
+                ...
+
+            llm.bind_tools([get_weather]).invoke("Weather in Paris?").tool_calls
+            # [{'name': 'get_weather', 'args': {'location': 'Paris'},
+            #   'id': 'call_...', 'type': 'tool_call'}]
+
+    Structured output:
+        .. code-block:: python
+
+            from pydantic import BaseModel
+
+            class Joke(BaseModel):
+                setup: str
+                punchline: str
+
+            llm.with_structured_output(Joke).invoke("Tell me a joke about cats")
+            # method="json_mode" / "json_schema"; include_raw=True keeps the raw reply
+
     Token usage:
         ``usage_metadata`` is set only when the server sent real token counts.
 
