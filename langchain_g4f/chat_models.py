@@ -641,7 +641,11 @@ class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
         """
         attempt = 0
         while True:
-            batches = self.sync_transport.batches(self._provider, call.request)
+            batches = (
+                self._provider.batches(call.request)  # type: ignore[attr-defined]
+                if self._provider.drives_own_io
+                else self.sync_transport.batches(self._provider, call.request)
+            )
             head: list[list[Delta]] = []
             try:
                 for batch in batches:
@@ -661,7 +665,11 @@ class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
     ) -> tuple[list[list[Delta]], AsyncGenerator[list[Delta], None]]:
         attempt = 0
         while True:
-            batches = self.async_transport.abatches(self._provider, call.request)
+            batches = (
+                self._provider.abatches(call.request)  # type: ignore[attr-defined]
+                if self._provider.drives_own_io
+                else self.async_transport.abatches(self._provider, call.request)
+            )
             head: list[list[Delta]] = []
             try:
                 async for batch in batches:

@@ -134,6 +134,10 @@ class Provider:
     accepts_any_model: bool = False
     #: Whether the endpoint understands the OpenAI ``tools`` field natively.
     native_tools: bool = False
+    #: Whether the provider does its own I/O (``batches`` / ``abatches``) instead
+    #: of leaving it to the transports: only for wrapping libraries that must,
+    #: such as the ``g4f`` package (:mod:`langchain_g4f.providers.g4f_package`).
+    drives_own_io: bool = False
     headers: dict[str, str] = {"Content-Type": "application/json"}
 
     def __init__(self, url: str | None = None) -> None:
@@ -265,6 +269,10 @@ class Provider:
             )
         transport = kwargs.pop("transport", None) or SyncTransport()
         request = self.build_request(model, messages, stream=stream, **kwargs)
-        for delta in transport.deltas(self, request):
+        if self.drives_own_io:
+            deltas = (d for batch in self.batches(request) for d in batch)  # type: ignore[attr-defined]
+        else:
+            deltas = transport.deltas(self, request)
+        for delta in deltas:
             if delta.text:
                 yield delta.text

@@ -1,0 +1,200 @@
+"""Providers of an installed ``g4f`` package, as providers of this package.
+
+g4f's providers do their own I/O (aiohttp, curl_cffi, browser sessions), so they
+cannot be sans-I/O like the others: :class:`G4FPackageProvider` is the one kind
+of provider that drives its own I/O (``drives_own_io``), through g4f's
+``ChatCompletion.create`` / ``create_async``. Everything above it is shared:
+``ChatG4F`` (retries before the first text, stop sequences, emulated tools,
+structured output) and the router (fallback, health, hedging).
+
+``g4f`` is imported when a provider is built, never when ``langchain_g4f`` is
+imported; install it with ``pip install "langchain-g4f[g4f]"``. On its first call
+g4f itself asks PyPI for its latest version unless ``g4f.debug.version_check`` is
+``False``.
+
+>>> from langchain_g4f import ChatG4F
+>>> from langchain_g4f.providers.g4f_package import G4FPackageProvider
+>>> llm = ChatG4F(provider=G4FPackageProvider("Blackbox"))   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
+
+from langchain_g4f.errors import (
+    AuthenticationError,
+    ConfigurationError,
+    EmptyResponseError,
+    G4FError,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderHTTPError,
+    ProviderResponseError,
+    ProviderTimeoutError,
+    RateLimitError,
+    UnsupportedModelError,
+)
+from langchain_g4f.providers.base import Delta, HTTPRequest, Message, Provider
+
+
+def _g4f() -> Any:
+    try:
+        import g4f
+    except ImportError:
+        raise ConfigurationError(
+            "the g4f package is not installed; pip install 'langchain-g4f[g4f]'"
+        ) from None
+    return g4f
+
+
+class G4FPackageProvider(Provider):
+    """One provider of the installed ``g4f`` package.
+
+    ``provider`` is a g4f provider class, or its name in ``g4f.Provider``. The
+    models are the ones the class declares (``models``, else ``default_model``);
+    a class that declares none takes any model. ``name`` defaults to
+    ``"g4f:<class name>"``.
+    """
+
+    drives_own_io = True
+
+    def __init__(self, provider: type | str, *, name: str | None = None) -> None:
+        g4f = _g4f()
+        if isinstance(provider, str):
+            found = getattr(g4f.Provider, provider, None)
+            if not isinstance(found, type):
+                raise ConfigurationError(f"g4f has no provider named {provider!r}")
+            provider = found
+        self.g4f_provider = provider
+        super().__init__(getattr(provider, "url", None) or f"g4f://{provider.__name__}")
+        self.name = name or f"g4f:{provider.__name__}"
+        models = [m for m in (getattr(provider, "models", None) or []) if isinstance(m, str)]
+        default = getattr(provider, "default_model", None)
+        if default and default not in models:
+            models.insert(0, default)
+        self.model = models
+        self.accepts_any_model = not models
+        self.supports_stream = bool(getattr(provider, "supports_stream", False))
+        self.needs_auth = bool(getattr(provider, "needs_auth", False))
+
+    def build_request(
+        self,
+        model: str,
+        messages: Sequence[Message],
+        *,
+        stream: bool,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        stop: list[str] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> HTTPRequest:
+        """The call as g4f's arguments (a JSON body); no HTTP is described.
+
+        ``needs_auth`` is g4f's to check: many such providers read cookies or
+        HAR files rather than a key.
+        """
+        if base_url is not None:
+            raise ConfigurationError(
+                "a g4f provider finds its own endpoints; base_url does not apply",
+                provider=self.name,
+            )
+        self.check_model(model)
+        if not messages:
+            raise ConfigurationError("no messages to send", provider=self.name)
+        body: dict[str, Any] = {"model": model, "messages": list(messages), **(extra or {})}
+        for key, value in (
+            ("temperature", temperature), ("max_tokens", max_tokens), ("stop", stop), ("api_key", api_key)
+        ):
+            if value is not None:
+                body[key] = value
+        return HTTPRequest("POST", self.url, {}, json.dumps(body).encode(), stream)
+
+    # -- the provider's own I/O ----------------------------------------------------
+
+    def _arguments(self, request: HTTPRequest) -> dict[str, Any]:
+        payload = json.loads(request.body)
+        arguments = {**payload, "provider": self.g4f_provider, "stream": True}
+        if not self.supports_stream:
+            # still an iterator of pieces: the whole answer as one
+            arguments["ignore_stream"] = True
+        return arguments
+
+    def batches(self, request: HTTPRequest) -> Iterator[list[Delta]]:
+        """Run the g4f provider; one batch per piece it yields."""
+        g4f = _g4f()
+        texts = 0
+        try:
+            for piece in g4f.ChatCompletion.create(**self._arguments(request)):
+                delta = self._delta(piece)
+                if delta is not None:
+                    texts += bool(delta.text)
+                    yield [delta]
+        except G4FError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - every g4f failure becomes a typed error
+            raise self._error(exc) from exc
+        if not texts:
+            raise EmptyResponseError("answered with no text", provider=self.name)
+
+    async def abatches(self, request: HTTPRequest) -> AsyncIterator[list[Delta]]:
+        """:meth:`batches`, on g4f's async path."""
+        g4f = _g4f()
+        texts = 0
+        try:
+            result = g4f.ChatCompletion.create_async(**self._arguments(request))
+            if asyncio.iscoroutine(result):
+                result = await result
+            if isinstance(result, str):
+                result = _one(result)
+            async for piece in result:
+                delta = self._delta(piece)
+                if delta is not None:
+                    texts += bool(delta.text)
+                    yield [delta]
+        except G4FError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - every g4f failure becomes a typed error
+            raise self._error(exc) from exc
+        if not texts:
+            raise EmptyResponseError("answered with no text", provider=self.name)
+
+    def _delta(self, piece: Any) -> Delta | None:
+        """Text as text, a finish reason as one; g4f's other responses are not text."""
+        if isinstance(piece, BaseException):
+            raise self._error(piece)
+        if isinstance(piece, str):
+            return Delta(text=piece) if piece else None
+        reason = getattr(piece, "reason", None)
+        if type(piece).__name__ == "FinishReason" and isinstance(reason, str):
+            return Delta(finish_reason=reason)
+        return None
+
+    def _error(self, exc: BaseException) -> ProviderError | ConfigurationError:
+        """A g4f (or network) exception as this package's typed error."""
+        kind = type(exc).__name__
+        text = f"{kind}: {exc}" if str(exc) else kind
+        if kind in ("ModelNotFoundError", "ModelNotAllowedError", "ModelNotSupportedError"):
+            return UnsupportedModelError(text, provider=self.name)
+        if kind in ("ProviderNotWorkingError", "MissingRequirementsError", "StreamNotSupportedError"):
+            return ConfigurationError(text, provider=self.name)
+        if kind == "RateLimitError":
+            return RateLimitError(text, provider=self.name, status=429)
+        if kind in ("MissingAuthError", "PaymentRequiredError"):
+            return AuthenticationError(text, provider=self.name, status=401)
+        status = getattr(exc, "status", None) or getattr(exc, "status_code", None)
+        if isinstance(status, int) and status >= 400:
+            return ProviderHTTPError(text, provider=self.name, status=status)
+        if isinstance(exc, (TimeoutError, asyncio.TimeoutError)) or "Timeout" in kind:
+            return ProviderTimeoutError(text, provider=self.name)
+        if isinstance(exc, (ConnectionError, OSError)) or "Connect" in kind:
+            return ProviderConnectionError(text, provider=self.name)
+        return ProviderResponseError(text, provider=self.name)
+
+
+async def _one(text: str) -> AsyncIterator[str]:
+    yield text
