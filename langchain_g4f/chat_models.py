@@ -641,11 +641,7 @@ class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
         """
         attempt = 0
         while True:
-            batches = (
-                self._provider.batches(call.request)  # type: ignore[attr-defined]
-                if self._provider.drives_own_io
-                else self.sync_transport.batches(self._provider, call.request)
-            )
+            batches = self._provider.batches(call.request, self.sync_transport)
             head: list[list[Delta]] = []
             try:
                 for batch in batches:
@@ -665,11 +661,7 @@ class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
     ) -> tuple[list[list[Delta]], AsyncGenerator[list[Delta], None]]:
         attempt = 0
         while True:
-            batches = (
-                self._provider.abatches(call.request)  # type: ignore[attr-defined]
-                if self._provider.drives_own_io
-                else self.async_transport.abatches(self._provider, call.request)
-            )
+            batches = self._provider.abatches(call.request, self.async_transport)
             head: list[list[Delta]] = []
             try:
                 async for batch in batches:
@@ -751,8 +743,6 @@ class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        if self.streaming:
-            return _from_chunks(list(self._stream(messages, stop, run_manager, **kwargs)))
         call = self._prepare(messages, stop, False, kwargs)
         answer = _Answer(self._provider.name, call, stream=False)
         head, rest = self._open(call)
@@ -772,9 +762,6 @@ class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        if self.streaming:
-            chunks = [c async for c in self._astream(messages, stop, run_manager, **kwargs)]
-            return _from_chunks(chunks)
         call = self._prepare(messages, stop, False, kwargs)
         answer = _Answer(self._provider.name, call, stream=False)
         head, rest = await self._aopen(call)
@@ -789,15 +776,3 @@ class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
         finally:
             await rest.aclose()
         return ChatResult(generations=[ChatGeneration(message=answer.message())])
-
-
-def _from_chunks(chunks: list[ChatGenerationChunk]) -> ChatResult:
-    """Sum streamed chunks into one result (text joined once, not pairwise)."""
-    final = chunks[-1].message
-    text = "".join(c.message.content for c in chunks)  # type: ignore[misc]
-    message = AIMessage(
-        content=text,
-        response_metadata=final.response_metadata,
-        usage_metadata=getattr(final, "usage_metadata", None),
-    )
-    return ChatResult(generations=[ChatGeneration(message=message)])

@@ -404,7 +404,7 @@ def _provider_of(chat: ChatG4F) -> Provider:
 
 
 def _result(chunks: list[ChatGenerationChunk]) -> ChatResult:
-    """One message from the streamed chunks: text, tool calls and metadata merged once."""
+    """Streamed chunks as one result: text, tool calls and metadata merged in one pass."""
     first, *rest = (chunk.message for chunk in chunks)
     merged = first + rest if rest else first  # one merge of all chunks, not one per chunk
     return ChatResult(generations=[ChatGeneration(message=message_chunk_to_message(merged))])

@@ -15,9 +15,9 @@ from: ``url``, ``model`` (the list of served models), ``supports_stream``,
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from langchain_g4f.errors import (
     ConfigurationError,
@@ -25,6 +25,9 @@ from langchain_g4f.errors import (
     MalformedResponseError,
     UnsupportedModelError,
 )
+
+if TYPE_CHECKING:
+    from langchain_g4f.transport import AsyncTransport, SyncTransport
 
 #: A message as providers see it: ``{"role": ..., "content": ...}`` (OpenAI style).
 Message = dict[str, Any]
@@ -134,10 +137,6 @@ class Provider:
     accepts_any_model: bool = False
     #: Whether the endpoint understands the OpenAI ``tools`` field natively.
     native_tools: bool = False
-    #: Whether the provider does its own I/O (``batches`` / ``abatches``) instead
-    #: of leaving it to the transports: only for wrapping libraries that must,
-    #: such as the ``g4f`` package (:mod:`langchain_g4f.providers.g4f_package`).
-    drives_own_io: bool = False
     headers: dict[str, str] = {"Content-Type": "application/json"}
 
     def __init__(self, url: str | None = None) -> None:
@@ -241,6 +240,22 @@ class Provider:
         """A fresh parser for an event-stream body."""
         return BodyParser(self.parse_body)
 
+    # -- I/O ------------------------------------------------------------------
+
+    def batches(self, request: HTTPRequest, transport: SyncTransport) -> Iterator[list[Delta]]:
+        """The answer's deltas, one list per read: the transport does the I/O.
+
+        Overridden only by providers that must do their own I/O, such as those
+        of the ``g4f`` package (:mod:`langchain_g4f.providers.g4f_package`).
+        """
+        return transport.batches(self, request)
+
+    def abatches(
+        self, request: HTTPRequest, transport: AsyncTransport
+    ) -> AsyncIterator[list[Delta]]:
+        """:meth:`batches` on the async transport."""
+        return transport.abatches(self, request)
+
     # -- the seed contract ----------------------------------------------------
 
     @property
@@ -269,10 +284,7 @@ class Provider:
             )
         transport = kwargs.pop("transport", None) or SyncTransport()
         request = self.build_request(model, messages, stream=stream, **kwargs)
-        if self.drives_own_io:
-            deltas = (d for batch in self.batches(request) for d in batch)  # type: ignore[attr-defined]
-        else:
-            deltas = transport.deltas(self, request)
-        for delta in deltas:
-            if delta.text:
-                yield delta.text
+        for batch in self.batches(request, transport):
+            for delta in batch:
+                if delta.text:
+                    yield delta.text

@@ -1,9 +1,9 @@
 """Providers of an installed ``g4f`` package, as providers of this package.
 
 g4f's providers do their own I/O (aiohttp, curl_cffi, browser sessions), so they
-cannot be sans-I/O like the others: :class:`G4FPackageProvider` is the one kind
-of provider that drives its own I/O (``drives_own_io``), through g4f's
-``ChatCompletion.create`` / ``create_async``. Everything above it is shared:
+cannot be sans-I/O like the others: :class:`G4FPackageProvider` overrides
+``Provider.batches`` / ``abatches`` to run g4f's ``ChatCompletion.create`` /
+``create_async`` instead of a transport. Everything above it is shared:
 ``ChatG4F`` (retries before the first text, stop sequences, emulated tools,
 structured output) and the router (fallback, health, hedging).
 
@@ -58,8 +58,6 @@ class G4FPackageProvider(Provider):
     a class that declares none takes any model. ``name`` defaults to
     ``"g4f:<class name>"``.
     """
-
-    drives_own_io = True
 
     def __init__(self, provider: type | str, *, name: str | None = None) -> None:
         g4f = _g4f()
@@ -124,43 +122,38 @@ class G4FPackageProvider(Provider):
             arguments["ignore_stream"] = True
         return arguments
 
-    def batches(self, request: HTTPRequest) -> Iterator[list[Delta]]:
-        """Run the g4f provider; one batch per piece it yields."""
-        g4f = _g4f()
-        texts = 0
+    def batches(self, request: HTTPRequest, transport: Any = None) -> Iterator[list[Delta]]:
+        """Run the g4f provider (the transport is not used); one batch per piece."""
+        has_text = False
         try:
-            for piece in g4f.ChatCompletion.create(**self._arguments(request)):
+            for piece in _g4f().ChatCompletion.create(**self._arguments(request)):
                 delta = self._delta(piece)
                 if delta is not None:
-                    texts += bool(delta.text)
+                    has_text = has_text or bool(delta.text)
                     yield [delta]
         except G4FError:
             raise
         except Exception as exc:  # noqa: BLE001 - every g4f failure becomes a typed error
             raise self._error(exc) from exc
-        if not texts:
+        if not has_text:
             raise EmptyResponseError("answered with no text", provider=self.name)
 
-    async def abatches(self, request: HTTPRequest) -> AsyncIterator[list[Delta]]:
-        """:meth:`batches`, on g4f's async path."""
-        g4f = _g4f()
-        texts = 0
+    async def abatches(
+        self, request: HTTPRequest, transport: Any = None
+    ) -> AsyncIterator[list[Delta]]:
+        """:meth:`batches` on g4f's async path (with ``stream=True``, an async generator)."""
+        has_text = False
         try:
-            result = g4f.ChatCompletion.create_async(**self._arguments(request))
-            if asyncio.iscoroutine(result):
-                result = await result
-            if isinstance(result, str):
-                result = _one(result)
-            async for piece in result:
+            async for piece in _g4f().ChatCompletion.create_async(**self._arguments(request)):
                 delta = self._delta(piece)
                 if delta is not None:
-                    texts += bool(delta.text)
+                    has_text = has_text or bool(delta.text)
                     yield [delta]
         except G4FError:
             raise
         except Exception as exc:  # noqa: BLE001 - every g4f failure becomes a typed error
             raise self._error(exc) from exc
-        if not texts:
+        if not has_text:
             raise EmptyResponseError("answered with no text", provider=self.name)
 
     def _delta(self, piece: Any) -> Delta | None:
@@ -194,7 +187,3 @@ class G4FPackageProvider(Provider):
         if isinstance(exc, (ConnectionError, OSError)) or "Connect" in kind:
             return ProviderConnectionError(text, provider=self.name)
         return ProviderResponseError(text, provider=self.name)
-
-
-async def _one(text: str) -> AsyncIterator[str]:
-    yield text

@@ -167,7 +167,9 @@ class SSEParser:
         choices = obj.get("choices")
         if choices and isinstance(choices, list):
             choice = choices[0]
-            delta = choice.get("delta") or choice.get("message") or {} if isinstance(choice, dict) else None
+            if not isinstance(choice, dict):
+                raise self._not_a_chunk(obj)
+            delta = choice.get("delta") or choice.get("message") or {}
             if not isinstance(delta, dict):
                 raise self._not_a_chunk(obj)
             content = delta.get("content")

@@ -64,7 +64,7 @@ FAULTS = (
 #: Route names (lower case) the replica serves; ``base_url`` accepts any capitalisation.
 PROVIDERS = ("mishalsgpt", "gravityengine", "lockchat", "aichat", "openai")
 
-_SEED_ROUTES = ("mishalsgpt", "gravityengine", "lockchat", "aichat")
+_SEED_ROUTES = tuple(name for name in PROVIDERS if name != "openai")
 _ROUTES = {
     "mishalsgpt": "/api/openai/v1/chat/completions",
     "gravityengine": "/api/openai/v1/chat/completions",

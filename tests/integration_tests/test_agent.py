@@ -146,3 +146,19 @@ def test_router_structured_output(replica: Replica, answering: str, method: str)
     prompt = "Reply in JSON with the keys 'location' and 'summary'." if method == "json_mode" else PROMPT
     result = llm.invoke(prompt)
     assert isinstance(result, Weather) and result.location and result.summary
+
+
+@pytest.mark.parametrize("answering", ["Lockchat", "native"])
+async def test_streaming_true_invoke_keeps_tool_calls(replica: Replica, answering: str) -> None:
+    """invoke() of a model with streaming=True sums its stream: tool calls included."""
+    if answering == "native":
+        provider = OpenAICompatible("OpenAI", replica.base_url("openai") + "/v1", native_tools=True)
+        llm = ChatG4F(provider=provider, model="gpt-4o-mini", streaming=True)
+    else:
+        llm = ChatG4F(provider=answering, base_url=replica.base_url(answering), streaming=True)
+    bound = llm.bind_tools([get_weather, get_time], tool_choice="any")
+    for message in (bound.invoke(PROMPT), await bound.ainvoke(PROMPT)):
+        assert [(c["name"], c["args"]) for c in message.tool_calls] == [
+            ("get_weather", {"location": "Paris"})
+        ]
+        assert message.response_metadata["finish_reason"] == "tool_calls"

@@ -83,7 +83,7 @@ def test_declarations_come_from_the_g4f_class() -> None:
     provider = G4FPackageProvider(Echo)
     assert provider.name == "g4f:Echo" and provider.url == "https://echo.example"
     assert provider.model == ["echo-1", "echo-2"] and not provider.accepts_any_model
-    assert provider.supports_stream and provider.drives_own_io
+    assert provider.supports_stream
     assert G4FPackageProvider(Failing).accepts_any_model  # declares no model
 
 
