@@ -117,15 +117,19 @@ class Health:
             )
             self._views[name] = dataclasses.replace(view, ttft=ttft)
 
-    def record_success(self, name: str) -> None:
+    def record_success(self, name: str, *, chars: int = 0, seconds: float = 0.0) -> None:
+        """A complete answer: ``chars`` of text over ``seconds`` after its first text."""
         with self._lock:
             view = self._views[name]
             self._views[name] = dataclasses.replace(
                 view, successes=view.successes + 1, consecutive_failures=0, cooldown_until=0.0
             )
 
-    def record_failure(self, name: str, error: BaseException) -> float:
-        """Count a failure; returns the cooldown it started (0.0 for none)."""
+    def record_failure(
+        self, name: str, error: BaseException, *, after_text: bool = False
+    ) -> float:
+        """Count a failure (``after_text``: the stream broke after text had started);
+        returns the cooldown it started (0.0 for none)."""
         now = self.clock()
         last_error = f"{type(error).__name__}: {error}"
         with self._lock:
@@ -140,6 +144,9 @@ class Health:
                 last_error=last_error,
             )
         return pause
+
+    def record_cancelled(self, name: str) -> None:
+        """The caller abandoned the answer: neither a success nor a failure."""
 
     def stats(self) -> dict[str, dict[str, object]]:
         now = self.clock()
