@@ -1,0 +1,66 @@
+"""Where the router's knowledge lives: a store of numbers, changed atomically.
+
+The health model (:mod:`langchain_g4f.health`) decides what an observation
+means; a store only keeps each provider's state, a flat ``{field: number}``
+dict, and applies a change to it atomically. The default, :class:`MemoryStore`,
+keeps it in the process; a shared store keeps it where several processes see it.
+
+A change is a pure function ``change(state, now) -> new_state``: the store calls
+it with the key's current state and the store's clock, and stores what it
+returns, as one atomic step (a shared store may call it more than once when
+another process changed the key at the same moment; it must have no side
+effects).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol, runtime_checkable
+
+__all__ = ["Change", "MemoryStore", "State", "Store"]
+
+#: One provider's state: field name -> number.
+State = dict[str, float]
+#: ``change(state, now) -> new state``, pure.
+Change = Callable[[State, float], State]
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Keeps each key's :data:`State`; applies changes atomically."""
+
+    def now(self) -> float:
+        """Seconds on the store's clock; absolute deadlines in states use it."""
+        ...
+
+    def read(self, keys: Sequence[str]) -> dict[str, State]:
+        """Each key's state (an empty dict for a key never changed); a copy."""
+        ...
+
+    def update(self, key: str, change: Change) -> State:
+        """Replace the key's state by ``change(state, now)`` atomically; return it."""
+        ...
+
+
+class MemoryStore:
+    """States kept in this process, safe across threads and asyncio tasks."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._states: dict[str, State] = {}
+
+    def now(self) -> float:
+        return self.clock()
+
+    def read(self, keys: Sequence[str]) -> dict[str, State]:
+        with self._lock:
+            return {key: dict(self._states.get(key, {})) for key in keys}
+
+    def update(self, key: str, change: Change) -> State:
+        with self._lock:
+            state = change(dict(self._states.get(key, {})), self.clock())
+            self._states[key] = state
+            return dict(state)
