@@ -33,8 +33,10 @@ from pydantic import ConfigDict, Field, SecretStr
 
 from langchain_g4f import providers as registry
 from langchain_g4f import tools as tool_calling
+from langchain_g4f.budgets import AsyncHeld, Budget, Grant, Held, Limits, budgets_of
 from langchain_g4f.errors import ConfigurationError, ProviderError
 from langchain_g4f.providers.base import Delta, HTTPRequest, Message, Provider
+from langchain_g4f.redis_store import open_store
 from langchain_g4f.retry import backoff_delay
 from langchain_g4f.transport import (
     DEFAULT_MAX_RESPONSE_BYTES,
@@ -503,6 +505,13 @@ class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
     """A larger answer is cut off with ``ResponseTooLargeError``."""
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
     """Extra fields merged into every request body."""
+    requests_per_minute: int | None = Field(default=None, ge=1)
+    """The provider's budget: requests sent in any 60 s (retries count); ``None``: no limit."""
+    max_concurrent: int | None = Field(default=None, ge=1)
+    """The provider's budget: requests in flight at once; ``None``: no limit."""
+    store: Any = Field(default=None, exclude=True, repr=False)
+    """Where the budget is held: ``None`` (this model), a ``redis://`` URL or a store
+    (shared by every process using it). In a router, the router's store."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -523,6 +532,17 @@ class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
         self._provider.check_model(self.model_name)
         self._sync: SyncTransport | None = None
         self._async: AsyncTransport | None = None
+        self._budget: Budget | None = None
+        #: Whether a spent budget is waited for (within ``timeout``) or raised at once.
+        self._budget_waits = True
+        if self.limits:
+            holder = budgets_of(open_store(self.store))
+            self._budget = Budget(self._provider.name, self.limits, holder)
+
+    @property
+    def limits(self) -> Limits:
+        """The declared budget (falsy when there is none)."""
+        return Limits(self.requests_per_minute, self.max_concurrent)
 
     # -- LangChain metadata -------------------------------------------------
 
@@ -638,9 +658,12 @@ class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
 
         Returns the batches read so far and the rest of the answer. Nothing has
         reached the caller before the first text, so a retry cannot duplicate.
+        Each request first takes its share of the budget, given back when the
+        rest of the answer is read or closed.
         """
         attempt = 0
         while True:
+            grant = self._take_budget()
             batches = self._provider.batches(call.request, self.sync_transport)
             head: list[list[Delta]] = []
             try:
@@ -649,18 +672,23 @@ class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
                     if _has_content(batch):
                         break
             except ProviderError as exc:
+                self._give_back(grant)
                 if not exc.retryable or attempt >= self.max_retries:
                     raise
                 time.sleep(backoff_delay(attempt, exc))
                 attempt += 1
                 continue
-            return head, batches
+            except BaseException:
+                self._give_back(grant)
+                raise
+            return head, batches if grant is None else Held(batches, self._budget, grant)
 
     async def _aopen(
         self, call: _Call
     ) -> tuple[list[list[Delta]], AsyncGenerator[list[Delta], None]]:
         attempt = 0
         while True:
+            grant = await self._atake_budget()
             batches = self._provider.abatches(call.request, self.async_transport)
             head: list[list[Delta]] = []
             try:
@@ -669,12 +697,34 @@ class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
                     if _has_content(batch):
                         break
             except ProviderError as exc:
+                self._give_back(grant)
                 if not exc.retryable or attempt >= self.max_retries:
                     raise
                 await asyncio.sleep(backoff_delay(attempt, exc))
                 attempt += 1
                 continue
-            return head, batches
+            except BaseException:
+                self._give_back(grant)
+                raise
+            if grant is None:
+                return head, batches
+            return head, AsyncHeld(batches, self._budget, grant)  # type: ignore[return-value]
+
+    def _take_budget(self) -> Grant | None:
+        budget = self._budget
+        if budget is None:
+            return None
+        return budget.acquire(self.timeout) if self._budget_waits else budget.take()
+
+    async def _atake_budget(self) -> Grant | None:
+        budget = self._budget
+        if budget is None:
+            return None
+        return await budget.aacquire(self.timeout) if self._budget_waits else budget.take()
+
+    def _give_back(self, grant: Grant | None) -> None:
+        if grant is not None and self._budget is not None:
+            self._budget.release(grant)
 
     # -- BaseChatModel --------------------------------------------------------
 

