@@ -576,10 +576,17 @@ class RedisStore:
                 (kept if alone else shared).setdefault(key, []).append(entry)
         with self._lock:
             for key, entries in kept.items():
-                pending = self._pending.get(key, [])
-                self._pending[key] = [e for e in pending if e not in entries]
+                self._drop_pending(key, entries)
                 self._local.setdefault(key, []).extend(entries)
         return shared
+
+    def _drop_pending(self, key: str, done: list[_Entry]) -> None:
+        """Remove entries from a key's pending changes (under the lock)."""
+        left = [entry for entry in self._pending.get(key, ()) if entry not in done]
+        if left:
+            self._pending[key] = left
+        else:
+            self._pending.pop(key, None)
 
     def _commit(self, batch: dict[str, list[_Entry]]) -> None:
         """Apply the batch's changes in Redis in one optimistic transaction."""
@@ -620,13 +627,10 @@ class RedisStore:
             if not self._up:
                 return
             for key, state in states.items():
-                done = batch[key]
-                pending = self._pending.get(key, [])
-                self._pending[key] = [e for e in pending if e not in done]
+                self._drop_pending(key, batch[key])
                 self._base[key] = state
                 self._fetched[key] = fetched_at
                 self._generation[key] = self._generation.get(key, 0) + 1
-            self._pending = {key: entries for key, entries in self._pending.items() if entries}
 
     def _renew(self) -> None:
         """Extend this process's concurrency leases (a dead process's expire)."""
