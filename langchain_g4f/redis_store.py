@@ -253,15 +253,25 @@ class RedisStore:
         with self._lock:
             return {key: self._view(key) for key in keys}
 
-    def update(self, key: str, change: Change, *, hosts: int = 1) -> State:
+    def update(self, key: str, change: Change, *, hosts: int = 1, sync: bool = False) -> State:
         """Apply ``change`` here at once and in Redis soon after; return the new state.
 
         ``hosts`` > 1: the change is shared only once that many distinct hosts have
         made such a change to ``key`` within ``host_window`` seconds; until then it
-        counts in this process only.
+        counts in this process only. ``sync``: apply it in Redis first and return
+        Redis's result (one transaction on this thread; locally if Redis fails).
         """
         self._start()
         t = self.now()
+        if sync and self._up and hosts <= 1:
+            try:
+                states = self._commit({key: [_Entry(change, t, hosts, next(self._seq))]})
+            except Exception as exc:  # noqa: BLE001 - any failure of Redis: carry on locally
+                self._went_down(exc)
+            else:
+                if states is not None:
+                    with self._lock:
+                        return self._view(key)
         with self._lock:
             state = change(self._view(key), t)
             if self._up:
@@ -588,8 +598,9 @@ class RedisStore:
         else:
             self._pending.pop(key, None)
 
-    def _commit(self, batch: dict[str, list[_Entry]]) -> None:
-        """Apply the batch's changes in Redis in one optimistic transaction."""
+    def _commit(self, batch: dict[str, list[_Entry]]) -> dict[str, State] | None:
+        """Apply the batch's changes in Redis in one optimistic transaction; the new
+        states (None after too many conflicts: the changes wait for another round)."""
         import redis
 
         keys = list(batch)
@@ -609,7 +620,8 @@ class RedisStore:
                 except redis.WatchError:
                     continue
                 self._committed(batch, states)
-                return
+                return states
+        return None
 
     def _get_all(self, pipe: Any, keys: list[str], names: list[str]) -> list[Any]:
         """The watched values; a key of the wrong type reads as nothing (and is
