@@ -239,3 +239,14 @@ def redis_url(redis_server: Any) -> str:
     import uuid
 
     return f"{redis_server.url}?prefix=test-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="session")
+def fleet() -> Iterator[Any]:
+    """Four worker processes (spawned once for the session) that run functions of
+    ``tests/unit_tests/fleet_harness.py``: routers and stores of their own."""
+    from tests.unit_tests.fleet_harness import Fleet
+
+    workers = Fleet(4)
+    yield workers
+    workers.close()

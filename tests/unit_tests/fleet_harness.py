@@ -1,9 +1,9 @@
 """Worker processes for the fleet tests: each runs functions of this module on request.
 
 ``Fleet(n)`` spawns ``n`` processes (the ``spawn`` start method: nothing of the test
-process is inherited). ``fleet.run(fn, args...)`` runs ``fn(ctx, *args)`` in every
-worker at once and returns their results in order; ``fleet.one(i, fn, *args)`` runs it
-in worker ``i``. ``ctx`` is a dict that lives as long as the worker (routers, stores).
+process is inherited). ``fleet.run(fn, *args, **kwargs)`` runs ``fn(ctx, *args, **kwargs)``
+in every worker at once and returns their results in order; ``fleet.one(i, fn, ...)``
+runs it in worker ``i``. ``ctx`` is a dict that lives as long as the worker (routers, stores).
 An exception in a worker is raised in the test process.
 """
 
@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import time
 import traceback
 from collections import Counter
+from functools import partial
 from typing import Any
 
 from langchain_g4f import ChatG4F, ChatG4FRouter
@@ -30,9 +32,9 @@ def _serve(conn: Any) -> None:
         message = conn.recv()
         if message is None:
             break
-        fn, args = message
+        fn, args, kwargs = message
         try:
-            conn.send((True, fn(ctx, *args)))
+            conn.send((True, fn(ctx, *args, **kwargs)))
         except BaseException:  # noqa: BLE001 - reported to the test process
             conn.send((False, traceback.format_exc()))
     for store in ctx.get("stores", []):
@@ -54,14 +56,15 @@ class Fleet:
     def __len__(self) -> int:
         return len(self.pipes)
 
-    def run(self, fn: Any, *args: Any, each: list[tuple] | None = None) -> list[Any]:
-        """``fn(ctx, *args)`` in every worker at once (``each[i]``: worker i's args)."""
-        for i, pipe in enumerate(self.pipes):
-            pipe.send((fn, each[i] if each is not None else args))
+    def run(self, fn: Any, *args: Any, **kwargs: Any) -> list[Any]:
+        """``fn(ctx, *args, **kwargs)`` in every worker at once; their results."""
+        for pipe in self.pipes:
+            pipe.send((fn, args, kwargs))
         return [self._result(pipe) for pipe in self.pipes]
 
-    def one(self, i: int, fn: Any, *args: Any) -> Any:
-        self.pipes[i].send((fn, args))
+    def one(self, i: int, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """``fn(ctx, *args, **kwargs)`` in worker ``i``; its result."""
+        self.pipes[i].send((fn, args, kwargs))
         return self._result(self.pipes[i])
 
     def _result(self, pipe: Any) -> Any:
@@ -87,7 +90,14 @@ class Fleet:
 # --- functions run in the workers ---------------------------------------------------
 
 
-def store_of(ctx: dict[str, Any], url: str, **kwargs: Any) -> RedisStore:
+def _skewed(offset: float) -> float:
+    return time.monotonic() + offset
+
+
+def store_of(ctx: dict[str, Any], url: str, clock_offset: float = 0.0, **kwargs: Any) -> RedisStore:
+    """A Redis store in this worker; ``clock_offset`` moves its local clock."""
+    if clock_offset:
+        kwargs["clock"] = partial(_skewed, clock_offset)
     store = RedisStore(url, **kwargs)
     ctx.setdefault("stores", []).append(store)
     return store
@@ -165,8 +175,7 @@ def ainvoke_many(ctx: dict[str, Any], name: str, n: int, concurrency: int) -> di
         return seen
 
     seen = asyncio.run(main())
-    for store in ctx.get("stores", []):
-        store.flush()
+    router._store.flush()
     return dict(seen)
 
 
@@ -174,10 +183,16 @@ def stats(ctx: dict[str, Any], name: str) -> dict[str, Any]:
     return ctx[name].stats()
 
 
-def flush(ctx: dict[str, Any]) -> bool:
-    return all(store.flush() for store in ctx.get("stores", []))
+def flush(ctx: dict[str, Any], name: str) -> bool:
+    return ctx[name]._store.flush()
 
 
-def read(ctx: dict[str, Any], keys: list[str]) -> dict[str, Any]:
-    store = ctx["stores"][-1]
-    return {"now": store.now(), "states": store.read(keys), "shared": store.shared}
+def read(ctx: dict[str, Any], name: str) -> dict[str, Any]:
+    """The router's store: its clock, the raw states, whether Redis answers."""
+    router = ctx[name]
+    store = router._store
+    return {
+        "now": store.now(),
+        "states": store.read(router.provider_names),
+        "shared": getattr(store, "shared", False),
+    }

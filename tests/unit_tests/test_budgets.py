@@ -206,13 +206,9 @@ def test_budget_fields_are_validated_and_kept_out_of_serialization(redis_url: st
 
 
 def test_a_per_minute_budget_holds_across_four_processes(
-    replica: Replica, redis_url: str
+    replica: Replica, redis_url: str, fleet: Fleet
 ) -> None:
-    fleet = Fleet(4)
-    try:
-        results = fleet.run(budgeted_calls, redis_url, replica.base_url("Lockchat"), 6, 6)
-    finally:
-        fleet.close()
+    results = fleet.run(budgeted_calls, redis_url, replica.base_url("Lockchat"), 6, 6)
     assert sum(answers for answers, _ in results) == 6
     assert sum(refusals for _, refusals in results) == 18
     assert len(replica.requests) == 6
