@@ -126,7 +126,8 @@ def _fold(entries: list[_Entry], state: State) -> State:
     return state
 
 
-def _redacted(url: str) -> str:
+def redacted(url: str) -> str:
+    """``url`` with its password, if any, replaced by ``***``."""
     parts = urlsplit(url)
     if parts.password is None:
         return url
@@ -179,7 +180,7 @@ class RedisStore:
         if not isinstance(url, str) or urlsplit(url).scheme not in _SCHEMES:
             raise ConfigurationError(
                 "a Redis store needs a redis://, rediss:// or unix:// URL, "
-                f"not {_redacted(str(url))!r}"
+                f"not {redacted(str(url))!r}"
             )
         for name, value in (("ttl", ttl), ("timeout", timeout), ("host_window", host_window),
                             ("lease_ttl", lease_ttl)):
@@ -226,7 +227,7 @@ class RedisStore:
 
     def __repr__(self) -> str:
         state = "shared" if self._up else "local (Redis unreachable)"
-        return f"RedisStore({_redacted(self._url)!r}, prefix={self.prefix!r}, {state})"
+        return f"RedisStore({redacted(self._url)!r}, prefix={self.prefix!r}, {state})"
 
     @property
     def shared(self) -> bool:
@@ -347,7 +348,7 @@ class RedisStore:
             self._warned.add((key, what))
             logger.warning(
                 "Redis store %s: %s holds %s; ignored (it is replaced on the next change)",
-                _redacted(self._url), self._key("state", key), what,
+                redacted(self._url), self._key("state", key), what,
             )
         return {}
 
@@ -452,7 +453,7 @@ class RedisStore:
             self._backoff = _FIRST_BACKOFF
             resumed, self._down_logged = self._down_logged, False
         if resumed:
-            logger.info("Redis store %s answers again; sharing resumed", _redacted(self._url))
+            logger.info("Redis store %s answers again; sharing resumed", redacted(self._url))
         return True
 
     def _went_down(self, exc: BaseException) -> None:
@@ -473,7 +474,7 @@ class RedisStore:
         logger.warning(
             "Redis store %s is unreachable (%s: %s); keeping the router's state in this "
             "process and reconnecting in the background",
-            _redacted(self._url), type(exc).__name__, exc,
+            redacted(self._url), type(exc).__name__, exc,
         )
 
     # -- background thread ---------------------------------------------------------

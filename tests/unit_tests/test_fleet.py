@@ -225,3 +225,42 @@ def test_redis_killed_mid_run_every_call_succeeds_and_sharing_resumes(
         assert fleet.one(2, flush, "outage")
         time.sleep(REFRESH)
         assert {s["Mishalsgpt"]["circuit"] for s in fleet.run(stats, "outage")} == {"open"}
+
+
+def test_health_command_prints_the_fleets_view(
+    replica: Replica, redis_url: str, capsys: pytest.CaptureFixture
+) -> None:
+    from langchain_g4f import ChatG4F, ChatG4FRouter
+    from langchain_g4f.cli import main
+
+    providers = [
+        ChatG4F(provider="Lockchat", base_url=replica.base_url("Lockchat"), timeout=1.0,
+                requests_per_minute=10, max_concurrent=2),
+        ChatG4F(provider="Mishalsgpt", base_url=replica.base_url("Mishalsgpt"), timeout=1.0),
+    ]
+    router = ChatG4FRouter(providers=providers, strategy="priority", store=redis_url)
+    router.invoke("hi")
+    replica.set_fault("Lockchat", "http_500")
+    router.invoke("again")
+    router.invoke("and again")
+    assert router._store.flush()
+    url, prefix = redis_url.split("?prefix=")
+    assert main(["health", "--store", url, "--prefix", prefix]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == [
+        "provider", "state", "cooldown", "success", "ttft", "calls", "budget", "left"
+    ]
+    rows = {line.split()[0]: line for line in lines[1:]}
+    assert set(rows) == {"Lockchat", "Mishalsgpt"}
+    assert "open" in rows["Lockchat"] and "7/10 per 60s, 2/2 at once" in rows["Lockchat"]
+    assert "1/3" in rows["Lockchat"] and "closed" in rows["Mishalsgpt"]
+    assert router.stats()["Lockchat"]["budget"]["requests_left"] == 7
+
+
+def test_health_command_without_redis_says_so(capsys: pytest.CaptureFixture) -> None:
+    from langchain_g4f.cli import main
+
+    with RedisServer() as server:
+        url = server.url
+    assert main(["health", "--store", url]) == 1
+    assert "does not answer" in capsys.readouterr().err
