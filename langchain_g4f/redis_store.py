@@ -6,7 +6,9 @@ and the :class:`~langchain_g4f.budgets.BudgetStore` protocol on one Redis server
 - **Reads** come from a local read-through cache: a key is fetched again when its
   copy is older than ``refresh`` seconds (one pipelined ``MGET`` for every key of
   the read), so a call makes at most one round trip, and a change made by another
-  process is seen within ``refresh``.
+  process is seen within ``refresh``. Every committed state is also published on
+  a channel the store listens to, so in practice others' changes arrive within
+  milliseconds, with no round trip on the hot path.
 - **Updates** apply the change to the local copy at once and return it; a
   background thread applies the same pure change in Redis inside an optimistic
   transaction (``WATCH``/``GET``/``MULTI``/``SET``/``EXEC``, retried on conflict), so
@@ -222,6 +224,7 @@ class RedisStore:
         self._backoff = _FIRST_BACKOFF
         self._pid = 0
         self._closed = False
+        self._writer: threading.Thread | None = None
         self._connect()
         self._start()
 
@@ -238,6 +241,11 @@ class RedisStore:
 
     def _key(self, kind: str, key: str) -> str:
         return f"{self.prefix}:v{SCHEMA}:{kind}:{key}"
+
+    @property
+    def _channel(self) -> str:
+        """Where committed states are published."""
+        return f"{self.prefix}:v{SCHEMA}:changes"
 
     # -- Store ----------------------------------------------------------------
 
@@ -458,7 +466,7 @@ class RedisStore:
 
     def _went_down(self, exc: BaseException) -> None:
         with self._lock:
-            if not self._up and self._down_logged:
+            if self._closed or (not self._up and self._down_logged):
                 return
             self._up = False
             self._down_logged = True
@@ -491,9 +499,55 @@ class RedisStore:
                 self.host_id = f"{socket.gethostname()}:{pid}:{new_lease()[:6]}"
                 self._redis.connection_pool.reset()
             self._pid = pid
-            thread = threading.Thread(target=self._run, name="g4f-redis-store", daemon=True)
-            thread.start()
+            self._writer = threading.Thread(target=self._run, name="g4f-redis-writer", daemon=True)
+            self._writer.start()
+            threading.Thread(target=self._listen, name="g4f-redis-listener", daemon=True).start()
         _STORES.add(self)
+
+    def _listen(self) -> None:
+        """Take the states other processes commit as they publish them, so a change
+        is seen at once (the ``refresh`` of reads is the safety net)."""
+        subscription = None
+        while not self._closed:
+            if not self._up:
+                subscription = self._unsubscribe(subscription)
+                time.sleep(min(self.refresh, 0.1) or 0.01)
+                continue
+            try:
+                if subscription is None:
+                    subscription = self._redis.pubsub(ignore_subscribe_messages=True)
+                    subscription.subscribe(self._channel)
+                message = subscription.get_message(timeout=0.5)
+            except Exception:  # noqa: BLE001 - the writer and reads notice an outage
+                subscription = self._unsubscribe(subscription)
+                time.sleep(0.1)
+                continue
+            if message is not None:
+                self._published(message.get("data"))
+        self._unsubscribe(subscription)
+
+    @staticmethod
+    def _unsubscribe(subscription: Any) -> None:
+        if subscription is not None:
+            try:
+                subscription.close()
+            except Exception:  # noqa: BLE001 - a connection already gone
+                pass
+
+    def _published(self, data: Any) -> None:
+        try:
+            key, value = json.loads(data)
+        except (TypeError, ValueError):
+            return
+        if not isinstance(key, str):
+            return
+        state = self._decode(key, value)
+        fetched_at = self.clock()
+        with self._lock:
+            if self._up and key in self._fetched:  # a key this process reads
+                self._base[key] = state
+                self._fetched[key] = fetched_at
+                self._generation[key] = self._generation.get(key, 0) + 1
 
     def _run(self) -> None:
         renew_at = self.clock() + self.lease_ttl / 3
@@ -539,9 +593,11 @@ class RedisStore:
         if self._closed:
             return
         self.flush(timeout=1.0)
-        self._closed = True
         with self._lock:
+            self._closed = True
             self._wake.notify_all()
+        if self._writer is not None and self._writer is not threading.current_thread():
+            self._writer.join(timeout=1.0)
         self._redis.close()
 
     # -- writing --------------------------------------------------------------------
@@ -616,7 +672,9 @@ class RedisStore:
                               for key, raw in zip(keys, raws)}
                     pipe.multi()
                     for key, name in zip(keys, names):
-                        pipe.set(name, self._encode(states[key]), px=ttl_ms)
+                        value = self._encode(states[key])
+                        pipe.set(name, value, px=ttl_ms)
+                        pipe.publish(self._channel, json.dumps([key, value]))
                     pipe.execute()
                 except redis.WatchError:
                     continue

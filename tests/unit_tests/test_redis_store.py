@@ -99,11 +99,25 @@ def test_read_through_cache_one_round_trip_at_most_and_fresh_within_refresh(
     for _ in range(50):
         a.read(["p", "q"])
     assert calls == ["MGET"]  # then the cache, until it is older than refresh
-    b.update("p", cool_down(30))
+    b.update("p", cool_down(30))  # committed and published: a's copy follows at once
     assert b.flush()
-    assert a.read(["p"])["p"] == {}  # a's copy is not stale yet by its refresh
-    a.refresh = 0
+    wait_for(lambda: "cooldown_until" in a.read(["p"])["p"])
     assert a.read(["p"])["p"]["cooldown_until"] == pytest.approx(b.now() + 30, abs=1)
+    assert calls == ["MGET"]  # with no round trip of a's own
+
+    # A change that was not published (another client wrote it) is seen at the refresh.
+    raw(b._url).set(f"{b.prefix}:v{SCHEMA}:state:q", b._encode({"n": 7}))
+    assert a.read(["q"])["q"] == {}  # a's copy is not older than its refresh
+    a.refresh = 0
+    assert a.read(["q"])["q"] == {"n": 7}
+    assert calls == ["MGET", "MGET"]
+
+
+def wait_for(predicate: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.01)
 
 
 def test_every_key_has_a_ttl_and_a_schema_version(stores: Any, redis_url: str) -> None:
