@@ -8,7 +8,7 @@ How one call runs:
    the rest by what the health model (:mod:`langchain_g4f.health`) has learnt.
 2. The attempts race to the first text (:mod:`langchain_g4f._race`): fallback to
    the next provider at once, retries of the same provider only when no other can
-   start, hedging, one deadline for it all.
+   start sooner, hedging, one deadline for it all.
 3. The winner's chunks pass through unchanged; its final chunk gets the failed
    attempts in ``response_metadata["attempts"]``. A failure after text has been
    yielded raises :class:`~langchain_g4f.errors.StreamInterruptedError`, never a
@@ -81,9 +81,9 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
             bounded by the answering model's own ``timeout``. ``None``: no deadline.
         max_retries: int
             Retries per provider of errors that can heal. A failure moves on to the
-            next provider at once; the retry comes only when no other provider can
-            start before the deadline, after ``backoff`` (doubling, jittered; a 429
-            waits its ``Retry-After``). A 401, a 404 or an unserved model is not
+            next provider at once; the retry comes after ``backoff`` (doubling,
+            jittered; a 429 waits its ``Retry-After``), and only when no other
+            provider can start sooner. A 401, a 404 or an unserved model is not
             retried.
         hedge_after: float | None
             Seconds without text after which the next provider starts too; the first
