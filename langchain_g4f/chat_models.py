@@ -373,12 +373,12 @@ class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
     """A gpt4free-style provider as a LangChain chat model.
 
     Setup:
-        Install ``langchain-g4f``. The seed providers need no key; an endpoint
+        Install ``langchain-g4f-router``. The seed providers need no key; an endpoint
         that does takes ``api_key`` (or the ``G4F_API_KEY`` environment variable).
 
         .. code-block:: bash
 
-            pip install langchain-g4f
+            pip install langchain-g4f-router
 
     Key init args — completion params:
         provider: str | Provider
