@@ -113,7 +113,8 @@ def _chat(args: argparse.Namespace) -> int:
         return 0
     save_history = _line_editing(os.path.expanduser(HISTORY_FILE), sys.stderr)
     sys.stderr.write(
-        f"{_describe(llm)}; Ctrl-C stops an answer, Ctrl-D or Ctrl-C at the prompt ends the session\n"
+        f"{_describe(llm)}; Ctrl-C stops an answer, "
+        "Ctrl-D or Ctrl-C at the prompt ends the session\n"
     )
     try:
         return session(llm, history, input, sys.stdout, sys.stderr)

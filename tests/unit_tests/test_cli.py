@@ -348,6 +348,7 @@ def test_terminal_session_edits_lines_keeps_history_and_survives_ctrl_c(
     replica: Replica, tmp_path: Path
 ) -> None:
     """A session as a user has it: a terminal, readline, Ctrl-C (SIGINT) mid-answer."""
+    pytest.importorskip("readline")  # line editing is readline's
     replica.reset()
     replica.set_fault("Lockchat", "stall", after_chunks=2)  # two chunks, then nothing
     terminal, child = pty.openpty()
