@@ -6,6 +6,8 @@
 - :mod:`langchain_g4f.transport`: the sync (requests) and async (httpx) I/O.
 - :mod:`langchain_g4f.errors`: one typed error hierarchy.
 - :mod:`langchain_g4f.testing`: a local replica of the providers' protocols.
+- :mod:`langchain_g4f.playground`: the seed provider names served offline by that
+  replica, or by live endpoints.
 """
 
 from __future__ import annotations
