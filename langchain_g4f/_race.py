@@ -2,10 +2,9 @@
 
 - :class:`Schedule` (no I/O) says which attempt to start and when, and records
   what happened: after a failure the next provider at once, a retry of the same
-  provider (backoff, ``Retry-After``) only when no other can start before the
-  deadline; with ``hedge_after``, also the next provider when the latest attempt
-  has gone that long without text; hedge losers' time without text. One deadline
-  bounds it all.
+  provider (backoff, ``Retry-After``) only when no other can start sooner; with
+  ``hedge_after``, also the next provider when the latest attempt has gone that
+  long without text; hedge losers' time without text. One deadline bounds it all.
 - :func:`race` / :func:`arace` run it: each attempt reads its model's stream
   ahead to the first text, on a worker thread (sync) or a task (async), so the
   deadline and the hedge cut in even while a read blocks. The first attempt with
@@ -103,12 +102,12 @@ class Schedule:
     The ``ready`` providers go first, in the given (strategy) order, then the
     ``waiting`` ones (cooling down, or told to wait by a ``Retry-After``), each when
     it may start. A failure moves on to the next candidate at once; a retryable one
-    also queues a retry of the same provider after its backoff or ``Retry-After``,
-    which starts only when no other candidate can start before the deadline, and
-    never once the provider's circuit has opened. Each start asks the health model
-    first (:meth:`~langchain_g4f.health.Health.claim`): a provider whose circuit has
-    opened meanwhile waits for its cooldown, a half-open one admits one probe at a
-    time. With ``hedge_after``, the next candidate also starts when the latest
+    also queues a retry of the same provider after its backoff or ``Retry-After``
+    (unless its circuit has opened), which starts only when no other provider can
+    start sooner: the call never idles while another provider could run. Each
+    start asks the health model first (:meth:`~langchain_g4f.health.Health.claim`):
+    a provider whose circuit has opened meanwhile waits for its cooldown, a
+    half-open one admits one probe at a time. With ``hedge_after``, the next candidate also starts when the latest
     attempt has gone that long without text. One deadline bounds it all.
 
     When an attempt wins, the others still running lost the race: each records how
@@ -173,8 +172,8 @@ class Schedule:
         return attempt.started + self.hedge_after
 
     def _due(self, now: float) -> Attempt | None:
-        """The next attempt that may start now: another provider if one can, a retry
-        only when no other provider can start before the deadline."""
+        """The next attempt that may start now: another provider if one can, else a
+        retry that is due."""
         while self._fresh:
             attempt = self._fresh.popleft()
             if self._admitted(attempt, now, self._waiting):
@@ -183,8 +182,6 @@ class Schedule:
             attempt = heapq.heappop(self._waiting)[2]
             if self._admitted(attempt, now, self._waiting):
                 return attempt
-        if self._waiting and self._waiting[0][0] < self.request.deadline:
-            return None  # another provider comes first
         while self._retries and self._retries[0][0] <= now:
             attempt = heapq.heappop(self._retries)[2]
             if self._admitted(attempt, now, self._retries):
@@ -204,12 +201,7 @@ class Schedule:
         heapq.heappush(queue, (at, next(self._order), attempt))
 
     def _next_due(self) -> float | None:
-        other = self._waiting[0][0] if self._waiting else None
-        if other is not None and other < self.request.deadline:
-            return other
-        if self._retries:
-            return self._retries[0][0]
-        return other
+        return min((queue[0][0] for queue in (self._waiting, self._retries) if queue), default=None)
 
     # -- outcomes --
 

@@ -8,7 +8,7 @@ How one call runs:
    the rest by what the health model (:mod:`langchain_g4f.health`) has learnt.
 2. The attempts race to the first text (:mod:`langchain_g4f._race`): fallback to
    the next provider at once, retries of the same provider only when no other can
-   start, hedging, one deadline for it all.
+   start sooner, hedging, one deadline for it all.
 3. The winner's chunks pass through unchanged; its final chunk gets the failed
    attempts in ``response_metadata["attempts"]``. A failure after text has been
    yielded raises :class:`~langchain_g4f.errors.StreamInterruptedError`, never a
@@ -62,7 +62,7 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
     """Several gpt4free-style providers as one chat model, with fallback and health.
 
     Setup:
-        Install ``langchain-g4f``; the seed providers need no key.
+        Install ``langchain-g4f-router``; the seed providers need no key.
 
     Key init args:
         providers: list[ChatG4F | str] | None
@@ -84,9 +84,9 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
             bounded by the answering model's own ``timeout``. ``None``: no deadline.
         max_retries: int
             Retries per provider of errors that can heal. A failure moves on to the
-            next provider at once; the retry comes only when no other provider can
-            start before the deadline, after ``backoff`` (doubling, jittered; a 429
-            waits its ``Retry-After``). A 401, a 404 or an unserved model is not
+            next provider at once; the retry comes after ``backoff`` (doubling,
+            jittered; a 429 waits its ``Retry-After``), and only when no other
+            provider can start sooner. A 401, a 404 or an unserved model is not
             retried.
         hedge_after: float | None
             Seconds without text after which the next provider starts too; the first
@@ -96,8 +96,9 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
             recent success rate.
         failure_threshold, min_calls, cooldown_after:
             A provider's circuit opens (it cools down) when at least
-            ``failure_threshold`` of its recent calls failed over at least
-            ``min_calls`` recent calls, or after ``cooldown_after`` failures in a row.
+            ``failure_threshold`` of its recent calls failed (a decayed share) once
+            ``min_calls`` calls have ended since it last closed, or after
+            ``cooldown_after`` failures in a row.
         cooldown, max_cooldown:
             The first cooldown in seconds, doubling with each consecutive opening; its
             cap. A ``Retry-After`` is the least it lasts. Then one call probes the
@@ -170,8 +171,8 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
     """Seconds after which an observation counts half as much in the health model."""
     failure_threshold: float = Field(default=0.2, gt=0, le=1)
     """Share of a provider's recent calls failing that opens its circuit."""
-    min_calls: float = Field(default=5.0, ge=1)
-    """Recent calls (decayed) a provider needs before ``failure_threshold`` applies."""
+    min_calls: int = Field(default=10, ge=1)
+    """Calls since a provider's circuit last closed before ``failure_threshold`` applies."""
     cooldown_after: int = Field(default=2, ge=1)
     """Failures in a row that open a provider's circuit whatever the rate."""
     cooldown: float = Field(default=5.0, ge=0)
