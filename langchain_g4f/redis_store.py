@@ -32,7 +32,7 @@ and the :class:`~langchain_g4f.budgets.BudgetStore` protocol on one Redis server
   :class:`~langchain_g4f.budgets.LocalBudgets`); the background thread reconnects
   with backoff, and sharing resumes from Redis's state.
 
-redis-py is imported when a store is created: ``pip install "langchain-g4f[redis]"``.
+redis-py is imported when a store is created: ``pip install "langchain-g4f-router[redis]"``.
 """
 
 from __future__ import annotations
@@ -725,7 +725,7 @@ def _client(url: str, timeout: float) -> Any:
         from redis.retry import Retry
     except ImportError as exc:
         raise ConfigurationError(
-            'a Redis store needs redis-py: pip install "langchain-g4f[redis]"'
+            'a Redis store needs redis-py: pip install "langchain-g4f-router[redis]"'
         ) from exc
     return redis.Redis.from_url(
         url,
