@@ -38,7 +38,7 @@ def _fresh_replica(replica: Replica) -> None:
 
 def spec(replica: Replica, name: str, *, refused: bool = False, **kwargs: Any) -> dict:
     base_url = f"http://127.0.0.1:{replica._closed_port()}" if refused else replica.base_url(name)
-    return {"provider": name, "base_url": base_url, "timeout": 1.0, **kwargs}
+    return {"provider": name, "base_url": base_url, "timeout": 1.0} | kwargs
 
 
 def routers(
@@ -73,8 +73,8 @@ def wait_for(predicate: Any, timeout: float = 15.0) -> None:
 def test_a_provider_failing_in_one_process_is_cooled_down_in_all(
     fleet: Fleet, replica: Replica, redis_url: str
 ) -> None:
-    pool = [spec(replica, "Mishalsgpt"), spec(replica, "Lockchat")]
-    routers(fleet, "cool", redis_url, pool, cooldown=3.0)
+    pool = [spec(replica, "Mishalsgpt", timeout=5.0), spec(replica, "Lockchat", timeout=5.0)]
+    routers(fleet, "cool", redis_url, pool, cooldown=3.0, timeout=10.0)
     replica.set_fault("Mishalsgpt", "http_500")
     first = fleet.one(0, invoke_many, "cool", ["a", "b"])
     assert [r["provider"] for r in first] == ["Lockchat", "Lockchat"]
@@ -90,7 +90,7 @@ def test_a_provider_failing_in_one_process_is_cooled_down_in_all(
     # The cooldown ends; the provider is well again, and slow: its one probe is in
     # flight while every process wants it (the other provider now fails).
     replica.set_fault("Lockchat", "http_500")
-    replica.set_fault("Mishalsgpt", "slow", delay=0.8, times=1)
+    replica.set_fault("Mishalsgpt", "slow", delay=1.5, times=1)
     replica.set_reply("Mishalsgpt", None, chunks=["probe ok"])
     wait_for(lambda: fleet.one(0, stats, "cool")["Mishalsgpt"]["circuit"] == "half_open")
     before = requested(replica)["mishalsgpt"]
@@ -174,8 +174,10 @@ def test_a_budget_holds_across_processes_through_routers(
 def test_shared_counters_equal_the_sum_of_what_the_processes_observed(
     fleet: Fleet, replica: Replica, redis_url: str
 ) -> None:
-    pool = [spec(replica, "Mishalsgpt"), spec(replica, "Gravityengine"), spec(replica, "Lockchat")]
-    routers(fleet, "count", redis_url, pool, strategy="round_robin", cooldown=0.2)
+    # Generous timeouts: a timeout (this host's, maybe) would stay out of the shared
+    # counters by design.
+    pool = [spec(replica, name, timeout=10.0) for name in ("Mishalsgpt", "Gravityengine", "Lockchat")]
+    routers(fleet, "count", redis_url, pool, strategy="round_robin", cooldown=0.2, timeout=60.0)
     replica.set_fault("Mishalsgpt", "http_503", times=60)
     replica.set_fault("Gravityengine", "html", times=40)
     seen: Counter = Counter()
@@ -195,7 +197,7 @@ def test_redis_killed_mid_run_every_call_succeeds_and_sharing_resumes(
     fleet: Fleet, replica: Replica
 ) -> None:
     with RedisServer() as server:
-        pool = [spec(replica, "Mishalsgpt"), spec(replica, "Lockchat")]
+        pool = [spec(replica, "Mishalsgpt", timeout=5.0), spec(replica, "Lockchat", timeout=5.0)]
         routers(fleet, "outage", server.url, pool, cooldown=60.0)
         replica.set_fault("Mishalsgpt", "slow", delay=0.005)
         results: list[Any] = []
