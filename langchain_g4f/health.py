@@ -59,7 +59,6 @@ from dataclasses import dataclass
 from functools import partial
 
 from langchain_g4f.errors import (
-    BudgetExhaustedError,
     ConfigurationError,
     ProviderConnectionError,
     ProviderTimeoutError,
@@ -485,11 +484,10 @@ class Health:
         """Count a failure (``after_text``: the stream broke after text had started;
         ``seconds``: how long after the attempt started it showed). A
         :class:`~langchain_g4f.errors.ConfigurationError` is the request's fault and
-        counts as nothing, and so does a spent budget (nothing was sent). A connection
-        error or a timeout may be this host's own fault: with a shared store it counts
-        for the fleet only once two hosts saw one. Returns the seconds before the
-        provider may be tried again."""
-        if isinstance(error, (ConfigurationError, BudgetExhaustedError)):
+        counts as nothing. A connection error or a timeout may be this host's own
+        fault: with a shared store it counts for the fleet only once two hosts saw
+        one. Returns the seconds before the provider may be tried again."""
+        if isinstance(error, ConfigurationError):
             self.record_cancelled(key)
             return self.cooldown_left(key)
         with self._lock:

@@ -212,3 +212,51 @@ def test_a_per_minute_budget_holds_across_four_processes(
     assert sum(answers for answers, _ in results) == 6
     assert sum(refusals for _, refusals in results) == 18
     assert len(replica.requests) == 6
+
+
+def router_of(replica: Replica, *chats: ChatG4F, **kwargs: Any) -> Any:
+    from langchain_g4f import ChatG4FRouter
+
+    kwargs.setdefault("strategy", "priority")
+    return ChatG4FRouter(providers=list(chats), **kwargs)
+
+
+def test_router_skips_a_spent_budget_while_another_provider_can_answer(replica: Replica) -> None:
+    budgeted = chat(replica, requests_per_minute=2)
+    other = ChatG4F(provider="Mishalsgpt", base_url=replica.base_url("Mishalsgpt"), timeout=1.0)
+    router = router_of(replica, budgeted, other, timeout=5.0)
+    answered = [router.invoke(f"q{i}").response_metadata for i in range(5)]
+    assert [m["provider"] for m in answered] == ["Lockchat"] * 2 + ["Mishalsgpt"] * 3
+    # the refusal was learnt once; later calls did not even ask the budget
+    assert [a["error"] for a in answered[2]["attempts"]] == ["BudgetExhaustedError"]
+    assert answered[3]["attempts"] == answered[4]["attempts"] == []
+    assert sum(r["provider"] == "lockchat" for r in replica.requests) == 2
+    stats = router.stats()["Lockchat"]
+    assert stats["failures"] == 0  # nothing was sent: not the provider's failure
+    assert stats["budget"]["requests_left"] == 0
+
+
+def test_router_waits_for_the_only_provider_within_its_deadline(replica: Replica) -> None:
+    router = router_of(replica, chat(replica, max_concurrent=1, timeout=5.0), timeout=5.0)
+    holder = router._entries[0].chat
+    stream = holder.stream("holding the only lease")
+    next(stream)
+    done: list[str] = []
+    waiter = threading.Thread(target=lambda: done.append(router.invoke("waiting").content))
+    waiter.start()
+    threading.Event().wait(0.3)
+    assert not done and len(replica.requests) == 1  # waiting, nothing sent
+    stream.close()
+    waiter.join(5)
+    assert done and len(replica.requests) == 2
+
+
+def test_router_gives_up_when_the_budget_frees_after_its_deadline(replica: Replica) -> None:
+    from langchain_g4f.errors import AllProvidersFailedError
+
+    router = router_of(replica, chat(replica, requests_per_minute=1), timeout=2.0)
+    router.invoke("the one request of this minute")
+    with pytest.raises(AllProvidersFailedError) as info:
+        router.invoke("one too many")
+    assert [a["error"] for a in info.value.attempts] == ["BudgetExhaustedError"]
+    assert len(replica.requests) == 1
