@@ -67,6 +67,8 @@ _SCHEMES = ("redis", "rediss", "unix")
 _MAX_CONFLICTS = 20
 _MAX_BACKOFF = 10.0
 _FIRST_BACKOFF = 0.25
+#: An outage is logged as a warning at most this often (seconds); more often, at debug.
+_WARN_EVERY = 60.0
 
 # KEYS: rate window, leases, limits. ARGV: rate limit (0: none), window ms,
 # concurrency limit (0: none), request id, lease ttl ms, limits ttl ms.
@@ -220,6 +222,7 @@ class RedisStore:
         self._offset = time.time() - clock()
         self._up = False
         self._down_logged = False
+        self._last_warning = -math.inf
         self._retry_at = 0.0
         self._backoff = _FIRST_BACKOFF
         self._pid = 0
@@ -337,9 +340,11 @@ class RedisStore:
         try:
             doc = json.loads(raw)
         except (TypeError, ValueError):
-            return self._nonsense(key, "a value that is not JSON")
+            return self._nonsense(self._key("state", key), "a value that is not JSON")
         if not isinstance(doc, dict) or doc.get("v") != SCHEMA:
-            return self._nonsense(key, f"a value of another format (not version {SCHEMA})")
+            return self._nonsense(
+                self._key("state", key), f"a value of another format (not version {SCHEMA})"
+            )
         state = doc.get("s")
         if not isinstance(state, dict) or not all(
             isinstance(name, str)
@@ -348,15 +353,18 @@ class RedisStore:
             and not math.isnan(value)
             for name, value in state.items()
         ):
-            return self._nonsense(key, "a state that is not a map of names to numbers")
+            return self._nonsense(
+                self._key("state", key), "a state that is not a map of names to numbers"
+            )
         return state
 
-    def _nonsense(self, key: str, what: str) -> State:
-        if (key, what) not in self._warned:
-            self._warned.add((key, what))
+    def _nonsense(self, name: str, what: str) -> State:
+        """Warn, once per Redis key and kind, of a value that makes no sense."""
+        if (name, what) not in self._warned:
+            self._warned.add((name, what))
             logger.warning(
                 "Redis store %s: %s holds %s; ignored (it is replaced on the next change)",
-                redacted(self._url), self._key("state", key), what,
+                redacted(self._url), name, what,
             )
         return {}
 
@@ -367,19 +375,17 @@ class RedisStore:
         self._start()
         if self._up:
             lease = new_lease()
+            names = [self._key(kind, key) for kind in ("rate", "lease", "limits")]
+            args = [
+                limits.per_window or 0,
+                int(limits.window * 1000),
+                limits.concurrent or 0,
+                lease,
+                int(self.lease_ttl * 1000),
+                int(self.ttl * 1000),
+            ]
             try:
-                granted, wait_ms, full = self._acquire(
-                    keys=[self._key("rate", key), self._key("lease", key),
-                          self._key("limits", key)],
-                    args=[
-                        limits.per_window or 0,
-                        int(limits.window * 1000),
-                        limits.concurrent or 0,
-                        lease,
-                        int(self.lease_ttl * 1000),
-                        int(self.ttl * 1000),
-                    ],
-                )
+                granted, wait_ms, full = self._answer(self._acquire, names, args)
             except Exception as exc:  # noqa: BLE001 - any failure of Redis: carry on locally
                 self._went_down(exc)
             else:
@@ -404,14 +410,27 @@ class RedisStore:
             self._releases.append((grant.key, grant.lease))
             self._wake.notify()
 
+    def _answer(self, script: Any, names: list[str], args: list[Any]) -> list[int]:
+        """Run a budget script; keys of ours that hold something else (another
+        version's, a stray write) are nonsense: replaced, with one warning."""
+        import redis
+
+        try:
+            return [int(value) for value in script(keys=names, args=args)]
+        except (redis.ResponseError, TypeError, ValueError) as exc:
+            if isinstance(exc, redis.ResponseError) and "WRONGTYPE" not in str(exc):
+                raise
+            for name in names:
+                self._nonsense(name, "a value of the wrong type")
+            self._redis.delete(*names)
+            return [int(value) for value in script(keys=names, args=args)]
+
     def usage(self, key: str, limits: Limits) -> dict[str, float]:
         if self._up:
             try:
-                requests, leases = self._usage(
-                    keys=[self._key("rate", key), self._key("lease", key)],
-                    args=[int(limits.window * 1000)],
-                )
-                return {"requests": int(requests), "concurrent": int(leases)}
+                names = [self._key("rate", key), self._key("lease", key)]
+                requests, leases = self._answer(self._usage, names, [int(limits.window * 1000)])
+                return {"requests": requests, "concurrent": leases}
             except Exception as exc:  # noqa: BLE001 - any failure of Redis: carry on locally
                 self._went_down(exc)
         return self._budgets.usage(key, limits)
@@ -458,7 +477,6 @@ class RedisStore:
             self._local.clear()
             self._pending.clear()
             self._up = True
-            self._backoff = _FIRST_BACKOFF
             resumed, self._down_logged = self._down_logged, False
         if resumed:
             logger.info("Redis store %s answers again; sharing resumed", redacted(self._url))
@@ -479,7 +497,10 @@ class RedisStore:
             self._held.clear()
             self._retry_at = self.clock() + self._backoff
             self._wake.notify()
-        logger.warning(
+        now = time.monotonic()
+        quiet, self._last_warning = now - self._last_warning < _WARN_EVERY, now
+        logger.log(
+            logging.DEBUG if quiet else logging.WARNING,
             "Redis store %s is unreachable (%s: %s); keeping the router's state in this "
             "process and reconnecting in the background",
             redacted(self._url), type(exc).__name__, exc,
@@ -633,8 +654,14 @@ class RedisStore:
                 pipe.zremrangebyscore(hosts_key, "-inf", now - self.host_window)
                 pipe.zcard(hosts_key)
                 pipe.pexpire(hosts_key, window_ms)
-            replies = pipe.execute()
-        seen = dict(zip(reported, replies[2::4]))
+            replies = pipe.execute(raise_on_error=False)
+        seen = {}
+        for key, count in zip(reported, replies[2::4]):
+            if isinstance(count, int):
+                seen[key] = count
+            else:  # not a set of hosts: replaced; this report counts as one host's
+                self._nonsense(self._key("hosts", key), "a value of the wrong type")
+                self._redis.delete(self._key("hosts", key))
         shared: dict[str, list[_Entry]] = {}
         kept: dict[str, list[_Entry]] = {}
         for key, entries in batch.items():
@@ -697,6 +724,7 @@ class RedisStore:
         with self._lock:
             if not self._up:
                 return
+            self._backoff = _FIRST_BACKOFF  # Redis takes writes: a next outage starts afresh
             for key, state in states.items():
                 self._drop_pending(key, batch[key])
                 self._base[key] = state

@@ -259,3 +259,40 @@ def test_password_never_shown(redis_server: RedisServer) -> None:
         assert "***" in repr(store)
     finally:
         store.close()
+
+
+def test_budget_and_host_keys_of_the_wrong_type_are_replaced_with_a_warning(
+    stores: Any, redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from langchain_g4f.budgets import Limits
+
+    store = stores()
+    client = raw(redis_url)
+    name = lambda kind: f"{store.prefix}:v{SCHEMA}:{kind}:p"  # noqa: E731
+    client.set(name("rate"), "not a sorted set")
+    client.set(name("hosts"), "not a sorted set either")
+    caplog.set_level(logging.WARNING, logger="langchain_g4f.redis_store")
+    assert store.acquire("p", Limits(per_window=2)).granted
+    assert store.usage("p", Limits(per_window=2)) == {"requests": 1, "concurrent": 0}
+    store.update("p", count(), hosts=2)
+    assert store.flush() and store.shared  # nonsense is not an outage
+    assert client.type(name("rate")) == b"zset"
+    assert any("wrong type" in r.getMessage() for r in caplog.records)
+    assert not any("unreachable" in r.getMessage() for r in caplog.records)
+
+
+def test_a_redis_that_accepts_but_never_answers_leaves_the_store_local() -> None:
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)  # accepts connections, never answers a command
+    port = listener.getsockname()[1]
+    try:
+        store = RedisStore(f"redis://127.0.0.1:{port}/0")
+        assert not store.shared  # TIME timed out: local state
+        store.update("p", count())
+        assert store.read(["p"]) == {"p": {"n": 1}}
+        store.close()
+    finally:
+        listener.close()
