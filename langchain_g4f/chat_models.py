@@ -406,6 +406,11 @@ class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
             Retries of errors that can heal, before any text arrives.
         proxy: str | None
             One proxy URL for every request.
+        requests_per_minute, max_concurrent: int | None
+            The provider's budget. A request that does not fit waits within
+            ``timeout``, then :class:`~langchain_g4f.errors.BudgetExhaustedError`
+            (nothing sent). ``store="redis://..."`` holds it for every process; in a
+            router, the router's store holds it and a spent budget is skipped.
 
     Instantiate:
         .. code-block:: python
