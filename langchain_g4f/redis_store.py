@@ -7,8 +7,9 @@ and the :class:`~langchain_g4f.budgets.BudgetStore` protocol on one Redis server
   copy is older than ``refresh`` seconds (one pipelined ``MGET`` for every key of
   the read), so a call makes at most one round trip, and a change made by another
   process is seen within ``refresh``. Every committed state is also published on
-  a channel the store listens to, so in practice others' changes arrive within
-  milliseconds, with no round trip on the hot path.
+  a channel the store listens to, so others' changes arrive within milliseconds,
+  and a background thread fetches the keys in use before their copy is stale: the
+  hot path rarely waits for Redis at all.
 - **Updates** apply the change to the local copy at once and return it; a
   background thread applies the same pure change in Redis inside an optimistic
   transaction (``WATCH``/``GET``/``MULTI``/``SET``/``EXEC``, retried on conflict), so
@@ -214,6 +215,7 @@ class RedisStore:
         self._pending: dict[str, list[_Entry]] = {}
         self._local: dict[str, list[_Entry]] = {}
         self._fetched: dict[str, float] = {}
+        self._wanted: dict[str, float] = {}  # when each key was last read here
         self._generation: dict[str, int] = {}
         self._releases: list[tuple[str, str]] = []
         self._held: dict[str, set[str]] = {}
@@ -259,7 +261,10 @@ class RedisStore:
     def read(self, keys: Sequence[str]) -> dict[str, State]:
         self._start()
         if self._up:
-            since = self.clock() - self.refresh
+            now = self.clock()
+            since = now - self.refresh
+            for key in keys:
+                self._wanted[key] = now
             if any(self._fetched.get(key, -math.inf) <= since for key in keys):
                 self._fetch(keys)
         with self._lock:
@@ -527,25 +532,39 @@ class RedisStore:
 
     def _listen(self) -> None:
         """Take the states other processes commit as they publish them, so a change
-        is seen at once (the ``refresh`` of reads is the safety net)."""
+        is seen at once; and fetch, ahead of the reads, the keys read lately whose
+        copy is half its ``refresh`` old, so reads rarely wait for Redis."""
         subscription = None
+        pause = max(0.05, self.refresh / 2)
         while not self._closed:
             if not self._up:
                 subscription = self._unsubscribe(subscription)
-                time.sleep(min(self.refresh, 0.1) or 0.01)
+                time.sleep(0.1)
                 continue
             try:
                 if subscription is None:
                     subscription = self._redis.pubsub(ignore_subscribe_messages=True)
                     subscription.subscribe(self._channel)
-                message = subscription.get_message(timeout=0.5)
+                message = subscription.get_message(timeout=pause)
             except Exception:  # noqa: BLE001 - the writer and reads notice an outage
                 subscription = self._unsubscribe(subscription)
                 time.sleep(0.1)
                 continue
             if message is not None:
                 self._published(message.get("data"))
+            self._refresh_ahead()
         self._unsubscribe(subscription)
+
+    def _refresh_ahead(self) -> None:
+        now = self.clock()
+        stale = [
+            key
+            for key, at in list(self._wanted.items())
+            if at > now - 60 * max(self.refresh, 1.0)
+            and self._fetched.get(key, -math.inf) <= now - self.refresh / 2
+        ]
+        if stale:
+            self._fetch(stale)
 
     @staticmethod
     def _unsubscribe(subscription: Any) -> None:
