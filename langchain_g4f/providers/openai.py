@@ -12,7 +12,10 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from langchain_core.language_models import ModelProfile
+
 from langchain_g4f.errors import MalformedResponseError, ProviderResponseError
+from langchain_g4f.profiles import check_profile
 from langchain_g4f.providers.base import (
     Delta,
     Message,
@@ -55,6 +58,18 @@ def raise_error_object(provider: str, obj: dict[str, Any]) -> None:
         )
 
 
+def reasoning_of(message: dict[str, Any]) -> str:
+    """The reasoning text of a message or delta: ``reasoning_content`` or ``reasoning``.
+
+    DeepSeek-style servers send ``reasoning_content``, others (OpenRouter, vLLM)
+    ``reasoning``; a value that is not a string is not reasoning text.
+    """
+    value = message.get("reasoning_content")
+    if value is None:
+        value = message.get("reasoning")
+    return value if isinstance(value, str) else ""
+
+
 def parse_completion(provider: str, data: bytes) -> list[Delta]:
     """Parse one ``chat.completion`` JSON object."""
     obj = load_json(provider, data)
@@ -82,6 +97,7 @@ def parse_completion(provider: str, data: bytes) -> list[Delta]:
             usage=convert_usage(obj.get("usage")),
             model=obj.get("model"),
             tool_calls=message.get("tool_calls") or None,
+            reasoning=reasoning_of(message),
         )
     ]
 
@@ -178,7 +194,8 @@ class SSEParser:
             finish = choice.get("finish_reason")
             tool_calls = delta.get("tool_calls")
             usage = obj.get("usage")
-            if finish is None and usage is None and tool_calls is None:
+            reasoning = reasoning_of(delta)
+            if finish is None and usage is None and tool_calls is None and not reasoning:
                 # The hot path: one piece of text and nothing else.
                 if content:
                     out.append(Delta(content))
@@ -192,6 +209,7 @@ class SSEParser:
                     usage=convert_usage(usage),
                     model=obj.get("model"),
                     tool_calls=tool_calls or None,
+                    reasoning=reasoning,
                 )
             )
             return
@@ -284,7 +302,9 @@ class OpenAICompatible(OpenAIProtocol):
     ...                         needs_auth=True, native_tools=True)
 
     ``models`` lists the models it serves; leave it out to pass any model
-    through. ``path`` is appended to ``url`` (default ``/chat/completions``, so
+    through. ``profile`` says what the endpoint can do, as a LangChain model
+    profile (``{"image_inputs": True, "reasoning_output": True,
+    "max_input_tokens": 128000}``); it is laid over the default, text only. ``path`` is appended to ``url`` (default ``/chat/completions``, so
     ``url`` is the API root that ends in ``/v1``).
     """
 
@@ -302,6 +322,7 @@ class OpenAICompatible(OpenAIProtocol):
         native_tools: bool = False,
         supports_stream: bool = True,
         headers: dict[str, str] | None = None,
+        profile: ModelProfile | None = None,
     ) -> None:
         super().__init__(url)
         self.name = name
@@ -312,3 +333,5 @@ class OpenAICompatible(OpenAIProtocol):
         self.native_tools = native_tools
         self.supports_stream = supports_stream
         self.headers = {"Content-Type": "application/json", **(headers or {})}
+        if profile is not None:
+            self.profile = {**self.profile, **check_profile(profile, name)}
