@@ -47,6 +47,17 @@ def has_images(content: Any) -> bool:
     return isinstance(content, list) and any(is_image(block) for block in content)
 
 
+def check_blocks(messages: Any) -> None:
+    """Raise for a malformed image or reasoning block in any of the messages."""
+    for message in messages:
+        if isinstance(message.content, list):
+            for block in message.content:
+                if is_image(block):
+                    image_part(block)
+                elif is_reasoning(block):
+                    check_reasoning(block)
+
+
 def check_reasoning(block: dict[str, Any], provider: str | None = None) -> None:
     """Raise unless the reasoning block's text is a string (or absent)."""
     field = REASONING_BLOCKS[block["type"]]

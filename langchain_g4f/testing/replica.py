@@ -23,6 +23,11 @@ instructions arrive as system-message text on any route (for Aichat inside the f
 prompt), native ones as ``tools``/``tool_choice``/``response_format`` on the "openai" route,
 which then answers with OpenAI ``tool_calls``. Without them the answer is :func:`reply_for`.
 
+The "openai" route also plays a multimodal reasoning model: it describes the
+``image_url`` parts it gets (:func:`describe_images`), and models named like
+reasoning models reason first (:func:`reasoning_style`: ``"reasoner"`` in the name
+sends ``reasoning_content``, ``"r1"`` a ``<think>`` section).
+
 Standard library only; works on Python 3.10+.
 """
 
@@ -42,7 +47,17 @@ from socketserver import TCPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-__all__ = ["FAULTS", "PROVIDERS", "Replica", "args_for", "reply_for", "respond"]
+__all__ = [
+    "FAULTS",
+    "PROVIDERS",
+    "Replica",
+    "args_for",
+    "describe_images",
+    "reasoning_for",
+    "reasoning_style",
+    "reply_for",
+    "respond",
+]
 
 FAULTS = (
     "refuse",
@@ -555,7 +570,8 @@ def respond(messages: list[dict], body: dict | None = None) -> dict:
        Emulated, the text is ``{"tool_calls": [{"name": ..., "arguments": {...}}]}``;
     3. a JSON output instruction: one JSON object (from the schema, else from the
        'quoted' keys the user names, else ``{"answer": reply_for(...)}``);
-    4. otherwise :func:`reply_for`.
+    4. otherwise :func:`reply_for`; on the "openai" route, followed by a description of
+       the images of the last user message (:func:`describe_images`).
     """
     messages = messages if isinstance(messages, list) else []
     systems = _system_texts(messages)
@@ -582,7 +598,62 @@ def respond(messages: list[dict], body: dict | None = None) -> dict:
         wanted, schema = _json_instruction(systems)
     if wanted:
         return {"text": _json_answer(schema, text, messages)}
-    return {"text": reply_for(messages)}
+    seen = describe_images(last) if body is not None and isinstance(last, dict) else ""
+    return {"text": reply_for(messages) + seen}
+
+
+# --------------------------------------------------------------------------- images, reasoning
+
+
+def _image_urls(message: dict) -> list[str]:
+    """The ``image_url`` URLs of an OpenAI message, in order; raises ``ValueError`` if malformed."""
+    content = message.get("content")
+    urls = []
+    for part in content if isinstance(content, list) else []:
+        if isinstance(part, dict) and part.get("type") == "image_url":
+            value = part.get("image_url")
+            url = value.get("url") if isinstance(value, dict) else value
+            if not isinstance(url, str) or not url.startswith(("http://", "https://", "data:")):
+                raise ValueError("each image_url part needs an http(s) or data: url")
+            urls.append(url)
+    return urls
+
+
+def _describe(url: str) -> str:
+    if not url.startswith("data:"):
+        return f"an image at {url}"
+    head, _, data = url.partition(",")
+    digest = hashlib.sha1(data.encode("ascii", "replace")).hexdigest()[:8]
+    return f"a {head[5:].split(';')[0]} image of {len(data)} base64 characters ({digest})"
+
+
+def describe_images(message: dict) -> str:
+    """``" I see 2 images: an image at <url>; a image/png image of N base64 characters
+    (<sha1 prefix>)."``; empty when the message has no ``image_url`` parts."""
+    urls = _image_urls(message)
+    if not urls:
+        return ""
+    noun = "image" if len(urls) == 1 else "images"
+    return f" I see {len(urls)} {noun}: " + "; ".join(_describe(u) for u in urls) + "."
+
+
+#: Reasoning models of the "openai" route: a model whose name contains "reasoner"
+#: streams its reasoning in ``reasoning_content`` fields; one whose name contains "r1"
+#: opens its text with a ``<think>`` section (tags split across events).
+def reasoning_style(model: str) -> str | None:
+    low = model.lower()
+    if "reasoner" in low:
+        return "field"
+    if "r1" in low:
+        return "think"
+    return None
+
+
+def reasoning_for(messages: list) -> str:
+    """The replica's deterministic reasoning: ``"The user said: <last user text>. I will
+    answer in kind."``"""
+    said = _last_user_text(messages).strip()[:80]
+    return f"The user said: {said}. I will answer in kind."
 
 
 def _aichat_conversation(prompt: str) -> list[dict]:
@@ -902,10 +973,19 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(400, _openai_error("'max_tokens' must be a non-negative integer"))
             return
         native = body if provider == "openai" else None
-        pieces, benchmark, call = self.server.replica._answer(provider, messages, native)
+        try:
+            pieces, benchmark, call = self.server.replica._answer(provider, messages, native)
+        except ValueError as exc:
+            self._send_json(400, _openai_error(str(exc)))
+            return
         if fault == "empty":
             pieces, call = [], None
         pieces, finish = _apply_limits(pieces, body.get("stop"), max_tokens)
+        style = reasoning_style(model) if native is not None and call is None else None
+        thoughts = _PIECE_RE.findall(reasoning_for(messages)) if style else []
+        if style == "think":
+            pieces = ["<th", "ink>", *thoughts, "</thi", "nk>\n\n", *pieces]
+            thoughts = []
         prompt_tokens = sum(
             _words(_text_of(m.get("content"))) for m in messages if isinstance(m, dict)
         )
@@ -921,7 +1001,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if body.get("stream"):
             self._stream(
-                model, pieces, finish, prompt_tokens, include_usage, fault, opts, benchmark
+                model, pieces, finish, prompt_tokens, include_usage, fault, opts, benchmark,
+                thoughts,
             )
             return
         if fault == "error_event":
@@ -930,6 +1011,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         text = "".join(pieces)
         completion_tokens = _words(text)
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        if thoughts:
+            message["reasoning_content"] = "".join(thoughts)
         obj = {
             "id": "chatcmpl-replica",
             "object": "chat.completion",
@@ -938,7 +1022,7 @@ class _Handler(BaseHTTPRequestHandler):
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": text},
+                    "message": message,
                     "finish_reason": finish,
                 }
             ],
@@ -982,14 +1066,21 @@ class _Handler(BaseHTTPRequestHandler):
         fault: str | None,
         opts: dict,
         benchmark: bool,
+        thoughts: list[str] = (),  # type: ignore[assignment]
     ) -> None:
-        """Server-sent events over hand-written chunked transfer encoding, one chunk per event."""
+        """Server-sent events over hand-written chunked transfer encoding, one chunk per event.
+
+        ``thoughts`` go first, each in a ``reasoning_content`` delta.
+        """
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         write = self.wfile.write
+        for piece in thoughts:
+            delta = {"role": "assistant", "content": None, "reasoning_content": piece}
+            write(_frame(b"data: " + _dumps(_chunk(model, delta, None)) + b"\n\n"))
         encoder = _encoder(model)
         limit = len(pieces)
         if fault in ("stall", "reset", "error_event", "truncated_json"):
