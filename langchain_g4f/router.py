@@ -276,7 +276,13 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
         }
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
-        return ls_params(self, stop, kwargs)
+        params = ls_params(self, stop, kwargs)
+        if "ls_model_name" not in params:
+            # no model named for the call: the candidates' own, when they all ask the same
+            asked = {entry.chat.model_name for entry in self._entries}  # type: ignore[attr-defined]
+            if len(asked) == 1 and None not in asked:
+                params["ls_model_name"] = asked.pop()
+        return params
 
     def stats(self) -> dict[str, dict[str, Any]]:
         """Health per provider: ``{"successes", "failures", "consecutive_failures",

@@ -690,13 +690,18 @@ def _words(text: str) -> int:
 
 
 def _apply_limits(pieces: list[str], stop: Any, max_tokens: int | None) -> tuple[list[str], str]:
-    """Cut the answer at the first stop string, then to ``max_tokens`` pieces."""
+    """Cut the answer at the first stop string, then to ``max_tokens`` pieces.
+
+    Stop strings apply to the answer only, past a ``<think>`` section that opens the
+    text, as reasoning servers do.
+    """
     finish = "stop"
     stops = [stop] if isinstance(stop, str) else stop if isinstance(stop, list) else []
     stops = [s for s in stops if isinstance(s, str) and s]
     if stops:
         text = "".join(pieces)
-        cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
+        start = _answer_start(text)
+        cut = min((i for i in (text.find(s, start) for s in stops) if i >= 0), default=-1)
         if cut >= 0:
             kept: list[str] = []
             used = 0
@@ -712,6 +717,14 @@ def _apply_limits(pieces: list[str], stop: Any, max_tokens: int | None) -> tuple
         pieces = pieces[:max_tokens]
         finish = "length"
     return pieces, finish
+
+
+def _answer_start(text: str) -> int:
+    """Where the answer starts: after a ``<think>...</think>`` section that opens the text."""
+    if text.lstrip().startswith("<think>"):
+        end = text.find("</think>")
+        return len(text) if end < 0 else end + len("</think>")
+    return 0
 
 
 def _dumps(obj: Any) -> bytes:
