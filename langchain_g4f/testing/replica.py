@@ -624,11 +624,11 @@ def _describe(url: str) -> str:
         return f"an image at {url}"
     head, _, data = url.partition(",")
     digest = hashlib.sha1(data.encode("ascii", "replace")).hexdigest()[:8]
-    return f"a {head[5:].split(';')[0]} image of {len(data)} base64 characters ({digest})"
+    return f"an {head[5:].split(';')[0]} image of {len(data)} base64 characters ({digest})"
 
 
 def describe_images(message: dict) -> str:
-    """``" I see 2 images: an image at <url>; a image/png image of N base64 characters
+    """``" I see 2 images: an image at <url>; an image/png image of N base64 characters
     (<sha1 prefix>)."``; empty when the message has no ``image_url`` parts."""
     urls = _image_urls(message)
     if not urls:
