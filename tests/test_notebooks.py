@@ -139,8 +139,11 @@ def test_stored_without_outputs_for_the_live_providers(name: str) -> None:
         ast.parse("\n".join(line for line in c.source.splitlines() if not line.startswith("%")))
     source = "\n".join(c.source for c in code)
     assert SETUP_TAG not in source and "redirect_providers" not in source
-    if name != "router.ipynb":  # only the router's failure sections use the replica
-        assert "Replica" not in source and "base_url" not in source
+    # The seed providers are used as they are live; only the router's failure sections
+    # and the agents' reasoning-model section (no seed provider reasons) use a replica.
+    assert "base_url" not in source or name == "router.ipynb"
+    if name == "quickstart.ipynb":
+        assert "Replica" not in source
 
 
 # --- quickstart ------------------------------------------------------------------
@@ -324,3 +327,25 @@ def test_agent_streams_tokens(agents: Any) -> None:
     *_, answer, count = text.splitlines()
     assert "It is noon in Tokyo." in answer
     assert int(re.fullmatch(r"\((\d+) tokens\)", count).group(1)) > 3
+
+
+def test_agents_reasoning_apart_from_the_answer(agents: Any) -> None:
+    text = stdout(cell(agents, "check-reasoning"))
+    assert value_after(text, "reasoning:") == "The user said: Why is the sky blue?. I will answer in kind."
+    assert value_after(text, "answer:") == "Hello from the replica — you said: Why is the sky blue?"
+    rows = lines(agents, "check-reasoning-stream")
+    kinds = [row.split(" chunk:")[0] for row in rows]
+    assert kinds.count("reasoning") > 1 and kinds == sorted(kinds, reverse=True)
+    assert not any("think>" in row for row in rows)
+    assert [row.split(" ->")[0] for row in lines(agents, "check-reasoning-v1")] == [
+        "reasoning",
+        "text",
+    ]
+
+
+def test_agents_structured_output_strategy_follows_the_profile(agents: Any) -> None:
+    text = stdout(cell(agents, "check-agent-structured"))
+    assert "'structured_output': True" in value_after(text, "profile:")
+    provider, tool = lines(agents, "check-agent-structured")[1:]
+    assert provider.startswith("structured_output=True: JSON answer -> Weather(location='Paris'")
+    assert tool.startswith("structured_output=False: tool call Weather -> Weather(location='Paris'")

@@ -563,7 +563,8 @@ def respond(messages: list[dict], body: dict | None = None) -> dict:
     and ``response_format`` count (native); ``None`` elsewhere. In order:
 
     1. the last message is a tool result (native: role ``tool``; emulated: the last user
-       message begins with ``Tool result``): ``"The tool returned: <result>."``;
+       message begins with ``Tool result``): ``"The tool returned: <result>."``, or with a
+       JSON output instruction a JSON object built from the result (as in 3);
     2. tools present and the choice is not ``none``: a call of the forced tool, or of the
        first tool named in the last user text (whole name, then a word of 4+ letters of the
        name), or with ``required`` the first tool; arguments from :func:`args_for`.
@@ -577,10 +578,18 @@ def respond(messages: list[dict], body: dict | None = None) -> dict:
     systems = _system_texts(messages)
     text = _last_user_text(messages)
     last = messages[-1] if messages else None
+    wanted, schema = _native_json(body) if body is not None else (False, None)
+    if not wanted:
+        wanted, schema = _json_instruction(systems)
+    result = None
     if body is not None and isinstance(last, dict) and last.get("role") == "tool":
-        return {"text": _tool_answer(_text_of(last.get("content")))}
-    if _RESULT_RE.match(text.lstrip()):
-        return {"text": _tool_answer(_tool_result(text.lstrip()))}
+        result = _text_of(last.get("content"))
+    elif _RESULT_RE.match(text.lstrip()):
+        result = _tool_result(text.lstrip())
+    if result is not None:
+        if wanted:  # an answer in the requested JSON shape, from the tool's result
+            return {"text": _json_answer(schema, result, messages)}
+        return {"text": _tool_answer(result)}
     found = _native_tools(body) if body is not None else None
     native = found is not None
     if found is None:
@@ -593,9 +602,6 @@ def respond(messages: list[dict], body: dict | None = None) -> dict:
             if native:
                 return {"tool_call": call}
             return {"text": json.dumps({"tool_calls": [call]}, ensure_ascii=False)}
-    wanted, schema = _native_json(body) if body is not None else (False, None)
-    if not wanted:
-        wanted, schema = _json_instruction(systems)
     if wanted:
         return {"text": _json_answer(schema, text, messages)}
     seen = describe_images(last) if body is not None and isinstance(last, dict) else ""
