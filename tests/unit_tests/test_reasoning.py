@@ -262,3 +262,22 @@ def test_the_client_cuts_the_answer_at_a_stop_sequence_never_the_reasoning(strea
     assert message.additional_kwargs["reasoning_content"] == "the user The user said hi."
     assert message.content == "Hi, "
     assert message.response_metadata["finish_reason"] == "stop"
+
+
+@pytest.mark.loopback
+@pytest.mark.parametrize("via", ["chat", "router"])
+async def test_stream_events_v3_carries_reasoning_and_text(fresh: Replica, via: str) -> None:
+    from langchain_tests.integration_tests.chat_models import assert_valid_event_stream
+
+    llm: Any = (
+        router_with(fresh, "deepseek-r1") if via == "router" else reasoning_chat(fresh, "deepseek-r1")
+    )
+    stream = llm.stream_events(PROMPT, version="v3")
+    assert_valid_event_stream(list(stream))
+    astream = await llm.astream_events(PROMPT, version="v3")
+    assert_valid_event_stream([event async for event in astream])
+
+    for message in (stream.output, await astream.output):
+        assert [b["type"] for b in message.content_blocks] == ["reasoning", "text"]
+        assert message.text == answer_of(PROMPT)
+        assert message.response_metadata["output_version"] == "v1"
