@@ -39,14 +39,14 @@ class ThinkSplitter:
 
     def push(self, text: str) -> tuple[str, str]:
         """The next piece of text -> ``(reasoning, answer)`` that are safe to emit."""
+        if self._state == _ANSWER:  # the hot path: past any reasoning, nothing is held
+            return "", text
         text, self._held = self._held + text, ""
         if self._state == _START:
             return self._start(text)
         if self._state == _THINKING:
             return self._think(text)
-        if self._state == _AFTER:
-            return "", self._after(text)
-        return "", text
+        return "", self._after(text)
 
     def flush(self) -> tuple[str, str]:
         """The text is over: what was held back, as reasoning or answer."""
