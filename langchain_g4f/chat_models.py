@@ -32,13 +32,13 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_core.utils import secret_from_env
 from pydantic import ConfigDict, Field, SecretStr
 
+from langchain_g4f import profiles
 from langchain_g4f import providers as registry
 from langchain_g4f import tools as tool_calling
-from langchain_g4f import profiles
 from langchain_g4f.content import block_type, check_reasoning, image_part, is_image, is_reasoning
 from langchain_g4f.errors import ConfigurationError, ProviderError
-from langchain_g4f.reasoning import ThinkSplitter
 from langchain_g4f.providers.base import Delta, HTTPRequest, Message, Provider
+from langchain_g4f.reasoning import ThinkSplitter
 from langchain_g4f.retry import backoff_delay
 from langchain_g4f.transport import (
     DEFAULT_MAX_RESPONSE_BYTES,
