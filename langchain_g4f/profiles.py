@@ -41,6 +41,17 @@ PACKAGE_CAPABILITIES: ModelProfile = {
     "tool_call_streaming": True,
     "structured_output": True,
 }
+#: The built-in providers' profile: text in, text out, no reasoning.
+TEXT_ONLY: ModelProfile = {
+    "text_inputs": True,
+    "text_outputs": True,
+    "image_inputs": False,
+    "image_url_inputs": False,
+    "audio_inputs": False,
+    "pdf_inputs": False,
+    "video_inputs": False,
+    "reasoning_output": False,
+}
 #: Context windows of the models the built-in providers serve.
 CONTEXT_WINDOWS = {
     "gpt-4": 8192,

@@ -144,13 +144,9 @@ class Provider:
     headers: dict[str, str] = {"Content-Type": "application/json"}
     #: What the provider can do, as a LangChain model profile (see
     #: :mod:`langchain_g4f.profiles`); ``model_profiles`` adds per-model entries
-    #: such as each model's ``max_input_tokens``.
-    profile: ModelProfile = {
-        "text_inputs": True,
-        "text_outputs": True,
-        "image_inputs": False,
-        "reasoning_output": False,
-    }
+    #: such as each model's ``max_input_tokens``. A capability left out is not
+    #: offered: no request with images goes to a profile without ``image_inputs``.
+    profile: ModelProfile = {"text_inputs": True, "text_outputs": True}
     model_profiles: dict[str, ModelProfile] = {}
 
     def __init__(self, url: str | None = None) -> None:

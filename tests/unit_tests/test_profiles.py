@@ -62,10 +62,11 @@ def test_openai_compatible_takes_a_profile_from_the_user() -> None:
     assert (profile["image_inputs"], profile["reasoning_output"]) == (True, True)
     assert profile["max_input_tokens"] == 32000
     assert profile["tool_calling"] is True
-    # the default of an OpenAI-compatible endpoint: text only, no known window
+    # the default of an OpenAI-compatible endpoint: text, nothing else claimed, no known window
     plain = ChatG4F(provider=OpenAICompatible("Plain", "http://127.0.0.1:9/v1"), model="m")
     assert plain.profile is not None
-    assert plain.profile["image_inputs"] is False and "max_input_tokens" not in plain.profile
+    assert plain.profile["text_inputs"] is True
+    assert "image_inputs" not in plain.profile and "max_input_tokens" not in plain.profile
 
 
 @pytest.mark.parametrize(
