@@ -42,6 +42,18 @@ def convert_usage(usage: Any) -> dict[str, int] | None:
     }
 
 
+def reasoning_of(message: dict[str, Any]) -> str:
+    """The reasoning text of a message or delta: ``reasoning_content`` or ``reasoning``.
+
+    DeepSeek-style servers send ``reasoning_content``, others (OpenRouter, vLLM)
+    ``reasoning``; a value that is not a string is not reasoning text.
+    """
+    value = message.get("reasoning_content")
+    if value is None:
+        value = message.get("reasoning")
+    return value if isinstance(value, str) else ""
+
+
 def error_message(error: Any) -> str:
     """The human text of an ``error`` value, however the server shaped it."""
     if isinstance(error, dict):
@@ -56,18 +68,6 @@ def raise_error_object(provider: str, obj: dict[str, Any]) -> None:
         raise ProviderResponseError(
             f"reported an error: {error_message(error)}", provider=provider, code=code
         )
-
-
-def reasoning_of(message: dict[str, Any]) -> str:
-    """The reasoning text of a message or delta: ``reasoning_content`` or ``reasoning``.
-
-    DeepSeek-style servers send ``reasoning_content``, others (OpenRouter, vLLM)
-    ``reasoning``; a value that is not a string is not reasoning text.
-    """
-    value = message.get("reasoning_content")
-    if value is None:
-        value = message.get("reasoning")
-    return value if isinstance(value, str) else ""
 
 
 def parse_completion(provider: str, data: bytes) -> list[Delta]:
@@ -92,12 +92,12 @@ def parse_completion(provider: str, data: bytes) -> list[Delta]:
     content = message.get("content")
     return [
         Delta(
+            reasoning=reasoning_of(message),
             text=content if isinstance(content, str) else "",
             finish_reason=choice.get("finish_reason"),
             usage=convert_usage(obj.get("usage")),
             model=obj.get("model"),
             tool_calls=message.get("tool_calls") or None,
-            reasoning=reasoning_of(message),
         )
     ]
 
@@ -204,12 +204,12 @@ class SSEParser:
                 self._finished = True
             out.append(
                 Delta(
+                    reasoning=reasoning,
                     text=content or "",
                     finish_reason=finish,
                     usage=convert_usage(usage),
                     model=obj.get("model"),
                     tool_calls=tool_calls or None,
-                    reasoning=reasoning,
                 )
             )
             return
@@ -302,10 +302,12 @@ class OpenAICompatible(OpenAIProtocol):
     ...                         needs_auth=True, native_tools=True)
 
     ``models`` lists the models it serves; leave it out to pass any model
-    through. ``profile`` says what the endpoint can do, as a LangChain model
-    profile (``{"image_inputs": True, "reasoning_output": True,
-    "max_input_tokens": 128000}``); it is laid over the default, text only. ``path`` is appended to ``url`` (default ``/chat/completions``, so
+    through. ``path`` is appended to ``url`` (default ``/chat/completions``, so
     ``url`` is the API root that ends in ``/v1``).
+
+    ``profile`` says what the endpoint can do, as a LangChain model profile
+    (``{"image_inputs": True, "reasoning_output": True, "max_input_tokens": 128000}``),
+    laid over the default, which claims text only.
     """
 
     send_stream_false = True
