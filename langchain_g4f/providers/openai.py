@@ -42,18 +42,6 @@ def convert_usage(usage: Any) -> dict[str, int] | None:
     }
 
 
-def reasoning_of(message: dict[str, Any]) -> str:
-    """The reasoning text of a message or delta: ``reasoning_content`` or ``reasoning``.
-
-    DeepSeek-style servers send ``reasoning_content``, others (OpenRouter, vLLM)
-    ``reasoning``; a value that is not a string is not reasoning text.
-    """
-    value = message.get("reasoning_content")
-    if value is None:
-        value = message.get("reasoning")
-    return value if isinstance(value, str) else ""
-
-
 def error_message(error: Any) -> str:
     """The human text of an ``error`` value, however the server shaped it."""
     if isinstance(error, dict):
@@ -245,6 +233,18 @@ class SSEParser:
                     return
         if len(self._stray) < 8:
             self._stray.append(line)
+
+
+def reasoning_of(message: dict[str, Any]) -> str:
+    """The reasoning text of a message or delta: ``reasoning_content`` or ``reasoning``.
+
+    DeepSeek-style servers send ``reasoning_content``, others (OpenRouter, vLLM)
+    ``reasoning``; a value that is not a string is not reasoning text.
+    """
+    value = message.get("reasoning_content")
+    if value is None:
+        value = message.get("reasoning")
+    return value if isinstance(value, str) else ""
 
 
 class OpenAIProtocol(Provider):
