@@ -32,13 +32,13 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_core.utils import secret_from_env
 from pydantic import ConfigDict, Field, SecretStr
 
+from langchain_g4f import content as blocks
 from langchain_g4f import profiles
 from langchain_g4f import providers as registry
+from langchain_g4f import reasoning as thinking
 from langchain_g4f import tools as tool_calling
-from langchain_g4f.content import block_type, check_reasoning, image_part, is_image, is_reasoning
 from langchain_g4f.errors import ConfigurationError, ProviderError
 from langchain_g4f.providers.base import Delta, HTTPRequest, Message, Provider
-from langchain_g4f.reasoning import ThinkSplitter
 from langchain_g4f.retry import backoff_delay
 from langchain_g4f.transport import (
     DEFAULT_MAX_RESPONSE_BYTES,
@@ -72,14 +72,14 @@ def _content(message: BaseMessage, provider: str, images: bool) -> str | list[di
     for block in content:
         if isinstance(block, str):
             parts.append({"type": "text", "text": block})
-        elif block_type(block) == "text":
+        elif blocks.block_type(block) == "text":
             parts.append({"type": "text", "text": block.get("text", "")})
-        elif is_reasoning(block):
-            check_reasoning(block, provider)
-        elif is_image(block):
+        elif blocks.is_reasoning(block):
+            blocks.check_reasoning(block, provider)
+        elif blocks.is_image(block):
             _check_image_allowed(message, block, provider, images)
-            parts.append(image_part(block, provider))
-        elif block_type(block) in _TOOL_BLOCKS and isinstance(message, AIMessage):
+            parts.append(blocks.image_part(block, provider))
+        elif blocks.block_type(block) in _TOOL_BLOCKS and isinstance(message, AIMessage):
             continue
         elif isinstance(message, ToolMessage) and isinstance(block, dict):
             parts.append({"type": "text", "text": json.dumps(block, ensure_ascii=False)})
@@ -265,7 +265,7 @@ class _Answer:
         self.held = tool_calling.ToolReplyStream(call.tool_names) if call.tool_names and stream else None
         self.native: list[dict[str, Any]] = []
         self.calls = False
-        self.splitter = ThinkSplitter()
+        self.splitter = thinking.ThinkSplitter()
         self.thoughts: list[str] = []
 
     def text(self, delta: Delta) -> tuple[str, str]:
@@ -622,8 +622,6 @@ class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
                 )
             self.model_name = self._provider.model[0]
         self._provider.check_model(self.model_name)
-        if self.profile is None:
-            self.profile = profiles.chat_profile(self._provider, self.model_name)
         self._sync: SyncTransport | None = None
         self._async: AsyncTransport | None = None
 
@@ -653,6 +651,11 @@ class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         return ls_params(self, stop, kwargs)
+
+    def _resolve_model_profile(self) -> ModelProfile | None:
+        """The provider's profile for the model, with what the package adds."""
+        provider = registry.get(self.provider) if isinstance(self.provider, str) else self.provider
+        return profiles.chat_profile(provider, self.model_name or provider.model[0])
 
     def profile_for(self, model: str | None = None) -> ModelProfile:
         """The profile for a call that asks for ``model`` (``None``: the model's own)."""
