@@ -19,8 +19,6 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from langchain_core.language_models import ModelProfile
-
 from langchain_g4f.errors import (
     ConfigurationError,
     HTMLResponseError,
@@ -29,6 +27,8 @@ from langchain_g4f.errors import (
 )
 
 if TYPE_CHECKING:
+    from langchain_core.language_models import ModelProfile
+
     from langchain_g4f.transport import AsyncTransport, SyncTransport
 
 #: A message as providers see it: ``{"role": ..., "content": ...}`` (OpenAI style).

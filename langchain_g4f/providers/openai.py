@@ -297,6 +297,10 @@ class OpenAIProtocol(Provider):
 class OpenAICompatible(OpenAIProtocol):
     """Any endpoint that speaks the OpenAI chat-completions protocol.
 
+    ``profile`` says what the endpoint can do, as a LangChain model profile
+    (``{"image_inputs": True, "reasoning_output": True, "max_input_tokens": 128000}``),
+    laid over the default, which claims text only.
+
     >>> ollama = OpenAICompatible("ollama", "http://localhost:11434/v1")
     >>> groq = OpenAICompatible("groq", "https://api.groq.com/openai/v1",
     ...                         needs_auth=True, native_tools=True)
@@ -304,10 +308,6 @@ class OpenAICompatible(OpenAIProtocol):
     ``models`` lists the models it serves; leave it out to pass any model
     through. ``path`` is appended to ``url`` (default ``/chat/completions``, so
     ``url`` is the API root that ends in ``/v1``).
-
-    ``profile`` says what the endpoint can do, as a LangChain model profile
-    (``{"image_inputs": True, "reasoning_output": True, "max_input_tokens": 128000}``),
-    laid over the default, which claims text only.
     """
 
     send_stream_false = True
@@ -323,8 +323,8 @@ class OpenAICompatible(OpenAIProtocol):
         needs_auth: bool = False,
         native_tools: bool = False,
         supports_stream: bool = True,
-        headers: dict[str, str] | None = None,
         profile: ModelProfile | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(url)
         self.name = name
