@@ -27,8 +27,6 @@ from langchain_g4f.errors import (
 )
 
 if TYPE_CHECKING:
-    from langchain_core.language_models import ModelProfile
-
     from langchain_g4f.transport import AsyncTransport, SyncTransport
 
 #: A message as providers see it: ``{"role": ..., "content": ...}`` (OpenAI style).
@@ -146,8 +144,8 @@ class Provider:
     #: :mod:`langchain_g4f.profiles`); ``model_profiles`` adds per-model entries
     #: such as each model's ``max_input_tokens``. A capability left out is not
     #: offered: no request with images goes to a profile without ``image_inputs``.
-    profile: ModelProfile = {"text_inputs": True, "text_outputs": True}
-    model_profiles: dict[str, ModelProfile] = {}
+    profile: dict[str, Any] = {"text_inputs": True, "text_outputs": True}
+    model_profiles: dict[str, dict[str, Any]] = {}
 
     def __init__(self, url: str | None = None) -> None:
         if url is not None:
@@ -166,7 +164,7 @@ class Provider:
                 provider=self.name,
             )
 
-    def profile_for(self, model: str | None) -> ModelProfile:
+    def profile_for(self, model: str | None) -> dict[str, Any]:
         """The provider's profile, with ``model``'s own entries on top."""
         return {**self.profile, **self.model_profiles.get(model or "", {})}
 

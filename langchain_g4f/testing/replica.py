@@ -17,16 +17,16 @@ Routes, relative to ``base_url(provider)``: ``POST /api/openai/v1/chat/completio
 (mishalsgpt, gravityengine), ``POST /v1/chat/completions`` (lockchat, openai) and
 ``POST /api/text`` (aichat). Anything else gets a 404 JSON error.
 
+The "openai" route also plays a multimodal reasoning model: it describes the
+``image_url`` parts it gets (:func:`describe_images`), and models named like
+reasoning models reason first (:func:`reasoning_style`: ``"reasoner"`` in the name
+sends ``reasoning_content``, ``"r1"`` a ``<think>`` section).
+
 With tools or a JSON output instruction in the request the replica acts as a small
 deterministic tool-using model (:func:`respond`, :func:`args_for`): emulated tools and JSON
 instructions arrive as system-message text on any route (for Aichat inside the flattened
 prompt), native ones as ``tools``/``tool_choice``/``response_format`` on the "openai" route,
 which then answers with OpenAI ``tool_calls``. Without them the answer is :func:`reply_for`.
-
-The "openai" route also plays a multimodal reasoning model: it describes the
-``image_url`` parts it gets (:func:`describe_images`), and models named like
-reasoning models reason first (:func:`reasoning_style`: ``"reasoner"`` in the name
-sends ``reasoning_content``, ``"r1"`` a ``<think>`` section).
 
 Standard library only; works on Python 3.10+.
 """
