@@ -119,6 +119,12 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
             provider: a success closes the circuit, a failure opens it for longer.
         temperature, max_tokens, stop:
             Passed to every provider when set.
+        store: Store | str | None
+            Where health and budgets are kept: ``None`` (this router), a
+            ``redis://`` URL or a store object, shared by every router and process
+            that uses it (:mod:`langchain_g4f.redis_store`). A provider's budget
+            (``ChatG4F(requests_per_minute=..., max_concurrent=...)``) is held there;
+            a provider whose budget is spent waits its turn like one cooling down.
 
     Instantiate:
         .. code-block:: python
@@ -178,7 +184,8 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
         long a failure takes to show; caller cancellations count as nothing.
         ``llm.stats()`` -> ``{provider: {"successes", "failures",
         "consecutive_failures", "cooldown_left", "ttft", "last_error",
-        "success_rate", "recent_calls", "throughput", "failure_cost", "circuit"}}``.
+        "success_rate", "recent_calls", "throughput", "failure_cost", "circuit"}}``,
+        and ``"budget"`` for a provider with one; with a shared store, the fleet's.
     """
 
     model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True)
