@@ -276,13 +276,15 @@ class RedisStore:
         ``hosts`` > 1: the change is shared only once that many distinct hosts have
         made such a change to ``key`` within ``host_window`` seconds; until then it
         counts in this process only. ``sync``: apply it in Redis first and return
-        Redis's result (one transaction on this thread; locally if Redis fails).
+        Redis's result (one transaction on this thread, given up after ``timeout``;
+        then, or if Redis fails, as without ``sync``).
         """
         self._start()
         t = self.now()
         if sync and self._up and hosts <= 1:
             try:
-                states = self._commit({key: [_Entry(change, t, hosts, next(self._seq))]})
+                entry = _Entry(change, t, hosts, next(self._seq))
+                states = self._commit({key: [entry]}, deadline=time.monotonic() + self.timeout)
             except Exception as exc:  # noqa: BLE001 - any failure of Redis: carry on locally
                 self._went_down(exc)
             else:
@@ -701,9 +703,12 @@ class RedisStore:
         else:
             self._pending.pop(key, None)
 
-    def _commit(self, batch: dict[str, list[_Entry]]) -> dict[str, State] | None:
+    def _commit(
+        self, batch: dict[str, list[_Entry]], deadline: float | None = None
+    ) -> dict[str, State] | None:
         """Apply the batch's changes in Redis in one optimistic transaction; the new
-        states (None after too many conflicts: the changes wait for another round)."""
+        states. None, with nothing written, after too many conflicts or once past
+        ``deadline`` (``time.monotonic()``) before the commit."""
         import redis
 
         keys = list(batch)
@@ -714,6 +719,8 @@ class RedisStore:
                 try:
                     pipe.watch(*names)
                     raws = self._get_all(pipe, keys, names)
+                    if deadline is not None and time.monotonic() > deadline:
+                        return None  # Redis is slow: the caller goes on locally
                     states = {key: _fold(batch[key], self._decode(key, raw))
                               for key, raw in zip(keys, raws)}
                     pipe.multi()
