@@ -295,3 +295,19 @@ def test_a_redis_that_accepts_but_never_answers_leaves_the_store_local() -> None
         store.close()
     finally:
         listener.close()
+
+
+def test_a_synchronous_claim_has_one_winner_across_stores(stores: Any) -> None:
+    a, b = stores(refresh=3600), stores(refresh=3600)
+
+    def claim(token: float) -> Any:
+        def change(state: dict[str, float], now: float) -> dict[str, float]:
+            return state if state.get("owner") else {**state, "owner": token}
+
+        return change
+
+    assert a.read(["probe"]) == b.read(["probe"]) == {"probe": {}}  # both copies: free
+    won_a = a.update("probe", claim(1.0), sync=True)["owner"] == 1.0
+    won_b = b.update("probe", claim(2.0), sync=True)["owner"] == 2.0
+    assert (won_a, won_b) == (True, False)  # b's stale copy did not fool it
+    assert b.read(["probe"])["probe"] == {"owner": 1.0}
