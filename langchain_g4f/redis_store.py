@@ -326,6 +326,13 @@ class RedisStore:
             except Exception as exc:  # noqa: BLE001 - any failure of Redis: carry on locally
                 self._went_down(exc)
                 return
+            if not isinstance(raws, list) or len(raws) != len(keys):
+                self._warn_once(
+                    ("MGET", "shape"),
+                    "Redis store %s answered MGET with something else than one value per "
+                    "key; ignored", redacted(self._url),
+                )
+                return
             states = {key: self._decode(key, raw) for key, raw in zip(keys, raws)}
             with self._lock:
                 for key, state in states.items():
@@ -367,13 +374,17 @@ class RedisStore:
 
     def _nonsense(self, name: str, what: str) -> State:
         """Warn, once per Redis key and kind, of a value that makes no sense."""
-        if (name, what) not in self._warned:
-            self._warned.add((name, what))
-            logger.warning(
-                "Redis store %s: %s holds %s; ignored (it is replaced on the next change)",
-                redacted(self._url), name, what,
-            )
+        self._warn_once(
+            (name, what),
+            "Redis store %s: %s holds %s; ignored (it is replaced on the next change)",
+            redacted(self._url), name, what,
+        )
         return {}
+
+    def _warn_once(self, tag: tuple[str, str], message: str, *args: Any) -> None:
+        if tag not in self._warned:
+            self._warned.add(tag)
+            logger.warning(message, *args)
 
     # -- budgets -----------------------------------------------------------------
 
