@@ -176,7 +176,8 @@ def test_shared_counters_equal_the_sum_of_what_the_processes_observed(
 ) -> None:
     # Generous timeouts: a timeout (this host's, maybe) would stay out of the shared
     # counters by design.
-    pool = [spec(replica, name, timeout=10.0) for name in ("Mishalsgpt", "Gravityengine", "Lockchat")]
+    names = ("Mishalsgpt", "Gravityengine", "Lockchat")
+    pool = [spec(replica, name, timeout=10.0) for name in names]
     routers(fleet, "count", redis_url, pool, strategy="round_robin", cooldown=0.2, timeout=60.0)
     replica.set_fault("Mishalsgpt", "http_503", times=60)
     replica.set_fault("Gravityengine", "html", times=40)
@@ -184,10 +185,10 @@ def test_shared_counters_equal_the_sum_of_what_the_processes_observed(
     for observed in fleet.run(ainvoke_many, "count", 200, 20):
         seen.update(observed)
     assert seen["errors"] == 0
-    assert sum(seen[f"ok:{name}"] for name in ("Mishalsgpt", "Gravityengine", "Lockchat")) == 800
+    assert sum(seen[f"ok:{name}"] for name in names) == 800
     time.sleep(REFRESH)
     shared = fleet.one(0, stats, "count")
-    for name in ("Mishalsgpt", "Gravityengine", "Lockchat"):
+    for name in names:
         assert shared[name]["successes"] == seen[f"ok:{name}"], name
         assert shared[name]["failures"] == seen[f"failed:{name}"], name
     assert shared["Mishalsgpt"]["failures"] > 0 and shared["Gravityengine"]["failures"] > 0
