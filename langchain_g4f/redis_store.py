@@ -534,7 +534,7 @@ class RedisStore:
         with self._lock:
             if self._pid == pid:
                 return
-            if self._pid:  # a fork: the parent's thread and locks are not ours
+            if self._pid:  # a fork: the parent's connections and host id are not ours
                 self.host_id = f"{socket.gethostname()}:{pid}:{new_lease()[:6]}"
                 self._redis.connection_pool.reset()
             self._pid = pid
@@ -809,6 +809,23 @@ _STORES: weakref.WeakSet[RedisStore] = weakref.WeakSet()
 def _flush_all() -> None:
     for store in list(_STORES):
         store.close()
+
+
+def _after_fork() -> None:
+    """In a forked child (a pre-forking server's worker): fresh locks, none of the
+    parent's changes in flight; the threads start again on first use."""
+    for store in list(_STORES):
+        store._lock = threading.Lock()
+        store._fetch_lock = threading.Lock()
+        store._wake = threading.Condition(store._lock)
+        store._pending.clear()
+        store._releases.clear()
+        store._held.clear()
+        store._writer = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
 
 
 def open_store(spec: Store | str | None) -> Store:
