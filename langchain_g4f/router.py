@@ -219,7 +219,7 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
     temperature: float | None = None
     max_tokens: int | None = Field(default=None, ge=1)
     stop: list[str] | str | None = Field(default=None, alias="stop_sequences")
-    store: Store | str | None = Field(default=None, exclude=True, repr=False)
+    store: Any = Field(default=None, exclude=True, repr=False)
     """Where health and budgets are kept: ``None`` (this router), a ``redis://`` /
     ``rediss://`` URL (``?prefix=`` optional) or a store object, shared by every
     router and process that uses it; see :mod:`langchain_g4f.redis_store`."""

@@ -336,3 +336,21 @@ def test_a_forked_child_shares_through_the_parents_store(stores: Any) -> None:
         assert child.exitcode == 0
     assert store.read(["p"])["p"] == {"n": 3}
     assert store.shared
+
+
+def test_router_store_argument(redis_url: str) -> None:
+    from langchain_g4f import ChatG4FRouter
+
+    assert isinstance(ChatG4FRouter(providers=["Lockchat"])._store, MemoryStore)
+    shared = RedisStore(redis_url)
+    try:
+        first = ChatG4FRouter(providers=["Lockchat"], store=shared)
+        second = ChatG4FRouter(providers=["Lockchat", "Aichat"], store=shared)
+        assert first._store is second._store is shared
+        assert "store" not in first.model_dump() and redis_url not in repr(first)
+    finally:
+        shared.close()
+    with pytest.raises(ConfigurationError, match="store must be"):
+        ChatG4FRouter(providers=["Lockchat"], store=42)
+    with pytest.raises(ConfigurationError, match="redis://"):
+        ChatG4FRouter(providers=["Lockchat"], store="memcached://127.0.0.1")
