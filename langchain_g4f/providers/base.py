@@ -72,8 +72,12 @@ class ResponseParser(Protocol):
         """The body has ended; return what remains or raise if it is incomplete."""
 
 
+#: The UTF-8 byte order mark some servers put before a body.
+BOM = b"\xef\xbb\xbf"
+
+
 def looks_like_html(data: bytes) -> bool:
-    head = data.lstrip()[:15].lower()
+    head = data.removeprefix(BOM).lstrip()[:15].lower()
     return head.startswith((b"<!doctype", b"<html", b"<head", b"<body"))
 
 
@@ -85,17 +89,41 @@ def html_error(provider: str, data: bytes) -> HTMLResponseError:
     )
 
 
-def load_json(provider: str, data: bytes) -> Any:
-    """``json.loads`` that raises the project's typed errors."""
+def loads(data: bytes) -> Any:
+    """``json.loads`` that also refuses nesting too deep to parse.
+
+    Raises :class:`ValueError` (a ``RecursionError`` becomes one), so callers
+    handle every unreadable body in one ``except``.
+    """
     try:
-        return json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
+        return json.loads(data.removeprefix(BOM))
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
+def load_json(provider: str, data: bytes) -> Any:
+    """:func:`loads` that raises the project's typed errors."""
+    try:
+        return loads(data)
+    except ValueError as exc:  # UnicodeDecodeError is a ValueError too
         if looks_like_html(data):
             raise html_error(provider, data) from None
         raise MalformedResponseError(
             f"sent a body that is not valid JSON ({exc}): {data[:120]!r}",
             provider=provider,
         ) from None
+
+
+def error_message(error: Any) -> str:
+    """The human text of an ``error`` value, however the server shaped it."""
+    if isinstance(error, dict):
+        error = error.get("message") or error.get("detail") or error
+    if isinstance(error, str):
+        return error
+    try:
+        return json.dumps(error, ensure_ascii=False)[:300]
+    except (ValueError, RecursionError):
+        return f"an unreadable {type(error).__name__}"
 
 
 class BodyParser:
@@ -113,6 +141,59 @@ class BodyParser:
 
     def close(self) -> list[Delta]:
         return self._parse(b"".join(self._chunks))
+
+
+class SniffingParser:
+    """Reads a body by what it is, not by the content type a server gave it.
+
+    Free providers mislabel their answers: an event stream as
+    ``application/json`` or ``text/html``, a JSON answer as ``text/html``. The
+    first bytes decide (after an optional byte order mark and whitespace): one
+    that starts with ``data:`` is an event stream, one that starts with ``{``
+    or ``[`` is a JSON body, an HTML page is refused; anything else goes to
+    ``fallback``, the parser the content type names.
+    """
+
+    __slots__ = ("_provider", "_fallback", "_head", "_chosen")
+
+    def __init__(self, provider: Provider, fallback: ResponseParser) -> None:
+        self._provider = provider
+        self._fallback = fallback
+        self._head = b""
+        self._chosen: ResponseParser | None = None
+
+    def feed(self, data: bytes) -> list[Delta]:
+        if self._chosen is not None:
+            return self._chosen.feed(data)
+        self._head += data
+        chosen = self._choose(final=False)
+        if chosen is None:
+            return []
+        self._chosen = chosen
+        return chosen.feed(self._head)
+
+    def close(self) -> list[Delta]:
+        if self._chosen is None:
+            self._chosen = self._choose(final=True) or self._fallback
+            self._chosen.feed(self._head)
+        return self._chosen.close()
+
+    def _choose(self, *, final: bool) -> ResponseParser | None:
+        """The parser the head of the body calls for; ``None`` to read more first."""
+        head = self._head.removeprefix(BOM).lstrip()
+        if not head or (not final and BOM.startswith(self._head)):
+            return None
+        if head[:1] in (b"{", b"["):
+            return BodyParser(self._provider.parse_body)
+        if head[:1] == b"<":
+            if not final and len(head) < 15:
+                return None
+            return BodyParser(self._provider._raise_html) if looks_like_html(head) else self._fallback
+        if b"data:".startswith(head[:5]) and not final and len(head) < 5:
+            return None
+        if head.startswith(b"data:"):
+            return self._provider.stream_parser()
+        return self._fallback
 
 
 class Provider:
@@ -220,12 +301,23 @@ class Provider:
     # -- response -----------------------------------------------------------
 
     def parser(self, request: HTTPRequest, content_type: str) -> ResponseParser:
-        """Pick the parser for a 2xx response from its content type."""
-        if "html" in content_type:
-            return BodyParser(self._raise_html)
+        """Pick the parser for a 2xx response.
+
+        An event stream labelled as one goes straight to :meth:`stream_parser`;
+        any other label is checked against the body's first bytes
+        (:class:`SniffingParser`), since free providers mislabel both ways.
+        """
         media = content_type.split(";")[0].strip().lower()
+        if request.stream and media == "text/event-stream":
+            return self.stream_parser()
+        return SniffingParser(self, self._labelled_parser(request, media))
+
+    def _labelled_parser(self, request: HTTPRequest, media: str) -> ResponseParser:
+        """The parser the content type alone calls for."""
+        if "html" in media:
+            return BodyParser(self._raise_html)
         whole_json = media in ("application/json", "text/json") or media.endswith("+json")
-        if request.stream and not whole_json:  # event streams, NDJSON, plain text...
+        if request.stream and not whole_json:  # NDJSON, plain text...
             return self.stream_parser()
         return BodyParser(self.parse_body)
 
@@ -239,6 +331,23 @@ class Provider:
     def stream_parser(self) -> ResponseParser:
         """A fresh parser for an event-stream body."""
         return BodyParser(self.parse_body)
+
+    def error_text(self, body: bytes) -> str:
+        """The server's own explanation in the body of a non-2xx answer.
+
+        The default reads an ``error`` or ``detail`` field of a JSON object
+        (a string, or an object with a ``message``), else the start of the
+        body as text; an HTML page is named as one.
+        """
+        if looks_like_html(body):
+            return "an HTML error page"
+        try:
+            obj = loads(body)
+        except ValueError:
+            obj = None
+        if isinstance(obj, dict) and (obj.get("error") or obj.get("detail")):
+            return error_message(obj.get("error") or obj.get("detail"))
+        return body[:200].decode("utf-8", "replace").strip()
 
     # -- I/O ------------------------------------------------------------------
 
