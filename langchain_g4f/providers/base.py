@@ -143,6 +143,13 @@ class BodyParser:
         return self._parse(b"".join(self._chunks))
 
 
+#: Content types a streaming answer is trusted to be.
+_STREAM_MEDIA_TYPES = frozenset(
+    {"text/event-stream", "application/x-ndjson", "application/ndjson", "application/jsonl",
+     "application/x-jsonlines", "application/json-seq"}
+)
+
+
 class SniffingParser:
     """Reads a body by what it is, not by the content type a server gave it.
 
@@ -303,12 +310,13 @@ class Provider:
     def parser(self, request: HTTPRequest, content_type: str) -> ResponseParser:
         """Pick the parser for a 2xx response.
 
-        An event stream labelled as one goes straight to :meth:`stream_parser`;
-        any other label is checked against the body's first bytes
-        (:class:`SniffingParser`), since free providers mislabel both ways.
+        A stream labelled as one (an event stream, newline-delimited JSON) goes
+        straight to :meth:`stream_parser`; any other label is checked against
+        the body's first bytes (:class:`SniffingParser`), since free providers
+        mislabel both ways.
         """
         media = content_type.split(";")[0].strip().lower()
-        if request.stream and media == "text/event-stream":
+        if request.stream and media in _STREAM_MEDIA_TYPES:
             return self.stream_parser()
         return SniffingParser(self, self._labelled_parser(request, media))
 
