@@ -7,10 +7,14 @@ and ``ChatG4F`` on top for retries and secrets.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+import socket
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -32,7 +36,7 @@ from langchain_g4f.errors import (
     UnsupportedModelError,
 )
 from langchain_g4f.providers import OpenAICompatible, Provider
-from langchain_g4f.providers.base import Delta
+from langchain_g4f.providers.base import Delta, HTTPRequest
 from langchain_g4f.testing import Replica, reply_for
 from langchain_g4f.transport import AsyncTransport, SyncTransport
 
@@ -532,3 +536,145 @@ async def test_async_reset_message_says_what_happened(replica: Replica) -> None:
         await run_async(replica, "Lockchat", stream=True), ProviderConnectionError, "Lockchat"
     )
     assert not str(error).rstrip().endswith(":")
+
+
+# --------------------------------------------------------------------------- secrets in URLs
+
+URL_SECRET = "hunter2-URL-SECRET-42"
+PASSWORD = "pa55-URL-PASSWORD-77"
+
+
+def with_url_secrets(request: HTTPRequest) -> HTTPRequest:
+    """``request`` sent with a password in its authority and a token in its query."""
+    parts = urlsplit(request.url)
+    netloc = f"bob:{PASSWORD}@{parts.netloc}"
+    url = urlunsplit(parts._replace(netloc=netloc, query=f"auth={URL_SECRET}&lang=en"))
+    return dataclasses.replace(request, url=url)
+
+
+def chain(error: BaseException) -> list[BaseException]:
+    """``error`` and everything reachable through ``__cause__`` / ``__context__``."""
+    seen: list[BaseException] = []
+    todo = [error]
+    while todo:
+        current = todo.pop()
+        if current is None or any(current is s for s in seen):
+            continue
+        seen.append(current)
+        todo += [current.__cause__, current.__context__]
+        todo += [a for a in current.args if isinstance(a, BaseException)]
+    return seen
+
+
+def assert_no_url_secret(text: str) -> None:
+    assert URL_SECRET not in text
+    assert PASSWORD not in text
+
+
+def check_error_chain(error: BaseException) -> None:
+    for link in chain(error):
+        assert_no_url_secret(str(link))
+        assert_no_url_secret(repr(link))
+        assert_no_url_secret(repr(vars(link)) if hasattr(link, "__dict__") else "")
+    assert_no_url_secret("".join(traceback.format_exception(error)))
+
+
+def check_log_records(caplog: pytest.LogCaptureFixture) -> None:
+    assert caplog.records, "the HTTP libraries logged nothing: the check would be empty"
+    for record in caplog.records:
+        assert_no_url_secret(record.getMessage())
+        if record.exc_info:
+            assert_no_url_secret("".join(traceback.format_exception(*record.exc_info)))
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+SECRET_CASES = [
+    ("refuse", ProviderConnectionError, {}),
+    ("closed_port", ProviderConnectionError, {}),
+    ("hang", ProviderTimeoutError, {"delay": DELAY}),
+    ("stall", ProviderTimeoutError, {"delay": DELAY}),
+    ("reset", ProviderConnectionError, {}),
+    ("http_500", ProviderHTTPError, {}),
+    ("http_401", AuthenticationError, {}),
+    ("rate_limit", RateLimitError, {}),
+]
+
+
+def secret_request(replica: Replica, fault: str, options: dict[str, Any]) -> HTTPRequest:
+    provider = providers.get("Lockchat")
+    request = with_url_secrets(request_for(replica, provider, stream=True))
+    if fault == "closed_port":
+        parts = urlsplit(request.url)
+        netloc = parts.netloc.rsplit(":", 1)[0] + f":{closed_port()}"
+        return dataclasses.replace(request, url=urlunsplit(parts._replace(netloc=netloc)))
+    replica.set_fault("Lockchat", fault, **options)
+    return request
+
+
+@pytest.mark.parametrize(("fault", "cls", "options"), SECRET_CASES, ids=[c[0] for c in SECRET_CASES])
+def test_sync_url_secrets_stay_out_of_errors_and_logs(
+    replica: Replica, caplog: pytest.LogCaptureFixture, fault: str, cls: type, options: dict
+) -> None:
+    request = secret_request(replica, fault, options)
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(cls) as info:
+        list(SyncTransport(timeout=TIMEOUT).deltas(providers.get("Lockchat"), request))
+    check_error_chain(info.value)
+    check_log_records(caplog)
+    assert "lang=en" in str(info.value) and "auth=***" in str(info.value)
+
+
+@pytest.mark.parametrize(("fault", "cls", "options"), SECRET_CASES, ids=[c[0] for c in SECRET_CASES])
+async def test_async_url_secrets_stay_out_of_errors_and_logs(
+    replica: Replica, caplog: pytest.LogCaptureFixture, fault: str, cls: type, options: dict
+) -> None:
+    request = secret_request(replica, fault, options)
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(cls) as info:
+        async for _ in AsyncTransport(timeout=TIMEOUT).adeltas(providers.get("Lockchat"), request):
+            pass
+    check_error_chain(info.value)
+    check_log_records(caplog)
+    assert "lang=en" in str(info.value) and "auth=***" in str(info.value)
+
+
+@pytest.mark.parametrize("how", ["sync", "async"])
+async def test_url_secrets_stay_out_of_logs_on_success(
+    replica: Replica, caplog: pytest.LogCaptureFixture, how: str
+) -> None:
+    provider = providers.get("Mishalsgpt")
+    request = with_url_secrets(request_for(replica, provider, stream=True))
+    caplog.set_level(logging.DEBUG)
+    if how == "sync":
+        deltas = list(SyncTransport(timeout=TIMEOUT).deltas(provider, request))
+    else:
+        deltas = [d async for d in AsyncTransport(timeout=TIMEOUT).adeltas(provider, request)]
+    assert "".join(d.text for d in deltas) == ANSWER
+    check_log_records(caplog)
+    # The records are redacted, not dropped.
+    assert any("auth=***" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("how", ["sync", "async"])
+async def test_http_error_names_the_url_it_tried(replica: Replica, how: str) -> None:
+    provider = openai_on_a_model_checking_route(replica)
+    request = with_url_secrets(request_for(replica, provider, stream=False, model="no-such-model"))
+    outcome = Outcome()
+    try:
+        if how == "sync":
+            outcome.deltas = list(SyncTransport(timeout=TIMEOUT).deltas(provider, request))
+        else:
+            transport = AsyncTransport(timeout=TIMEOUT)
+            outcome.deltas = [d async for d in transport.adeltas(provider, request)]
+    except ProviderHTTPError as exc:
+        outcome.error = exc
+    error = expect(outcome, ProviderHTTPError, provider.name)
+    assert error.status == 404
+    parts = urlsplit(request.url)
+    assert f"{parts.hostname}:{parts.port}{parts.path}?auth=***&lang=en" in str(error)
+    check_error_chain(error)
