@@ -248,18 +248,22 @@ class _Decoder:
     """Decodes a gzip or deflate body in steps of at most ``_READ_BYTES``.
 
     Decompressed bytes are produced as the reader asks for them, so the size
-    limit stops a decompression bomb before it fills memory.
+    limit stops a decompression bomb before it fills memory. A "deflate" body
+    without its zlib header (as many servers send it) is read as raw deflate.
     """
 
-    __slots__ = ("_provider", "_zlib", "_deflate")
+    __slots__ = ("_provider", "_zlib", "_unsure")
 
     def __init__(self, provider: str, coding: str) -> None:
         self._provider = provider
-        self._deflate = coding == "deflate"
+        #: For "deflate": the input so far, until the first bytes decode with
+        #: the zlib header; ``None`` once the format is known.
+        self._unsure: bytes | None = None
         if coding in ("gzip", "x-gzip"):
             self._zlib = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        elif self._deflate:
+        elif coding == "deflate":
             self._zlib = zlib.decompressobj()
+            self._unsure = b""
         else:
             raise MalformedResponseError(
                 f"sent a body in a content coding it was not offered: {coding!r}",
@@ -267,19 +271,22 @@ class _Decoder:
             )
 
     def decode(self, data: bytes) -> Iterator[bytes]:
+        if self._unsure is not None:
+            self._unsure += data
         while data:
             try:
                 out = self._zlib.decompress(data, _READ_BYTES)
             except zlib.error as exc:
-                if self._deflate and not self._zlib.total_in:
-                    # "deflate" as many servers send it: raw, without the zlib header.
-                    self._zlib, self._deflate = zlib.decompressobj(-zlib.MAX_WBITS), False
-                    continue
-                raise MalformedResponseError(
-                    f"sent a body that does not decompress: {exc}", provider=self._provider
-                ) from None
+                if self._unsure is None:
+                    raise MalformedResponseError(
+                        f"sent a body that does not decompress: {exc}", provider=self._provider
+                    ) from None
+                data, self._unsure = self._unsure, None
+                self._zlib = zlib.decompressobj(-zlib.MAX_WBITS)
+                continue
             data = self._zlib.unconsumed_tail
             if out:
+                self._unsure = None
                 yield out
 
     def flush(self) -> bytes:

@@ -8,19 +8,25 @@ and ``ChatG4F`` on top for retries and secrets.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import socket
+import threading
 import traceback
+import tracemalloc
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from langchain_g4f import ChatG4F, providers
+from langchain_g4f import ChatG4F, ChatG4FRouter, providers
 from langchain_g4f import chat_models as chat_models_module
 from langchain_g4f.errors import (
+    AllProvidersFailedError,
     AuthenticationError,
     EmptyResponseError,
     G4FError,
@@ -678,3 +684,233 @@ async def test_http_error_names_the_url_it_tried(replica: Replica, how: str) -> 
     parts = urlsplit(request.url)
     assert f"{parts.hostname}:{parts.port}{parts.path}?auth=***&lang=en" in str(error)
     check_error_chain(error)
+
+
+# --------------------------------------------------------------------------- bodies as servers send them
+
+
+SIDES = ["sync", "async"]
+
+
+async def answer(model: Any, how: str) -> str:
+    """Run a chat model or a router one of four ways; the answer's text."""
+    prompt = MESSAGES[0]["content"]
+    if how == "invoke":
+        return model.invoke(prompt).content
+    if how == "ainvoke":
+        return (await model.ainvoke(prompt)).content
+    if how == "stream":
+        return "".join(c.content for c in model.stream(prompt))
+    return "".join([c.content async for c in model.astream(prompt)])
+
+
+class RawServer(ThreadingHTTPServer):
+    """Answers every POST with ``reply``: (status, headers, body pieces)."""
+
+    daemon_threads = True
+    reply: tuple[int, dict[str, str], list[bytes]] = (200, {}, [b""])
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/v1"
+
+
+class _RawHandler(BaseHTTPRequestHandler):
+    server: RawServer
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        status, headers, pieces = self.server.reply
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(sum(map(len, pieces))))
+        self.end_headers()
+        try:
+            for piece in pieces:
+                self.wfile.write(piece)
+                self.wfile.flush()
+        except OSError:
+            pass  # the client stopped reading, as it should at its size limit
+
+
+@pytest.fixture
+def raw_server() -> Iterator[RawServer]:
+    server = RawServer(("127.0.0.1", 0), _RawHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def raw_provider(server: RawServer) -> OpenAICompatible:
+    return OpenAICompatible("Raw", server.url)
+
+
+async def fetch(server: RawServer, how: str, *, stream: bool = True, **options: Any) -> Outcome:
+    provider = raw_provider(server)
+    request = provider.build_request("m", MESSAGES, stream=stream)
+    outcome = Outcome()
+    try:
+        if how == "sync":
+            outcome.deltas = list(SyncTransport(timeout=5, **options).deltas(provider, request))
+        else:
+            transport = AsyncTransport(timeout=5, **options)
+            outcome.deltas = [d async for d in transport.adeltas(provider, request)]
+    except Exception as exc:  # noqa: BLE001 - the outcome is inspected by the test
+        outcome.error = exc
+    return outcome
+
+
+@functools.cache
+def gzip_of_zeros(size: int) -> list[bytes]:
+    """``size`` zero bytes, gzip-compressed, in 64 KiB pieces."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    block = bytes(1 << 20)
+    data = b"".join(compressor.compress(block) for _ in range(size >> 20)) + compressor.flush()
+    return [data[i : i + 65536] for i in range(0, len(data), 65536)]
+
+
+@pytest.mark.parametrize("how", SIDES)
+async def test_gzip_bomb_stops_at_the_limit_before_decompressing_it(
+    raw_server: RawServer, how: str
+) -> None:
+    raw_server.reply = (
+        200,
+        {"Content-Type": "text/event-stream", "Content-Encoding": "gzip"},
+        gzip_of_zeros(256 << 20),
+    )
+    tracemalloc.start()
+    try:
+        outcome = await fetch(raw_server, how, max_response_bytes=1 << 20)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    expect(outcome, ResponseTooLargeError, "Raw")
+    # 256 MiB once decompressed; reading stops after 1 MiB, holding a few reads at most.
+    assert peak < 16 << 20, f"peak {peak >> 20} MiB"
+
+
+@pytest.mark.parametrize("how", SIDES)
+@pytest.mark.parametrize("coding", ["gzip", "deflate", "raw-deflate"])
+async def test_compressed_answers_are_decoded(raw_server: RawServer, how: str, coding: str) -> None:
+    body = FULL_SSE * 1
+    wbits = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS, "raw-deflate": -zlib.MAX_WBITS}
+    compressor = zlib.compressobj(6, zlib.DEFLATED, wbits[coding])
+    data = compressor.compress(body) + compressor.flush()
+    pieces = [data[i : i + 7] for i in range(0, len(data), 7)]
+    raw_server.reply = (200, {"Content-Type": "text/event-stream",
+                              "Content-Encoding": coding.removeprefix("raw-")}, pieces)
+    outcome = await fetch(raw_server, how)
+    assert outcome.error is None
+    assert outcome.text == "Hello wörld"
+
+
+@pytest.mark.parametrize("how", SIDES)
+async def test_corrupt_gzip_is_a_typed_error(raw_server: RawServer, how: str) -> None:
+    raw_server.reply = (200, {"Content-Type": "text/event-stream", "Content-Encoding": "gzip"},
+                        [b"\x1f\x8b\x08\x00 certainly not gzip"])
+    outcome = await fetch(raw_server, how)
+    assert isinstance(outcome.error, ProviderError) and outcome.error.provider == "Raw"
+
+
+FULL_SSE = (
+    b'data: {"choices": [{"delta": {"content": "Hello"}, "finish_reason": null}]}\n\n'
+    b'data: {"choices": [{"delta": {"content": " w\xc3\xb6rld"}, "finish_reason": null}]}\n\n'
+    b'data: {"choices": [{"delta": {}, "finish_reason": "stop"}]}\n\n'
+    b"data: [DONE]\n\n"
+)
+COMPLETION = b'{"choices": [{"message": {"content": "Hello w\xc3\xb6rld"}, "finish_reason": "stop"}]}'
+
+
+@pytest.mark.parametrize("how", SIDES)
+@pytest.mark.parametrize(
+    ("label", "body", "stream"),
+    [
+        ("application/json", FULL_SSE, True),
+        ("text/html; charset=utf-8", FULL_SSE, True),
+        ("application/json", b"\xef\xbb\xbf\n" + FULL_SSE, True),
+        ("text/html", COMPLETION, True),
+        ("text/html", COMPLETION, False),
+        ("text/plain", b"  " + COMPLETION, False),
+        ("text/event-stream", b"\xef\xbb\xbf" + FULL_SSE, True),
+        ("text/event-stream", FULL_SSE.replace(b"\n", b"\r") + b"data: more\r", True),
+    ],
+    ids=["sse-as-json", "sse-as-html", "bom-sse-as-json", "json-as-html-stream", "json-as-html",
+         "json-as-text", "bom-sse", "cr-sse-then-junk"],
+)
+async def test_answers_are_read_by_what_they_are(
+    raw_server: RawServer, how: str, label: str, body: bytes, stream: bool
+) -> None:
+    pieces = [body[i : i + 5] for i in range(0, len(body), 5)]
+    raw_server.reply = (200, {"Content-Type": label}, pieces)
+    outcome = await fetch(raw_server, how, stream=stream)
+    assert outcome.error is None, outcome.error
+    assert outcome.text == "Hello wörld"
+
+
+@pytest.mark.parametrize("how", SIDES)
+async def test_an_html_page_is_still_an_html_error(raw_server: RawServer, how: str) -> None:
+    raw_server.reply = (200, {"Content-Type": "application/json"},
+                        [b"\n<!DOCTYPE html><html><body>Just a moment</body></html>"])
+    expect(await fetch(raw_server, how), HTMLResponseError, "Raw")
+
+
+BAD_BODIES = [
+    ("application/json", b"[" * 100_000, False),
+    ("text/event-stream", b"data: " + b"[" * 100_000 + b"\n\n", True),
+    ("text/event-stream",
+     b'data: {"choices": [{"delta": {"tool_calls": true}, "finish_reason": null}]}\n\n', True),
+    ("text/event-stream",
+     b'data: {"choices": [{"delta": {"tool_calls": [{"index": [], "function": null}]}}]}\n\n', True),
+    ("application/json",
+     b'{"choices": [{"message": {"content": "x"}, "finish_reason": []}]}', False),
+    ("application/json",
+     b'{"choices": [{"message": {"tool_calls": [null]}, "finish_reason": "stop"}]}', False),
+]
+
+
+@pytest.mark.parametrize("how", HOWS)
+@pytest.mark.parametrize(
+    ("label", "body", "stream"),
+    BAD_BODIES,
+    ids=["deep-body", "deep-event", "tool-calls-true", "index-list", "finish-list", "tool-call-null"],
+)
+async def test_bad_bytes_are_malformed_through_chat_model_and_router(
+    raw_server: RawServer, how: str, label: str, body: bytes, stream: bool
+) -> None:
+    raw_server.reply = (200, {"Content-Type": label}, [body])
+    llm = ChatG4F(provider=raw_provider(raw_server), model="m", max_retries=0, streaming=stream)
+    with pytest.raises(MalformedResponseError) as info:
+        await answer(llm, how)
+    assert info.value.provider == "Raw"
+    router = ChatG4FRouter(providers=[llm], max_retries=0)
+    with pytest.raises(AllProvidersFailedError) as failed:
+        await answer(router, how)
+    [attempt] = failed.value.attempts
+    assert attempt["provider"] == "Raw" and attempt["error"] == "MalformedResponseError"
+    assert isinstance(failed.value.__cause__, MalformedResponseError)
+
+
+@pytest.mark.parametrize("how", SIDES)
+async def test_deeply_nested_error_body_is_an_http_error(raw_server: RawServer, how: str) -> None:
+    raw_server.reply = (500, {"Content-Type": "application/json"}, [b'{"error": ' + b"[" * 100_000])
+    error = expect(await fetch(raw_server, how), ProviderHTTPError, "Raw")
+    assert error.status == 500
+
+
+@pytest.mark.parametrize("wbits", [zlib.MAX_WBITS, -zlib.MAX_WBITS])
+def test_deflate_either_way_in_one_byte_reads(wbits: int) -> None:
+    from langchain_g4f.transport import _Decoder
+
+    compressor = zlib.compressobj(6, zlib.DEFLATED, wbits)
+    data = compressor.compress(FULL_SSE) + compressor.flush()
+    decoder = _Decoder("Raw", "deflate")
+    out = b"".join(b"".join(decoder.decode(data[i : i + 1])) for i in range(len(data)))
+    assert out + decoder.flush() == FULL_SSE
