@@ -7,6 +7,7 @@ and ``ChatG4F`` on top for retries and secrets.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 import logging
@@ -25,6 +26,7 @@ import pytest
 
 from langchain_g4f import ChatG4F, ChatG4FRouter, providers
 from langchain_g4f import chat_models as chat_models_module
+from langchain_g4f import transport as transport_module
 from langchain_g4f.errors import (
     AllProvidersFailedError,
     AuthenticationError,
@@ -914,3 +916,98 @@ def test_deflate_either_way_in_one_byte_reads(wbits: int) -> None:
     decoder = _Decoder("Raw", "deflate")
     out = b"".join(b"".join(decoder.decode(data[i : i + 1])) for i in range(len(data)))
     assert out + decoder.flush() == FULL_SSE
+
+
+# --------------------------------------------------------------------------- shared pools
+
+
+def count_new_pools(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Counts the sessions and clients the transports build from now on."""
+    counts = {"session": 0, "client": 0}
+    for kind, name in (("session", "_new_session"), ("client", "_new_client")):
+        original = getattr(transport_module, name)
+
+        def counting(*args: Any, _kind: str = kind, _original: Any = original) -> Any:
+            counts[_kind] += 1
+            return _original(*args)
+
+        monkeypatch.setattr(transport_module, name, counting)
+    return counts
+
+
+def test_fresh_models_share_the_session_of_their_settings(
+    replica: Replica, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = chat(replica, "Mishalsgpt", timeout=7.5)
+    assert first.invoke("hi").content
+    counts = count_new_pools(monkeypatch)
+    for _ in range(3):
+        fresh = chat(replica, "Mishalsgpt", timeout=7.5)
+        assert fresh.invoke("hi").content
+        assert fresh.sync_transport.session is first.sync_transport.session
+    assert counts["session"] == 0
+    other = chat(replica, "Mishalsgpt", timeout=8.5)
+    assert other.invoke("hi").content
+    assert other.sync_transport.session is not first.sync_transport.session
+    assert counts["session"] == 1
+
+
+async def test_fresh_models_share_the_client_of_their_settings_and_loop(
+    replica: Replica, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = chat(replica, "Mishalsgpt", timeout=7.5)
+    assert (await first.ainvoke("hi")).content
+    counts = count_new_pools(monkeypatch)
+    for _ in range(3):
+        fresh = chat(replica, "Mishalsgpt", timeout=7.5)
+        assert (await fresh.ainvoke("hi")).content
+        assert fresh.async_transport.client() is first.async_transport.client()
+    assert counts["client"] == 0
+    other = chat(replica, "Mishalsgpt", timeout=8.5, verify=False)
+    assert (await other.ainvoke("hi")).content
+    assert other.async_transport.client() is not first.async_transport.client()
+    assert counts["client"] == 1
+
+
+async def test_tls_contexts_are_built_once(replica: Replica) -> None:
+    clients = [AsyncTransport(timeout=t).client() for t in (1.5, 2.5, 3.5)]
+    contexts = {id(c._transport._pool._ssl_context) for c in clients}  # type: ignore[attr-defined]
+    assert len(contexts) == 1
+
+
+@pytest.mark.parametrize("how", HOWS)
+async def test_closing_one_model_leaves_the_other_working(replica: Replica, how: str) -> None:
+    one, two = chat(replica, "Lockchat"), chat(replica, "Lockchat")
+    assert await call(one, how) == ANSWER  # call() closes one's transport afterwards
+    assert await call(two, how) == ANSWER
+    assert await call(one, how) == ANSWER
+
+
+def test_each_event_loop_gets_its_client_and_closed_loops_are_dropped(replica: Replica) -> None:
+    model = chat(replica, "Lockchat", timeout=9.25)
+
+    async def client_and_answer() -> tuple[Any, str]:
+        return model.async_transport.client(), (await model.ainvoke("hi")).content
+
+    seen = [asyncio.run(client_and_answer()) for _ in range(4)]
+    assert len({id(client) for client, _ in seen}) == 4
+    assert all(text for _, text in seen)
+    held = [k for k in transport_module._POOLS._clients if k[0] == 9.25]
+    assert len(held) <= 1  # only the last loop's, until the next lookup drops it
+
+
+def test_close_shared_pools_closes_clients_of_idle_loops(replica: Replica) -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        async def client() -> Any:
+            return AsyncTransport(timeout=4.25).client()
+
+        shared = loop.run_until_complete(client())
+        session = SyncTransport(timeout=4.25).session
+        transport_module.close_shared_pools()
+        assert shared.is_closed
+        assert SyncTransport(timeout=4.25).session is not session
+    finally:
+        loop.close()
+    # New pools open on the next request.
+    assert chat(replica, "Lockchat").invoke("hi").content
