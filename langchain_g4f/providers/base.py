@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from langchain_g4f.errors import (
     ConfigurationError,
@@ -25,9 +25,6 @@ from langchain_g4f.errors import (
     MalformedResponseError,
     UnsupportedModelError,
 )
-
-if TYPE_CHECKING:
-    from langchain_g4f.transport import AsyncTransport, SyncTransport
 
 #: A message as providers see it: ``{"role": ..., "content": ...}`` (OpenAI style).
 Message = dict[str, Any]
@@ -74,6 +71,17 @@ class ResponseParser(Protocol):
 
 #: The UTF-8 byte order mark some servers put before a body.
 BOM = b"\xef\xbb\xbf"
+
+
+class Transport(Protocol):
+    """What sends a request and reads its answer: the HTTP transports of
+    :mod:`langchain_g4f.transport`, or the I/O a provider brings itself."""
+
+    def batches(self, provider: Provider, request: HTTPRequest) -> Iterator[list[Delta]]:
+        """Send ``request``; yield the answer's deltas, one non-empty list per read."""
+
+    def abatches(self, provider: Provider, request: HTTPRequest) -> AsyncIterator[list[Delta]]:
+        """:meth:`batches`, natively async."""
 
 
 def looks_like_html(data: bytes) -> bool:
@@ -225,6 +233,10 @@ class Provider:
     accepts_any_model: bool = False
     #: Whether the endpoint understands the OpenAI ``tools`` field natively.
     native_tools: bool = False
+    #: The transport of a provider that does its own I/O, such as those of the
+    #: ``g4f`` package (:mod:`langchain_g4f.providers.g4f_package`); ``None``
+    #: for sans-I/O providers, which the chat model's transports serve.
+    transport: Transport | None = None
     headers: dict[str, str] = {"Content-Type": "application/json"}
 
     def __init__(self, url: str | None = None) -> None:
@@ -357,22 +369,6 @@ class Provider:
             return error_message(obj.get("error") or obj.get("detail"))
         return body[:200].decode("utf-8", "replace").strip()
 
-    # -- I/O ------------------------------------------------------------------
-
-    def batches(self, request: HTTPRequest, transport: SyncTransport) -> Iterator[list[Delta]]:
-        """The answer's deltas, one list per read: the transport does the I/O.
-
-        Overridden only by providers that must do their own I/O, such as those
-        of the ``g4f`` package (:mod:`langchain_g4f.providers.g4f_package`).
-        """
-        return transport.batches(self, request)
-
-    def abatches(
-        self, request: HTTPRequest, transport: AsyncTransport
-    ) -> AsyncIterator[list[Delta]]:
-        """:meth:`batches` on the async transport."""
-        return transport.abatches(self, request)
-
     # -- the seed contract ----------------------------------------------------
 
     @property
@@ -389,19 +385,28 @@ class Provider:
         """Yield the answer's text pieces, as the g4f provider modules did.
 
         Keyword arguments are those of :meth:`build_request` (``base_url``,
-        ``api_key``, ``temperature``, ...) plus ``transport``, a
-        :class:`~langchain_g4f.transport.SyncTransport` to use instead of a
-        new one.
+        ``api_key``, ``temperature``, ...) plus ``transport``, the
+        :class:`Transport` to use instead of the provider's own or a shared
+        :class:`~langchain_g4f.transport.SyncTransport`.
         """
-        from langchain_g4f.transport import SyncTransport
-
         if stream and not self.supports_stream:
             raise ConfigurationError(
                 "cannot stream; call with stream=False", provider=self.name
             )
-        transport = kwargs.pop("transport", None) or SyncTransport()
+        transport = kwargs.pop("transport", None) or self.transport or _sync_transport()
         request = self.build_request(model, messages, stream=stream, **kwargs)
-        for batch in self.batches(request, transport):
+        for batch in transport.batches(self, request):
             for delta in batch:
                 if delta.text:
                     yield delta.text
+
+
+def _sync_transport() -> Transport:
+    """The seed contract's default transport.
+
+    Imported here, on a call, so that the provider modules never depend on
+    the transport module (the arrows run chat model -> transport -> provider).
+    """
+    from langchain_g4f.transport import SyncTransport
+
+    return SyncTransport()

@@ -5,7 +5,11 @@ Nothing here opens a socket (pytest-socket would refuse it anyway).
 
 from __future__ import annotations
 
+import ast
 import json
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -1168,3 +1172,66 @@ def test_good_tool_calls_keep_their_shape() -> None:
     whole = [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": {"a": 1}}}]
     body = json.dumps({"choices": [{"message": {"tool_calls": whole}, "finish_reason": "tool_calls"}]})
     assert parse_completion("Mishalsgpt", body.encode())[0].tool_calls == whole
+
+
+# --------------------------------------------------------------------------- layering
+
+PACKAGE = Path(__file__).resolve().parents[2] / "langchain_g4f"
+PROVIDER_MODULES = sorted(
+    f"langchain_g4f.providers.{p.stem}" for p in (PACKAGE / "providers").glob("*.py")
+    if p.stem != "__init__"
+)
+
+
+def imported_modules(path: Path, *, module_level: bool) -> set[str]:
+    """The ``langchain_g4f`` modules (and names) a source file imports.
+
+    ``module_level`` leaves out imports inside functions, which run only when
+    called; ``if TYPE_CHECKING:`` blocks count, as they name a dependency.
+    """
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        for child in ast.iter_child_nodes(node):
+            if module_level and isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            if isinstance(child, ast.ImportFrom) and (child.module or "").startswith("langchain_g4f"):
+                found.add(child.module)
+                found.update(f"{child.module}.{alias.name}" for alias in child.names)
+            elif isinstance(child, ast.Import):
+                found.update(a.name for a in child.names if a.name.startswith("langchain_g4f"))
+            visit(child)
+
+    visit(ast.parse(path.read_text()))
+    return found
+
+
+def test_transport_imports_only_the_provider_contract() -> None:
+    imports = imported_modules(PACKAGE / "transport.py", module_level=False)
+    providers_imported = {m for m in imports if m.startswith("langchain_g4f.providers.")}
+    assert providers_imported <= {"langchain_g4f.providers.base"} | {
+        f"langchain_g4f.providers.base.{name}" for name in ("Delta", "HTTPRequest", "Provider")
+    }
+
+
+@pytest.mark.parametrize("module", PROVIDER_MODULES)
+def test_providers_do_not_import_transports_or_chat_models(module: str) -> None:
+    path = PACKAGE / "providers" / (module.rsplit(".", 1)[1] + ".py")
+    upward = ("langchain_g4f.transport", "langchain_g4f.chat_models", "langchain_g4f.router")
+    assert not {m for m in imported_modules(path, module_level=True) if m.startswith(upward)}
+
+
+@pytest.mark.parametrize(
+    "module", [*PROVIDER_MODULES, "langchain_g4f.transport", "langchain_g4f.chat_models"]
+)
+def test_each_module_imports_alone_and_providers_load_no_transport(module: str) -> None:
+    code = (
+        f"import sys, {module}\n"
+        "print('langchain_g4f.transport' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    loads_transport = result.stdout.strip() == "True"
+    assert loads_transport is (not module.startswith("langchain_g4f.providers."))

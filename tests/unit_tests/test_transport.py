@@ -989,7 +989,13 @@ def test_each_event_loop_gets_its_client_and_closed_loops_are_dropped(replica: R
     async def client_and_answer() -> tuple[Any, str]:
         return model.async_transport.client(), (await model.ainvoke("hi")).content
 
-    seen = [asyncio.run(client_and_answer()) for _ in range(4)]
+    seen = []
+    for _ in range(4):
+        loop = asyncio.new_event_loop()
+        try:
+            seen.append(loop.run_until_complete(client_and_answer()))
+        finally:
+            loop.close()
     assert len({id(client) for client, _ in seen}) == 4
     assert all(text for _, text in seen)
     held = [k for k in transport_module._POOLS._clients if k[0] == 9.25]
