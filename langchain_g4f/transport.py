@@ -293,8 +293,8 @@ class _Decoder:
         return self._zlib.flush()
 
 
-def _content_coding(provider: str, headers: Any) -> str | None:
-    """The one content coding of a response (``None`` for none)."""
+def _decoder_for(provider: str, headers: Any) -> _Decoder | None:
+    """The decoder of a response's content coding (``None`` for none)."""
     codings = [
         c.strip().lower()
         for c in headers.get("content-encoding", "").split(",")
@@ -304,28 +304,39 @@ def _content_coding(provider: str, headers: Any) -> str | None:
         raise MalformedResponseError(
             f"sent a body in several content codings: {', '.join(codings)}", provider=provider
         )
-    return codings[0] if codings else None
+    return _Decoder(provider, codings[0]) if codings else None
 
 
 class _BodyReader:
-    """What both transports do with the bytes of a 2xx body.
+    """What both transports do with the raw bytes of a 2xx body.
 
-    Feeds the provider's parser, enforces the size limit, and raises
-    :class:`EmptyResponseError` when the body ends with no text and no tool call.
+    Decodes its content coding a bounded step at a time (:class:`_Decoder`),
+    feeds the provider's parser, enforces the size limit on the decoded bytes
+    as they are produced, and raises :class:`EmptyResponseError` when the body
+    ends with no text and no tool call.
     """
 
-    __slots__ = ("_provider", "_parser", "_limit", "_size", "_seen")
+    __slots__ = ("_provider", "_decoder", "_parser", "_limit", "_size", "_seen")
 
     def __init__(
-        self, provider: Provider, request: HTTPRequest, content_type: str, limit: int
+        self, provider: Provider, request: HTTPRequest, headers: Any, limit: int
     ) -> None:
         self._provider = provider.name
-        self._parser = provider.parser(request, content_type)
+        self._decoder = _decoder_for(provider.name, headers)
+        self._parser = provider.parser(request, headers.get("content-type", ""))
         self._limit = limit
         self._size = 0
         self._seen = False
 
     def feed(self, data: bytes) -> list[Delta]:
+        if self._decoder is None:
+            return self._feed(data)
+        out: list[Delta] = []
+        for piece in self._decoder.decode(data):
+            out += self._feed(piece)
+        return out
+
+    def _feed(self, data: bytes) -> list[Delta]:
         self._size += len(data)
         if self._size > self._limit:
             raise ResponseTooLargeError(
@@ -339,10 +350,33 @@ class _BodyReader:
         return deltas
 
     def close(self) -> list[Delta]:
-        deltas = self._parser.close()
+        deltas = self._feed(self._decoder.flush()) if self._decoder is not None else []
+        deltas += self._parser.close()
         if not self._seen and not any(d.text or d.tool_calls for d in deltas):
             raise EmptyResponseError("answered with no text", provider=self._provider)
         return deltas
+
+
+class _ErrorBody:
+    """The start of a non-2xx body, decoded: enough to explain the status."""
+
+    __slots__ = ("_decoder", "data")
+
+    def __init__(self, provider: Provider, headers: Any) -> None:
+        self._decoder = _decoder_for(provider.name, headers)
+        self.data = b""
+
+    def add(self, data: bytes) -> bool:
+        """Take the next raw bytes; whether enough has been read."""
+        try:
+            pieces = self._decoder.decode(data) if self._decoder is not None else (data,)
+            for piece in pieces:
+                self.data += piece
+                if len(self.data) >= _ERROR_BODY_BYTES:
+                    return True
+        except MalformedResponseError:
+            return True  # the status explains the failure; what decoded is kept
+        return False
 
 
 class SyncTransport:
@@ -421,20 +455,15 @@ class SyncTransport:
         import urllib3.exceptions
 
         try:
-            raw = response.raw
-            raw.decode_content = True  # urllib3 decodes gzip/deflate, a read at a time
+            read1 = _raw_reader(response)
             if not 200 <= response.status_code < 300:
-                body = raw.read(_ERROR_BODY_BYTES) or b""
+                body = _ErrorBody(provider, response.headers)
+                while (data := read1(_READ_BYTES)) and not body.add(data):
+                    pass
                 raise status_error(
-                    provider, response.status_code, response.headers, body, request.url
+                    provider, response.status_code, response.headers, body.data, request.url
                 )
-            reader = _BodyReader(
-                provider,
-                request,
-                response.headers.get("content-type", ""),
-                self.max_response_bytes,
-            )
-            read1 = _reader(response)
+            reader = _BodyReader(provider, request, response.headers, self.max_response_bytes)
             while data := read1(_READ_BYTES):
                 if batch := reader.feed(data):
                     yield batch
@@ -452,18 +481,17 @@ class SyncTransport:
         raise error  # outside the handler, as in _send
 
 
-def _reader(response: requests.Response) -> Any:
-    """The fastest ``read1`` that still decodes the body.
+def _raw_reader(response: requests.Response) -> Any:
+    """A ``read1`` of the body's bytes as sent (content coding not decoded).
 
-    With no content encoding, the standard library's response underneath urllib3
-    is read directly (it returns each event as soon as it arrives, with chunked
+    The standard library's response underneath urllib3 is read directly when
+    it is there (it returns each event as soon as it arrives, with chunked
     framing removed); urllib3's own ``read1`` costs a few microseconds per event.
     """
     raw = response.raw
+    raw.decode_content = False  # decoded by _BodyReader, a bounded step at a time
     fp = getattr(raw, "_fp", None)
-    if isinstance(fp, http.client.HTTPResponse) and not response.headers.get(
-        "content-encoding"
-    ):
+    if isinstance(fp, http.client.HTTPResponse):
         return fp.read1
     return raw.read1
 
@@ -588,36 +616,18 @@ class AsyncTransport:
     async def _aread(
         self, provider: Provider, request: HTTPRequest, response: httpx.Response
     ) -> AsyncIterator[list[Delta]]:
-        """The body, decoded here a bounded step at a time (see :class:`_Decoder`)."""
-        coding = _content_coding(provider.name, response.headers)
-        decoder = _Decoder(provider.name, coding) if coding else None
+        """The body as sent, decoded by :class:`_BodyReader` a bounded step at a time."""
         if not 200 <= response.status_code < 300:
-            body = b""
+            body = _ErrorBody(provider, response.headers)
             async for data in response.aiter_raw():
-                for piece in decoder.decode(data) if decoder else (data,):
-                    body += piece
-                    if len(body) >= _ERROR_BODY_BYTES:
-                        break
-                if len(body) >= _ERROR_BODY_BYTES:
+                if body.add(data):
                     break
             raise status_error(
-                provider, response.status_code, response.headers, body, request.url
+                provider, response.status_code, response.headers, body.data, request.url
             )
-        reader = _BodyReader(
-            provider,
-            request,
-            response.headers.get("content-type", ""),
-            self.max_response_bytes,
-        )
+        reader = _BodyReader(provider, request, response.headers, self.max_response_bytes)
         async for data in response.aiter_raw():
-            if decoder is None:
-                if batch := reader.feed(data):
-                    yield batch
-                continue
-            for piece in decoder.decode(data):
-                if batch := reader.feed(piece):
-                    yield batch
-        if decoder is not None and (batch := reader.feed(decoder.flush())):
-            yield batch
+            if batch := reader.feed(data):
+                yield batch
         if batch := reader.close():
             yield batch
