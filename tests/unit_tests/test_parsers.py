@@ -1235,3 +1235,12 @@ def test_each_module_imports_alone_and_providers_load_no_transport(module: str) 
     assert result.returncode == 0, result.stderr
     loads_transport = result.stdout.strip() == "True"
     assert loads_transport is (not module.startswith("langchain_g4f.providers."))
+
+
+def test_emulated_tool_call_text_nested_too_deeply_is_plain_text() -> None:
+    from langchain_g4f.tools import parse_tool_calls
+
+    text = 'Sure: {"tool_calls": ' + "[" * 100_000
+    assert parse_tool_calls(text, {"f"}) is None
+    nested_args = '{"name": "f", "arguments": "' + "[" * 100_000 + '"}'
+    assert parse_tool_calls(nested_args, {"f"}) is None

@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import json
 import logging
+import operator
 import socket
 import threading
 import traceback
@@ -1017,3 +1019,39 @@ def test_close_shared_pools_closes_clients_of_idle_loops(replica: Replica) -> No
         loop.close()
     # New pools open on the next request.
     assert chat(replica, "Lockchat").invoke("hi").content
+
+
+def tool_call_body(arguments: str, *, stream: bool) -> bytes:
+    call = {"index": 0, "id": "c1", "type": "function", "function": {"name": "f", "arguments": arguments}}
+    if not stream:
+        message = {"content": None, "tool_calls": [call]}
+        return json.dumps({"choices": [{"message": message, "finish_reason": "tool_calls"}]}).encode()
+    return (
+        b"data: " + json.dumps({"choices": [{"delta": {"tool_calls": [call]}}]}).encode() + b"\n\n"
+        b'data: {"choices": [{"delta": {}, "finish_reason": "tool_calls"}]}\n\ndata: [DONE]\n\n'
+    )
+
+
+@pytest.mark.parametrize("how", HOWS)
+@pytest.mark.parametrize("arguments", ["5", "[1]", "null", '"x"', "[" * 100_000, '{"a":' * 50_000])
+async def test_tool_call_arguments_that_are_not_an_object_are_invalid_calls(
+    raw_server: RawServer, how: str, arguments: str
+) -> None:
+    stream = how.endswith("stream")
+    raw_server.reply = (200, {"Content-Type": "text/event-stream" if stream else "application/json"},
+                        [tool_call_body(arguments, stream=stream)])
+    provider = OpenAICompatible("Raw", raw_server.url, native_tools=True)
+    llm = ChatG4F(provider=provider, model="m", max_retries=0).bind_tools([{
+        "type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}
+    }])
+    if how == "invoke":
+        message = llm.invoke("hi")
+    elif how == "ainvoke":
+        message = await llm.ainvoke("hi")
+    elif how == "stream":
+        message = functools.reduce(operator.add, llm.stream("hi"))
+    else:
+        message = functools.reduce(operator.add, [c async for c in llm.astream("hi")])
+    assert message.tool_calls == []
+    [invalid] = message.invalid_tool_calls
+    assert invalid["name"] == "f" and invalid["id"] == "c1"
