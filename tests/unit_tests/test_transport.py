@@ -1055,3 +1055,17 @@ async def test_tool_call_arguments_that_are_not_an_object_are_invalid_calls(
     assert message.tool_calls == []
     [invalid] = message.invalid_tool_calls
     assert invalid["name"] == "f" and invalid["id"] == "c1"
+
+
+def test_cli_404_names_the_url_it_tried_without_its_secret(
+    replica: Replica, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from langchain_g4f import cli
+
+    parts = urlsplit(replica.base_url("Lockchat") + "/v1")
+    url = urlunsplit(parts._replace(netloc=f"bob:{PASSWORD}@{parts.netloc}"))
+    code = cli.main(["chat", "--base-url", url, "-m", "no-such-model", "Hi"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert f"HTTP 404 from http://bob:***@{parts.netloc}{parts.path}/chat/completions" in err
+    assert PASSWORD not in err
