@@ -334,6 +334,8 @@ class _BodyReader:
         out: list[Delta] = []
         for piece in self._decoder.decode(data):
             out += self._feed(piece)
+            if self.done:
+                break
         return out
 
     def _feed(self, data: bytes) -> list[Delta]:
@@ -349,8 +351,17 @@ class _BodyReader:
             self._seen = any(d.text or d.tool_calls for d in deltas)
         return deltas
 
+    @property
+    def done(self) -> bool:
+        """Whether the parser has the whole answer (the rest of the body is not read)."""
+        return getattr(self._parser, "done", False)
+
     def close(self) -> list[Delta]:
-        deltas = self._feed(self._decoder.flush()) if self._decoder is not None else []
+        deltas = (
+            self._feed(self._decoder.flush())
+            if self._decoder is not None and not self.done
+            else []
+        )
         deltas += self._parser.close()
         if not self._seen and not any(d.text or d.tool_calls for d in deltas):
             raise EmptyResponseError("answered with no text", provider=self._provider)
@@ -464,7 +475,7 @@ class SyncTransport:
                     provider, response.status_code, response.headers, body.data, request.url
                 )
             reader = _BodyReader(provider, request, response.headers, self.max_response_bytes)
-            while data := read1(_READ_BYTES):
+            while not reader.done and (data := read1(_READ_BYTES)):
                 if batch := reader.feed(data):
                     yield batch
             if batch := reader.close():
@@ -629,5 +640,7 @@ class AsyncTransport:
         async for data in response.aiter_raw():
             if batch := reader.feed(data):
                 yield batch
+            if reader.done:
+                break
         if batch := reader.close():
             yield batch

@@ -60,7 +60,12 @@ class Delta:
 
 
 class ResponseParser(Protocol):
-    """Consumes the body of a 2xx response, bytes in, deltas out."""
+    """Consumes the body of a 2xx response, bytes in, deltas out.
+
+    A parser that knows the answer is complete before the body ends (an event
+    stream's ``[DONE]``) may say so with a true ``done`` attribute: the
+    transport then stops reading.
+    """
 
     def feed(self, data: bytes) -> list[Delta]:
         """Take the next bytes of the body; return the deltas they complete."""
@@ -190,8 +195,13 @@ class SniffingParser:
     def close(self) -> list[Delta]:
         if self._chosen is None:
             self._chosen = self._choose(final=True) or self._fallback
-            self._chosen.feed(self._head)
+            deltas = self._chosen.feed(self._head)
+            return deltas + self._chosen.close()
         return self._chosen.close()
+
+    @property
+    def done(self) -> bool:
+        return getattr(self._chosen, "done", False)
 
     def _choose(self, *, final: bool) -> ResponseParser | None:
         """The parser the head of the body calls for; ``None`` to read more first."""

@@ -209,26 +209,27 @@ class SSEParser:
     if nothing else came, are reported when the body ends.
     """
 
-    __slots__ = ("provider", "lines", "_started", "_done", "_finished", "_stray")
+    __slots__ = ("provider", "lines", "_started", "done", "_finished", "_stray")
 
     def __init__(self, provider: str) -> None:
         self.provider = provider
         self.lines = LineSplitter()
         self._started = False
-        self._done = False
+        #: ``data: [DONE]`` has arrived: the rest of the body is not read.
+        self.done = False
         self._finished = False
         self._stray: list[bytes] = []
 
     def feed(self, data: bytes) -> list[Delta]:
-        if self._done:
+        if self.done:
             return []
         return self._lines(self.lines.feed(data))
 
     def close(self) -> list[Delta]:
-        if self._done:
+        if self.done:
             return []
         out = self._lines([self.lines.rest()])
-        if not self._done and not self._finished:
+        if not self.done and not self._finished:
             if self._stray:
                 text = b"\n".join(self._stray)[:300].decode("utf-8", "replace")
                 raise ProviderResponseError(
@@ -249,7 +250,7 @@ class SSEParser:
         for line in lines:
             if line.startswith(b"data:"):
                 self._data(line[5:], out)
-                if self._done:
+                if self.done:
                     break
             elif line and not line.startswith(b":"):
                 self._other(line, out)
@@ -258,7 +259,7 @@ class SSEParser:
     def _data(self, payload: bytes, out: list[Delta]) -> None:
         payload = payload.strip()
         if payload == b"[DONE]":
-            self._done = True
+            self.done = True
             return
         if not payload:
             return

@@ -15,6 +15,7 @@ import logging
 import operator
 import socket
 import threading
+import time
 import traceback
 import tracemalloc
 import zlib
@@ -709,10 +710,15 @@ async def answer(model: Any, how: str) -> str:
 
 
 class RawServer(ThreadingHTTPServer):
-    """Answers every POST with ``reply``: (status, headers, body pieces)."""
+    """Answers every POST with ``reply``: (status, headers, body pieces).
+
+    With ``hold`` seconds, the body has no length and the connection stays
+    open that long after the last piece.
+    """
 
     daemon_threads = True
     reply: tuple[int, dict[str, str], list[bytes]] = (200, {}, [b""])
+    hold = 0.0
 
     @property
     def url(self) -> str:
@@ -731,7 +737,8 @@ class _RawHandler(BaseHTTPRequestHandler):
         self.send_response(status)
         for name, value in headers.items():
             self.send_header(name, value)
-        self.send_header("Content-Length", str(sum(map(len, pieces))))
+        if not self.server.hold:
+            self.send_header("Content-Length", str(sum(map(len, pieces))))
         self.end_headers()
         try:
             for piece in pieces:
@@ -739,6 +746,7 @@ class _RawHandler(BaseHTTPRequestHandler):
                 self.wfile.flush()
         except OSError:
             pass  # the client stopped reading, as it should at its size limit
+        time.sleep(self.server.hold)
 
 
 @pytest.fixture
@@ -763,9 +771,9 @@ async def fetch(server: RawServer, how: str, *, stream: bool = True, **options: 
     outcome = Outcome()
     try:
         if how == "sync":
-            outcome.deltas = list(SyncTransport(timeout=5, **options).deltas(provider, request))
+            outcome.deltas = list(SyncTransport(**{"timeout": 5, **options}).deltas(provider, request))
         else:
-            transport = AsyncTransport(timeout=5, **options)
+            transport = AsyncTransport(**{"timeout": 5, **options})
             outcome.deltas = [d async for d in transport.adeltas(provider, request)]
     except Exception as exc:  # noqa: BLE001 - the outcome is inspected by the test
         outcome.error = exc
@@ -1069,3 +1077,19 @@ def test_cli_404_names_the_url_it_tried_without_its_secret(
     assert code == 1
     assert f"HTTP 404 from http://bob:***@{parts.netloc}{parts.path}/chat/completions" in err
     assert PASSWORD not in err
+
+
+@pytest.mark.parametrize("how", SIDES)
+@pytest.mark.parametrize("coding", [None, "gzip"])
+async def test_reading_stops_at_done(raw_server: RawServer, how: str, coding: str | None) -> None:
+    """A server that keeps the connection open after [DONE] does not hold the answer back."""
+    body = FULL_SSE + b"data: more\n\n"
+    headers = {"Content-Type": "text/event-stream"}
+    if coding:
+        compressor = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+        body = compressor.compress(body) + compressor.flush(zlib.Z_SYNC_FLUSH)
+        headers["Content-Encoding"] = coding
+    raw_server.reply, raw_server.hold = (200, headers, [body]), 3 * DELAY
+    outcome = await fetch(raw_server, how, timeout=DELAY)
+    assert outcome.error is None, outcome.error
+    assert outcome.text == "Hello wörld"
