@@ -1244,3 +1244,32 @@ def test_emulated_tool_call_text_nested_too_deeply_is_plain_text() -> None:
     assert parse_tool_calls(text, {"f"}) is None
     nested_args = '{"name": "f", "arguments": "' + "[" * 100_000 + '"}'
     assert parse_tool_calls(nested_args, {"f"}) is None
+
+
+class PlainTextParser:
+    """A stream that is its text, as some custom providers send."""
+
+    def feed(self, data: bytes) -> list[Delta]:
+        return [Delta(text=data.decode())] if data else []
+
+    def close(self) -> list[Delta]:
+        return [Delta(finish_reason="stop")]
+
+
+class PlainText(Provider):
+    name = "PlainText"
+    model = ["m"]
+    supports_stream = True
+
+    def build_payload(self, model: str, messages: Any, **options: Any) -> dict[str, Any]:
+        return {}
+
+    def stream_parser(self) -> PlainTextParser:
+        return PlainTextParser()
+
+
+@pytest.mark.parametrize("body", [b"d", b"da", b"data", b" \n", b"<p>"])
+def test_a_short_body_decided_at_its_end_keeps_its_deltas(body: bytes) -> None:
+    provider = PlainText()
+    parser = provider.parser(provider.build_request("m", MESSAGES, stream=True), "text/plain")
+    assert text(run(parser, *byte_by_byte(body))) == body.decode("utf-8", "replace")
