@@ -49,6 +49,7 @@ def check_delta(delta: Any) -> None:
     """Every field of ``delta`` has the type ``Delta`` declares."""
     assert type(delta) is Delta
     assert type(delta.text) is str
+    assert type(delta.reasoning) is str
     assert _optional_str(delta.finish_reason)
     assert _optional_str(delta.model)
     if delta.usage is not None:
@@ -118,7 +119,8 @@ usage = shaped({"prompt_tokens": st.integers(0, 9), "completion_tokens": st.inte
                 "total_tokens": st.integers(0, 9)})
 choice = shaped(
     {
-        "delta": shaped({"content": st.text(max_size=8), "tool_calls": tool_calls, "role": st.just("assistant")}),
+        "delta": shaped({"content": st.text(max_size=8), "tool_calls": tool_calls,
+                         "reasoning_content": st.text(max_size=8), "role": st.just("assistant")}),
         "message": shaped({"content": st.text(max_size=8), "tool_calls": tool_calls}),
         "finish_reason": st.sampled_from(["stop", "length", "tool_calls"]),
         "index": st.integers(0, 2),
