@@ -202,7 +202,28 @@ class _Pools:
             session.close()
         for loop, client in clients:
             if not loop.is_closed() and not loop.is_running():
-                loop.run_until_complete(client.aclose())
+                loop.run_until_complete(_aclose(client))
+
+
+async def _aclose(client: httpx.AsyncClient) -> None:
+    """Close ``client`` on its idle loop at exit, letting the loop's pending
+    tasks (async generators being finalised, which may still read from the
+    client) finish first and after, for at most a second in all."""
+    deadline = asyncio.get_running_loop().time() + 1.0
+    await _settle(deadline)
+    await client.aclose()
+    await _settle(deadline)
+
+
+async def _settle(deadline: float) -> None:
+    """Wait for the running loop's other tasks, including those they start."""
+    loop = asyncio.get_running_loop()
+    await asyncio.sleep(0)  # callbacks scheduled while the loop was idle run first
+    while (pending := asyncio.all_tasks() - {asyncio.current_task()}) and (
+        left := deadline - loop.time()
+    ) > 0:
+        await asyncio.wait(pending, timeout=left)
+        await asyncio.sleep(0)
 
 
 _POOLS = _Pools()

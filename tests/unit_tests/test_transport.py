@@ -14,6 +14,8 @@ import json
 import logging
 import operator
 import socket
+import subprocess
+import sys
 import threading
 import time
 import traceback
@@ -1093,3 +1095,38 @@ async def test_reading_stops_at_done(raw_server: RawServer, how: str, coding: st
     outcome = await fetch(raw_server, how, timeout=DELAY)
     assert outcome.error is None, outcome.error
     assert outcome.text == "Hello wörld"
+
+
+EXIT_SCRIPT = """
+import asyncio, atexit
+
+clients = []
+# Registered first, so it runs after the transport's own handler.
+atexit.register(lambda: print("closed at exit:", all(c.is_closed for c in clients)))
+
+from langchain_g4f import ChatG4F
+from langchain_g4f.testing import Replica
+
+replica = Replica().__enter__()
+model = ChatG4F(provider="Lockchat", base_url=replica.base_url("Lockchat"))
+loop = asyncio.new_event_loop()
+
+
+async def first_chunk():
+    clients.append(model.async_transport.client())
+    async for chunk in model.astream("hi"):
+        return chunk  # the stream is left for the loop to finalise
+
+
+print(loop.run_until_complete(first_chunk()).content)
+"""
+
+
+def test_shared_clients_are_closed_at_exit_leaving_nothing_pending() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", EXIT_SCRIPT], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert "closed at exit: True" in result.stdout
+    assert "Task was destroyed" not in result.stderr
+    assert "Unclosed" not in result.stderr
