@@ -29,7 +29,6 @@ import http.client
 import logging
 import threading
 import time
-import weakref
 import zlib
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any

@@ -34,7 +34,7 @@ from langchain_g4f.providers import (
     Provider,
     SSEParser,
 )
-from langchain_g4f.providers.base import BodyParser, HTTPRequest
+from langchain_g4f.providers.base import HTTPRequest
 from langchain_g4f.providers.openai import parse_completion
 
 MESSAGES = [
