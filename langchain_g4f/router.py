@@ -15,17 +15,19 @@ How one call runs:
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from functools import partial
 from itertools import chain
-from typing import Any
+from typing import Any, Literal
 
 from langchain_core.callbacks import (
     AsyncCallbackManagerForLLMRun,
     CallbackManagerForLLMRun,
 )
 from langchain_core.language_models import BaseChatModel, LangSmithParams
-from langchain_core.messages import BaseMessage, message_chunk_to_message
+from langchain_core.messages import AIMessageChunk, BaseMessage, message_chunk_to_message
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import ConfigDict, Field, PrivateAttr
 
@@ -35,13 +37,19 @@ from langchain_g4f._race import (
     Entry,
     Request,
     Schedule,
+    Won,
     aclose,
     arace,
     clock,
     race,
 )
 from langchain_g4f.chat_models import ChatG4F, ls_params, stop_list
-from langchain_g4f.errors import ConfigurationError, NoProviderAvailableError
+from langchain_g4f.continuation import Splicer, continuation_messages
+from langchain_g4f.errors import (
+    ConfigurationError,
+    NoProviderAvailableError,
+    StreamInterruptedError,
+)
 from langchain_g4f.health import Health, Strategy, resolve_strategy
 from langchain_g4f.providers.base import Provider
 from langchain_g4f.tools import ToolCallingMixin
@@ -153,6 +161,9 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
     temperature: float | None = None
     max_tokens: int | None = Field(default=None, ge=1)
     stop: list[str] | str | None = Field(default=None, alias="stop_sequences")
+    on_interrupt: Literal["continue", "raise"] = "continue"
+    """A stream that breaks after text: ``"continue"`` it on another provider, or
+    ``"raise"`` :class:`~langchain_g4f.errors.StreamInterruptedError`."""
 
     _entries: list[Entry] = PrivateAttr(default_factory=list)
     _strategy: Strategy = PrivateAttr()
@@ -279,7 +290,7 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
         )
 
     def _schedule(self, request: Request) -> Schedule:
-        entries = self._serving(request.model)
+        entries = [e for e in self._serving(request.model) if e.key not in request.exclude]
         views = self._health.views()
         now = clock()
         ready = [entry for entry in entries if views[entry.key].cooldown_until <= now]
@@ -309,25 +320,30 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         request = self._request(messages, stop, kwargs)
+        relay = _Relay(self, request)
         won = race(self._schedule(request), partial(_open_stream, request))
-        # From here on the winner's chunks pass through; no fallback.
-        failed = False
-        try:
-            for chunk in chain(won.head, won.stream):
-                won.take(chunk)
-                if run_manager is not None:
-                    run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-                yield chunk
-            if not won.finished:
-                yield won.final_chunk()
-        except Exception as exc:
-            failed = True
-            self._health.record_failure(won.key, exc)
-            raise won.interrupted(exc) from exc
-        finally:
-            won.stream.close()
-            if not failed:
-                self._health.record_success(won.key)
+        while True:
+            relay.begin(won)
+            try:
+                for chunk in chain(won.head, won.stream):
+                    for out in relay.feed(chunk):
+                        if run_manager is not None:
+                            run_manager.on_llm_new_token(out.text, chunk=out)
+                        yield out
+                for out in relay.end():
+                    yield out
+                return
+            except Exception as exc:
+                request = relay.broke(exc)  # or raises: the answer cannot go on
+            except BaseException:
+                relay.cancelled()
+                raise
+            finally:
+                won.stream.close()
+            try:
+                won = race(self._schedule(request), partial(_open_stream, request))
+            except Exception as exc:
+                raise relay.unfinished(exc) from exc
 
     async def _astream(
         self,
@@ -337,30 +353,35 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         request = self._request(messages, stop, kwargs)
+        relay = _Relay(self, request)
         won = await arace(self._schedule(request), partial(_open_astream, request))
-        # From here on the winner's chunks pass through; no fallback.
-        failed = False
-        try:
-            for chunk in won.head:
-                won.take(chunk)
-                if run_manager is not None:
-                    await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-                yield chunk
-            async for chunk in won.stream:
-                won.take(chunk)
-                if run_manager is not None:
-                    await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-                yield chunk
-            if not won.finished:
-                yield won.final_chunk()
-        except Exception as exc:
-            failed = True
-            self._health.record_failure(won.key, exc)
-            raise won.interrupted(exc) from exc
-        finally:
-            await aclose(won.stream)
-            if not failed:
-                self._health.record_success(won.key)
+        while True:
+            relay.begin(won)
+            try:
+                for chunk in won.head:
+                    for out in relay.feed(chunk):
+                        if run_manager is not None:
+                            await run_manager.on_llm_new_token(out.text, chunk=out)
+                        yield out
+                async for chunk in won.stream:
+                    for out in relay.feed(chunk):
+                        if run_manager is not None:
+                            await run_manager.on_llm_new_token(out.text, chunk=out)
+                        yield out
+                for out in relay.end():
+                    yield out
+                return
+            except Exception as exc:
+                request = relay.broke(exc)  # or raises: the answer cannot go on
+            except BaseException:
+                relay.cancelled()
+                raise
+            finally:
+                await aclose(won.stream)
+            try:
+                won = await arace(self._schedule(request), partial(_open_astream, request))
+            except Exception as exc:
+                raise relay.unfinished(exc) from exc
 
     def _generate(
         self,
@@ -379,6 +400,170 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         return _result([chunk async for chunk in self._astream(messages, stop, **kwargs)])
+
+
+# --- the relay: one answer across providers ----------------------------------------
+
+
+class _Relay:
+    """One call's answer, passed on from the winner of each race; no I/O.
+
+    Text passes through as it comes. With ``on_interrupt="continue"``, native
+    tool-call fragments are held back until their answer completes, so that a
+    reply that breaks before any text restarts cleanly; a reply that breaks after
+    text is continued by another provider (see :mod:`langchain_g4f.continuation`),
+    whose repeat of the text already given is spliced out. Health hears of each
+    segment: a success, a failure after text, or a cancellation by the caller.
+    """
+
+    def __init__(self, router: ChatG4FRouter, request: Request) -> None:
+        self.request = request
+        self.health = router._health
+        self.continues = router.on_interrupt == "continue"
+        self.max_retries = router.max_retries
+        self.keys = [entry.key for entry in router._serving(request.model)]
+        self.texts: list[str] = []  # all text given to the caller
+        self.segments: list[dict[str, Any]] = []
+        self.attempts: list[dict[str, Any]] = []
+        self.breaks: Counter[str] = Counter()
+        self.error: BaseException | None = None  # the latest break
+        self.won: Won | None = None
+        self.splicer: Splicer | None = None
+        self.tools: list[ChatGenerationChunk] = []
+        self.chars = 0  # of the current segment
+        self.done = False
+
+    # -- a segment --
+
+    def begin(self, won: Won) -> None:
+        self.won, self.chars, self.tools = won, 0, []
+        self.attempts.extend(won.attempts)
+        self.splicer = Splicer("".join(self.texts)) if self.texts else None
+
+    def feed(self, chunk: ChatGenerationChunk) -> list[ChatGenerationChunk]:
+        """What to yield for a chunk of the current segment."""
+        message = chunk.message
+        if message.chunk_position == "last":  # type: ignore[attr-defined]
+            return self._last(chunk)
+        if self.continues and message.tool_call_chunks:  # type: ignore[attr-defined]
+            self.tools.append(chunk)
+            return []
+        text = chunk.text
+        if self.splicer is not None and text and isinstance(message.content, str):
+            new = self.splicer.push(text)
+            if new != text:
+                if not new:
+                    return []
+                chunk = ChatGenerationChunk(message=message.model_copy(update={"content": new}))
+                text = new
+        self._given(text)
+        return [chunk]
+
+    def end(self) -> list[ChatGenerationChunk]:
+        """After a stream that did not mark its last chunk: a closing one."""
+        if self.done:
+            return []
+        closing = AIMessageChunk(content="", chunk_position="last")
+        return self._last(ChatGenerationChunk(message=closing))
+
+    def _last(self, chunk: ChatGenerationChunk) -> list[ChatGenerationChunk]:
+        message = chunk.message
+        update: dict[str, Any] = {}
+        if self.splicer is not None and isinstance(message.content, str):
+            content = self.splicer.push(message.content) + self.splicer.flush()
+            if content != message.content:
+                update["content"] = content
+        self._given(update.get("content", chunk.text))
+        won = self._won
+        metadata = dict(message.response_metadata)
+        metadata["provider"] = won.key  # as in attempts and stats()
+        metadata["attempts"] = self.attempts
+        self.segments.append({"provider": won.key, "chars": self.chars})
+        if len(self.segments) > 1:
+            metadata["segments"] = self.segments
+        update["response_metadata"] = metadata
+        self.done = True
+        self.health.record_success(won.key, chars=self.chars, seconds=clock() - won.at)
+        return [*self.tools, ChatGenerationChunk(message=message.model_copy(update=update))]
+
+    def _given(self, text: str) -> None:
+        if text:
+            self.texts.append(text)
+            self.chars += len(text)
+
+    @property
+    def _won(self) -> Won:
+        assert self.won is not None  # begin() comes first
+        return self.won
+
+    # -- the end of a segment --
+
+    def cancelled(self) -> None:
+        """The caller abandoned the answer."""
+        if not self.done:
+            self.done = True
+            self.health.record_cancelled(self._won.key)
+
+    def broke(self, error: BaseException) -> Request:
+        """The current segment broke: the request that continues (or restarts) the
+        answer; raises :class:`StreamInterruptedError` when it cannot go on."""
+        won = self._won
+        self.health.record_failure(won.key, error, after_text=True)
+        self.attempts.append(_break_record(won, error))
+        self.breaks[won.key] += 1
+        self.error = error
+        if self.texts:
+            self.segments.append({"provider": won.key, "chars": self.chars})
+        exclude = self._exclude()
+        if not self.continues or len(exclude) == len(self.keys):
+            raise self._interrupted(None) from error
+        partial = "".join(self.texts)
+        messages = self.request.messages
+        if partial:
+            messages = continuation_messages(messages, partial)
+        timeout = self.request.timeout
+        deadline = clock() + timeout if timeout is not None else float("inf")
+        return replace(self.request, messages=messages, deadline=deadline, exclude=exclude)
+
+    def _exclude(self) -> frozenset[str]:
+        """Who may not continue: those that broke this answer, unless nobody else is
+        left; then those that broke it more often than their retries."""
+        if any(key not in self.breaks for key in self.keys):
+            return frozenset(self.breaks)
+        return frozenset(key for key, n in self.breaks.items() if n > self.max_retries)
+
+    def unfinished(self, error: BaseException) -> StreamInterruptedError:
+        """No provider could continue the answer (``error`` says why)."""
+        return self._interrupted(error)
+
+    def _interrupted(self, failed: BaseException | None) -> StreamInterruptedError:
+        error = self.error
+        assert error is not None  # a segment broke
+        partial = "".join(self.texts)
+        if failed is not None:
+            why = f"no provider could continue it: {failed}"
+        elif self.continues:
+            why = "no provider is left to continue it"
+        else:
+            why = "not continued elsewhere (on_interrupt='raise')"
+        return StreamInterruptedError(
+            f"the stream broke after {len(partial)} characters of text "
+            f"({type(error).__name__}: {error}); {why}",
+            provider=self._won.key,
+            partial_text=partial,
+            cause=error,
+        )
+
+
+def _break_record(won: Won, error: BaseException) -> dict[str, Any]:
+    """The attempts entry of a stream that broke after its first text."""
+    return {
+        "provider": won.key,
+        "error": type(error).__name__,
+        "status": getattr(error, "status", None),
+        "message": getattr(error, "message", None) or str(error) or type(error).__name__,
+        "elapsed": round(max(0.0, clock() - won.at), 3),
+    }
 
 
 def _open_stream(request: Request, attempt: Attempt) -> Iterator[ChatGenerationChunk]:

@@ -13,9 +13,13 @@ from __future__ import annotations
 import email.utils
 import http.client
 import json
+import socket
+import threading
 import time
 import weakref
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from langchain_g4f.errors import (
@@ -202,7 +206,7 @@ class SyncTransport:
             )
         except requests.exceptions.RequestException as exc:
             raise _requests_error(name, exc, self.timeout) from exc
-        with response:
+        with response, _watched(response):
             try:
                 raw = response.raw
                 raw.decode_content = True  # gzip/deflate bodies come out decoded
@@ -229,6 +233,67 @@ class SyncTransport:
                 OSError,
             ) as exc:
                 raise _requests_error(name, exc, self.timeout) from exc
+
+
+class AbortScope:
+    """Sync responses that another thread may cut short.
+
+    A thread that sets :data:`abort_scope` to a scope registers there each response
+    it reads; :meth:`abort`, from any thread, shuts down their connections (and
+    those of responses opened later), so a read blocked on them returns at once
+    with an error.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: set[Any] = set()
+        self.aborted = False
+
+    def opened(self, response: requests.Response) -> None:
+        with self._lock:
+            if not self.aborted:
+                self._open.add(response)
+                return
+        _shut_down(response)
+
+    def closed(self, response: requests.Response) -> None:
+        with self._lock:
+            self._open.discard(response)
+
+    def abort(self) -> None:
+        with self._lock:
+            self.aborted = True
+            responses, self._open = list(self._open), set()
+        for response in responses:
+            _shut_down(response)
+
+
+#: The :class:`AbortScope` of this thread's sync requests, if any.
+abort_scope: ContextVar[AbortScope | None] = ContextVar("g4f_abort_scope", default=None)
+
+
+@contextmanager
+def _watched(response: requests.Response) -> Iterator[None]:
+    scope = abort_scope.get()
+    if scope is None:
+        yield
+        return
+    scope.opened(response)
+    try:
+        yield
+    finally:
+        scope.closed(response)
+
+
+def _shut_down(response: requests.Response) -> None:
+    """Shut down the connection a response is read from (a blocked read returns)."""
+    connection = getattr(response.raw, "connection", None)  # None once released
+    sock = getattr(connection, "sock", None)
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:  # closed meanwhile by its reader
+            pass
 
 
 def _reader(response: requests.Response) -> Any:
