@@ -7,10 +7,13 @@ How one call runs:
    strategy (:mod:`langchain_g4f.health`) orders the rest.
 2. The attempts race to the first text (:mod:`langchain_g4f._race`): retries with
    backoff, fallback to the next provider, hedging, one deadline for it all.
-3. The winner's chunks pass through unchanged; its final chunk gets the failed
-   attempts in ``response_metadata["attempts"]``. A failure after text has been
-   yielded raises :class:`~langchain_g4f.errors.StreamInterruptedError`, never a
-   restart elsewhere (that would repeat text).
+3. The winner's chunks pass through (the relay, :class:`_Relay`); the final chunk
+   gets the failed attempts in ``response_metadata["attempts"]``. A stream that
+   breaks after text is continued: another race, over the providers that have not
+   broken this answer, asks for the rest (:mod:`langchain_g4f.continuation`), whose
+   repeat of the text already given is spliced out. With ``on_interrupt="raise"``,
+   or when nobody can continue, :class:`~langchain_g4f.errors.StreamInterruptedError`
+   is raised with the text given so far.
 """
 
 from __future__ import annotations
@@ -92,6 +95,11 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
         cooldown_after, cooldown, max_cooldown:
             Consecutive failures that start a cooldown; its first length in seconds
             (doubling with each further failure); its cap.
+        on_interrupt: "continue" | "raise"
+            A stream that breaks after text: ``"continue"`` (default) asks the
+            next provider (or the same one, if it is the only one and
+            ``max_retries`` allows) for the rest of the answer; ``"raise"`` raises
+            :class:`~langchain_g4f.errors.StreamInterruptedError`.
         temperature, max_tokens, stop:
             Passed to every provider when set.
 
@@ -119,9 +127,12 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
             await llm.ainvoke("Hello!")
 
     Response metadata:
-        ``response_metadata["provider"]`` names the provider that answered;
+        ``response_metadata["provider"]`` names the provider that answered (that
+        finished the answer, when it was continued);
         ``response_metadata["attempts"]`` lists the failed attempts before it,
-        each ``{"provider", "error", "status", "message", "elapsed"}``.
+        each ``{"provider", "error", "status", "message", "elapsed"}``, broken
+        streams included; ``response_metadata["segments"]``, when the answer was
+        continued, lists ``{"provider", "chars"}`` of each part in order.
 
     Errors:
         :class:`~langchain_g4f.errors.NoProviderAvailableError` when no provider
@@ -129,7 +140,8 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
         :class:`~langchain_g4f.errors.AllProvidersFailedError` (with ``attempts``)
         when every attempt failed or the deadline passed;
         :class:`~langchain_g4f.errors.StreamInterruptedError` (with
-        ``partial_text``) when a stream breaks after text was yielded.
+        ``partial_text``) when a stream breaks after text was yielded and is not
+        continued (``on_interrupt="raise"``, or nobody can continue it in time).
 
     Health:
         ``llm.stats()`` -> ``{provider: {"successes", "failures",
