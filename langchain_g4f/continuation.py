@@ -11,7 +11,8 @@ continuation streams in: the *overlap* is the longest suffix of the partial
 answer that is a prefix of the continuation, counted only when it is at least
 :data:`MIN_OVERLAP` characters long and is not one character repeated (a run of
 spaces or dashes). Shorter or single-character overlaps are kept, because they
-are as likely to be the answer's own text ("Hel" + "lo") as a repeat. While the
+are as likely to be the answer's own text ("Hel" + "lo", "bana" + "na") as a
+repeat; a model that repeats only one or two characters leaves them doubled. While the
 continuation received so far could still be the start of a longer overlap it is
 held back; once it cannot, the new text is released and the rest passes
 through untouched.
@@ -44,7 +45,7 @@ CONTINUE_INSTRUCTION = (
 )
 
 #: The shortest repeat of the partial answer's end that is removed from a continuation.
-MIN_OVERLAP = 4
+MIN_OVERLAP = 3
 
 
 def continuation_messages(messages: Sequence[BaseMessage], partial: str) -> list[BaseMessage]:

@@ -63,10 +63,12 @@ def test_splice_removes_a_repeated_tail() -> None:
 def test_splice_keeps_short_and_single_character_overlaps() -> None:
     assert splice("Hel", "lo") == "lo"  # "l" + "lo": the answer's own letters
     assert splice("Wow", "ow!") == "ow!"  # shorter than MIN_OVERLAP
-    assert MIN_OVERLAP == 4
+    assert MIN_OVERLAP == 3
     assert splice("code:\n    ", "    return x") == "    return x"  # a run of spaces
     assert splice("-----", "-----") == "-----"
-    assert splice("abc", "abc def") == "abc def"  # the partial is shorter than the minimum
+    assert splice("ab", "ab cd") == "ab cd"  # the partial is shorter than the minimum
+    assert splice("bana", "nana") == "nana"  # banana: a 2-character overlap is kept
+    assert splice("The quick bro", "brown fox") == "wn fox"  # a cut word restarted
 
 
 def test_splicer_holds_back_only_what_may_still_repeat() -> None:
