@@ -11,6 +11,7 @@ to one typed error from :mod:`langchain_g4f.errors` that names the provider.
 from __future__ import annotations
 
 import email.utils
+import functools
 import http.client
 import json
 import socket
@@ -167,7 +168,7 @@ class SyncTransport:
             from requests.adapters import HTTPAdapter
 
             session = requests.Session()
-            adapter = HTTPAdapter(pool_maxsize=32)
+            adapter = _abortable(HTTPAdapter(pool_maxsize=32))
             session.mount("http://", adapter)
             session.mount("https://", adapter)
             self._session = session
@@ -236,12 +237,14 @@ class SyncTransport:
 
 
 class AbortScope:
-    """Sync responses that another thread may cut short.
+    """Connections of sync requests that another thread may cut short.
 
-    A thread that sets :data:`abort_scope` to a scope registers there each response
-    it reads; :meth:`abort`, from any thread, shuts down their connections (and
-    those of responses opened later), so a read blocked on them returns at once
-    with an error.
+    A thread that sets :data:`abort_scope` to a scope registers there each
+    connection its requests use (from the moment it is taken from the pool, so
+    also while waiting for the response headers; with a session of your own,
+    once the headers have come). :meth:`abort`, from any thread, shuts those
+    connections down, and any registered later, so a read blocked on them
+    returns at once with an error.
     """
 
     def __init__(self) -> None:
@@ -249,23 +252,25 @@ class AbortScope:
         self._open: set[Any] = set()
         self.aborted = False
 
-    def opened(self, response: requests.Response) -> None:
+    def opened(self, connection: Any) -> None:
         with self._lock:
             if not self.aborted:
-                self._open.add(response)
+                self._open.add(connection)
                 return
-        _shut_down(response)
+        _shut_down(connection)
 
-    def closed(self, response: requests.Response) -> None:
+    def closed(self, connection: Any) -> None:
         with self._lock:
-            self._open.discard(response)
+            self._open.discard(connection)
 
     def abort(self) -> None:
+        # Under the lock: once closed() has returned, the connection may go back to
+        # the pool and serve another request, and must not be touched.
         with self._lock:
             self.aborted = True
-            responses, self._open = list(self._open), set()
-        for response in responses:
-            _shut_down(response)
+            for connection in self._open:
+                _shut_down(connection)
+            self._open.clear()
 
 
 #: The :class:`AbortScope` of this thread's sync requests, if any.
@@ -274,26 +279,58 @@ abort_scope: ContextVar[AbortScope | None] = ContextVar("g4f_abort_scope", defau
 
 @contextmanager
 def _watched(response: requests.Response) -> Iterator[None]:
+    """The response's connection registered in the thread's scope while it is read."""
     scope = abort_scope.get()
-    if scope is None:
+    connection = getattr(response.raw, "connection", None)
+    if scope is None or connection is None:
         yield
         return
-    scope.opened(response)
+    scope.opened(connection)
     try:
         yield
     finally:
-        scope.closed(response)
+        scope.closed(connection)
 
 
-def _shut_down(response: requests.Response) -> None:
-    """Shut down the connection a response is read from (a blocked read returns)."""
-    connection = getattr(response.raw, "connection", None)  # None once released
+def _shut_down(connection: Any) -> None:
+    """Shut down a connection's socket: a read blocked on it returns."""
     sock = getattr(connection, "sock", None)
     if sock is not None:
         try:
             sock.shutdown(socket.SHUT_RDWR)
         except OSError:  # closed meanwhile by its reader
             pass
+
+
+def _abortable(adapter: Any) -> Any:
+    """``adapter``, its pools registering each connection they lend in the
+    thread's :class:`AbortScope`."""
+    adapter.poolmanager.pool_classes_by_scheme = _abortable_pools()
+    return adapter
+
+
+@functools.cache
+def _abortable_pools() -> dict[str, type]:
+    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+    class Lending:
+        def _get_conn(self, timeout: float | None = None) -> Any:
+            connection = super()._get_conn(timeout)  # type: ignore[misc]
+            scope = abort_scope.get()
+            if scope is not None:
+                scope.opened(connection)
+            return connection
+
+        def _put_conn(self, connection: Any) -> None:
+            scope = abort_scope.get()
+            if scope is not None and connection is not None:
+                scope.closed(connection)
+            super()._put_conn(connection)  # type: ignore[misc]
+
+    return {
+        "http": type("AbortableHTTPConnectionPool", (Lending, HTTPConnectionPool), {}),
+        "https": type("AbortableHTTPSConnectionPool", (Lending, HTTPSConnectionPool), {}),
+    }
 
 
 def _reader(response: requests.Response) -> Any:

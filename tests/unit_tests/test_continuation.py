@@ -518,14 +518,15 @@ async def test_cancelled_before_the_first_text_is_a_cancellation(replica: Replic
 
 
 class Loser:
-    """An SSE endpoint that never gives text, and records when each client hangs up.
+    """An SSE endpoint that never gives text, and records when its client hangs up.
 
-    ``keepalive``: it sends an SSE comment every 50 ms; otherwise it stalls after the
-    response headers and one comment (a read blocked mid-stream).
+    ``mode``: ``"keepalive"`` sends an SSE comment every 50 ms; ``"stalled"`` stalls
+    after the response headers and one comment (a read blocked mid-stream);
+    ``"silent"`` never answers the request (a wait for the response headers).
     """
 
-    def __init__(self, keepalive: bool) -> None:
-        self.keepalive = keepalive
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
         self.connected = threading.Event()
         self.hung_up = threading.Event()
         self.stopped = threading.Event()
@@ -538,16 +539,17 @@ class Loser:
         with conn:
             conn.recv(65536)  # the request (small, in one read on loopback)
             self.connected.set()
-            conn.sendall(
-                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-                b"Transfer-Encoding: chunked\r\n\r\n" + self._comment()
-            )
+            if self.mode != "silent":
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                    b"Transfer-Encoding: chunked\r\n\r\n" + self._comment()
+                )
             while not self.stopped.is_set():
                 readable, _, _ = select.select([conn], [], [], 0.05)
                 try:
                     if readable and not conn.recv(1024):
                         break  # the client closed its side
-                    if self.keepalive:
+                    if self.mode == "keepalive":
                         conn.sendall(self._comment())
                 except OSError:
                     break
@@ -569,9 +571,9 @@ class Loser:
         self._server.close()
 
 
-@pytest.fixture(params=[True, False], ids=["keepalive", "stalled"])
+@pytest.fixture(params=["keepalive", "stalled", "silent"])
 def loser(request: pytest.FixtureRequest) -> Iterator[Loser]:
-    server = Loser(keepalive=request.param)
+    server = Loser(request.param)
     yield server
     server.close()
 
