@@ -318,12 +318,13 @@ class Won:
     ``at`` is when that text came; ``attempts`` are the attempts that failed before.
     """
 
-    __slots__ = ("key", "head", "stream", "attempts", "at")
+    __slots__ = ("attempt", "key", "head", "stream", "attempts", "at")
 
     def __init__(
-        self, key: str, head: list[Chunk], stream: Any, attempts: list[dict], at: float
+        self, attempt: Attempt, head: list[Chunk], stream: Any, attempts: list[dict], at: float
     ) -> None:
-        self.key = key
+        self.attempt = attempt
+        self.key = attempt.entry.key
         self.head = head
         self.stream = stream
         self.attempts = attempts
@@ -418,8 +419,8 @@ def race(schedule: Schedule, open_stream: Callable[[Attempt], Iterator[Chunk]]) 
                 schedule.failed(worker.attempt, worker.error, worker.finished)
                 continue
             schedule.won(worker.attempt, worker.finished)
-            key = worker.attempt.entry.key
-            return Won(key, worker.head, worker.stream, list(schedule.attempts), worker.finished)
+            attempts = list(schedule.attempts)
+            return Won(worker.attempt, worker.head, worker.stream, attempts, worker.finished)
     except BaseException as exc:
         if not isinstance(exc, Exception):  # the caller gave up on the call
             schedule.abandon()
@@ -462,7 +463,7 @@ async def arace(
                     attempt, stream = tasks.pop(task)
                     head, at = task.result()
                     schedule.won(attempt, at)
-                    return Won(attempt.entry.key, head, stream, list(schedule.attempts), at)
+                    return Won(attempt, head, stream, list(schedule.attempts), at)
     except BaseException as exc:
         if not isinstance(exc, Exception):  # cancelled: the caller gave up on the call
             schedule.abandon()

@@ -44,6 +44,7 @@ from langchain_g4f._race import (
     Schedule,
     Won,
     aclose,
+    attempt_record,
     arace,
     clock,
     race,
@@ -451,7 +452,7 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
 
 
 class _Relay:
-    """One call's answer, passed on from the winner of each race; no I/O.
+    """One call's answer, passed on from the winner of each race (it sends no requests).
 
     Text passes through as it comes. With ``on_interrupt="continue"``, native
     tool-call fragments are held back until their answer completes, so that a
@@ -554,7 +555,7 @@ class _Relay:
         answer; raises :class:`StreamInterruptedError` when it cannot go on."""
         won = self._won
         self.health.record_failure(won.key, error, after_text=True)
-        self.attempts.append(_break_record(won, error))
+        self.attempts.append(attempt_record(won.attempt, error, clock()))
         self.breaks[won.key] += 1
         self.error = error
         if self.texts:
@@ -598,17 +599,6 @@ class _Relay:
             partial_text=partial,
             cause=error,
         )
-
-
-def _break_record(won: Won, error: BaseException) -> dict[str, Any]:
-    """The attempts entry of a stream that broke after its first text."""
-    return {
-        "provider": won.key,
-        "error": type(error).__name__,
-        "status": getattr(error, "status", None),
-        "message": getattr(error, "message", None) or str(error) or type(error).__name__,
-        "elapsed": round(max(0.0, clock() - won.at), 3),
-    }
 
 
 def _open_stream(request: Request, attempt: Attempt) -> Iterator[ChatGenerationChunk]:
