@@ -1037,7 +1037,7 @@ class _Handler(BaseHTTPRequestHandler):
         if fault in _BREAKS:
             if opts["after_chars"] is not None:
                 pieces, rest = _cut(pieces, opts["after_chars"])
-                torn = encoder.torn(rest[0]) if rest and fault == "reset" else b""
+                torn = encoder.torn(rest[0]) if rest and fault in ("reset", "stall") else b""
                 limit = len(pieces)
             else:
                 limit = min(limit, max(0, opts["after_chunks"]))
@@ -1417,8 +1417,8 @@ class Replica:
         default 30, slow default 0.05), ``after_chunks`` (stall, reset, error_event,
         truncated_json: text chunks sent first, default 2), ``after_chars`` (the same
         faults on a streamed text answer: characters of text sent first, instead of
-        ``after_chunks``; a ``reset`` then also sends the start of the next event, cut
-        inside its first character's UTF-8 bytes).
+        ``after_chunks``; a ``reset`` or a ``stall`` then also sends the start of the
+        next event, cut inside its first character's UTF-8 bytes).
         """
         name = self._name(provider)
         unknown = sorted(set(options) - set(_OPTIONS))

@@ -223,22 +223,28 @@ async def test_break_at_the_first_piece_is_continued_elsewhere(replica: Replica,
 
 @pytest.mark.loopback
 @pytest.mark.parametrize("mode", MODES)
-async def test_break_inside_a_multibyte_character(replica: Replica, mode: str) -> None:
+@pytest.mark.parametrize("fault", ["reset", "stall"])
+async def test_break_inside_a_multibyte_character(replica: Replica, mode: str, fault: str) -> None:
     prompt = "em dash"
     dash = expected(prompt).index("—")
-    # The connection dies with the event carrying the em dash cut inside its UTF-8 bytes.
-    replica.set_fault("Mishalsgpt", "reset", after_chars=dash)
-    router = router_of(replica, "Mishalsgpt", "Lockchat")
+    # The stream ends with the event carrying the em dash cut inside its UTF-8 bytes:
+    # the connection is reset, or stalls until the read times out.
+    replica.set_fault("Mishalsgpt", fault, after_chars=dash, delay=5)
+    first = chat(replica, "Mishalsgpt", timeout=0.5)
+    router = ChatG4FRouter(providers=[first, chat(replica, "Lockchat")], strategy="priority")
 
     message, pieces = await ask(router, prompt, mode)
 
     assert_exact(message, pieces, prompt)
     segments = message.response_metadata["segments"]
     assert [s["provider"] for s in segments] == ["Mishalsgpt", "Lockchat"]
-    assert 0 < segments[0]["chars"] <= dash
+    if fault == "stall":
+        assert segments[0]["chars"] == dash  # all of it read before the stall
+    else:
+        assert 0 < segments[0]["chars"] <= dash  # a reset may drop unread bytes
     assert sum(s["chars"] for s in segments) == len(expected(prompt))
     [asked] = continuation_requests(replica)
-    assert expected(prompt).startswith(asked[-2]["content"])
+    assert asked[-2]["content"] == expected(prompt)[: segments[0]["chars"]]
 
 
 @pytest.mark.loopback
@@ -622,3 +628,70 @@ async def test_an_attempt_past_the_deadline_is_hung_up_on_at_once(
 
     assert await asyncio.to_thread(loser.hung_up.wait, 10.0)
     assert await asyncio.to_thread(wait_for, lambda: not worker_threads())
+
+
+# --- the replica's continuations and breaks ----------------------------------------------
+
+
+def post(replica: Replica, messages: list[dict], stream: bool = False) -> Any:
+    import requests
+
+    url = replica.base_url("Lockchat") + "/v1/chat/completions"
+    body = {"model": "gpt-4", "messages": messages, "stream": stream}
+    return requests.post(url, json=body, stream=stream, timeout=5)
+
+
+@pytest.mark.loopback
+def test_the_replica_answers_a_continuation_with_the_rest(replica: Replica) -> None:
+    asked = [{"role": "user", "content": "go on"}]
+    answer = expected("go on")
+    partial = answer[:13]
+    continuation = [
+        *asked,
+        {"role": "assistant", "content": partial},
+        {"role": "user", "content": CONTINUE_INSTRUCTION},
+    ]
+    rest = post(replica, continuation).json()["choices"][0]["message"]["content"]
+    assert rest == answer[13:]
+
+    replica.set_repeat_tail("Lockchat", 5)
+    rest = post(replica, continuation).json()["choices"][0]["message"]["content"]
+    assert rest == partial[-5:] + answer[13:]
+    replica.set_repeat_tail("Mishalsgpt", 2)  # another provider's setting: no change here
+    replica.set_repeat_tail("Lockchat", 0)
+    rest = post(replica, continuation).json()["choices"][0]["message"]["content"]
+    assert rest == answer[13:]
+
+
+@pytest.mark.loopback
+def test_the_replica_breaks_after_a_number_of_characters(replica: Replica) -> None:
+    import json
+
+    answer = expected("cut")
+    dash = answer.index("—")
+    replica.set_fault("Lockchat", "error_event", after_chars=dash + 1)
+    body = post(replica, [{"role": "user", "content": "cut"}], stream=True).content.decode()
+    texts = [
+        event["choices"][0]["delta"].get("content") or ""
+        for line in body.splitlines()
+        if line.startswith("data: {") and "choices" in (event := json.loads(line[6:]))
+    ]
+    assert "".join(texts) == answer[: dash + 1]
+    assert "upstream overloaded" in body
+
+    # the start of the next event goes out cut inside the em dash's UTF-8 bytes
+    replica.set_fault("Lockchat", "stall", after_chars=dash, delay=0.2)
+    with socket.create_connection(("127.0.0.1", int(replica.url.rsplit(":", 1)[1]))) as sock:
+        payload = json.dumps(
+            {"model": "gpt-4", "messages": [{"role": "user", "content": "cut"}], "stream": True}
+        ).encode()
+        sock.sendall(
+            b"POST /lockchat/v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%b"
+            % (len(payload), payload)
+        )
+        received = b""
+        while data := sock.recv(65536):  # until the stall ends and the server hangs up
+            received += data
+    assert received.endswith("—".encode()[:1])  # a torn multi-byte character
+    assert b'"content": "' + "—".encode() not in received
