@@ -10,7 +10,7 @@
   deadline and the hedge cut in even while a read blocks. The first attempt with
   text wins; the others are closed at once: an async loser is cancelled, a sync
   loser's connection is shut down under its blocked read (see
-  :class:`~langchain_g4f.transport.AbortScope`), and its thread ends.
+  :class:`~langchain_g4f._abort.AbortScope`), and its thread ends.
 - :class:`Won` carries the winner's stream on to the relay (the router), which
   passes its chunks on, and continues the answer elsewhere if it breaks.
 """
@@ -42,7 +42,7 @@ from langchain_g4f.errors import (
 from langchain_g4f.health import Health
 from langchain_g4f.providers.base import Provider
 from langchain_g4f.retry import backoff_delay
-from langchain_g4f.transport import AbortScope, abort_scope
+from langchain_g4f._abort import AbortScope, abort_scope
 
 clock = time.monotonic
 _NEVER = float("inf")

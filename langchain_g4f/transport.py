@@ -11,18 +11,14 @@ to one typed error from :mod:`langchain_g4f.errors` that names the provider.
 from __future__ import annotations
 
 import email.utils
-import functools
 import http.client
 import json
-import socket
-import threading
 import time
 import weakref
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
+from langchain_g4f._abort import abortable, watched
 from langchain_g4f.errors import (
     AuthenticationError,
     EmptyResponseError,
@@ -168,7 +164,7 @@ class SyncTransport:
             from requests.adapters import HTTPAdapter
 
             session = requests.Session()
-            adapter = _abortable(HTTPAdapter(pool_maxsize=32))
+            adapter = abortable(HTTPAdapter(pool_maxsize=32))
             session.mount("http://", adapter)
             session.mount("https://", adapter)
             self._session = session
@@ -207,7 +203,7 @@ class SyncTransport:
             )
         except requests.exceptions.RequestException as exc:
             raise _requests_error(name, exc, self.timeout) from exc
-        with response, _watched(response):
+        with response, watched(response):
             try:
                 raw = response.raw
                 raw.decode_content = True  # gzip/deflate bodies come out decoded
@@ -234,103 +230,6 @@ class SyncTransport:
                 OSError,
             ) as exc:
                 raise _requests_error(name, exc, self.timeout) from exc
-
-
-class AbortScope:
-    """Connections of sync requests that another thread may cut short.
-
-    A thread that sets :data:`abort_scope` to a scope registers there each
-    connection its requests use (from the moment it is taken from the pool, so
-    also while waiting for the response headers; with a session of your own,
-    once the headers have come). :meth:`abort`, from any thread, shuts those
-    connections down, and any registered later, so a read blocked on them
-    returns at once with an error.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._open: set[Any] = set()
-        self.aborted = False
-
-    def opened(self, connection: Any) -> None:
-        with self._lock:
-            if not self.aborted:
-                self._open.add(connection)
-                return
-        _shut_down(connection)
-
-    def closed(self, connection: Any) -> None:
-        with self._lock:
-            self._open.discard(connection)
-
-    def abort(self) -> None:
-        # Under the lock: once closed() has returned, the connection may go back to
-        # the pool and serve another request, and must not be touched.
-        with self._lock:
-            self.aborted = True
-            for connection in self._open:
-                _shut_down(connection)
-            self._open.clear()
-
-
-#: The :class:`AbortScope` of this thread's sync requests, if any.
-abort_scope: ContextVar[AbortScope | None] = ContextVar("g4f_abort_scope", default=None)
-
-
-@contextmanager
-def _watched(response: requests.Response) -> Iterator[None]:
-    """The response's connection registered in the thread's scope while it is read."""
-    scope = abort_scope.get()
-    connection = getattr(response.raw, "connection", None)
-    if scope is None or connection is None:
-        yield
-        return
-    scope.opened(connection)
-    try:
-        yield
-    finally:
-        scope.closed(connection)
-
-
-def _shut_down(connection: Any) -> None:
-    """Shut down a connection's socket: a read blocked on it returns."""
-    sock = getattr(connection, "sock", None)
-    if sock is not None:
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:  # closed meanwhile by its reader
-            pass
-
-
-def _abortable(adapter: Any) -> Any:
-    """``adapter``, its pools registering each connection they lend in the
-    thread's :class:`AbortScope`."""
-    adapter.poolmanager.pool_classes_by_scheme = _abortable_pools()
-    return adapter
-
-
-@functools.cache
-def _abortable_pools() -> dict[str, type]:
-    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-
-    class Lending:
-        def _get_conn(self, timeout: float | None = None) -> Any:
-            connection = super()._get_conn(timeout)  # type: ignore[misc]
-            scope = abort_scope.get()
-            if scope is not None:
-                scope.opened(connection)
-            return connection
-
-        def _put_conn(self, connection: Any) -> None:
-            scope = abort_scope.get()
-            if scope is not None and connection is not None:
-                scope.closed(connection)
-            super()._put_conn(connection)  # type: ignore[misc]
-
-    return {
-        "http": type("AbortableHTTPConnectionPool", (Lending, HTTPConnectionPool), {}),
-        "https": type("AbortableHTTPSConnectionPool", (Lending, HTTPSConnectionPool), {}),
-    }
 
 
 def _reader(response: requests.Response) -> Any:
