@@ -2,9 +2,9 @@
 
 - :class:`Schedule` (no I/O) says which attempt to start and when, and records
   what happened: after a failure the next provider at once, a retry of the same
-  provider (backoff, ``Retry-After``) only when no other can start sooner; with ``hedge_after``, also the next provider when the latest attempt
-  has gone that long without text; hedge losers' time without text. One deadline
-  bounds it all.
+  provider (backoff, ``Retry-After``) only when no other can start sooner; with
+  ``hedge_after``, also the next provider when the latest attempt has gone that
+  long without text; hedge losers' time without text. One deadline bounds it all.
 - :func:`race` / :func:`arace` run it: each attempt reads its model's stream
   ahead to the first text, on a worker thread (sync) or a task (async), so the
   deadline and the hedge cut in even while a read blocks. The first attempt with
@@ -108,10 +108,10 @@ class Schedule:
     it may start. A failure moves on to the next candidate at once; a retryable one
     also queues a retry of the same provider after its backoff or ``Retry-After``
     (unless its circuit has opened), which starts only when no other provider can
-    start sooner: the call never idles while another provider could run. Each start asks the health model
-    first (:meth:`~langchain_g4f.health.Health.claim`): a provider whose circuit has
-    opened meanwhile waits for its cooldown, a half-open one admits one probe at a
-    time. With ``hedge_after``, the next candidate also starts when the latest
+    start sooner: the call never idles while another provider could run. Each
+    start asks the health model first (:meth:`~langchain_g4f.health.Health.claim`):
+    a provider whose circuit has opened meanwhile waits for its cooldown, a
+    half-open one admits one probe at a time. With ``hedge_after``, the next candidate also starts when the latest
     attempt has gone that long without text. One deadline bounds it all.
 
     When an attempt wins, the others still running lost the race: each records how

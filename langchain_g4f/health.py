@@ -11,10 +11,10 @@ Per provider it learns:
 - the **failure cost**: how long a failure takes to show (a refusal costs a
   millisecond, a stall costs the whole read timeout);
 - a **circuit breaker**. It opens when the decayed share of failures reaches
-  ``failure_threshold`` over at least ``min_calls`` recent calls, or after
-  ``cooldown_after`` failures in a row. It stays open ``cooldown`` seconds,
-  doubling with each consecutive opening up to ``max_cooldown``, never less than a
-  429's ``Retry-After``. Then it is half-open: exactly one call may probe it; a
+  ``failure_threshold`` once ``min_calls`` calls have ended since it last closed,
+  or after ``cooldown_after`` failures in a row. It stays open ``cooldown``
+  seconds, doubling with each consecutive opening up to ``max_cooldown``, never
+  less than a 429's ``Retry-After``. Then it is half-open: exactly one call may probe it; a
   success closes it, a failure opens it again for longer, a probe the caller
   abandoned frees the slot for the next one.
 
@@ -101,6 +101,7 @@ CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 #   t          when the decayed weights were last aged (store clock)
 #   ok, bad    decayed successes / failures (what strategies read)
 #   wok, wbad  the breaker's window: decayed, restarted each time the circuit closes
+#   wn         calls in the breaker's window (not decayed)
 #   n_ok, n_bad, streak    lifetime successes / failures, failures in a row
 #   ttft, tput, fcost      averages: time to first token, chars/s, failure cost (s)
 #   tripped    1 while the circuit is open or half-open
@@ -108,7 +109,6 @@ CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 #   openings   consecutive openings (sets the cooldown's length)
 #   probe_until, probe     lease end and token of the half-open circuit's probe
 #   retry_at   not before this time (a 429's Retry-After)
-_AVERAGES = {"ttft", "tput", "fcost"}
 _WEIGHTS = ("ok", "bad", "wok", "wbad")
 
 
@@ -171,8 +171,8 @@ class HealthPolicy:
     half_life: float = 60.0
     #: Decayed share of failures that opens the circuit ...
     failure_threshold: float = 0.2
-    #: ... once the breaker's window holds at least this many recent calls.
-    min_calls: float = 5.0
+    #: ... once this many calls have ended since the circuit last closed.
+    min_calls: int = 10
     #: Failures in a row that open the circuit whatever the rate.
     cooldown_after: int = 2
     #: First cooldown, seconds; doubles with each consecutive opening.
@@ -257,6 +257,7 @@ class HealthPolicy:
         s["n_ok"] = s.get("n_ok", 0) + 1
         s["ok"] += 1
         s["wok"] += 1
+        s["wn"] = s.get("wn", 0) + 1
         s["streak"] = 0
         if chars > 0 and seconds > 0:
             self._average(s, "tput", chars / seconds)
@@ -273,19 +274,22 @@ class HealthPolicy:
         retry_after: float | None = None,
     ) -> State:
         """A failed call, ``seconds`` after it started (when known); ``retry_after``:
-        the server asked not to be called again before that many seconds."""
+        the server asked not to be called again before that many seconds (honoured
+        up to ``max_cooldown``)."""
         s = self._aged(_valid(state), now)
         s["n_bad"] = s.get("n_bad", 0) + 1
         s["bad"] += 1
         s["wbad"] += 1
+        s["wn"] = s.get("wn", 0) + 1
         s["streak"] = s.get("streak", 0) + 1
         if seconds is not None and seconds >= 0:
             self._average(s, "fcost", seconds)
-        if retry_after is not None and retry_after > 0:
-            s["retry_at"] = max(s.get("retry_at", 0.0), now + retry_after)
+        hold = min(retry_after or 0.0, self.max_cooldown)
+        if hold > 0:
+            s["retry_at"] = max(s.get("retry_at", 0.0), now + hold)
         circuit = _circuit(s, now)
         if circuit == HALF_OPEN or (circuit == CLOSED and self._trips(s)):
-            self._open(s, now, retry_after or 0.0)
+            self._open(s, now, hold)
         return s
 
     def cancelled(self, state: State, now: float) -> State:
@@ -327,8 +331,9 @@ class HealthPolicy:
     def _trips(self, s: State) -> bool:
         if s["streak"] >= self.cooldown_after:
             return True
-        window = s["wok"] + s["wbad"]
-        return window >= self.min_calls and s["wbad"] >= self.failure_threshold * window
+        if s["wn"] < self.min_calls:
+            return False
+        return s["wbad"] >= self.failure_threshold * (s["wok"] + s["wbad"])
 
     def _open(self, s: State, now: float, retry_after: float) -> None:
         s["openings"] = s.get("openings", 0) + 1
@@ -360,7 +365,7 @@ def _close(s: State) -> None:
     for field in ("tripped", "open_until", "openings", "probe_until", "probe"):
         s.pop(field, None)
     s["wok"] = s["wbad"] = 0.0
-    s["streak"] = 0
+    s["wn"] = s["streak"] = 0
 
 
 # --- the router's health -------------------------------------------------------------

@@ -105,8 +105,9 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
             recent success rate.
         failure_threshold, min_calls, cooldown_after:
             A provider's circuit opens (it cools down) when at least
-            ``failure_threshold`` of its recent calls failed over at least
-            ``min_calls`` recent calls, or after ``cooldown_after`` failures in a row.
+            ``failure_threshold`` of its recent calls failed (a decayed share) once
+            ``min_calls`` calls have ended since it last closed, or after
+            ``cooldown_after`` failures in a row.
         cooldown, max_cooldown:
             The first cooldown in seconds, doubling with each consecutive opening; its
             cap. A ``Retry-After`` is the least it lasts. Then one call probes the
@@ -188,8 +189,8 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
     """Seconds after which an observation counts half as much in the health model."""
     failure_threshold: float = Field(default=0.2, gt=0, le=1)
     """Share of a provider's recent calls failing that opens its circuit."""
-    min_calls: float = Field(default=5.0, ge=1)
-    """Recent calls (decayed) a provider needs before ``failure_threshold`` applies."""
+    min_calls: int = Field(default=10, ge=1)
+    """Calls since a provider's circuit last closed before ``failure_threshold`` applies."""
     cooldown_after: int = Field(default=2, ge=1)
     """Failures in a row that open a provider's circuit whatever the rate."""
     cooldown: float = Field(default=5.0, ge=0)

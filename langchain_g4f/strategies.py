@@ -88,15 +88,16 @@ class PriorityStrategy:
     """The order the router was given, with failing providers moved behind the others.
 
     A provider is failing when its circuit is open or half-open, or when at least
-    ``demote_rate`` of its recent calls failed over at least ``min_calls`` recent
-    calls (decayed counts, see :mod:`langchain_g4f.health`). On an ``explore`` share
-    of calls one failing provider keeps its place, so a recovery shows.
+    ``demote_rate`` of its recent calls failed (a decayed share, see
+    :mod:`langchain_g4f.health`) and it has had at least ``min_calls`` calls. On an
+    ``explore`` share of calls one failing provider keeps its place, so a recovery
+    shows.
     """
 
     def __init__(
         self,
         demote_rate: float = 0.2,
-        min_calls: float = 5.0,
+        min_calls: int = 10,
         explore: float = EXPLORE,
         rng: random.Random | None = None,
     ) -> None:
@@ -111,7 +112,8 @@ class PriorityStrategy:
             return False
         if view.circuit != "closed":
             return True
-        return view.volume >= self.min_calls and view.failure_rate >= self.demote_rate
+        calls = view.successes + view.failures
+        return calls >= self.min_calls and view.failure_rate >= self.demote_rate
 
     def order(self, candidates: Sequence[str], health: Mapping[str, HealthView]) -> list[str]:
         failing = [name for name in candidates if self.failing(health.get(name))]

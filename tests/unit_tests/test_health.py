@@ -60,9 +60,9 @@ def feed(health: Health, key: str, pattern: str, *, clock: Clock, step: float = 
 # --- the circuit breaker ----------------------------------------------------------
 
 
-@pytest.mark.parametrize("pattern", ["ssssf" * 2, "ssf" * 2, "sfsfs" * 2])
+@pytest.mark.parametrize("pattern", ["ssssf" * 2, "ssf" * 4, "sfssf" * 2])
 def test_a_failure_rate_opens_the_circuit_without_a_streak(clock: Clock, pattern: str) -> None:
-    health = health_of(clock)  # defaults: 20 % over >= 5 recent calls, or 2 in a row
+    health = health_of(clock)  # defaults: 20 % over >= 10 recent calls, or 2 in a row
 
     feed(health, "a", pattern, clock=clock)
 
@@ -73,7 +73,7 @@ def test_a_failure_rate_opens_the_circuit_without_a_streak(clock: Clock, pattern
 
 def test_concurrent_successes_do_not_reset_a_failing_provider(clock: Clock) -> None:
     health = health_of(clock)
-    for _ in range(3):  # one call fails while two others, running at the same time, succeed
+    for _ in range(4):  # one call fails while two others, running at the same time, succeed
         health.record_failure("a", RESET)
         health.record_success("a")
         health.record_success("a")
@@ -139,10 +139,17 @@ def test_retry_after_is_the_floor_of_a_cooldown(clock: Clock) -> None:
     assert view.circuit == "open" and view.cooldown_left == 42.0
 
 
+def test_retry_after_is_honoured_up_to_the_longest_cooldown(clock: Clock) -> None:
+    health = health_of(clock, max_cooldown=60.0)
+    health.record_failure("a", RateLimitError("tomorrow", provider="a", status=429,
+                                              retry_after=86400.0))
+    assert health.view("a").cooldown_left == 60.0
+
+
 def test_retry_after_holds_a_provider_even_with_its_circuit_closed(clock: Clock) -> None:
     health = health_of(clock)
-    feed(health, "a", "ssss", clock=clock)
-    health.record_failure("a", RateLimitError("slow down", provider="a", status=429, retry_after=3.0))
+    feed(health, "a", "s" * 10, clock=clock)
+    health.record_failure("a", RateLimitError("wait", provider="a", status=429, retry_after=3.0))
     view = health.view("a")
     assert view.circuit == "closed" and view.cooldown_left == 3.0
     assert health.claim("a") == 3.0
