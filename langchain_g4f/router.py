@@ -21,6 +21,7 @@ How one call runs:
 from __future__ import annotations
 
 from collections import Counter
+from contextlib import aclosing
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from functools import partial
@@ -31,11 +32,19 @@ from langchain_core.callbacks import (
     AsyncCallbackManagerForLLMRun,
     CallbackManagerForLLMRun,
 )
-from langchain_core.language_models import BaseChatModel, LangSmithParams
+from langchain_core.language_models import (
+    BaseChatModel,
+    LangSmithParams,
+    LanguageModelInput,
+    ModelProfile,
+)
 from langchain_core.messages import AIMessageChunk, BaseMessage, message_chunk_to_message
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import RunnableConfig, ensure_config
+from langchain_core.utils.uuid import uuid7
 from pydantic import ConfigDict, Field, PrivateAttr
 
+from langchain_g4f import profiles, traces
 from langchain_g4f import providers as registry
 from langchain_g4f._race import (
     Attempt,
@@ -50,8 +59,10 @@ from langchain_g4f._race import (
     race,
 )
 from langchain_g4f.chat_models import ChatG4F, ls_params, stop_list
+from langchain_g4f.content import check_blocks
 from langchain_g4f.continuation import Splicer, continuation_messages
 from langchain_g4f.errors import (
+    AllProvidersFailedError,
     ConfigurationError,
     NoProviderAvailableError,
     StreamInterruptedError,
@@ -160,6 +171,22 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
         ``partial_text``) when a stream breaks after text was yielded and is not
         continued (``on_interrupt="raise"``, or nobody can continue it in time).
 
+    Profile and routing by capability:
+        ``llm.profile`` describes what the router can serve: a capability
+        (``image_inputs``, ``reasoning_output``, ...) is present when at least one
+        candidate has it; ``max_input_tokens`` is the largest candidate window.
+        Each call goes only to candidates that can serve it: image blocks only to
+        providers with ``image_inputs``; an input whose estimated size
+        (:func:`langchain_g4f.profiles.estimate_tokens`) exceeds a provider's
+        ``max_input_tokens`` only to providers whose window fits. When none can,
+        :class:`~langchain_g4f.errors.NoProviderAvailableError` names the missing
+        capability, before any request.
+
+    Traces:
+        Each failed attempt is a LangChain custom event ``g4f_attempt`` (data: the
+        attempt record above) on the router's run, in ``astream_events`` and
+        LangSmith, for ``invoke``, ``stream`` and their async forms.
+
     Health:
         The router learns per provider a decayed success rate, the time to first
         token (hedge losers count as "at least this long"), the throughput, and how
@@ -212,6 +239,8 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
         super().__init__(**kwargs)
         # Resolved here rather than in validators, so typed errors reach the caller.
         self._entries = self._build_entries()
+        if self.profile is None:
+            self.profile = self._union_profile()
         self._strategy = resolve_strategy(self.strategy)
         self._health = Health(
             [entry.key for entry in self._entries],
@@ -250,6 +279,12 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
             key = name if names.count(name) == 1 else f"{name}#{seen[name]}"
             entries.append(Entry(key, chat, _provider_of(chat)))
         return entries
+
+    def _union_profile(self) -> ModelProfile:
+        """What the router can serve: any candidate's capability, the largest window."""
+        model = self.model_name
+        entries = [e for e in self._entries if model is None or e.serves(model)]
+        return profiles.union([_profile_of(e, model) for e in entries or self._entries])
 
     def _chat_for(self, spec: ChatG4F | str) -> ChatG4F:
         if isinstance(spec, ChatG4F):
@@ -293,7 +328,13 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
         }
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
-        return ls_params(self, stop, kwargs)
+        params = ls_params(self, stop, kwargs)
+        if "ls_model_name" not in params:
+            # no model named for the call: the candidates' own, when they all ask the same
+            asked = {entry.chat.model_name for entry in self._entries}  # type: ignore[attr-defined]
+            if len(asked) == 1 and None not in asked:
+                params["ls_model_name"] = asked.pop()
+        return params
 
     def stats(self) -> dict[str, dict[str, Any]]:
         """Health per provider: ``{"successes", "failures", "consecutive_failures",
@@ -336,8 +377,34 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
             f"no provider of this router serves model {model!r}; available: {available}"
         )
 
+    def _capable(self, entries: list[Entry], request: Request) -> list[Entry]:
+        """The entries whose profile fits what the request needs (images, size).
+
+        Raises :class:`NoProviderAvailableError` naming the missing capability
+        when none fits, and a :class:`ConfigurationError` for a malformed block.
+        """
+        check_blocks(request.messages)
+        need = profiles.needs(request.messages)
+        lacking: dict[str, str] = {}
+        able = []
+        for entry in entries:
+            missing = need.missing(_profile_of(entry, request.model))
+            if missing is None:
+                able.append(entry)
+            else:
+                lacking[entry.key] = missing
+        if able:
+            return able
+        wanted = sorted(set(lacking.values()))
+        raise NoProviderAvailableError(
+            f"no provider of this router can serve this request: it needs "
+            f"{' and '.join(wanted)} (estimated input: {need.tokens} tokens); "
+            + "; ".join(f"{key} lacks {what}" for key, what in lacking.items())
+        )
+
     def _schedule(self, request: Request) -> Schedule:
-        entries = [e for e in self._serving(request.model) if e.key not in request.exclude]
+        serving = self._serving(request.model)
+        entries = self._capable([e for e in serving if e.key not in request.exclude], request)
         views = self._health.views()
         now = clock()
         ready = [entry for entry in entries if views[entry.key].cooldown_left <= 0]
@@ -357,6 +424,71 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
             hedge_after=self.hedge_after,
         )
 
+    # -- traces ------------------------------------------------------------------------
+
+    def _win(self, request: Request, trace: traces.Trace | None) -> Won:
+        """Race to the first text; each failed attempt becomes a ``g4f_attempt`` event."""
+        try:
+            won = race(self._schedule(request), partial(_open_stream, request))
+        except AllProvidersFailedError as exc:
+            traces.dispatch_attempts(trace, exc.attempts)
+            raise
+        traces.dispatch_attempts(trace, won.attempts)
+        return won
+
+    async def _awin(self, request: Request, trace: traces.Trace | None) -> Won:
+        try:
+            won = await arace(self._schedule(request), partial(_open_astream, request))
+        except AllProvidersFailedError as exc:
+            await traces.adispatch_attempts(trace, exc.attempts)
+            raise
+        await traces.adispatch_attempts(trace, won.attempts)
+        return won
+
+    def stream(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> Iterator[AIMessageChunk]:
+        # The base class does not hand _stream its run manager: name the run here so
+        # that the router's custom events attach to it.
+        config, trace = self._traced(config, is_async=False)
+        token = traces.enter(trace)
+        try:
+            yield from super().stream(input, config, stop=stop, **kwargs)
+        finally:
+            traces.leave(token)
+
+    async def astream(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[AIMessageChunk]:
+        config, trace = self._traced(config, is_async=True)
+        token = traces.enter(trace)
+        try:
+            # aclosing: a caller that stops early closes the stream now, not at garbage
+            # collection, so the provider is told of the cancellation at once
+            async with aclosing(super().astream(input, config, stop=stop, **kwargs)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
+        finally:
+            traces.leave(token)
+
+    def _traced(
+        self, config: RunnableConfig | None, *, is_async: bool
+    ) -> tuple[RunnableConfig, traces.Trace]:
+        config = ensure_config(config)
+        run_id = config.get("run_id") or uuid7()
+        config["run_id"] = run_id
+        return config, traces.Trace.for_config(self, config, run_id, is_async=is_async)
+
     # -- BaseChatModel ---------------------------------------------------------------
 
     def _stream(
@@ -367,8 +499,9 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         request = self._request(messages, stop, kwargs)
+        trace = traces.current(run_manager)
         relay = _Relay(self, request)
-        won = race(self._schedule(request), partial(_open_stream, request))
+        won = self._win(request, trace)
         while True:
             relay.begin(won)
             try:
@@ -381,14 +514,15 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
                     yield out
                 return
             except Exception as exc:
-                request = relay.broke(exc)  # or raises: the answer cannot go on
+                traces.dispatch_attempts(trace, [relay.broke(exc)])
+                request = relay.resume()  # or raises: the answer cannot go on
             except BaseException:
                 relay.cancelled()
                 raise
             finally:
                 won.stream.close()
             try:
-                won = race(self._schedule(request), partial(_open_stream, request))
+                won = self._win(request, trace)
             except Exception as exc:
                 raise relay.unfinished(exc) from exc
 
@@ -400,8 +534,9 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         request = self._request(messages, stop, kwargs)
+        trace = traces.current(run_manager)
         relay = _Relay(self, request)
-        won = await arace(self._schedule(request), partial(_open_astream, request))
+        won = await self._awin(request, trace)
         while True:
             relay.begin(won)
             try:
@@ -419,14 +554,15 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
                     yield out
                 return
             except Exception as exc:
-                request = relay.broke(exc)  # or raises: the answer cannot go on
+                await traces.adispatch_attempts(trace, [relay.broke(exc)])
+                request = relay.resume()  # or raises: the answer cannot go on
             except BaseException:
                 relay.cancelled()
                 raise
             finally:
                 await aclose(won.stream)
             try:
-                won = await arace(self._schedule(request), partial(_open_astream, request))
+                won = await self._awin(request, trace)
             except Exception as exc:
                 raise relay.unfinished(exc) from exc
 
@@ -437,7 +573,12 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        return _result(list(self._stream(messages, stop, **kwargs)))
+        token = traces.enter(traces.Trace.of(run_manager)) if run_manager else None
+        try:
+            return _result(list(self._stream(messages, stop, **kwargs)))
+        finally:
+            if token is not None:
+                traces.leave(token)
 
     async def _agenerate(
         self,
@@ -446,7 +587,12 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        return _result([chunk async for chunk in self._astream(messages, stop, **kwargs)])
+        token = traces.enter(traces.Trace.of(run_manager)) if run_manager else None
+        try:
+            return _result([chunk async for chunk in self._astream(messages, stop, **kwargs)])
+        finally:
+            if token is not None:
+                traces.leave(token)
 
 
 # --- the relay: one answer across providers ----------------------------------------
@@ -464,11 +610,11 @@ class _Relay:
     """
 
     def __init__(self, router: ChatG4FRouter, request: Request) -> None:
+        self.router = router
         self.request = request
         self.health = router._health
         self.continues = router.on_interrupt == "continue"
         self.max_retries = router.max_retries
-        self.keys = [entry.key for entry in router._serving(request.model)]
         self.texts: list[str] = []  # all text given to the caller
         self.segments: list[dict[str, Any]] = []
         self.attempts: list[dict[str, Any]] = []
@@ -551,19 +697,25 @@ class _Relay:
             self.done = True
             self.health.record_cancelled(self._won.key)
 
-    def broke(self, error: BaseException) -> Request:
-        """The current segment broke: the request that continues (or restarts) the
-        answer; raises :class:`StreamInterruptedError` when it cannot go on."""
+    def broke(self, error: BaseException) -> dict[str, Any]:
+        """The current segment broke: health hears of it; returns its attempt record."""
         won = self._won
         self.health.record_failure(won.key, error, after_text=True)
-        self.attempts.append(attempt_record(won.attempt, error, clock()))
+        record = attempt_record(won.attempt, error, clock())
+        self.attempts.append(record)
         self.breaks[won.key] += 1
         self.error = error
         if self.texts:
             self.segments.append({"provider": won.key, "chars": self.chars})
-        exclude = self._exclude()
-        if not self.continues or len(exclude) == len(self.keys):
-            raise self._interrupted(None) from error
+        return record
+
+    def resume(self) -> Request:
+        """After a break: the request that continues the answer (or restarts it, when
+        no text was given); raises :class:`StreamInterruptedError` when it cannot."""
+        keys = self._keys()
+        exclude = self._exclude(keys)
+        if not self.continues or len(exclude) == len(keys):
+            raise self._interrupted(None) from self.error
         partial = "".join(self.texts)
         messages = self.request.messages
         if partial:
@@ -572,10 +724,15 @@ class _Relay:
         deadline = clock() + timeout if timeout is not None else float("inf")
         return replace(self.request, messages=messages, deadline=deadline, exclude=exclude)
 
-    def _exclude(self) -> frozenset[str]:
+    def _keys(self) -> list[str]:
+        """The providers that could serve this call at all."""
+        router, request = self.router, self.request
+        return [e.key for e in router._capable(router._serving(request.model), request)]
+
+    def _exclude(self, keys: list[str]) -> frozenset[str]:
         """Who may not continue: those that broke this answer, unless nobody else is
         left; then those that broke it more often than their retries."""
-        if any(key not in self.breaks for key in self.keys):
+        if any(key not in self.breaks for key in keys):
             return frozenset(self.breaks)
         return frozenset(key for key, n in self.breaks.items() if n > self.max_retries)
 
@@ -622,6 +779,11 @@ def _in_order(entries: list[Entry], keys: list[str]) -> list[Entry]:
 def _provider_of(chat: ChatG4F) -> Provider:
     provider = chat.provider
     return provider if isinstance(provider, Provider) else registry.get(provider)
+
+
+def _profile_of(entry: Entry, model: str | None) -> ModelProfile:
+    chat = entry.chat
+    return chat.profile_for(model) if isinstance(chat, ChatG4F) else chat.profile or {}
 
 
 def _result(chunks: list[ChatGenerationChunk]) -> ChatResult:
