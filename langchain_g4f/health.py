@@ -9,14 +9,15 @@ Per provider it learns:
   time to first token is at least ``t``;
 - the **throughput** of its answers (characters per second after the first text);
 - the **failure cost**: how long a failure takes to show (a refusal costs a
-  millisecond, a stall costs the whole read timeout);
+  millisecond, a stall the whole read timeout), a decayed mean, so rare long
+  stalls weigh what they cost;
 - a **circuit breaker**. It opens when the decayed share of failures reaches
   ``failure_threshold`` once ``min_calls`` calls have ended since it last closed,
   or after ``cooldown_after`` failures in a row. It stays open ``cooldown``
   seconds, doubling with each consecutive opening up to ``max_cooldown``, never
-  less than a 429's ``Retry-After``. Then it is half-open: exactly one call may probe it; a
-  success closes it, a failure opens it again for longer, a probe the caller
-  abandoned frees the slot for the next one.
+  less than a 429's ``Retry-After``. Then it is half-open: exactly one call may
+  probe it; its first text (or a success) closes it, a failure opens it again
+  for longer, a probe the caller abandoned frees the slot for the next one.
 
 Mid-stream failures count as failures; a :class:`~langchain_g4f.errors.ConfigurationError`
 (the request's fault) and a caller's cancellation count as neither success nor failure.
@@ -86,7 +87,7 @@ __all__ = [
 ]
 
 #: Weight of the newest measurement in the averages (time to first token,
-#: throughput, failure cost).
+#: throughput).
 EWMA_ALPHA = 0.3
 #: The ``v`` field of every state this model writes; a state with another (or none)
 #: is read as empty.
@@ -103,13 +104,14 @@ CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 #   wok, wbad  the breaker's window: decayed, restarted each time the circuit closes
 #   wn         calls in the breaker's window (not decayed)
 #   n_ok, n_bad, streak    lifetime successes / failures, failures in a row
-#   ttft, tput, fcost      averages: time to first token, chars/s, failure cost (s)
+#   ttft, tput averages: time to first token, chars/s
+#   fsec, fnum decayed seconds and count of timed failures (their mean: the failure cost)
 #   tripped    1 while the circuit is open or half-open
 #   open_until end of the current cooldown (absolute)
-#   openings   consecutive openings (sets the cooldown's length)
+#   openings   openings since the last complete answer (sets the cooldown's length)
 #   probe_until, probe     lease end and token of the half-open circuit's probe
 #   retry_at   not before this time (a 429's Retry-After)
-_WEIGHTS = ("ok", "bad", "wok", "wbad")
+_WEIGHTS = ("ok", "bad", "wok", "wbad", "fsec", "fnum")
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +129,7 @@ class HealthView:
     ttft: float | None = None
     #: Characters per second after the first text (average); None until measured.
     throughput: float | None = None
-    #: Seconds a failure takes to show (average); None until one was timed.
+    #: Seconds a failure takes to show (decayed mean); None until one was timed.
     failure_cost: float | None = None
     #: ``"closed"``, ``"open"`` (cooling down) or ``"half_open"`` (one probe call may go).
     circuit: str = CLOSED
@@ -217,7 +219,7 @@ class HealthPolicy:
             recent_failures=s["bad"],
             ttft=s.get("ttft"),
             throughput=s.get("tput"),
-            failure_cost=s.get("fcost"),
+            failure_cost=s["fsec"] / s["fnum"] if s["fnum"] > 0 else None,
             circuit=_circuit(s, now),
             cooldown_left=self.wait(s, now),
             last_error=last_error,
@@ -263,6 +265,8 @@ class HealthPolicy:
             self._average(s, "tput", chars / seconds)
         if _circuit(s, now) == HALF_OPEN:
             _close(s)
+        if _circuit(s, now) == CLOSED:
+            s.pop("openings", None)  # a complete answer: the next opening starts afresh
         return s
 
     def failed(
@@ -283,7 +287,8 @@ class HealthPolicy:
         s["wn"] = s.get("wn", 0) + 1
         s["streak"] = s.get("streak", 0) + 1
         if seconds is not None and seconds >= 0:
-            self._average(s, "fcost", seconds)
+            s["fsec"] += seconds
+            s["fnum"] += 1
         hold = min(retry_after or 0.0, self.max_cooldown)
         if hold > 0:
             s["retry_at"] = max(s.get("retry_at", 0.0), now + hold)
@@ -300,9 +305,12 @@ class HealthPolicy:
         return s
 
     def timed_first_token(self, state: State, now: float, *, seconds: float) -> State:
-        """The first text came ``seconds`` after the attempt started."""
+        """The first text came ``seconds`` after the attempt started. A half-open
+        circuit closes: its probe got an answer going."""
         s = _valid(state)
         self._average(s, "ttft", seconds)
+        if _circuit(s, now) == HALF_OPEN:
+            _close(s)
         return s
 
     def censored_first_token(self, state: State, now: float, *, seconds: float) -> State:
@@ -362,7 +370,7 @@ def _circuit(s: State, now: float) -> str:
 
 
 def _close(s: State) -> None:
-    for field in ("tripped", "open_until", "openings", "probe_until", "probe"):
+    for field in ("tripped", "open_until", "probe_until", "probe"):
         s.pop(field, None)
     s["wok"] = s["wbad"] = 0.0
     s["wn"] = s["streak"] = 0

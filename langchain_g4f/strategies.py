@@ -6,11 +6,12 @@ router was given them; those cooling down are not among them) and a
 :class:`~langchain_g4f.health.HealthView` per provider, and returns the order in
 which to try them.
 
-Providers the router knows little about, never measured or with a circuit that is
-half-open after a cooldown, are *explored* within bounds: ``fastest`` and
-``priority`` put one of them first on a small share of calls (``explore``, 5 % by
-default); otherwise they come after the providers known to work, where a fallback
-or a hedge reaches them.
+Providers the router knows little about are *explored* within bounds: ``fastest``
+puts a provider never measured first on a small share of calls (``explore``, 5 %
+by default), and otherwise after the measured ones, where a fallback or a hedge
+reaches them; ``priority`` does the same for providers it moved behind. A provider
+recovering from a cooldown (its circuit half-open) admits one call at a time, its
+probe, whatever the order.
 
 >>> from langchain_g4f.health import HealthView
 >>> views = {
@@ -57,11 +58,6 @@ class Strategy(Protocol):
     def order(self, candidates: Sequence[str], health: Mapping[str, HealthView]) -> list[str]:
         """``candidates`` in the order to try them (every name once)."""
         ...
-
-
-def _unsettled(view: HealthView | None) -> bool:
-    """Never measured, or recovering (its circuit is not closed)."""
-    return view is None or not view.measured or view.circuit != "closed"
 
 
 class _Explorer:
@@ -188,10 +184,12 @@ class FastestStrategy:
     rate, smoothed towards ``prior_failure``. A figure not yet measured takes the
     median of the candidates' measured ones.
 
-    Providers never measured, or half-open after a cooldown, come after the
-    measured ones (in the given order); on an ``explore`` share of calls one of
-    them, or else a measured provider other than the best, goes first, so that
-    knowledge stays current. When none is measured, the given order.
+    Providers never measured come after the measured ones (in the given order); on
+    an ``explore`` share of calls one of them, or else a measured provider other
+    than the best, goes first, so that knowledge stays current. When none is
+    measured, the given order. A provider recovering from a cooldown keeps its
+    rank, its recent failures included: it gets its one probe call if it still
+    ranks high.
     """
 
     def __init__(
@@ -214,7 +212,7 @@ class FastestStrategy:
         self._explorer = _Explorer(explore, rng)
 
     def order(self, candidates: Sequence[str], health: Mapping[str, HealthView]) -> list[str]:
-        known = [name for name in candidates if not _unsettled(health.get(name))]
+        known = [name for name in candidates if _measured(health.get(name))]
         others = [name for name in candidates if name not in known]
         if not known:
             return list(candidates)
@@ -244,6 +242,10 @@ class FastestStrategy:
     def failure_probability(self, view: HealthView) -> float:
         """Decayed failure rate, smoothed by one call's worth of ``prior_failure``."""
         return (view.recent_failures + self.prior_failure) / (view.volume + 1)
+
+
+def _measured(view: HealthView | None) -> bool:
+    return view is not None and view.measured
 
 
 def _median(values: list[float | None]) -> float:

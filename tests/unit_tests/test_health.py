@@ -6,6 +6,7 @@ comes from a seeded ``random.Random``.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections import Counter
 from functools import partial
@@ -124,10 +125,18 @@ def test_cooldowns_double_per_consecutive_opening_and_are_capped(clock: Clock) -
 
     half_open(health, clock)
     assert health.claim("a") == 0.0
-    health.record_success("a")  # the probe closes it ...
+    health.record_ttft("a", 0.2)  # the probe's first text closes it ...
+    assert health.view("a").circuit == "closed"
+    health.record_failure("a", RESET, after_text=True)  # ... but its answer broke
+    health.record_failure("a", RESET)
+    assert health.view("a").cooldown_left == pytest.approx(30.0)  # still in a row
+
+    half_open(health, clock)
+    assert health.claim("a") == 0.0
+    health.record_success("a")  # a complete answer closes it ...
     assert health.view("a").circuit == "closed"
     feed(health, "a", "ff", clock=clock)
-    assert health.view("a").cooldown_left == 5.0  # ... and the next opening starts afresh
+    assert health.view("a").cooldown_left == pytest.approx(5.0)  # ... the next opening: afresh
 
 
 def test_retry_after_is_the_floor_of_a_cooldown(clock: Clock) -> None:
@@ -368,19 +377,25 @@ def test_fastest_never_puts_an_unmeasured_provider_first_on_every_call() -> None
     assert 0.02 < firsts["new"] / 1000 < 0.08  # explored on about 5 % of calls
 
 
-@pytest.mark.parametrize("recovering", ["half_open", "unmeasured"])
-def test_exploration_is_bounded(recovering: str) -> None:
-    explored = (
-        measured(0.01, circuit="half_open") if recovering == "half_open" else HealthView()
-    )
-    views = {"a": measured(0.2), "b": measured(0.3), "x": explored, "y": HealthView()}
+def test_exploration_is_bounded() -> None:
+    views = {"a": measured(0.2), "b": measured(0.3), "x": HealthView(), "y": HealthView()}
     strategy = FastestStrategy(explore=0.05, rng=random.Random(4))
     orders = [strategy.order(["x", "y", "a", "b"], views) for _ in range(1000)]
     firsts = Counter(order[0] for order in orders)
     assert firsts["a"] > 900
     assert 20 < firsts["x"] + firsts["y"] < 80
     assert all(order == ["a", "b", "x", "y"] or order[0] in ("x", "y") for order in orders)
-    assert all(sorted(order) == ["a", "b", "x", "y"] for order in orders)
+
+
+def test_fastest_ranks_a_recovering_provider_by_its_cost_failures_included() -> None:
+    recovering = HealthView(ttft=0.05, successes=10, failures=4, recent_successes=10.0,
+                            recent_failures=4.0, failure_cost=0.01, circuit="half_open")
+    views = {"recovering": recovering, "slow": measured(0.8), "new": HealthView()}
+    strategy = FastestStrategy(explore=0)
+    assert strategy.order(["slow", "new", "recovering"], views) == ["recovering", "slow", "new"]
+    stalling = dataclasses.replace(recovering, failure_cost=10.0)
+    views["recovering"] = stalling
+    assert strategy.order(["slow", "new", "recovering"], views) == ["slow", "recovering", "new"]
 
 
 def test_fastest_keeps_the_given_order_when_nothing_is_measured() -> None:
