@@ -33,6 +33,7 @@ import zlib
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
+from langchain_g4f._abort import abortable, watched
 from langchain_g4f._redact import redact_text, redact_url
 from langchain_g4f.errors import (
     AuthenticationError,
@@ -243,7 +244,7 @@ def _new_session() -> requests.Session:
     from requests.adapters import HTTPAdapter
 
     session = requests.Session()
-    adapter = HTTPAdapter(pool_maxsize=32)
+    adapter = abortable(HTTPAdapter(pool_maxsize=32))
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
@@ -458,7 +459,7 @@ class SyncTransport:
         per-delta cost of the generator machinery out of the hot path.
         """
         response = self._send(provider, request)
-        with response:
+        with response, watched(response):
             yield from self._read(provider, request, response)
 
     def _send(self, provider: Provider, request: HTTPRequest) -> requests.Response:
