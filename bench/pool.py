@@ -186,21 +186,27 @@ REASONS = {200: "OK", 404: "Not Found", 400: "Bad Request", 429: "Too Many Reque
 class Pool:
     """The six providers behind one asyncio server; see the module docstring."""
 
-    def __init__(self, seed: int, stall: float, words_per_second: float) -> None:
+    def __init__(
+        self, seed: int, stall: float, words_per_second: float,
+        providers: tuple[ProviderSpec, ...] = PROVIDERS,
+    ) -> None:
         self.seed = seed
         self.stall = stall
         self.words_per_second = words_per_second
-        self.specs = {spec.name: spec for spec in PROVIDERS}
+        self.specs = {spec.name: spec for spec in providers}
         self.sent: Counter[tuple[str, str, str]] = Counter()  # (run, provider, request key)
         self.requests: defaultdict[str, Counter[str]] = defaultdict(Counter)
         self.continuations: defaultdict[str, Counter[str]] = defaultdict(Counter)
         self.kinds: defaultdict[str, Counter[str]] = defaultdict(Counter)
 
     async def serve(self, port: int) -> None:
-        server = await asyncio.start_server(self.connection, "127.0.0.1", port, backlog=512)
+        server = await self.start(port)
         print(f"READY {server.sockets[0].getsockname()[1]}", flush=True)
         async with server:
             await server.serve_forever()
+
+    async def start(self, port: int = 0) -> asyncio.Server:
+        return await asyncio.start_server(self.connection, "127.0.0.1", port, backlog=512)
 
     async def connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -238,6 +244,7 @@ class Pool:
             "requests": dict(self.requests[run]),
             "continuations": dict(self.continuations[run]),
             "kinds": dict(self.kinds[run]),
+            "server_cpu_s": time.process_time(),
         }
         await self.send(writer, 200, json.dumps(figures).encode())
         return True

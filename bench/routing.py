@@ -287,6 +287,7 @@ def summarize(system: System, result: dict[str, Any]) -> dict[str, Any]:
         "cpu_s": result["cpu"],
         "rss_mb": result["rss_mb"],
         "wall_s": result["wall"],
+        "server_cpu_s": result["pool"]["server_cpu_s"],
     }
 
 
@@ -358,6 +359,10 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]], notes: list[str
               f"continuation requests {row['continuations']}; errors: {errors}")
     for note in notes:
         print(f"\n{note}")
+    if rows:
+        walls = sum(row["wall_s"] for row in rows)
+        print(f"\nThe pool server used {rows[-1]['server_cpu_s']:.1f} CPU s in all "
+              f"(the workloads took {walls:.0f} s).")
     print("\nCPU seconds are the client process's over the workload; the machine's other load "
           "makes them noisy.")
     if args.json:
