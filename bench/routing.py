@@ -19,9 +19,11 @@ then runs the same workload through each system, each in a fresh process:
 Every system lists the providers in the same order (``pool.PROVIDERS``). The
 workload: ``--calls`` streamed calls, ``--concurrency`` at a time, prompt
 ``question <i>``, each call cut at ``--deadline`` seconds by the harness
-whatever the system does. Per system it prints: correct answers (the streamed
-text equals the pool's answer exactly), exact among successes (the same, among
-calls that returned without an error), time to first text p50/p95/p99,
+whatever the system does. Per system it prints: correct answers (the call
+returned without an error and its streamed text equals the pool's answer
+exactly), exact among successes (the text is exact, among calls that returned
+without an error: empty or cut answers passed off as complete lower it), time
+to the first non-empty text p50/p95/p99 (over the calls that got any text),
 requests per correct answer and requests to the dead provider (counted by the
 pool), client CPU seconds over the workload and peak RSS. It measures; it
 asserts nothing. CPU figures depend on what else the machine runs.
@@ -35,6 +37,7 @@ import argparse
 import asyncio
 import importlib.util
 import json
+import math
 import os
 import platform
 import resource
@@ -259,7 +262,7 @@ def percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))]
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
 def summarize(system: System, result: dict[str, Any]) -> dict[str, Any]:
@@ -348,6 +351,7 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]], notes: list[str
         "seed": args.seed, "calls": args.calls, "concurrency": args.concurrency,
         "deadline_s": args.deadline, "stall_s": args.stall, "words_per_second": args.words_per_second,
     }
+    print(f"command: python {' '.join(sys.argv)}")
     print(f"machine: {machine()}")
     print("pool: " + ", ".join(
         f"{s.name} {s.failure_rate:.0%} failing, TTFB median {s.ttfb_median * 1e3:.0f} ms" for s in PROVIDERS))
