@@ -5,7 +5,7 @@ One asyncio HTTP/1.1 server on 127.0.0.1 serves six route prefixes,
 requests (0, 5, 20, 40, 70 and 100 %) in the ways free providers do: a reset
 connection, a 5xx, a 429 with ``Retry-After``, a 200 with an HTML page, a stall
 before the first byte or in the middle of the stream, a stream that breaks
-mid-answer. Time to first byte is lognormal around each provider's median.
+mid-answer (a reset, or a body that ends without ``[DONE]``). Time to first byte is lognormal around each provider's median.
 
 Answers are derived from the prompt alone (:func:`expected_answer`), so a
 client's text can be checked exactly. A continuation request (the last user
@@ -67,7 +67,7 @@ FAILURES = {
     "html": 1,           # 200 with an HTML page (a bot check)
     "stall": 1,          # nothing for --stall seconds, then a reset
     "stall_mid": 1,      # some text, then nothing for --stall seconds, then a reset
-    "break": 2,          # some text, then a reset
+    "break": 2,          # some text, then a reset or a body that ends without [DONE]
 }
 TTFB_SIGMA = 0.8  # lognormal shape: p95 is about 3.7x the median
 REPEAT_TAIL_SHARE = 0.3  # continuations that first repeat a tail of the partial
@@ -158,6 +158,7 @@ class Fate:
     cut: int  # pieces sent before a mid-stream failure
     status: int = 200
     retry_after: int = 0
+    clean_end: bool = False  # a break ends the body instead of resetting
 
 
 def draw_fate(spec: ProviderSpec, messages: list[dict[str, Any]], rng: random.Random) -> Fate:
@@ -170,6 +171,7 @@ def draw_fate(spec: ProviderSpec, messages: list[dict[str, Any]], rng: random.Ra
         kind, delay, chunks, cut,
         status=rng.choice((500, 502, 503)) if kind == "5xx" else 200,
         retry_after=rng.randint(1, 5) if kind == "429" else 0,
+        clean_end=rng.random() < 0.5,
     )
 
 
@@ -234,8 +236,13 @@ class Pool:
             return await self.stats(writer, parts[1]) and keep_alive
         if method == "POST" and len(parts) == 4 and parts[1:] == ["v1", "chat", "completions"]:
             spec = self.specs.get(parts[0])
-            if spec is not None:
-                return await self.completion(spec, json.loads(body), writer) and keep_alive
+            try:
+                payload = json.loads(body)
+            except ValueError:
+                await self.send(writer, 400, b'{"error": {"message": "the body is not JSON"}}')
+                return keep_alive
+            if spec is not None and isinstance(payload, dict):
+                return await self.completion(spec, payload, writer) and keep_alive
         await self.send(writer, 404, b'{"error": {"message": "not found"}}')
         return keep_alive
 
@@ -316,9 +323,7 @@ class Pool:
             {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]})
         for i, piece in enumerate(fate.pieces):
             if i == fate.cut and fate.kind in ("break", "stall_mid"):
-                if fate.kind == "stall_mid":
-                    await asyncio.sleep(self.stall)
-                return reset(writer)
+                return await self.cut(writer, fate)
             await event(writer, {**frame, "choices": [
                 {"index": 0, "delta": {"content": piece}, "finish_reason": None}]})
             await asyncio.sleep(len(piece.split()) / self.words_per_second)
@@ -328,6 +333,16 @@ class Pool:
         writer.write(chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n")
         await writer.drain()
         return True
+
+    async def cut(self, writer: asyncio.StreamWriter, fate: Fate) -> bool:
+        """Break a stream mid-answer: a reset, a clean end of the body, or a stall."""
+        if fate.kind == "break" and fate.clean_end:
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+            return True
+        if fate.kind == "stall_mid":
+            await asyncio.sleep(self.stall)
+        return reset(writer)
 
     async def send(self, writer: asyncio.StreamWriter, status: int, body: bytes, *,
                    content_type: str = "application/json", extra: str = "") -> None:
