@@ -112,7 +112,7 @@ def reply_text(messages: list[dict[str, Any]], rng: random.Random) -> str:
     A continuation (last user message is the instruction, after an assistant
     message holding the partial) gets the original answer after the partial's
     length; with probability ``REPEAT_TAIL_SHARE`` (drawn from ``rng``) it first
-    repeats up to 24 characters of the partial's end.
+    repeats the partial's last one to three words (:func:`repeated_tail`).
     """
     if (
         len(messages) >= 3
@@ -123,10 +123,24 @@ def reply_text(messages: list[dict[str, Any]], rng: random.Random) -> str:
         partial = message_text(messages[-2])
         prompt = last_user_text(messages[:-2])
         rest = expected_answer(prompt)[len(partial):]
-        if partial and rng.random() < REPEAT_TAIL_SHARE:
-            return partial[-rng.randint(1, min(24, len(partial))):] + rest
+        if rng.random() < REPEAT_TAIL_SHARE:
+            return repeated_tail(partial, rng.randint(1, 3)) + rest
         return rest
     return expected_answer(last_user_text(messages))
+
+
+def repeated_tail(partial: str, words: int) -> str:
+    """The end of ``partial`` from the start of its last ``words`` words (a cut word
+    counts as one), as a model restarting the cut word or sentence repeats it;
+    at least three characters, or nothing when the partial is shorter."""
+    starts = [match.start() for match in re.finditer(r"\S+", partial)]
+    if not starts:
+        return ""
+    start = starts[-min(words, len(starts))]
+    while len(partial) - start < 3 and start > 0:
+        earlier = [s for s in starts if s < start]
+        start = earlier[-1] if earlier else 0
+    return partial[start:] if len(partial) - start >= 3 else ""
 
 
 def last_user_text(messages: list[dict[str, Any]]) -> str:
