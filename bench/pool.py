@@ -133,14 +133,11 @@ def repeated_tail(partial: str, words: int) -> str:
     """The end of ``partial`` from the start of its last ``words`` words (a cut word
     counts as one), as a model restarting the cut word or sentence repeats it;
     at least three characters, or nothing when the partial is shorter."""
-    starts = [match.start() for match in re.finditer(r"\S+", partial)]
-    if not starts:
-        return ""
-    start = starts[-min(words, len(starts))]
-    while len(partial) - start < 3 and start > 0:
-        earlier = [s for s in starts if s < start]
-        start = earlier[-1] if earlier else 0
-    return partial[start:] if len(partial) - start >= 3 else ""
+    starts = [match.start() for match in re.finditer(r"\S+", partial)][::-1]
+    for start in starts[words - 1:] or starts[-1:]:
+        if len(partial) - start >= 3:
+            return partial[start:]
+    return ""
 
 
 def last_user_text(messages: list[dict[str, Any]]) -> str:
