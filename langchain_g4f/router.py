@@ -3,10 +3,12 @@
 How one call runs:
 
 1. The candidates are the providers that serve the requested model. Those cooling
-   down go last, tried only if their cooldown ends within the deadline; the
-   strategy (:mod:`langchain_g4f.health`) orders the rest.
-2. The attempts race to the first text (:mod:`langchain_g4f._race`): retries with
-   backoff, fallback to the next provider, hedging, one deadline for it all.
+   down (circuit open, or a ``Retry-After``) go last, tried only if their cooldown
+   ends within the deadline; the strategy (:mod:`langchain_g4f.strategies`) orders
+   the rest by what the health model (:mod:`langchain_g4f.health`) has learnt.
+2. The attempts race to the first text (:mod:`langchain_g4f._race`): fallback to
+   the next provider at once, retries of the same provider only when no other can
+   start sooner, hedging, one deadline for it all.
 3. The winner's chunks pass through unchanged; its final chunk gets the failed
    attempts in ``response_metadata["attempts"]``. A failure after text has been
    yielded raises :class:`~langchain_g4f.errors.StreamInterruptedError`, never a
@@ -24,25 +26,40 @@ from langchain_core.callbacks import (
     AsyncCallbackManagerForLLMRun,
     CallbackManagerForLLMRun,
 )
-from langchain_core.language_models import BaseChatModel, LangSmithParams
-from langchain_core.messages import BaseMessage, message_chunk_to_message
+from langchain_core.language_models import (
+    BaseChatModel,
+    LangSmithParams,
+    LanguageModelInput,
+    ModelProfile,
+)
+from langchain_core.messages import AIMessageChunk, BaseMessage, message_chunk_to_message
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import RunnableConfig, ensure_config
+from langchain_core.utils.uuid import uuid7
 from pydantic import ConfigDict, Field, PrivateAttr
 
+from langchain_g4f import profiles, traces
 from langchain_g4f import providers as registry
 from langchain_g4f._race import (
     Attempt,
     Entry,
     Request,
     Schedule,
+    Won,
     aclose,
     arace,
     clock,
     race,
 )
 from langchain_g4f.chat_models import ChatG4F, ls_params, stop_list
-from langchain_g4f.errors import ConfigurationError, NoProviderAvailableError
-from langchain_g4f.health import Health, Strategy, resolve_strategy
+from langchain_g4f.content import check_blocks
+from langchain_g4f.errors import (
+    AllProvidersFailedError,
+    ConfigurationError,
+    NoProviderAvailableError,
+)
+from langchain_g4f.health import Health, HealthPolicy
+from langchain_g4f.strategies import Strategy, resolve_strategy
 from langchain_g4f.providers.base import Provider
 from langchain_g4f.tools import ToolCallingMixin
 
@@ -64,9 +81,11 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
             ``ChatG4F(provider=name)``); ``None``: every registered provider,
             those that can stream first.
         strategy: str | Strategy
-            ``"fastest"`` (default), ``"priority"``, ``"round_robin"``, ``"random"``
-            or an object with ``order(candidates, health)`` (see
-            :mod:`langchain_g4f.health`).
+            ``"fastest"`` (default: lowest expected time to a complete answer,
+            failures and fallbacks included), ``"priority"`` (the given order, with
+            failing providers moved behind the healthy ones), ``"round_robin"``,
+            ``"random"`` or an object with ``order(candidates, health)`` (see
+            :mod:`langchain_g4f.strategies`).
         model: str | None
             Route only to providers serving this model, and ask them for it; ``None``
             lets each use its own. A per-call ``model=`` wins.
@@ -75,15 +94,26 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
             retries, backoff, waits for a cooldown. Once text flows, each read is
             bounded by the answering model's own ``timeout``. ``None``: no deadline.
         max_retries: int
-            Retries per provider of errors that can heal, before moving on;
-            ``backoff`` is the first wait (doubling, jittered; a 429 waits its
-            ``Retry-After``). A 401, a 404 or an unserved model moves on at once.
+            Retries per provider of errors that can heal. A failure moves on to the
+            next provider at once; the retry comes after ``backoff`` (doubling,
+            jittered; a 429 waits its ``Retry-After``), and only when no other
+            provider can start sooner. A 401, a 404 or an unserved model is not
+            retried.
         hedge_after: float | None
             Seconds without text after which the next provider starts too; the first
             with text wins. ``None``: no hedging.
-        cooldown_after, cooldown, max_cooldown:
-            Consecutive failures that start a cooldown; its first length in seconds
-            (doubling with each further failure); its cap.
+        half_life: float
+            Seconds after which an observation counts half as much in a provider's
+            recent success rate.
+        failure_threshold, min_calls, cooldown_after:
+            A provider's circuit opens (it cools down) when at least
+            ``failure_threshold`` of its recent calls failed (a decayed share) once
+            ``min_calls`` calls have ended since it last closed, or after
+            ``cooldown_after`` failures in a row.
+        cooldown, max_cooldown:
+            The first cooldown in seconds, doubling with each consecutive opening; its
+            cap. A ``Retry-After`` is the least it lasts. Then one call probes the
+            provider: a success closes the circuit, a failure opens it for longer.
         temperature, max_tokens, stop:
             Passed to every provider when set.
 
@@ -98,7 +128,7 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
                 hedge_after=2.0,
             )
             # a strategy object instead of a name:
-            from langchain_g4f.health import RandomStrategy
+            from langchain_g4f.strategies import RandomStrategy
 
             llm = ChatG4FRouter(strategy=RandomStrategy(weights={"Lockchat": 3}))
 
@@ -123,9 +153,29 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
         :class:`~langchain_g4f.errors.StreamInterruptedError` (with
         ``partial_text``) when a stream breaks after text was yielded.
 
+    Profile and routing by capability:
+        ``llm.profile`` describes what the router can serve: a capability
+        (``image_inputs``, ``reasoning_output``, ...) is present when at least one
+        candidate has it; ``max_input_tokens`` is the largest candidate window.
+        Each call goes only to candidates that can serve it: image blocks only to
+        providers with ``image_inputs``; an input whose estimated size
+        (:func:`langchain_g4f.profiles.estimate_tokens`) exceeds a provider's
+        ``max_input_tokens`` only to providers whose window fits. When none can,
+        :class:`~langchain_g4f.errors.NoProviderAvailableError` names the missing
+        capability, before any request.
+
+    Traces:
+        Each failed attempt is a LangChain custom event ``g4f_attempt`` (data: the
+        attempt record above) on the router's run, in ``astream_events`` and
+        LangSmith, for ``invoke``, ``stream`` and their async forms.
+
     Health:
+        The router learns per provider a decayed success rate, the time to first
+        token (hedge losers count as "at least this long"), the throughput, and how
+        long a failure takes to show; caller cancellations count as nothing.
         ``llm.stats()`` -> ``{provider: {"successes", "failures",
-        "consecutive_failures", "cooldown_left", "ttft", "last_error"}}``.
+        "consecutive_failures", "cooldown_left", "ttft", "last_error",
+        "success_rate", "recent_calls", "throughput", "failure_cost", "circuit"}}``.
     """
 
     model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True)
@@ -133,7 +183,7 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
     providers: list[ChatG4F | str] | None = None
     """Chat models or registered provider names; ``None``: every registered one."""
     strategy: str | Strategy = "fastest"
-    """A strategy name or object; see :mod:`langchain_g4f.health`."""
+    """A strategy name or object; see :mod:`langchain_g4f.strategies`."""
     model_name: str | None = Field(default=None, alias="model")
     """Route to providers serving this model; ``None``: each uses its own."""
     timeout: float | None = Field(default=120.0, gt=0)
@@ -144,10 +194,16 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
     """First backoff between retries, seconds (doubling, jittered; 429 waits Retry-After)."""
     hedge_after: float | None = Field(default=None, ge=0)
     """Seconds without text before the next provider starts too; ``None``: off."""
+    half_life: float = Field(default=60.0, gt=0)
+    """Seconds after which an observation counts half as much in the health model."""
+    failure_threshold: float = Field(default=0.2, gt=0, le=1)
+    """Share of a provider's recent calls failing that opens its circuit."""
+    min_calls: int = Field(default=10, ge=1)
+    """Calls since a provider's circuit last closed before ``failure_threshold`` applies."""
     cooldown_after: int = Field(default=2, ge=1)
-    """Consecutive failures that put a provider in cooldown."""
+    """Failures in a row that open a provider's circuit whatever the rate."""
     cooldown: float = Field(default=5.0, ge=0)
-    """First cooldown, seconds; doubles with each further failure."""
+    """First cooldown, seconds; doubles with each consecutive opening."""
     max_cooldown: float = Field(default=300.0, ge=0)
     """Longest cooldown, seconds."""
     temperature: float | None = None
@@ -162,12 +218,19 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
         super().__init__(**kwargs)
         # Resolved here rather than in validators, so typed errors reach the caller.
         self._entries = self._build_entries()
+        if self.profile is None:
+            self.profile = self._union_profile()
         self._strategy = resolve_strategy(self.strategy)
         self._health = Health(
             [entry.key for entry in self._entries],
-            cooldown_after=self.cooldown_after,
-            cooldown=self.cooldown,
-            max_cooldown=self.max_cooldown,
+            HealthPolicy(
+                half_life=self.half_life,
+                failure_threshold=self.failure_threshold,
+                min_calls=self.min_calls,
+                cooldown_after=self.cooldown_after,
+                cooldown=self.cooldown,
+                max_cooldown=self.max_cooldown,
+            ),
         )
 
     def _build_entries(self) -> list[Entry]:
@@ -195,6 +258,12 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
             key = name if names.count(name) == 1 else f"{name}#{seen[name]}"
             entries.append(Entry(key, chat, _provider_of(chat)))
         return entries
+
+    def _union_profile(self) -> ModelProfile:
+        """What the router can serve: any candidate's capability, the largest window."""
+        model = self.model_name
+        entries = [e for e in self._entries if model is None or e.serves(model)]
+        return profiles.union([_profile_of(e, model) for e in entries or self._entries])
 
     def _chat_for(self, spec: ChatG4F | str) -> ChatG4F:
         if isinstance(spec, ChatG4F):
@@ -238,11 +307,20 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
         }
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
-        return ls_params(self, stop, kwargs)
+        params = ls_params(self, stop, kwargs)
+        if "ls_model_name" not in params:
+            # no model named for the call: the candidates' own, when they all ask the same
+            asked = {entry.chat.model_name for entry in self._entries}  # type: ignore[attr-defined]
+            if len(asked) == 1 and None not in asked:
+                params["ls_model_name"] = asked.pop()
+        return params
 
     def stats(self) -> dict[str, dict[str, Any]]:
         """Health per provider: ``{"successes", "failures", "consecutive_failures",
-        "cooldown_left" (s), "ttft" (EWMA s or None), "last_error"}``."""
+        "cooldown_left" (s), "ttft" (average s or None), "last_error",
+        "success_rate" (recent, smoothed), "recent_calls" (decayed count),
+        "throughput" (chars/s or None), "failure_cost" (s or None), "circuit"
+        ("closed", "open" or "half_open")}``."""
         return self._health.stats()
 
     # -- planning a call ------------------------------------------------------
@@ -278,26 +356,113 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
             f"no provider of this router serves model {model!r}; available: {available}"
         )
 
+    def _capable(self, entries: list[Entry], request: Request) -> list[Entry]:
+        """The entries whose profile fits what the request needs (images, size).
+
+        Raises :class:`NoProviderAvailableError` naming the missing capability
+        when none fits, and a :class:`ConfigurationError` for a malformed block.
+        """
+        check_blocks(request.messages)
+        need = profiles.needs(request.messages)
+        lacking: dict[str, str] = {}
+        able = []
+        for entry in entries:
+            missing = need.missing(_profile_of(entry, request.model))
+            if missing is None:
+                able.append(entry)
+            else:
+                lacking[entry.key] = missing
+        if able:
+            return able
+        wanted = sorted(set(lacking.values()))
+        raise NoProviderAvailableError(
+            f"no provider of this router can serve this request: it needs "
+            f"{' and '.join(wanted)} (estimated input: {need.tokens} tokens); "
+            + "; ".join(f"{key} lacks {what}" for key, what in lacking.items())
+        )
+
     def _schedule(self, request: Request) -> Schedule:
-        entries = self._serving(request.model)
+        entries = self._capable(self._serving(request.model), request)
         views = self._health.views()
         now = clock()
-        ready = [entry for entry in entries if views[entry.key].cooldown_until <= now]
-        cooling = [
-            (views[entry.key].cooldown_until, entry)
+        ready = [entry for entry in entries if views[entry.key].cooldown_left <= 0]
+        waiting = [
+            (now + views[entry.key].cooldown_left, entry)
             for entry in entries
-            if views[entry.key].cooldown_until > now
+            if views[entry.key].cooldown_left > 0
         ]
         order = self._strategy.order([entry.key for entry in ready], views)
         return Schedule(
             _in_order(ready, order),
-            cooling,
+            waiting,
             request=request,
             health=self._health,
             max_retries=self.max_retries,
             backoff=self.backoff,
             hedge_after=self.hedge_after,
         )
+
+    # -- traces ------------------------------------------------------------------------
+
+    def _win(self, request: Request, trace: traces.Trace | None) -> Won:
+        """Race to the first text; each failed attempt becomes a ``g4f_attempt`` event."""
+        try:
+            won = race(self._schedule(request), partial(_open_stream, request))
+        except AllProvidersFailedError as exc:
+            traces.dispatch_attempts(trace, exc.attempts)
+            raise
+        traces.dispatch_attempts(trace, won.attempts)
+        return won
+
+    async def _awin(self, request: Request, trace: traces.Trace | None) -> Won:
+        try:
+            won = await arace(self._schedule(request), partial(_open_astream, request))
+        except AllProvidersFailedError as exc:
+            await traces.adispatch_attempts(trace, exc.attempts)
+            raise
+        await traces.adispatch_attempts(trace, won.attempts)
+        return won
+
+    def stream(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> Iterator[AIMessageChunk]:
+        # The base class does not hand _stream its run manager: name the run here so
+        # that the router's custom events attach to it.
+        config, trace = self._traced(config, is_async=False)
+        token = traces.enter(trace)
+        try:
+            yield from super().stream(input, config, stop=stop, **kwargs)
+        finally:
+            traces.leave(token)
+
+    async def astream(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[AIMessageChunk]:
+        config, trace = self._traced(config, is_async=True)
+        token = traces.enter(trace)
+        try:
+            async for chunk in super().astream(input, config, stop=stop, **kwargs):
+                yield chunk
+        finally:
+            traces.leave(token)
+
+    def _traced(
+        self, config: RunnableConfig | None, *, is_async: bool
+    ) -> tuple[RunnableConfig, traces.Trace]:
+        config = ensure_config(config)
+        run_id = config.get("run_id") or uuid7()
+        config["run_id"] = run_id
+        return config, traces.Trace.for_config(self, config, run_id, is_async=is_async)
 
     # -- BaseChatModel ---------------------------------------------------------------
 
@@ -309,7 +474,7 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         request = self._request(messages, stop, kwargs)
-        won = race(self._schedule(request), partial(_open_stream, request))
+        won = self._win(request, traces.current(run_manager))
         # From here on the winner's chunks pass through; no fallback.
         failed = False
         try:
@@ -337,7 +502,7 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         request = self._request(messages, stop, kwargs)
-        won = await arace(self._schedule(request), partial(_open_astream, request))
+        won = await self._awin(request, traces.current(run_manager))
         # From here on the winner's chunks pass through; no fallback.
         failed = False
         try:
@@ -369,7 +534,12 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        return _result(list(self._stream(messages, stop, **kwargs)))
+        token = traces.enter(traces.Trace.of(run_manager)) if run_manager else None
+        try:
+            return _result(list(self._stream(messages, stop, **kwargs)))
+        finally:
+            if token is not None:
+                traces.leave(token)
 
     async def _agenerate(
         self,
@@ -378,7 +548,12 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        return _result([chunk async for chunk in self._astream(messages, stop, **kwargs)])
+        token = traces.enter(traces.Trace.of(run_manager)) if run_manager else None
+        try:
+            return _result([chunk async for chunk in self._astream(messages, stop, **kwargs)])
+        finally:
+            if token is not None:
+                traces.leave(token)
 
 
 def _open_stream(request: Request, attempt: Attempt) -> Iterator[ChatGenerationChunk]:
@@ -401,6 +576,11 @@ def _in_order(entries: list[Entry], keys: list[str]) -> list[Entry]:
 def _provider_of(chat: ChatG4F) -> Provider:
     provider = chat.provider
     return provider if isinstance(provider, Provider) else registry.get(provider)
+
+
+def _profile_of(entry: Entry, model: str | None) -> ModelProfile:
+    chat = entry.chat
+    return chat.profile_for(model) if isinstance(chat, ChatG4F) else chat.profile or {}
 
 
 def _result(chunks: list[ChatGenerationChunk]) -> ChatResult:
