@@ -338,12 +338,13 @@ def _demo(args: argparse.Namespace) -> int:
 def _health(args: argparse.Namespace) -> int:
     """The fleet's view of its providers, from a shared store."""
     from langchain_g4f.health import HealthPolicy
-    from langchain_g4f.redis_store import RedisStore, redacted
+    from langchain_g4f.redis_store import RedisStore
+    from langchain_g4f.urls import redact_url
 
     store = RedisStore(args.store, prefix=args.prefix)
     try:
         if not store.shared:
-            raise G4FError(f"Redis at {redacted(args.store)} does not answer")
+            raise G4FError(f"Redis at {redact_url(args.store)} does not answer")
         keys = args.provider or store.keys()
         if not keys:
             print(f"no provider has shared state under prefix {store.prefix!r} yet")

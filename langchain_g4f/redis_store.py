@@ -56,6 +56,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from langchain_g4f.budgets import LEASE_POLL, LEASE_TTL, Grant, Limits, LocalBudgets, new_lease
 from langchain_g4f.errors import ConfigurationError
 from langchain_g4f.store import Change, MemoryStore, State, Store
+from langchain_g4f.urls import redact_url
 
 __all__ = ["SCHEMA", "RedisStore", "open_store"]
 
@@ -131,17 +132,6 @@ def _fold(entries: list[_Entry], state: State) -> State:
     return state
 
 
-def redacted(url: str) -> str:
-    """``url`` with its password, if any, replaced by ``***``."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username or ''}:***@{parts.hostname or ''}"
-    if parts.port is not None:
-        netloc += f":{parts.port}"
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
 def _split_prefix(url: str) -> tuple[str, str | None]:
     """The URL without a ``prefix`` query parameter, and that parameter."""
     parts = urlsplit(url)
@@ -185,7 +175,7 @@ class RedisStore:
         if not isinstance(url, str) or urlsplit(url).scheme not in _SCHEMES:
             raise ConfigurationError(
                 "a Redis store needs a redis://, rediss:// or unix:// URL, "
-                f"not {redacted(str(url))!r}"
+                f"not {redact_url(str(url))!r}"
             )
         for name, value in (("ttl", ttl), ("timeout", timeout), ("host_window", host_window),
                             ("lease_ttl", lease_ttl)):
@@ -235,7 +225,7 @@ class RedisStore:
 
     def __repr__(self) -> str:
         state = "shared" if self._up else "local (Redis unreachable)"
-        return f"RedisStore({redacted(self._url)!r}, prefix={self.prefix!r}, {state})"
+        return f"RedisStore({redact_url(self._url)!r}, prefix={self.prefix!r}, {state})"
 
     @property
     def shared(self) -> bool:
@@ -330,7 +320,7 @@ class RedisStore:
                 self._warn_once(
                     ("MGET", "shape"),
                     "Redis store %s answered MGET with something else than one value per "
-                    "key; ignored", redacted(self._url),
+                    "key; ignored", redact_url(self._url),
                 )
                 return
             states = {key: self._decode(key, raw) for key, raw in zip(keys, raws)}
@@ -377,7 +367,7 @@ class RedisStore:
         self._warn_once(
             (name, what),
             "Redis store %s: %s holds %s; ignored (it is replaced on the next change)",
-            redacted(self._url), name, what,
+            redact_url(self._url), name, what,
         )
         return {}
 
@@ -497,7 +487,7 @@ class RedisStore:
             self._up = True
             resumed, self._down_logged = self._down_logged, False
         if resumed:
-            logger.info("Redis store %s answers again; sharing resumed", redacted(self._url))
+            logger.info("Redis store %s answers again; sharing resumed", redact_url(self._url))
         return True
 
     def _went_down(self, exc: BaseException) -> None:
@@ -521,7 +511,7 @@ class RedisStore:
             logging.DEBUG if quiet else logging.WARNING,
             "Redis store %s is unreachable (%s: %s); keeping the router's state in this "
             "process and reconnecting in the background",
-            redacted(self._url), type(exc).__name__, exc,
+            redact_url(self._url), type(exc).__name__, exc,
         )
 
     # -- background thread ---------------------------------------------------------
