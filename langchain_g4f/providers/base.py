@@ -18,7 +18,9 @@ import json
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
+from langchain_g4f._redact import redact_url
 from langchain_g4f.errors import (
     ConfigurationError,
     HTMLResponseError,
@@ -98,6 +100,32 @@ def load_json(provider: str, data: bytes) -> Any:
         ) from None
 
 
+def check_http_url(url: str, field: str = "base_url", provider: str | None = None) -> str:
+    """``url`` if it is an absolute ``http(s)://host...`` URL, else a ConfigurationError."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        parts, host = None, None
+    if parts is None or parts.scheme.lower() not in ("http", "https") or not host:
+        raise ConfigurationError(
+            f"{field} must be an absolute http:// or https:// URL with a host, "
+            f"not {redact_url(url)!r} (for example 'http://localhost:8080')",
+            provider=provider,
+        )
+    return url
+
+
+def join_url(base: str, path: str) -> str:
+    """``path`` appended to the path of ``base``, before any query string it carries.
+
+    >>> join_url("http://h/x/?auth=1", "/v1/chat/completions")
+    'http://h/x/v1/chat/completions?auth=1'
+    """
+    parts = urlsplit(base)
+    return urlunsplit(parts._replace(path=parts.path.rstrip("/") + path, fragment=""))
+
+
 class BodyParser:
     """Collects a whole body, then hands it to ``parse`` (for non-stream answers)."""
 
@@ -129,6 +157,9 @@ class Provider:
     url: str = ""
     #: Path appended to the base URL.
     path: str = ""
+    #: Query string sent with the provider's own ``url`` (Lockchat's public seed
+    #: token); a ``base_url``, or another ``url`` on the instance, replaces both.
+    query: str = ""
     #: Models the provider serves (the seed attribute ``model``).
     model: list[str] = []
     supports_stream: bool = False
@@ -144,7 +175,20 @@ class Provider:
             self.url = url
 
     def __repr__(self) -> str:
-        return f"<provider {self.name} {self.url}>"
+        return f"<provider {self.name} {redact_url(self.url)}>"
+
+    def endpoint(self, base_url: str | None = None) -> str:
+        """The URL requests go to: ``path`` joined to ``base_url``, or to ``url``.
+
+        A query string in the base URL stays at the end:
+        ``http://h/?auth=X`` becomes ``http://h/v1/chat/completions?auth=X``.
+        """
+        if base_url:
+            return join_url(check_http_url(base_url, provider=self.name), self.path)
+        url = join_url(self.url, self.path)
+        if self.query and self.url == type(self).url:
+            url += ("&" if urlsplit(url).query else "?") + self.query
+        return url
 
     # -- validation ---------------------------------------------------------
 
@@ -195,7 +239,7 @@ class Provider:
             headers["Authorization"] = f"Bearer {api_key}"
         return HTTPRequest(
             method="POST",
-            url=(base_url or self.url).rstrip("/") + self.path,
+            url=self.endpoint(base_url),
             headers=headers,
             body=json.dumps(payload, ensure_ascii=False).encode(),
             stream=wire_stream,
