@@ -164,6 +164,9 @@ class Provider:
     model: list[str] = []
     supports_stream: bool = False
     needs_auth: bool = False
+    #: An environment variable holding this provider's API key, besides
+    #: ``G4F_<NAME>_API_KEY`` (read by ``ChatG4F`` when no ``api_key`` is passed).
+    api_key_env: str | None = None
     #: Whether a model outside ``model`` is passed through instead of refused.
     accepts_any_model: bool = False
     #: Whether the endpoint understands the OpenAI ``tools`` field natively.
