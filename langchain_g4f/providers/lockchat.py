@@ -17,8 +17,6 @@ from langchain_g4f.providers.openai import OpenAIProtocol
 
 #: The seed's public query token (written into the original provider code).
 SEED_QUERY = "auth=FnMNPlwZEnGFqvEc9470Vw=="
-#: The endpoint of the service's later releases (no query).
-LATER_URL = "http://supertest.lockchat.app"
 
 
 class Lockchat(OpenAIProtocol):

@@ -159,3 +159,28 @@ def test_a_secret_in_base_url_is_sent_but_never_recorded(
     if cassette.exists():  # written after the test when recording
         text = cassette.read_text()
         assert USER_SECRET not in text and "bob" not in text
+
+
+def test_no_cassette_holds_a_secret() -> None:
+    """Every recorded URI and header, in every cassette: only public values."""
+    from urllib.parse import urlsplit
+
+    import yaml
+
+    from langchain_g4f._redact import is_secret_name
+    from tests.conftest import SECRET_HEADERS, _public_query
+
+    public = _public_query()
+    files = sorted(CASSETTES.rglob("*.yaml"))
+    assert files
+    for path in files:
+        text = path.read_text()
+        assert SECRET not in text and USER_SECRET not in text, path
+        for interaction in yaml.safe_load(text)["interactions"]:
+            for side in ("request", "response"):
+                names = {n.lower() for n in interaction[side].get("headers") or {}}
+                assert not names & set(SECRET_HEADERS), (path, side)
+            uri = urlsplit(interaction["request"]["uri"])
+            assert "@" not in uri.netloc, path
+            for pair in filter(None, uri.query.split("&")):
+                assert pair in public or not is_secret_name(pair.partition("=")[0]), (path, pair)
