@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
-from langchain_g4f._redact import redact_url
+from langchain_g4f._redact import REDACTED, is_secret_name, redact_url
 from langchain_g4f.errors import (
     ConfigurationError,
     HTMLResponseError,
@@ -45,6 +45,16 @@ class HTTPRequest:
     body: bytes
     #: Whether the request asks the server for an event stream.
     stream: bool
+
+    def __repr__(self) -> str:
+        headers = {
+            name: REDACTED if is_secret_name(name) else value
+            for name, value in self.headers.items()
+        }
+        return (
+            f"HTTPRequest({self.method} {redact_url(self.url)}, headers={headers}, "
+            f"body={len(self.body)} bytes, stream={self.stream})"
+        )
 
 
 @dataclass(slots=True)

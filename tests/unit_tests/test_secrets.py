@@ -238,3 +238,11 @@ def test_provider_repr_hides_url_secrets() -> None:
     provider = OpenAICompatible("mine", f"https://h.example/v1?key={URL_SECRET}", models=["m"])
     assert_clean(repr(provider))
     assert_clean(repr(ChatG4F(provider=provider)))
+
+
+def test_request_repr_hides_keys_and_url_secrets() -> None:
+    llm = ChatG4F(provider="Lockchat", base_url=SECRET_URL, api_key=KEY)
+    request = llm._prepare([HumanMessage("hi")], None, True, {}).request
+    assert request.headers["Authorization"] == f"Bearer {KEY}" and URL_SECRET in request.url
+    assert_clean(repr(request))
+    assert "Authorization': '***'" in repr(request) and "auth=***" in repr(request)
