@@ -494,7 +494,7 @@ class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
         :class:`~langchain_g4f.errors.ProviderError` subclass naming it.
     """
 
-    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+    model_config = ConfigDict(populate_by_name=True)
 
     provider: str | Provider
     """A registered provider name or a provider object."""
