@@ -6,6 +6,8 @@
 - :mod:`langchain_g4f.transport`: the sync (requests) and async (httpx) I/O.
 - :mod:`langchain_g4f.errors`: one typed error hierarchy.
 - :mod:`langchain_g4f.testing`: a local replica of the providers' protocols.
+- :mod:`langchain_g4f.playground`: the seed provider names served offline by that
+  replica, or by live endpoints.
 """
 
 from __future__ import annotations
@@ -17,12 +19,16 @@ if TYPE_CHECKING:
     from langchain_g4f.chat_models import ChatG4F
     from langchain_g4f.router import ChatG4FRouter
 
+#: The name this package is installed under (``pip install langchain-g4f-router``);
+#: the import name is ``langchain_g4f``.
+DISTRIBUTION = "langchain-g4f-router"
+
 try:
-    __version__ = metadata.version("langchain-g4f")
+    __version__ = metadata.version(DISTRIBUTION)
 except metadata.PackageNotFoundError:  # running from a source tree
     __version__ = "0.0.0"
 
-__all__ = ["ChatG4F", "ChatG4FRouter", "__version__"]
+__all__ = ["DISTRIBUTION", "ChatG4F", "ChatG4FRouter", "__version__"]
 
 _LAZY = {
     "ChatG4F": "langchain_g4f.chat_models",

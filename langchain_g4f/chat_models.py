@@ -386,7 +386,7 @@ class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
     """A gpt4free-style provider as a LangChain chat model.
 
     Setup:
-        Install ``langchain-g4f``. The seed providers need no key; an endpoint
+        Install ``langchain-g4f-router``. The seed providers need no key; an endpoint
         that does takes ``api_key``, or reads it from the environment:
         ``G4F_<PROVIDER>_API_KEY`` (or the provider's own ``api_key_env``) for
         that provider, ``G4F_API_KEY`` for every provider that needs a key. A key
@@ -395,7 +395,7 @@ class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
 
         .. code-block:: bash
 
-            pip install langchain-g4f
+            pip install langchain-g4f-router
 
     Key init args — completion params:
         provider: str | Provider
@@ -642,9 +642,9 @@ class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
         response_format = kwargs.get("response_format")
         if response_format:
             if native:
-                extra["response_format"] = response_format
+                extra["response_format"] = tool_calling.native_response_format(response_format)
             else:
-                schema = (response_format.get("json_schema") or {}).get("schema")
+                schema = tool_calling.response_schema(response_format)
                 instructions.append(tool_calling.json_instruction(schema))
         if instructions:
             wire.insert(0, {"role": "system", "content": "\n\n".join(instructions)})

@@ -1,8 +1,12 @@
 """The ``langchain-g4f`` command line (also ``python -m langchain_g4f``).
 
 - ``chat``: one prompt (arguments or stdin) or an interactive session, streamed;
-  a router over every registered provider unless ``--provider`` names one.
-- ``providers``: the registered providers; ``--check`` probes each one.
+  a router over every registered provider unless ``--provider`` names one. The
+  session has line editing and a history (``~/.langchain_g4f_history``) where
+  ``readline`` is available; Ctrl-C stops the answer being written, Ctrl-C or
+  Ctrl-D at the prompt ends the session.
+- ``providers``: the registered providers and the base URL ``--base-url``
+  replaces for each (secrets hidden); ``--check`` probes each one.
 - ``demo``: offline, against the local replica: invoke, streaming, the router
   falling back past a failing provider, and an agent calling a tool.
 
@@ -14,24 +18,30 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
-from langchain_g4f import providers
+from langchain_g4f import DISTRIBUTION, __version__, providers
 from langchain_g4f.errors import (
     AllProvidersFailedError,
     ConfigurationError,
     G4FError,
 )
+from langchain_g4f.health import STRATEGIES
+from langchain_g4f.urls import redact_url
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
     from langchain_core.messages import BaseMessage
 
 PROG = "langchain-g4f"
+#: The interactive session's history, under the user's home.
+HISTORY_FILE = os.path.join("~", ".langchain_g4f_history")
+HISTORY_LENGTH = 1000
 
 
 class _Parser(argparse.ArgumentParser):
@@ -70,43 +80,114 @@ def _chat_model(args: argparse.Namespace) -> BaseChatModel:
 
 
 def _stream_answer(llm: BaseChatModel, messages: list[BaseMessage], out: TextIO) -> str:
-    pieces = []
-    for chunk in llm.stream(messages):
-        if chunk.content:
-            text = chunk.text
-            pieces.append(text)
-            out.write(text)
-            out.flush()
+    pieces: list[str] = []
+    try:
+        for chunk in llm.stream(messages):
+            if chunk.content:
+                text = chunk.text
+                pieces.append(text)
+                out.write(text)
+                out.flush()
+    except KeyboardInterrupt as stop:
+        raise _Stopped("".join(pieces)) from stop
     out.write("\n")
     return "".join(pieces)
 
 
+class _Stopped(KeyboardInterrupt):
+    """Ctrl-C while an answer was being written; ``args[0]`` is the text written so far."""
+
+
 def _chat(args: argparse.Namespace) -> int:
-    from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+    from langchain_core.messages import HumanMessage, SystemMessage
 
     llm = _chat_model(args)
     history: list[BaseMessage] = [SystemMessage(args.system)] if args.system else []
     prompt = " ".join(args.prompt)
     if not prompt and not sys.stdin.isatty():
         prompt = sys.stdin.read().strip()
+        if not prompt:
+            raise _UsageError("no prompt: standard input was empty")
     if prompt:
         _stream_answer(llm, [*history, HumanMessage(prompt)], sys.stdout)
         return 0
-    sys.stderr.write(f"{_describe(llm)}; an empty line or Ctrl-D ends the session\n")
+    save_history = _line_editing(os.path.expanduser(HISTORY_FILE), sys.stderr)
+    sys.stderr.write(
+        f"{_describe(llm)}; Ctrl-C stops an answer, "
+        "Ctrl-D or Ctrl-C at the prompt ends the session\n"
+    )
+    try:
+        return session(llm, history, input, sys.stdout, sys.stderr)
+    finally:
+        save_history()
+
+
+def session(
+    llm: BaseChatModel,
+    history: list[BaseMessage],
+    read_line: Callable[[str], str],
+    out: TextIO,
+    err: TextIO,
+) -> int:
+    """The interactive loop: ask, stream the answer, keep the conversation.
+
+    Ctrl-C while an answer streams stops that answer (the text written so far
+    stays in the conversation) and asks again; Ctrl-C or Ctrl-D at the prompt
+    ends the session with status 0. Provider failures print one line and ask
+    again. Empty lines are skipped.
+    """
+    from langchain_core.messages import AIMessage, HumanMessage
+
     while True:
         try:
-            line = input("you> ").strip()
-        except EOFError:
-            sys.stderr.write("\n")
+            line = read_line("you> ").strip()
+        except (EOFError, KeyboardInterrupt):
+            err.write("\n")
             return 0
         if not line:
-            return 0
+            continue
         history.append(HumanMessage(line))
         try:
-            history.append(AIMessage(_stream_answer(llm, history, sys.stdout)))
+            history.append(AIMessage(_stream_answer(llm, history, out)))
+        except _Stopped as stopped:
+            out.write("\n")
+            err.write(f"{PROG}: answer stopped\n")
+            partial = stopped.args[0]
+            if partial:
+                history.append(AIMessage(partial))
+            else:
+                history.pop()
         except G4FError as exc:
             history.pop()
-            sys.stderr.write(f"{PROG}: {_one_line(exc)}\n")
+            err.write(f"{PROG}: {_one_line(exc)}\n")
+
+
+def _line_editing(path: str, err: TextIO) -> Callable[[], None]:
+    """Line editing and history for ``input()``; returns what saves the history.
+
+    Without ``readline`` (Windows without pyreadline) the session still works,
+    without editing or history. A history file that cannot be read or written
+    is reported in one line and the session goes on.
+    """
+    try:
+        import readline
+    except ImportError:
+        return lambda: None
+    readline.set_history_length(HISTORY_LENGTH)
+    try:
+        readline.read_history_file(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        err.write(f"{PROG}: history not read from {path}: {exc.strerror or exc}\n")
+
+    def save() -> None:
+        try:
+            readline.write_history_file(path)
+        except OSError as exc:
+            err.write(f"{PROG}: history not saved to {path}: {exc.strerror or exc}\n")
+
+    return save
 
 
 def _describe(llm: BaseChatModel) -> str:
@@ -144,14 +225,15 @@ def _table(rows: Iterable[Sequence[str]], out: TextIO) -> None:
 
 def _providers(args: argparse.Namespace) -> int:
     found = providers.all_providers()
-    header = ["PROVIDER", "MODELS", "STREAM", "AUTH", "URL"]
+    header = ["PROVIDER", "MODELS", "STREAM", "AUTH", "BASE URL", "PATH"]
     rows = [
         [
             p.name,
             ", ".join(p.model) if p.model else "any",
             "yes" if p.supports_stream else "no",
             "key" if p.needs_auth else "none",
-            p.url.rstrip("/") + p.path,
+            redact_url(p.url),
+            p.path,
         ]
         for p in found
     ]
@@ -250,6 +332,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="LangChain chat models for gpt4free-style providers.")
+    parser.add_argument("--version", action="version", version=f"{DISTRIBUTION} {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     chat = commands.add_parser("chat", help="chat with a provider or the router, streamed")
@@ -263,11 +346,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     chat.add_argument("--api-key", help="sent as a bearer token (or set G4F_API_KEY)")
     chat.add_argument("--system", help="a system message")
-    chat.add_argument("--strategy", default="fastest", help="the router's strategy")
+    chat.add_argument(
+        "--strategy", choices=list(STRATEGIES), default="fastest", help="the router's strategy"
+    )
     chat.add_argument("--timeout", type=_seconds, default=60.0, help="seconds (default 60)")
     chat.set_defaults(run=_chat)
 
-    listing = commands.add_parser("providers", help="list the providers; --check probes them")
+    listing = commands.add_parser(
+        "providers", help="list the providers and their base URLs; --check probes them"
+    )
     listing.add_argument("--check", action="store_true", help="probe each provider now")
     listing.add_argument("--timeout", type=_seconds, default=10.0, help="probe timeout (10 s)")
     listing.set_defaults(run=_providers)

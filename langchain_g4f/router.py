@@ -57,7 +57,7 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
     """Several gpt4free-style providers as one chat model, with fallback and health.
 
     Setup:
-        Install ``langchain-g4f``; the seed providers need no key.
+        Install ``langchain-g4f-router``; the seed providers need no key.
 
     Key init args:
         providers: list[ChatG4F | str] | None

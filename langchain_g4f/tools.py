@@ -112,6 +112,30 @@ def tool_instruction(tools: list[dict[str, Any]], choice: str | None) -> str:
     )
 
 
+def json_mode_format(schema: dict[str, Any] | None) -> dict[str, Any]:
+    """The ``response_format`` of ``json_mode``: a JSON object, the schema kept for emulation.
+
+    Endpoints with a native JSON mode get ``{"type": "json_object"}`` alone
+    (:func:`native_response_format`); the others get the schema in the
+    instruction (:func:`response_schema`), so the model knows the keys.
+    """
+    return {"type": "json_object", **({"schema": schema} if schema is not None else {})}
+
+
+def native_response_format(response_format: dict[str, Any]) -> dict[str, Any]:
+    """``response_format`` as an OpenAI endpoint takes it (json_mode carries no schema)."""
+    if response_format.get("type") == "json_object":
+        return {"type": "json_object"}
+    return response_format
+
+
+def response_schema(response_format: dict[str, Any]) -> dict[str, Any] | None:
+    """The JSON schema a ``response_format`` asks for, if it names one."""
+    if response_format.get("type") == "json_object":
+        return response_format.get("schema")
+    return (response_format.get("json_schema") or {}).get("schema")
+
+
 def json_instruction(schema: dict[str, Any] | None) -> str:
     """The system instruction for JSON output (json_mode / json_schema)."""
     if schema is None:
@@ -362,7 +386,8 @@ class ToolCallingMixin:
         ``function_calling`` forces a tool named after the schema;
         ``json_mode`` asks for a JSON object; ``json_schema`` asks for a JSON
         object that matches the schema. Natively where the provider supports
-        it, by instruction elsewhere. With ``include_raw=True`` the result is
+        it, by instruction elsewhere; in json_mode the instruction carries the
+        schema, so the model knows the keys (a native JSON mode takes none). With ``include_raw=True`` the result is
         ``{"raw", "parsed", "parsing_error"}`` instead of raising when the
         reply does not validate.
         """
@@ -381,7 +406,9 @@ class ToolCallingMixin:
             )
         elif method in ("json_mode", "json_schema"):
             if method == "json_mode":
-                response_format: dict[str, Any] = {"type": "json_object"}
+                response_format: dict[str, Any] = json_mode_format(
+                    convert_to_json_schema(schema) if schema is not None else None
+                )
             else:
                 json_schema = convert_to_json_schema(schema)
                 response_format = {

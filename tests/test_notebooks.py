@@ -1,11 +1,10 @@
-"""The notebooks in ``notebooks/``, executed offline, with assertions on their outputs.
+"""The notebooks in ``notebooks/``, executed as a user runs them, with assertions on their outputs.
 
-The notebooks are written against the live providers (``ChatG4F(provider="Lockchat")``,
-no ``base_url``). Here each one gets an injected first cell that starts the local
-replica and points every seed provider at it (``Replica.redirect_providers``) for the
-life of the kernel; the notebook itself never mentions it. Then the notebook runs in a
-fresh ``python3`` kernel (this interpreter), with ``notebooks/`` as its working
-directory, and the tests read the outputs of cells found by their tags
+Each notebook runs unchanged, top to bottom, in a fresh ``python3`` kernel (this
+interpreter) with ``notebooks/`` as its working directory and no
+``LANGCHAIN_G4F_ENDPOINTS`` in its environment: its first code cell (tagged
+``playground``) starts the local replica and points the seed providers at it, as
+it does in Jupyter. The tests read the outputs of cells found by their tags
 (``check-...`` in the cell metadata).
 
 A cell that raises fails the run (nbclient's ``CellExecutionError``).
@@ -21,7 +20,10 @@ from typing import Any
 
 import nbformat
 import pytest
+from jupyter_client.kernelspec import KernelSpecManager
 from nbclient import NotebookClient
+
+from langchain_g4f import playground
 
 pytestmark = pytest.mark.loopback
 
@@ -29,20 +31,7 @@ NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 NAMES = ["quickstart.ipynb", "router.ipynb", "agents.ipynb"]
 SEEDS = ["Mishalsgpt", "Gravityengine", "Lockchat", "Aichat"]
 
-#: Prepended to every notebook before it runs; never stored in the notebooks.
-SETUP = """\
-# Injected by tests/test_notebooks.py: the seed providers are served by the local replica.
-import os as _os
-import sys as _sys
-
-from langchain_g4f.testing import Replica as _HarnessReplica
-
-_harness_replica = _HarnessReplica().start()
-_harness_replica.redirect_providers().start()  # for the life of the kernel
-print("python:", _sys.executable)
-print("cwd:", _os.getcwd())
-"""
-SETUP_TAG = "harness-setup"
+PLAYGROUND_TAG = "playground"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -50,15 +39,20 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def execute(name: str) -> nbformat.NotebookNode:
+    # the kernel is this interpreter, so it runs this checkout's package
+    argv = KernelSpecManager().get_kernel_spec("python3").argv
+    assert Path(argv[0]).resolve() == Path(sys.executable).resolve()
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
-    nb.cells.insert(0, nbformat.v4.new_code_cell(SETUP, metadata={"tags": [SETUP_TAG]}))
     client = NotebookClient(
         nb,
         timeout=120,
         kernel_name="python3",
         resources={"metadata": {"path": str(NOTEBOOKS)}},
     )
-    client.execute()  # raises CellExecutionError if a cell raises
+    with pytest.MonkeyPatch.context() as env:  # the kernel inherits this environment
+        for variable in (playground.ENV, "LANGCHAIN_G4F_MODEL"):
+            env.delenv(variable, raising=False)
+        client.execute()  # raises CellExecutionError if a cell raises
     return nb
 
 
@@ -104,10 +98,13 @@ def assert_ran_cleanly(nb: nbformat.NotebookNode) -> None:
             assert not (out.output_type == "stream" and out.name == "stderr"), (
                 f"stderr output from:\n{c.source}\n{out.text}"
             )
-    setup = stdout(cell(nb, SETUP_TAG))
-    # the kernel is this interpreter, and runs in notebooks/
-    assert Path(value_after(setup, "python:")).resolve() == Path(sys.executable).resolve()
-    assert Path(value_after(setup, "cwd:")).resolve() == NOTEBOOKS
+    first = next(c for c in nb.cells if c.cell_type == "code")
+    assert PLAYGROUND_TAG in first.metadata.get("tags", []), "the playground cell comes first"
+    said = stdout(first).strip()
+    assert re.fullmatch(
+        r"offline: the seed providers are served by the local replica at http://127\.0\.0\.1:\d+",
+        said,
+    ), said
 
 
 @pytest.fixture(scope="module")
@@ -129,18 +126,24 @@ def agents() -> nbformat.NotebookNode:
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_stored_without_outputs_for_the_live_providers(name: str) -> None:
+def test_stored_without_outputs_and_the_playground_first(name: str) -> None:
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
     nbformat.validate(nb)
     assert nb.nbformat == 4 and nb.metadata.kernelspec.name == "python3"
-    code = [c for c in nb.cells if c.cell_type == "code"]
-    assert all(c.outputs == [] and c.execution_count is None for c in code)
-    for c in code:
+    first, *code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(c.outputs == [] and c.execution_count is None for c in [first, *code])
+    for c in [first, *code]:
         ast.parse("\n".join(line for line in c.source.splitlines() if not line.startswith("%")))
+    # the first code cell alone chooses the endpoints, the same way in every notebook
+    assert first.metadata.get("tags") == [PLAYGROUND_TAG]
+    assert first.source == cell(nbformat.read(NOTEBOOKS / NAMES[0], as_version=4), PLAYGROUND_TAG).source
+    assert 'playground.connect(ENDPOINTS' in first.source
     source = "\n".join(c.source for c in code)
-    assert SETUP_TAG not in source and "redirect_providers" not in source
-    if name != "router.ipynb":  # only the router's failure sections use the replica
+    assert "playground" not in source and "redirect_providers" not in source
+    if name != "router.ipynb":  # only the router's failure sections use a replica of their own
         assert "Replica" not in source and "base_url" not in source
+    install = [line for line in nb.cells[0].source.splitlines() if "pip install" in line]
+    assert install == ['pip install "langchain-g4f-router[notebooks]"']
 
 
 # --- quickstart ------------------------------------------------------------------

@@ -13,6 +13,7 @@ and the router then find it by name.
 
 from __future__ import annotations
 
+import difflib
 import threading
 
 from langchain_g4f.errors import UnknownProviderError
@@ -68,16 +69,30 @@ def all_providers() -> list[Provider]:
 
 
 def get(name: str) -> Provider:
-    """The registered provider ``name`` (case-insensitive)."""
+    """The registered provider ``name`` (case-insensitive).
+
+    An unknown name raises :class:`UnknownProviderError` naming the close
+    registered names (``'Lockchat'`` for ``"lockchatt"``) and all of them.
+    """
     provider = _registry.get(name)
     if provider is None:
         for key, value in _registry.items():
             if key.lower() == name.lower():
                 return value
         raise UnknownProviderError(
-            f"no provider named {name!r}; registered: {', '.join(names())}"
+            f"no provider named {name!r}{did_you_mean(name, names())}; "
+            f"registered: {', '.join(names())}"
         )
     return provider
+
+
+def did_you_mean(name: str, known: list[str]) -> str:
+    """``" (did you mean 'A' or 'B'?)"`` for the names in ``known`` close to ``name``, or ``""``."""
+    by_folded = {candidate.casefold(): candidate for candidate in known}
+    close = difflib.get_close_matches(name.casefold(), by_folded, n=3, cutoff=0.6)
+    if not close:
+        return ""
+    return f" (did you mean {' or '.join(repr(by_folded[c]) for c in close)}?)"
 
 
 __all__ = [

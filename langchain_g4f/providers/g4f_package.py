@@ -8,13 +8,13 @@ cannot be sans-I/O like the others: :class:`G4FPackageProvider` overrides
 structured output) and the router (fallback, health, hedging).
 
 ``g4f`` is imported when a provider is built, never when ``langchain_g4f`` is
-imported; install it with ``pip install "langchain-g4f[g4f]"``. On its first call
+imported; install it with ``pip install "langchain-g4f-router[g4f]"``. On its first call
 g4f itself asks PyPI for its latest version unless ``g4f.debug.version_check`` is
 ``False``.
 
 >>> from langchain_g4f import ChatG4F
 >>> from langchain_g4f.providers.g4f_package import G4FPackageProvider
->>> llm = ChatG4F(provider=G4FPackageProvider("Blackbox"))   # doctest: +SKIP
+>>> llm = ChatG4F(provider=G4FPackageProvider("Yqcloud"))   # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from langchain_g4f.errors import (
     RateLimitError,
     UnsupportedModelError,
 )
+from langchain_g4f.providers import did_you_mean
 from langchain_g4f.providers.base import Delta, HTTPRequest, Message, Provider
 
 
@@ -45,7 +46,7 @@ def _g4f() -> Any:
         import g4f
     except ImportError:
         raise ConfigurationError(
-            "the g4f package is not installed; pip install 'langchain-g4f[g4f]'"
+            "the g4f package is not installed; pip install 'langchain-g4f-router[g4f]'"
         ) from None
     return g4f
 
@@ -64,7 +65,10 @@ class G4FPackageProvider(Provider):
         if isinstance(provider, str):
             found = getattr(g4f.Provider, provider, None)
             if not isinstance(found, type):
-                raise ConfigurationError(f"g4f has no provider named {provider!r}")
+                known = [name for name in dir(g4f.Provider) if not name.startswith("_")]
+                raise ConfigurationError(
+                    f"g4f has no provider named {provider!r}{did_you_mean(provider, known)}"
+                )
             provider = found
         self.g4f_provider = provider
         super().__init__(getattr(provider, "url", None) or f"g4f://{provider.__name__}")

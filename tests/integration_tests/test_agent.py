@@ -142,7 +142,7 @@ def test_router_structured_output(replica: Replica, answering: str, method: str)
         summary: str = Field(description="one line")
 
     llm = router(replica, answering).with_structured_output(Weather, method=method)
-    # json_mode sends no schema: the prompt names the keys
+    # a native JSON mode takes no schema: the prompt names the keys
     prompt = "Reply in JSON with the keys 'location' and 'summary'." if method == "json_mode" else PROMPT
     result = llm.invoke(prompt)
     assert isinstance(result, Weather) and result.location and result.summary

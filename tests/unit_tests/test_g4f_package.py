@@ -6,8 +6,10 @@ base class, no network), so they run through g4f's real ``ChatCompletion`` path.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -127,6 +129,21 @@ def test_bad_input_fails_before_g4f_is_called() -> None:
     assert Echo.calls == []
 
 
+def test_an_unknown_g4f_name_lists_the_close_ones() -> None:
+    # Blackbox is gone from g4f 8; its paid twin is what a user most likely means
+    with pytest.raises(ConfigurationError, match=r"no provider named 'Blackbox' \(did you mean 'BlackboxPro'"):
+        G4FPackageProvider("Blackbox")
+
+
+def test_the_readme_example_names_a_provider_the_pinned_g4f_has() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    named = re.findall(r'G4FPackageProvider\("(\w+)"\)', readme)
+    assert named
+    for name in named:
+        provider = G4FPackageProvider(name)
+        assert provider.name == f"g4f:{name}" and not provider.needs_auth
+
+
 @pytest.mark.parametrize(
     ("error", "expected"),
     [
@@ -181,5 +198,5 @@ def test_without_g4f_installed_building_one_says_how_to_install(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setitem(sys.modules, "g4f", None)
-    with pytest.raises(ConfigurationError, match=r"pip install 'langchain-g4f\[g4f\]'"):
+    with pytest.raises(ConfigurationError, match=r"pip install 'langchain-g4f-router\[g4f\]'"):
         G4FPackageProvider("Anything")

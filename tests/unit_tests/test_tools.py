@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
+from pydantic import BaseModel, Field
 
 from langchain_g4f import ChatG4F
 from langchain_g4f.chat_models import convert_messages
 from langchain_g4f.errors import ConfigurationError
 from langchain_g4f.providers import OpenAICompatible
+from langchain_g4f.testing import Replica
 from langchain_g4f.tools import (
+    JSON_MARKER,
     TOOLS_MARKER,
     ToolReplyStream,
     convert_tools,
@@ -238,3 +242,43 @@ def test_tool_choice_none_sends_no_instruction() -> None:
     call = llm._prepare([HumanMessage("hi")], None, True, {"tools": TOOLS, "tool_choice": "none"})
     assert TOOLS_MARKER not in call.request.body.decode()
     assert call.tool_names is None
+
+
+class Joke(BaseModel):
+    """A joke to tell the user."""
+
+    setup: str = Field(description="question to set up a joke")
+    punchline: str = Field(description="answer to resolve the joke")
+
+
+def _bound_options(runnable: Any) -> dict[str, Any]:
+    """The call options ``with_structured_output`` bound (its first step)."""
+    return {k: v for k, v in runnable.first.kwargs.items() if not k.startswith("ls_")}
+
+
+def test_json_mode_gives_an_emulated_model_the_schema() -> None:
+    llm = ChatG4F(provider="Lockchat")
+    options = _bound_options(llm.with_structured_output(Joke, method="json_mode"))
+    call = llm._prepare([HumanMessage("Tell me a joke")], None, True, options)
+    system = json.loads(call.request.body)["messages"][0]
+    assert system["role"] == "system"
+    head, schema = system["content"].split("\n", 2)[1:]
+    assert head == f"{JSON_MARKER} that matches this JSON schema:"
+    assert json.loads(schema)["required"] == ["setup", "punchline"]
+
+
+def test_json_mode_sends_a_native_endpoint_no_schema() -> None:
+    provider = OpenAICompatible("native", "http://127.0.0.1:9/v1", native_tools=True)
+    llm = ChatG4F(provider=provider, model="m")
+    options = _bound_options(llm.with_structured_output(Joke, method="json_mode"))
+    body = json.loads(llm._prepare([HumanMessage("Tell me a joke")], None, True, options).request.body)
+    assert body["response_format"] == {"type": "json_object"}
+    assert [m["role"] for m in body["messages"]] == ["user"]
+
+
+@pytest.mark.loopback
+@pytest.mark.parametrize("name", ["Lockchat", "Aichat"])
+def test_json_mode_answers_with_the_schema_keys_unprompted(replica: Replica, name: str) -> None:
+    llm = ChatG4F(provider=name, base_url=replica.base_url(name))
+    joke = llm.with_structured_output(Joke, method="json_mode").invoke("Tell me a joke about cats")
+    assert isinstance(joke, Joke) and joke.setup and joke.punchline

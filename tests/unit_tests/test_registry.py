@@ -1,0 +1,47 @@
+"""The provider registry: lookups by name, and what an unknown name says."""
+
+from __future__ import annotations
+
+import pytest
+
+from langchain_g4f import ChatG4F, providers
+from langchain_g4f.errors import UnknownProviderError
+
+
+def test_names_are_case_insensitive() -> None:
+    assert providers.get("lockchat") is providers.get("Lockchat") is providers.Lockchat
+
+
+@pytest.mark.parametrize(
+    ("typed", "suggested"),
+    [
+        ("Lockchatt", "(did you mean 'Lockchat'?)"),
+        ("lokchat", "(did you mean 'Lockchat' or 'Aichat'?)"),  # the closest first
+        ("gravity-engine", "(did you mean 'Gravityengine'?)"),
+        ("Mishalgpt", "(did you mean 'Mishalsgpt'?)"),
+    ],
+)
+def test_an_unknown_name_lists_the_close_ones(typed: str, suggested: str) -> None:
+    with pytest.raises(UnknownProviderError) as raised:
+        ChatG4F(provider=typed)
+    message = str(raised.value)
+    assert f"no provider named {typed!r} {suggested}; registered:" in message
+    assert "registered: Aichat, Gravityengine, Lockchat, Mishalsgpt" in message
+
+
+def test_a_name_close_to_nothing_suggests_nothing() -> None:
+    with pytest.raises(UnknownProviderError) as raised:
+        providers.get("NoSuchProvider")
+    assert "did you mean" not in str(raised.value)
+    assert "registered: Aichat, Gravityengine, Lockchat, Mishalsgpt" in str(raised.value)
+
+
+def test_several_close_names_are_all_offered() -> None:
+    for name in ("local-a", "local-b"):
+        providers.register(providers.OpenAICompatible(name, "http://127.0.0.1:9/v1"))
+    try:
+        with pytest.raises(UnknownProviderError, match="did you mean 'local-b' or 'local-a' or 'Lockchat'"):
+            providers.get("local")
+    finally:
+        for name in ("local-a", "local-b"):
+            providers.unregister(name)
