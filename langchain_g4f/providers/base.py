@@ -167,8 +167,9 @@ class Provider:
     url: str = ""
     #: Path appended to the base URL.
     path: str = ""
-    #: Query string sent with the provider's own ``url`` (Lockchat's public seed
-    #: token); a ``base_url``, or another ``url`` on the instance, replaces both.
+    #: Query string sent with the provider's own ``url`` (Lockchat's seed token):
+    #: part of the public protocol, never a secret (cassettes keep it). A
+    #: ``base_url``, or another ``url`` on the instance, replaces url and query.
     query: str = ""
     #: Models the provider serves (the seed attribute ``model``).
     model: list[str] = []
