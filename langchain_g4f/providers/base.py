@@ -237,6 +237,13 @@ class Provider:
             raise ConfigurationError(
                 "needs an API key; pass api_key=...", provider=self.name
             )
+        url = self.endpoint(base_url)
+        if api_key and urlsplit(url).username is not None:
+            raise ConfigurationError(
+                "has both an api_key and user:password credentials in its URL; both "
+                "would go in the Authorization header (the URL's would win): pass one",
+                provider=self.name,
+            )
         wire_stream = self.wire_stream(stream)
         payload = self.build_payload(
             model,
@@ -253,7 +260,7 @@ class Provider:
             headers["Authorization"] = f"Bearer {api_key}"
         return HTTPRequest(
             method="POST",
-            url=self.endpoint(base_url),
+            url=url,
             headers=headers,
             body=json.dumps(payload, ensure_ascii=False).encode(),
             stream=wire_stream,

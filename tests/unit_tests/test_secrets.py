@@ -118,6 +118,14 @@ def test_an_explicit_key_goes_where_the_user_sends_it(monkeypatch: pytest.Monkey
     assert authorization(remote) == f"Bearer {KEY}"
 
 
+def test_a_key_and_url_credentials_together_are_refused_before_the_request() -> None:
+    # Both would be the Authorization header, and the HTTP clients let the URL's win.
+    llm = ChatG4F(provider="Lockchat", base_url=f"http://bob:{PASSWORD}@127.0.0.1:9", api_key=KEY)
+    with pytest.raises(ConfigurationError, match="user:password") as info:
+        llm.invoke("hi")
+    assert_clean(str(info.value))
+
+
 def test_an_explicit_none_turns_env_keys_off(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("G4F_GRAVITYENGINE_API_KEY", KEY)
     assert authorization(ChatG4F(provider="Gravityengine", api_key=None)) is None
@@ -188,15 +196,20 @@ class Recorder(BaseCallbackHandler):
 
 
 @pytest.mark.loopback
-def test_callbacks_see_no_url_secret_in_a_real_call(replica: Any) -> None:
+@pytest.mark.parametrize("credentials", ["userinfo", "api_key"])
+def test_callbacks_see_no_secret_in_a_real_call(replica: Any, credentials: str) -> None:
     replica.reset()
-    url = replica.base_url("Lockchat").replace("://", f"://bob:{PASSWORD}@", 1)
-    url += f"/?auth={URL_SECRET}"
+    url = replica.base_url("Lockchat") + f"/?auth={URL_SECRET}"
+    options: dict[str, Any] = {"api_key": KEY}
+    if credentials == "userinfo":
+        url, options = url.replace("://", f"://bob:{PASSWORD}@", 1), {}
     recorder = Recorder()
-    llm = ChatG4F(provider="Lockchat", base_url=url, api_key=KEY, callbacks=[recorder])
+    llm = ChatG4F(provider="Lockchat", base_url=url, callbacks=[recorder], **options)
     assert llm.invoke("hi").content
     (logged,) = replica.requests
     assert logged["query"] == {"auth": URL_SECRET}  # sent as given...
+    if credentials == "api_key":
+        assert logged["headers"]["authorization"] == f"Bearer {KEY}"
     (serialized, kwargs), _end = recorder.seen
     assert serialized["type"] == "not_implemented"
     assert "auth=***" in serialized["repr"]
@@ -241,7 +254,7 @@ def test_provider_repr_hides_url_secrets() -> None:
 
 
 def test_request_repr_hides_keys_and_url_secrets() -> None:
-    llm = ChatG4F(provider="Lockchat", base_url=SECRET_URL, api_key=KEY)
+    llm = ChatG4F(provider="Lockchat", base_url=SECRET_URL.replace(f"bob:{PASSWORD}@", ""), api_key=KEY)
     request = llm._prepare([HumanMessage("hi")], None, True, {}).request
     assert request.headers["Authorization"] == f"Bearer {KEY}" and URL_SECRET in request.url
     assert_clean(repr(request))
