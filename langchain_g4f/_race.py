@@ -245,6 +245,7 @@ def _has_content(chunk: Chunk) -> bool:
     message = chunk.message
     return bool(
         chunk.text
+        or message.additional_kwargs.get("reasoning_content")
         or getattr(message, "chunk_position", None) == "last"
         or getattr(message, "tool_call_chunks", None)
     )

@@ -16,6 +16,7 @@ from langchain_core.callbacks import (
 from langchain_core.language_models import (
     BaseChatModel,
     LangSmithParams,
+    ModelProfile,
 )
 from langchain_core.messages import (
     AIMessage,
@@ -30,7 +31,10 @@ from langchain_core.messages import (
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import ConfigDict, Field, SecretStr, field_serializer, field_validator
 
+from langchain_g4f import content as blocks
+from langchain_g4f import profiles
 from langchain_g4f import providers as registry
+from langchain_g4f import reasoning as thinking
 from langchain_g4f import tools as tool_calling
 from langchain_g4f._config import (
     check_call_values,
@@ -67,43 +71,77 @@ _TOOL_BLOCKS = frozenset({"tool_use", "tool_call", "function_call", "server_tool
 # --- messages --------------------------------------------------------------
 
 
-def _text_content(message: BaseMessage, provider: str) -> str:
+def _content(message: BaseMessage, provider: str, images: bool) -> str | list[dict[str, Any]]:
+    """A message's content for the wire: its text, or OpenAI parts when it has images.
+
+    Text blocks become text; reasoning blocks of earlier answers are left out; image
+    blocks become ``image_url`` parts for providers that take images and are a
+    :class:`ConfigurationError` elsewhere (see :mod:`langchain_g4f.content`).
+    """
     content = message.content
     if isinstance(content, str):
         return content
-    parts = []
+    parts: list[dict[str, Any]] = []
     for block in content:
         if isinstance(block, str):
-            parts.append(block)
-        elif isinstance(block, dict) and block.get("type") == "text":
-            parts.append(block.get("text", ""))
-        elif isinstance(block, dict) and block.get("type") in _TOOL_BLOCKS and isinstance(
-            message, AIMessage
-        ):
+            parts.append({"type": "text", "text": block})
+        elif blocks.block_type(block) == "text":
+            parts.append({"type": "text", "text": block.get("text", "")})
+        elif blocks.is_reasoning(block):
+            blocks.check_reasoning(block, provider)
+        elif blocks.is_image(block):
+            _check_image_allowed(message, block, provider, images)
+            parts.append(blocks.image_part(block, provider))
+        elif blocks.block_type(block) in _TOOL_BLOCKS and isinstance(message, AIMessage):
             continue
         elif isinstance(message, ToolMessage) and isinstance(block, dict):
-            parts.append(json.dumps(block, ensure_ascii=False))
+            parts.append({"type": "text", "text": json.dumps(block, ensure_ascii=False)})
         else:
             kind = block.get("type") if isinstance(block, dict) else type(block).__name__
             raise ConfigurationError(
                 f"accepts text only; the message has a {kind!r} content block",
                 provider=provider,
             )
-    return "".join(parts)
+    if any(part["type"] == "image_url" for part in parts):
+        return parts
+    return "".join(part["text"] for part in parts)
+
+
+def _check_image_allowed(
+    message: BaseMessage, block: dict[str, Any], provider: str, images: bool
+) -> None:
+    if not images:
+        raise ConfigurationError(
+            "does not take image input (its profile has no image_inputs); "
+            f"the message has a {block['type']!r} content block",
+            provider=provider,
+        )
+    if not isinstance(message, HumanMessage):
+        raise ConfigurationError(
+            f"takes images in human messages only; a {message.type!r} message "
+            f"has a {block['type']!r} content block",
+            provider=provider,
+        )
 
 
 def convert_messages(
-    messages: Sequence[BaseMessage], provider: str, *, native_tools: bool = False
+    messages: Sequence[BaseMessage],
+    provider: str,
+    *,
+    native_tools: bool = False,
+    images: bool = False,
 ) -> list[Message]:
     """LangChain messages -> OpenAI-style ``{"role", "content"}`` dicts.
 
     Tool calls and tool results go out natively (``tool_calls``, role ``tool``)
     for providers with native tools, and in the emulated text format otherwise.
+    With ``images``, a message with image blocks goes out as a list of OpenAI
+    ``text`` and ``image_url`` parts.
     """
     out: list[Message] = []
     calls: dict[str, tuple[str, int]] = {}  # tool call id -> (name, 1-based position)
     for message in messages:
-        content = _text_content(message, provider)
+        content = _content(message, provider, images)
         if isinstance(message, HumanMessage):
             item: Message = {"role": "user", "content": content}
         elif isinstance(message, AIMessage):
@@ -212,8 +250,12 @@ class StopScanner:
 
 
 class _Answer:
-    """Collects one answer's deltas: text after ``stop``, tool calls, metadata.
+    """Collects one answer's deltas: reasoning, text after ``stop``, tool calls, metadata.
 
+    Reasoning (a ``reasoning_content`` field, or a leading ``<think>`` section,
+    see :mod:`langchain_g4f.reasoning`) goes to
+    ``additional_kwargs["reasoning_content"]``, never into the answer text; stop
+    sequences apply to the answer only.
     Finish reason, model name and usage go on the final chunk only, once.
     With emulated tools, text that may be a tool call is held back until the
     end (see :class:`~langchain_g4f.tool_calling.ToolReplyStream`); native tool-call
@@ -222,7 +264,7 @@ class _Answer:
 
     __slots__ = (
         "provider", "model", "finish_reason", "usage", "scanner", "parts",
-        "tool_names", "held", "native", "calls",
+        "tool_names", "held", "native", "calls", "splitter", "thoughts",
     )
 
     def __init__(self, provider: str, call: _Call, *, stream: bool) -> None:
@@ -236,16 +278,21 @@ class _Answer:
         self.held = tool_calling.ToolReplyStream(call.tool_names) if call.tool_names and stream else None
         self.native: list[dict[str, Any]] = []
         self.calls = False
+        self.splitter = thinking.ThinkSplitter()
+        self.thoughts: list[str] = []
 
-    def text(self, delta: Delta) -> str:
-        """Record the delta's metadata; return the text to emit."""
+    def text(self, delta: Delta) -> tuple[str, str]:
+        """Record the delta's metadata; return the reasoning and the text to emit."""
         if delta.finish_reason is not None:
             self.finish_reason = delta.finish_reason
         if delta.usage is not None:
             self.usage = delta.usage
         if delta.model:
             self.model = delta.model
-        text = delta.text
+        reasoning, text = self.splitter.push(delta.text) if delta.text else ("", "")
+        return delta.reasoning + reasoning, self._answer_text(text)
+
+    def _answer_text(self, text: str) -> str:
         if self.scanner is not None and text:
             text = self.scanner.push(text)
         if self.held is not None and text:
@@ -256,7 +303,9 @@ class _Answer:
         """The chunks of one streamed batch (metadata is kept for the final chunk)."""
         out = []
         for delta in batch:
-            text = self.text(delta)
+            reasoning, text = self.text(delta)
+            if reasoning:
+                out.append(_reasoning_chunk(reasoning))
             if text:
                 out.append(ChatGenerationChunk(message=AIMessageChunk(content=text)))
             if delta.tool_calls:
@@ -273,7 +322,9 @@ class _Answer:
     def collect(self, batch: list[Delta]) -> None:
         """Keep one batch, for a non-streaming answer."""
         for delta in batch:
-            self.parts.append(self.text(delta))
+            reasoning, text = self.text(delta)
+            self.thoughts.append(reasoning)
+            self.parts.append(text)
             if delta.tool_calls:
                 self.native.extend(delta.tool_calls)
 
@@ -281,11 +332,14 @@ class _Answer:
     def stopped(self) -> bool:
         return self.scanner is not None and self.scanner.stopped
 
-    def _tail(self) -> str:
+    def _tail(self) -> tuple[str, str]:
+        """The reasoning and text held back until the end."""
+        reasoning, text = self.splitter.flush()
+        text = self._answer_text(text) if text else ""
         tail = self.scanner.flush() if self.scanner else ""
         if self.held is not None and tail:
             tail = self.held.push(tail)
-        return tail
+        return reasoning, text + tail
 
     def metadata(self) -> dict[str, Any]:
         if self.calls:
@@ -303,7 +357,7 @@ class _Answer:
 
     def final_chunk(self) -> ChatGenerationChunk:
         """The last chunk: held-back text and tool calls, and all the metadata."""
-        text = self._tail()
+        reasoning, text = self._tail()
         call_chunks = []
         if self.held is not None:
             rest, calls = self.held.finish()
@@ -314,6 +368,7 @@ class _Answer:
         return ChatGenerationChunk(
             message=AIMessageChunk(
                 content=text,
+                additional_kwargs=_reasoning_kwargs(reasoning),
                 tool_call_chunks=call_chunks,
                 response_metadata=self.metadata(),
                 usage_metadata=self.usage,  # type: ignore[arg-type]
@@ -323,7 +378,9 @@ class _Answer:
 
     def message(self) -> AIMessage:
         """The whole answer of a non-streaming call."""
-        self.parts.append(self._tail())
+        reasoning, tail = self._tail()
+        self.thoughts.append(reasoning)
+        self.parts.append(tail)
         text = "".join(self.parts)
         calls: list[Any] = []
         invalid: list[Any] = []
@@ -336,11 +393,22 @@ class _Answer:
         self.calls = bool(calls or invalid)
         return AIMessage(
             content=text,
+            additional_kwargs=_reasoning_kwargs("".join(self.thoughts)),
             tool_calls=calls,
             invalid_tool_calls=invalid,
             response_metadata=self.metadata(),
             usage_metadata=self.usage,  # type: ignore[arg-type]
         )
+
+
+def _reasoning_kwargs(reasoning: str) -> dict[str, Any]:
+    return {"reasoning_content": reasoning} if reasoning else {}
+
+
+def _reasoning_chunk(reasoning: str) -> ChatGenerationChunk:
+    return ChatGenerationChunk(
+        message=AIMessageChunk(content="", additional_kwargs=_reasoning_kwargs(reasoning))
+    )
 
 
 def _merge_fragments(fragments: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -357,7 +425,7 @@ def _merge_fragments(fragments: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _has_content(batch: list[Delta]) -> bool:
-    return any(d.text or d.tool_calls for d in batch)
+    return any(d.text or d.tool_calls or d.reasoning for d in batch)
 
 
 class _Call:
@@ -481,6 +549,39 @@ class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
     Token usage:
         ``usage_metadata`` is set only when the server sent real token counts.
 
+    Profile:
+        ``llm.profile`` is the provider's LangChain model profile (context window,
+        ``image_inputs``, ``reasoning_output``...) plus what the package adds on
+        every provider: ``tool_calling`` and ``structured_output`` (emulated where
+        the endpoint has no native support). Pass ``profile=`` to replace it.
+
+    Image input:
+        On providers whose profile has ``image_inputs`` (for instance
+        ``OpenAICompatible(..., profile={"image_inputs": True})``), ``image``
+        blocks (URL or base64) and OpenAI ``image_url`` parts in human messages go
+        out as OpenAI ``image_url`` parts; elsewhere they are a
+        ``ConfigurationError`` before any request.
+
+        .. code-block:: python
+
+            llm.invoke([HumanMessage(content=[
+                {"type": "text", "text": "What is in this picture?"},
+                {"type": "image", "base64": data, "mime_type": "image/png"},
+            ])])
+
+    Reasoning:
+        A ``reasoning_content`` (or ``reasoning``) field, and a ``<think>...</think>``
+        section that opens the text, are reasoning, never answer text: in
+        ``additional_kwargs["reasoning_content"]``, or as ``reasoning`` content
+        blocks with ``output_version="v1"``; streamed as they arrive. Stop
+        sequences apply to the answer only. Reasoning blocks in the history are
+        not sent back.
+
+        .. code-block:: python
+
+            msg = llm.invoke("Why is the sky blue?")
+            msg.additional_kwargs["reasoning_content"], msg.content
+
     Response metadata:
         .. code-block:: python
 
@@ -594,6 +695,17 @@ class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         return ls_params(self, stop, kwargs)
 
+    def _resolve_model_profile(self) -> ModelProfile | None:
+        """The provider's profile for the model, with what the package adds."""
+        provider = registry.get(self.provider) if isinstance(self.provider, str) else self.provider
+        return profiles.chat_profile(provider, self.model_name or provider.model[0])
+
+    def profile_for(self, model: str | None = None) -> ModelProfile:
+        """The profile for a call that asks for ``model`` (``None``: the model's own)."""
+        if model is None or model == self.model_name:
+            return self.profile or {}
+        return profiles.chat_profile(self._provider, model)
+
     # -- preparing a call ---------------------------------------------------
 
     def _check_key_destination(self) -> None:
@@ -623,7 +735,10 @@ class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
         assert model is not None
         stops = stop_list(stop, self.stop)
         native = self._provider.native_tools
-        wire = convert_messages(messages, self._provider.name, native_tools=native)
+        images = bool(self.profile_for(model).get("image_inputs"))
+        wire = convert_messages(
+            messages, self._provider.name, native_tools=native, images=images
+        )
         extra = dict(self.model_kwargs)
         instructions = []
         tool_names = None

@@ -24,11 +24,19 @@ from langchain_core.callbacks import (
     AsyncCallbackManagerForLLMRun,
     CallbackManagerForLLMRun,
 )
-from langchain_core.language_models import BaseChatModel, LangSmithParams
-from langchain_core.messages import BaseMessage, message_chunk_to_message
+from langchain_core.language_models import (
+    BaseChatModel,
+    LangSmithParams,
+    LanguageModelInput,
+    ModelProfile,
+)
+from langchain_core.messages import AIMessageChunk, BaseMessage, message_chunk_to_message
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import RunnableConfig, ensure_config
+from langchain_core.utils.uuid import uuid7
 from pydantic import ConfigDict, Field, PrivateAttr
 
+from langchain_g4f import profiles, traces
 from langchain_g4f import providers as registry
 from langchain_g4f._config import init_model
 from langchain_g4f._race import (
@@ -36,13 +44,19 @@ from langchain_g4f._race import (
     Entry,
     Request,
     Schedule,
+    Won,
     aclose,
     arace,
     clock,
     race,
 )
 from langchain_g4f.chat_models import ChatG4F, ls_params, stop_list
-from langchain_g4f.errors import ConfigurationError, NoProviderAvailableError
+from langchain_g4f.content import check_blocks
+from langchain_g4f.errors import (
+    AllProvidersFailedError,
+    ConfigurationError,
+    NoProviderAvailableError,
+)
 from langchain_g4f.health import Health, Strategy, resolve_strategy
 from langchain_g4f.providers.base import Provider
 from langchain_g4f.tools import ToolCallingMixin
@@ -124,6 +138,22 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
         :class:`~langchain_g4f.errors.StreamInterruptedError` (with
         ``partial_text``) when a stream breaks after text was yielded.
 
+    Profile and routing by capability:
+        ``llm.profile`` describes what the router can serve: a capability
+        (``image_inputs``, ``reasoning_output``, ...) is present when at least one
+        candidate has it; ``max_input_tokens`` is the largest candidate window.
+        Each call goes only to candidates that can serve it: image blocks only to
+        providers with ``image_inputs``; an input whose estimated size
+        (:func:`langchain_g4f.profiles.estimate_tokens`) exceeds a provider's
+        ``max_input_tokens`` only to providers whose window fits. When none can,
+        :class:`~langchain_g4f.errors.NoProviderAvailableError` names the missing
+        capability, before any request.
+
+    Traces:
+        Each failed attempt is a LangChain custom event ``g4f_attempt`` (data: the
+        attempt record above) on the router's run, in ``astream_events`` and
+        LangSmith, for ``invoke``, ``stream`` and their async forms.
+
     Health:
         ``llm.stats()`` -> ``{provider: {"successes", "failures",
         "consecutive_failures", "cooldown_left", "ttft", "last_error"}}``.
@@ -163,6 +193,8 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
         init_model(super().__init__, type(self), kwargs)
         # Resolved here rather than in validators, so typed errors reach the caller.
         self._entries = self._build_entries()
+        if self.profile is None:
+            self.profile = self._union_profile()
         self._strategy = resolve_strategy(self.strategy)
         self._health = Health(
             [entry.key for entry in self._entries],
@@ -196,6 +228,12 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
             key = name if names.count(name) == 1 else f"{name}#{seen[name]}"
             entries.append(Entry(key, chat, _provider_of(chat)))
         return entries
+
+    def _union_profile(self) -> ModelProfile:
+        """What the router can serve: any candidate's capability, the largest window."""
+        model = self.model_name
+        entries = [e for e in self._entries if model is None or e.serves(model)]
+        return profiles.union([_profile_of(e, model) for e in entries or self._entries])
 
     def _chat_for(self, spec: ChatG4F | str) -> ChatG4F:
         if isinstance(spec, ChatG4F):
@@ -239,7 +277,13 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
         }
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
-        return ls_params(self, stop, kwargs)
+        params = ls_params(self, stop, kwargs)
+        if "ls_model_name" not in params:
+            # no model named for the call: the candidates' own, when they all ask the same
+            asked = {entry.chat.model_name for entry in self._entries}  # type: ignore[attr-defined]
+            if len(asked) == 1 and None not in asked:
+                params["ls_model_name"] = asked.pop()
+        return params
 
     def stats(self) -> dict[str, dict[str, Any]]:
         """Health per provider: ``{"successes", "failures", "consecutive_failures",
@@ -279,8 +323,33 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
             f"no provider of this router serves model {model!r}; available: {available}"
         )
 
+    def _capable(self, entries: list[Entry], request: Request) -> list[Entry]:
+        """The entries whose profile fits what the request needs (images, size).
+
+        Raises :class:`NoProviderAvailableError` naming the missing capability
+        when none fits, and a :class:`ConfigurationError` for a malformed block.
+        """
+        check_blocks(request.messages)
+        need = profiles.needs(request.messages)
+        lacking: dict[str, str] = {}
+        able = []
+        for entry in entries:
+            missing = need.missing(_profile_of(entry, request.model))
+            if missing is None:
+                able.append(entry)
+            else:
+                lacking[entry.key] = missing
+        if able:
+            return able
+        wanted = sorted(set(lacking.values()))
+        raise NoProviderAvailableError(
+            f"no provider of this router can serve this request: it needs "
+            f"{' and '.join(wanted)} (estimated input: {need.tokens} tokens); "
+            + "; ".join(f"{key} lacks {what}" for key, what in lacking.items())
+        )
+
     def _schedule(self, request: Request) -> Schedule:
-        entries = self._serving(request.model)
+        entries = self._capable(self._serving(request.model), request)
         views = self._health.views()
         now = clock()
         ready = [entry for entry in entries if views[entry.key].cooldown_until <= now]
@@ -300,6 +369,68 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
             hedge_after=self.hedge_after,
         )
 
+    # -- traces ------------------------------------------------------------------------
+
+    def _win(self, request: Request, trace: traces.Trace | None) -> Won:
+        """Race to the first text; each failed attempt becomes a ``g4f_attempt`` event."""
+        try:
+            won = race(self._schedule(request), partial(_open_stream, request))
+        except AllProvidersFailedError as exc:
+            traces.dispatch_attempts(trace, exc.attempts)
+            raise
+        traces.dispatch_attempts(trace, won.attempts)
+        return won
+
+    async def _awin(self, request: Request, trace: traces.Trace | None) -> Won:
+        try:
+            won = await arace(self._schedule(request), partial(_open_astream, request))
+        except AllProvidersFailedError as exc:
+            await traces.adispatch_attempts(trace, exc.attempts)
+            raise
+        await traces.adispatch_attempts(trace, won.attempts)
+        return won
+
+    def stream(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> Iterator[AIMessageChunk]:
+        # The base class does not hand _stream its run manager: name the run here so
+        # that the router's custom events attach to it.
+        config, trace = self._traced(config, is_async=False)
+        token = traces.enter(trace)
+        try:
+            yield from super().stream(input, config, stop=stop, **kwargs)
+        finally:
+            traces.leave(token)
+
+    async def astream(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[AIMessageChunk]:
+        config, trace = self._traced(config, is_async=True)
+        token = traces.enter(trace)
+        try:
+            async for chunk in super().astream(input, config, stop=stop, **kwargs):
+                yield chunk
+        finally:
+            traces.leave(token)
+
+    def _traced(
+        self, config: RunnableConfig | None, *, is_async: bool
+    ) -> tuple[RunnableConfig, traces.Trace]:
+        config = ensure_config(config)
+        run_id = config.get("run_id") or uuid7()
+        config["run_id"] = run_id
+        return config, traces.Trace.for_config(self, config, run_id, is_async=is_async)
+
     # -- BaseChatModel ---------------------------------------------------------------
 
     def _stream(
@@ -310,7 +441,7 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         request = self._request(messages, stop, kwargs)
-        won = race(self._schedule(request), partial(_open_stream, request))
+        won = self._win(request, traces.current(run_manager))
         # From here on the winner's chunks pass through; no fallback.
         failed = False
         try:
@@ -338,7 +469,7 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         request = self._request(messages, stop, kwargs)
-        won = await arace(self._schedule(request), partial(_open_astream, request))
+        won = await self._awin(request, traces.current(run_manager))
         # From here on the winner's chunks pass through; no fallback.
         failed = False
         try:
@@ -370,7 +501,12 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        return _result(list(self._stream(messages, stop, **kwargs)))
+        token = traces.enter(traces.Trace.of(run_manager)) if run_manager else None
+        try:
+            return _result(list(self._stream(messages, stop, **kwargs)))
+        finally:
+            if token is not None:
+                traces.leave(token)
 
     async def _agenerate(
         self,
@@ -379,7 +515,12 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        return _result([chunk async for chunk in self._astream(messages, stop, **kwargs)])
+        token = traces.enter(traces.Trace.of(run_manager)) if run_manager else None
+        try:
+            return _result([chunk async for chunk in self._astream(messages, stop, **kwargs)])
+        finally:
+            if token is not None:
+                traces.leave(token)
 
 
 def _open_stream(request: Request, attempt: Attempt) -> Iterator[ChatGenerationChunk]:
@@ -402,6 +543,11 @@ def _in_order(entries: list[Entry], keys: list[str]) -> list[Entry]:
 def _provider_of(chat: ChatG4F) -> Provider:
     provider = chat.provider
     return provider if isinstance(provider, Provider) else registry.get(provider)
+
+
+def _profile_of(entry: Entry, model: str | None) -> ModelProfile:
+    chat = entry.chat
+    return chat.profile_for(model) if isinstance(chat, ChatG4F) else chat.profile or {}
 
 
 def _result(chunks: list[ChatGenerationChunk]) -> ChatResult:

@@ -100,10 +100,15 @@ def _canonical_url(provider: str) -> str:
     return providers.get(provider).url
 
 
-def openai_compatible(*, native_tools: bool = True) -> OpenAICompatible:
+def openai_compatible(
+    *, native_tools: bool = True, profile: dict[str, Any] | None = None
+) -> OpenAICompatible:
     """An OpenAI-compatible endpoint: the replica's generic route."""
     return OpenAICompatible(
-        "OpenAI", base_url("OpenAI") or OPENAI_COMPATIBLE_URL, native_tools=native_tools
+        "OpenAI",
+        base_url("OpenAI") or OPENAI_COMPATIBLE_URL,
+        native_tools=native_tools,
+        profile=profile,
     )
 
 

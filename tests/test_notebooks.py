@@ -327,3 +327,25 @@ def test_agent_streams_tokens(agents: Any) -> None:
     *_, answer, count = text.splitlines()
     assert "It is noon in Tokyo." in answer
     assert int(re.fullmatch(r"\((\d+) tokens\)", count).group(1)) > 3
+
+
+def test_agents_reasoning_apart_from_the_answer(agents: Any) -> None:
+    text = stdout(cell(agents, "check-reasoning"))
+    assert value_after(text, "reasoning:") == "The user said: Why is the sky blue?. I will answer in kind."
+    assert value_after(text, "answer:") == "Hello from the replica — you said: Why is the sky blue?"
+    rows = lines(agents, "check-reasoning-stream")
+    kinds = [row.split(" chunk:")[0] for row in rows]
+    assert kinds.count("reasoning") > 1 and kinds == sorted(kinds, reverse=True)
+    assert not any("think>" in row for row in rows)
+    assert [row.split(" ->")[0] for row in lines(agents, "check-reasoning-v1")] == [
+        "reasoning",
+        "text",
+    ]
+
+
+def test_agents_structured_output_strategy_follows_the_profile(agents: Any) -> None:
+    text = stdout(cell(agents, "check-agent-structured"))
+    assert "'structured_output': True" in value_after(text, "profile:")
+    provider, tool = lines(agents, "check-agent-structured")[1:]
+    assert provider.startswith("structured_output=True: JSON answer -> Weather(location='Paris'")
+    assert tool.startswith("structured_output=False: tool call Weather -> Weather(location='Paris'")

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from langchain_g4f.errors import MalformedResponseError, ProviderResponseError
+from langchain_g4f.profiles import TEXT_ONLY, context_windows
 from langchain_g4f.providers.base import Delta, Message, Provider, load_json
 
 
@@ -29,6 +30,8 @@ class Aichat(Provider):
     url = "https://chat-gpt.org"
     path = "/api/text"
     model = ["gpt-3.5-turbo"]
+    profile = TEXT_ONLY
+    model_profiles = context_windows(model)
     supports_stream = False
     #: The original module's headers, in its order.
     headers = {

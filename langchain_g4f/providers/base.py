@@ -61,8 +61,9 @@ class HTTPRequest:
 class Delta:
     """One piece of an answer, as parsed from the wire.
 
-    ``text`` is new text; ``finish_reason``, ``usage`` and ``model`` are set
-    only when the server sent them. ``usage`` holds integer
+    ``text`` is new answer text and ``reasoning`` new reasoning text (a
+    ``reasoning_content`` field, for example); ``finish_reason``, ``usage`` and
+    ``model`` are set only when the server sent them. ``usage`` holds integer
     ``input_tokens``/``output_tokens``/``total_tokens``.
     """
 
@@ -72,6 +73,7 @@ class Delta:
     model: str | None = None
     #: Native tool-call fragments, as the OpenAI protocol sends them.
     tool_calls: list[dict[str, Any]] | None = None
+    reasoning: str = ""
 
 
 class ResponseParser(Protocol):
@@ -183,6 +185,12 @@ class Provider:
     #: Whether the endpoint understands the OpenAI ``tools`` field natively.
     native_tools: bool = False
     headers: dict[str, str] = {"Content-Type": "application/json"}
+    #: What the provider can do, as a LangChain model profile (see
+    #: :mod:`langchain_g4f.profiles`); ``model_profiles`` adds per-model entries
+    #: such as each model's ``max_input_tokens``. A capability left out is not
+    #: offered: no request with images goes to a profile without ``image_inputs``.
+    profile: dict[str, Any] = {"text_inputs": True, "text_outputs": True}
+    model_profiles: dict[str, dict[str, Any]] = {}
 
     def __init__(self, url: str | None = None) -> None:
         if url is not None:
@@ -213,6 +221,10 @@ class Provider:
                 f"does not serve model {model!r}; it serves: {', '.join(self.model)}",
                 provider=self.name,
             )
+
+    def profile_for(self, model: str | None) -> dict[str, Any]:
+        """The provider's profile, with ``model``'s own entries on top."""
+        return {**self.profile, **self.model_profiles.get(model or "", {})}
 
     # -- request ------------------------------------------------------------
 

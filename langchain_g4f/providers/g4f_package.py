@@ -161,11 +161,15 @@ class G4FPackageProvider(Provider):
             raise EmptyResponseError("answered with no text", provider=self.name)
 
     def _delta(self, piece: Any) -> Delta | None:
-        """Text as text, a finish reason as one; g4f's other responses are not text."""
+        """Text as text, reasoning tokens as reasoning, a finish reason as one;
+        g4f's other responses (status lines, titles, sources...) are not text."""
         if isinstance(piece, BaseException):
             raise self._error(piece)
         if isinstance(piece, str):
             return Delta(text=piece) if piece else None
+        token = getattr(piece, "token", None)
+        if type(piece).__name__ == "Reasoning" and isinstance(token, str) and token:
+            return Delta(reasoning=token)
         reason = getattr(piece, "reason", None)
         if type(piece).__name__ == "FinishReason" and isinstance(reason, str):
             return Delta(finish_reason=reason)

@@ -13,6 +13,7 @@ The body always asks for a stream; a non-streaming call reads the whole event
 stream and joins it.
 """
 
+from langchain_g4f.profiles import TEXT_ONLY, context_windows
 from langchain_g4f.providers.openai import OpenAIProtocol
 
 #: The seed's public query token (written into the original provider code).
@@ -25,6 +26,8 @@ class Lockchat(OpenAIProtocol):
     path = "/v1/chat/completions"
     query = SEED_QUERY
     model = ["gpt-4", "gpt-3.5-turbo"]
+    profile = TEXT_ONLY
+    model_profiles = context_windows(model)
     payload_defaults = {"temperature": 0.7}
     headers = {
         "Content-Type": "application/json",

@@ -12,7 +12,10 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from langchain_core.language_models import ModelProfile
+
 from langchain_g4f.errors import MalformedResponseError, ProviderResponseError
+from langchain_g4f.profiles import check_profile
 from langchain_g4f.providers.base import (
     Delta,
     Message,
@@ -77,6 +80,7 @@ def parse_completion(provider: str, data: bytes) -> list[Delta]:
     content = message.get("content")
     return [
         Delta(
+            reasoning=reasoning_of(message),
             text=content if isinstance(content, str) else "",
             finish_reason=choice.get("finish_reason"),
             usage=convert_usage(obj.get("usage")),
@@ -178,7 +182,8 @@ class SSEParser:
             finish = choice.get("finish_reason")
             tool_calls = delta.get("tool_calls")
             usage = obj.get("usage")
-            if finish is None and usage is None and tool_calls is None:
+            reasoning = reasoning_of(delta)
+            if finish is None and usage is None and tool_calls is None and not reasoning:
                 # The hot path: one piece of text and nothing else.
                 if content:
                     out.append(Delta(content))
@@ -187,6 +192,7 @@ class SSEParser:
                 self._finished = True
             out.append(
                 Delta(
+                    reasoning=reasoning,
                     text=content or "",
                     finish_reason=finish,
                     usage=convert_usage(usage),
@@ -227,6 +233,18 @@ class SSEParser:
                     return
         if len(self._stray) < 8:
             self._stray.append(line)
+
+
+def reasoning_of(message: dict[str, Any]) -> str:
+    """The reasoning text of a message or delta: ``reasoning_content`` or ``reasoning``.
+
+    DeepSeek-style servers send ``reasoning_content``, others (OpenRouter, vLLM)
+    ``reasoning``; a value that is not a string is not reasoning text.
+    """
+    value = message.get("reasoning_content")
+    if value is None:
+        value = message.get("reasoning")
+    return value if isinstance(value, str) else ""
 
 
 class OpenAIProtocol(Provider):
@@ -279,6 +297,10 @@ class OpenAIProtocol(Provider):
 class OpenAICompatible(OpenAIProtocol):
     """Any endpoint that speaks the OpenAI chat-completions protocol.
 
+    ``profile`` says what the endpoint can do, as a LangChain model profile
+    (``{"image_inputs": True, "reasoning_output": True, "max_input_tokens": 128000}``),
+    laid over the default, which claims text only.
+
     >>> ollama = OpenAICompatible("ollama", "http://localhost:11434/v1")
     >>> groq = OpenAICompatible("groq", "https://api.groq.com/openai/v1",
     ...                         needs_auth=True, native_tools=True,
@@ -305,6 +327,7 @@ class OpenAICompatible(OpenAIProtocol):
         needs_auth: bool = False,
         native_tools: bool = False,
         supports_stream: bool = True,
+        profile: ModelProfile | None = None,
         headers: dict[str, str] | None = None,
         api_key_env: str | None = None,
     ) -> None:
@@ -318,3 +341,5 @@ class OpenAICompatible(OpenAIProtocol):
         self.native_tools = native_tools
         self.supports_stream = supports_stream
         self.headers = {"Content-Type": "application/json", **(headers or {})}
+        if profile is not None:
+            self.profile = {**self.profile, **check_profile(profile, name)}

@@ -17,6 +17,11 @@ Routes, relative to ``base_url(provider)``: ``POST /api/openai/v1/chat/completio
 (mishalsgpt, gravityengine), ``POST /v1/chat/completions`` (lockchat, openai) and
 ``POST /api/text`` (aichat). Anything else gets a 404 JSON error.
 
+The "openai" route also plays a multimodal reasoning model: it describes the
+``image_url`` parts it gets (:func:`describe_images`), and models named like
+reasoning models reason first (:func:`reasoning_style`: ``"reasoner"`` in the name
+sends ``reasoning_content``, ``"r1"`` a ``<think>`` section).
+
 With tools or a JSON output instruction in the request the replica acts as a small
 deterministic tool-using model (:func:`respond`, :func:`args_for`): emulated tools and JSON
 instructions arrive as system-message text on any route (for Aichat inside the flattened
@@ -42,7 +47,17 @@ from socketserver import TCPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-__all__ = ["FAULTS", "PROVIDERS", "Replica", "args_for", "reply_for", "respond"]
+__all__ = [
+    "FAULTS",
+    "PROVIDERS",
+    "Replica",
+    "args_for",
+    "describe_images",
+    "reasoning_for",
+    "reasoning_style",
+    "reply_for",
+    "respond",
+]
 
 FAULTS = (
     "refuse",
@@ -548,23 +563,33 @@ def respond(messages: list[dict], body: dict | None = None) -> dict:
     and ``response_format`` count (native); ``None`` elsewhere. In order:
 
     1. the last message is a tool result (native: role ``tool``; emulated: the last user
-       message begins with ``Tool result``): ``"The tool returned: <result>."``;
+       message begins with ``Tool result``): ``"The tool returned: <result>."``, or with a
+       JSON output instruction a JSON object built from the result (as in 3);
     2. tools present and the choice is not ``none``: a call of the forced tool, or of the
        first tool named in the last user text (whole name, then a word of 4+ letters of the
        name), or with ``required`` the first tool; arguments from :func:`args_for`.
        Emulated, the text is ``{"tool_calls": [{"name": ..., "arguments": {...}}]}``;
     3. a JSON output instruction: one JSON object (from the schema, else from the
        'quoted' keys the user names, else ``{"answer": reply_for(...)}``);
-    4. otherwise :func:`reply_for`.
+    4. otherwise :func:`reply_for`; on the "openai" route, followed by a description of
+       the images of the last user message (:func:`describe_images`).
     """
     messages = messages if isinstance(messages, list) else []
     systems = _system_texts(messages)
     text = _last_user_text(messages)
     last = messages[-1] if messages else None
+    wanted, schema = _native_json(body) if body is not None else (False, None)
+    if not wanted:
+        wanted, schema = _json_instruction(systems)
+    result = None
     if body is not None and isinstance(last, dict) and last.get("role") == "tool":
-        return {"text": _tool_answer(_text_of(last.get("content")))}
-    if _RESULT_RE.match(text.lstrip()):
-        return {"text": _tool_answer(_tool_result(text.lstrip()))}
+        result = _text_of(last.get("content"))
+    elif _RESULT_RE.match(text.lstrip()):
+        result = _tool_result(text.lstrip())
+    if result is not None:
+        if wanted:  # an answer in the requested JSON shape, from the tool's result
+            return {"text": _json_answer(schema, result, messages)}
+        return {"text": _tool_answer(result)}
     found = _native_tools(body) if body is not None else None
     native = found is not None
     if found is None:
@@ -577,12 +602,64 @@ def respond(messages: list[dict], body: dict | None = None) -> dict:
             if native:
                 return {"tool_call": call}
             return {"text": json.dumps({"tool_calls": [call]}, ensure_ascii=False)}
-    wanted, schema = _native_json(body) if body is not None else (False, None)
-    if not wanted:
-        wanted, schema = _json_instruction(systems)
     if wanted:
         return {"text": _json_answer(schema, text, messages)}
-    return {"text": reply_for(messages)}
+    seen = describe_images(last) if body is not None and isinstance(last, dict) else ""
+    return {"text": reply_for(messages) + seen}
+
+
+# --------------------------------------------------------------------------- images, reasoning
+
+
+def _image_urls(message: dict) -> list[str]:
+    """The ``image_url`` URLs of an OpenAI message, in order; raises ``ValueError`` if malformed."""
+    content = message.get("content")
+    urls = []
+    for part in content if isinstance(content, list) else []:
+        if isinstance(part, dict) and part.get("type") == "image_url":
+            value = part.get("image_url")
+            url = value.get("url") if isinstance(value, dict) else value
+            if not isinstance(url, str) or not url.startswith(("http://", "https://", "data:")):
+                raise ValueError("each image_url part needs an http(s) or data: url")
+            urls.append(url)
+    return urls
+
+
+def _describe(url: str) -> str:
+    if not url.startswith("data:"):
+        return f"an image at {url}"
+    head, _, data = url.partition(",")
+    digest = hashlib.sha1(data.encode("ascii", "replace")).hexdigest()[:8]
+    return f"an {head[5:].split(';')[0]} image of {len(data)} base64 characters ({digest})"
+
+
+def describe_images(message: dict) -> str:
+    """``" I see 2 images: an image at <url>; an image/png image of N base64 characters
+    (<sha1 prefix>)."``; empty when the message has no ``image_url`` parts."""
+    urls = _image_urls(message)
+    if not urls:
+        return ""
+    noun = "image" if len(urls) == 1 else "images"
+    return f" I see {len(urls)} {noun}: " + "; ".join(_describe(u) for u in urls) + "."
+
+
+#: Reasoning models of the "openai" route: a model whose name contains "reasoner"
+#: streams its reasoning in ``reasoning_content`` fields; one whose name contains "r1"
+#: opens its text with a ``<think>`` section (tags split across events).
+def reasoning_style(model: str) -> str | None:
+    low = model.lower()
+    if "reasoner" in low:
+        return "field"
+    if "r1" in low:
+        return "think"
+    return None
+
+
+def reasoning_for(messages: list) -> str:
+    """The replica's deterministic reasoning: ``"The user said: <last user text>. I will
+    answer in kind."``"""
+    said = _last_user_text(messages).strip()[:80]
+    return f"The user said: {said}. I will answer in kind."
 
 
 def _aichat_conversation(prompt: str) -> list[dict]:
@@ -619,13 +696,18 @@ def _words(text: str) -> int:
 
 
 def _apply_limits(pieces: list[str], stop: Any, max_tokens: int | None) -> tuple[list[str], str]:
-    """Cut the answer at the first stop string, then to ``max_tokens`` pieces."""
+    """Cut the answer at the first stop string, then to ``max_tokens`` pieces.
+
+    Stop strings apply to the answer only, past a ``<think>`` section that opens the
+    text, as reasoning servers do.
+    """
     finish = "stop"
     stops = [stop] if isinstance(stop, str) else stop if isinstance(stop, list) else []
     stops = [s for s in stops if isinstance(s, str) and s]
     if stops:
         text = "".join(pieces)
-        cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
+        start = _answer_start(text)
+        cut = min((i for i in (text.find(s, start) for s in stops) if i >= 0), default=-1)
         if cut >= 0:
             kept: list[str] = []
             used = 0
@@ -641,6 +723,14 @@ def _apply_limits(pieces: list[str], stop: Any, max_tokens: int | None) -> tuple
         pieces = pieces[:max_tokens]
         finish = "length"
     return pieces, finish
+
+
+def _answer_start(text: str) -> int:
+    """Where the answer starts: after a ``<think>...</think>`` section that opens the text."""
+    if text.lstrip().startswith("<think>"):
+        end = text.find("</think>")
+        return len(text) if end < 0 else end + len("</think>")
+    return 0
 
 
 def _dumps(obj: Any) -> bytes:
@@ -902,10 +992,19 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(400, _openai_error("'max_tokens' must be a non-negative integer"))
             return
         native = body if provider == "openai" else None
-        pieces, benchmark, call = self.server.replica._answer(provider, messages, native)
+        try:
+            pieces, benchmark, call = self.server.replica._answer(provider, messages, native)
+        except ValueError as exc:
+            self._send_json(400, _openai_error(str(exc)))
+            return
         if fault == "empty":
             pieces, call = [], None
         pieces, finish = _apply_limits(pieces, body.get("stop"), max_tokens)
+        style = reasoning_style(model) if native is not None and call is None else None
+        thoughts = _PIECE_RE.findall(reasoning_for(messages)) if style else []
+        if style == "think":
+            pieces = ["<th", "ink>", *thoughts, "</thi", "nk>\n\n", *pieces]
+            thoughts = []
         prompt_tokens = sum(
             _words(_text_of(m.get("content"))) for m in messages if isinstance(m, dict)
         )
@@ -921,7 +1020,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if body.get("stream"):
             self._stream(
-                model, pieces, finish, prompt_tokens, include_usage, fault, opts, benchmark
+                model, pieces, finish, prompt_tokens, include_usage, fault, opts, benchmark,
+                thoughts,
             )
             return
         if fault == "error_event":
@@ -930,6 +1030,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         text = "".join(pieces)
         completion_tokens = _words(text)
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        if thoughts:
+            message["reasoning_content"] = "".join(thoughts)
         obj = {
             "id": "chatcmpl-replica",
             "object": "chat.completion",
@@ -938,7 +1041,7 @@ class _Handler(BaseHTTPRequestHandler):
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": text},
+                    "message": message,
                     "finish_reason": finish,
                 }
             ],
@@ -982,14 +1085,21 @@ class _Handler(BaseHTTPRequestHandler):
         fault: str | None,
         opts: dict,
         benchmark: bool,
+        thoughts: list[str] = (),  # type: ignore[assignment]
     ) -> None:
-        """Server-sent events over hand-written chunked transfer encoding, one chunk per event."""
+        """Server-sent events over hand-written chunked transfer encoding, one chunk per event.
+
+        ``thoughts`` go first, each in a ``reasoning_content`` delta.
+        """
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         write = self.wfile.write
+        for piece in thoughts:
+            delta = {"role": "assistant", "content": None, "reasoning_content": piece}
+            write(_frame(b"data: " + _dumps(_chunk(model, delta, None)) + b"\n\n"))
         encoder = _encoder(model)
         limit = len(pieces)
         if fault in ("stall", "reset", "error_event", "truncated_json"):

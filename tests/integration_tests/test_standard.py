@@ -2,20 +2,58 @@
 
 Each seed protocol family runs the suite: Lockchat (always an event stream),
 Mishalsgpt (a JSON object, or events when streaming) and Aichat (one flattened
-prompt, no streaming), all with emulated tool calling; and a generic
-OpenAI-compatible endpoint with native tool calling. Recorded against the local
-replica.
+prompt, no streaming), all with emulated tool calling; a generic
+OpenAI-compatible endpoint with native tool calling; and an OpenAI-compatible
+multimodal reasoning model (image input, reasoning output). Every capability
+flag comes from the tested model's profile. Recorded against the local replica.
 """
 
 from __future__ import annotations
 
+import struct
+import zlib
+from typing import Any
+
+import httpx
 import pytest
+from langchain_core.language_models import ModelProfile
 from langchain_tests.integration_tests import ChatModelIntegrationTests
 
 from langchain_g4f import ChatG4F
 from tests.conftest import base_url, openai_compatible
 
 pytestmark = pytest.mark.vcr
+
+
+def _png(width: int = 2, height: int = 2) -> bytes:
+    """A small, valid RGB PNG."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    rows = b"".join(b"\x00" + b"\xff\x80\x00" * width for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+@pytest.fixture(autouse=True)
+def _local_test_image(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The standard image test downloads a picture first; tests stay off the network,
+    so that download gets a PNG made here (the model still gets the picture's URL)."""
+    real_get = httpx.get
+
+    def get(url: Any, *args: Any, **kwargs: Any) -> httpx.Response:
+        if str(url).startswith("https://raw.githubusercontent.com/") and str(url).endswith(".png"):
+            return httpx.Response(200, content=_png(), request=httpx.Request("GET", url))
+        return real_get(url, *args, **kwargs)
+
+    monkeypatch.setattr(httpx, "get", get)
 
 
 class _G4FIntegration(ChatModelIntegrationTests):
@@ -48,11 +86,53 @@ class _G4FIntegration(ChatModelIntegrationTests):
         # None of the seed protocols reports usage while streaming.
         return False
 
-    # has_tool_calling and has_structured_output are on because ChatG4F overrides
-    # bind_tools and with_structured_output.
     @property
     def supports_json_mode(self) -> bool:
         return True
+
+    # -- capability flags, from the profile ------------------------------------------
+
+    @property
+    def profile(self) -> ModelProfile:
+        profile = self.chat_model_class(**self.chat_model_params).profile
+        assert profile is not None
+        return profile
+
+    @property
+    def has_tool_calling(self) -> bool:
+        return bool(self.profile.get("tool_calling"))
+
+    @property
+    def has_tool_choice(self) -> bool:
+        return bool(self.profile.get("tool_choice"))
+
+    @property
+    def has_structured_output(self) -> bool:
+        return bool(self.profile.get("structured_output"))
+
+    @property
+    def supports_image_inputs(self) -> bool:
+        return bool(self.profile.get("image_inputs"))
+
+    @property
+    def supports_image_urls(self) -> bool:
+        return bool(self.profile.get("image_url_inputs"))
+
+    @property
+    def supports_image_tool_message(self) -> bool:
+        return bool(self.profile.get("image_tool_message"))
+
+    @property
+    def supports_pdf_inputs(self) -> bool:
+        return bool(self.profile.get("pdf_inputs"))
+
+    @property
+    def supports_pdf_tool_message(self) -> bool:
+        return bool(self.profile.get("pdf_tool_message"))
+
+    @property
+    def supports_audio_inputs(self) -> bool:
+        return bool(self.profile.get("audio_inputs"))
 
 
 class TestLockchat(_G4FIntegration):
@@ -80,3 +160,15 @@ class TestOpenAICompatible(_G4FIntegration):
     def returns_usage_metadata(self) -> bool:
         # OpenAI-compatible endpoints send usage (streaming: stream_options.include_usage).
         return True
+
+
+class TestOpenAICompatibleMultimodalReasoning(TestOpenAICompatible):
+    """Image input (base64 and URLs) and reasoning output: ``reasoning_content``
+    fields from one model, a ``<think>`` section from the other."""
+
+    model_id, other_model = "deepseek-reasoner", "deepseek-r1"
+
+    @property
+    def chat_model_params(self) -> dict:
+        profile = {"image_inputs": True, "image_url_inputs": True, "reasoning_output": True}
+        return {"provider": openai_compatible(profile=profile), "model": self.model_id}

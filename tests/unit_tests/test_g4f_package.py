@@ -16,7 +16,7 @@ import pytest
 
 g4f = pytest.importorskip("g4f")
 from g4f.providers.base_provider import AsyncGeneratorProvider  # noqa: E402
-from g4f.providers.response import FinishReason  # noqa: E402
+from g4f.providers.response import FinishReason, Reasoning  # noqa: E402
 
 from langchain_g4f import ChatG4F, ChatG4FRouter  # noqa: E402
 from langchain_g4f.errors import (  # noqa: E402
@@ -55,6 +55,18 @@ class Whole(Echo):
     async def create_async_generator(cls, model: str, messages: list, **kwargs: Any):  # type: ignore[override]
         cls.calls.append({"model": model, "messages": messages, **kwargs})
         yield f"{model} says: {messages[-1]['content']} "
+
+
+class Thinker(Echo):
+    """Reasoning tokens (and a status line, which is not reasoning) before the answer."""
+
+    @classmethod
+    async def create_async_generator(cls, model: str, messages: list, **kwargs: Any):  # type: ignore[override]
+        yield Reasoning(status="Thinking...")
+        for token in ("Two and ", "two."):
+            yield Reasoning(token)
+        yield "Four."
+        yield FinishReason("stop")
 
 
 class Failing(AsyncGeneratorProvider):
@@ -200,3 +212,13 @@ def test_without_g4f_installed_building_one_says_how_to_install(
     monkeypatch.setitem(sys.modules, "g4f", None)
     with pytest.raises(ConfigurationError, match=r"pip install 'langchain-g4f-router\[g4f\]'"):
         G4FPackageProvider("Anything")
+
+
+@pytest.mark.parametrize("mode", ["invoke", "stream", "ainvoke", "astream"])
+async def test_g4f_reasoning_tokens_are_reasoning(mode: str) -> None:
+    from tests.unit_tests.modes import call
+
+    llm = ChatG4F(provider=G4FPackageProvider(Thinker), model="echo-1")
+    message = await call(llm, "2+2?", mode)
+    assert message.content == "Four."
+    assert message.additional_kwargs["reasoning_content"] == "Two and two."

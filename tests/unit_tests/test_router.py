@@ -287,15 +287,15 @@ async def test_configuration_error_for_every_provider_surfaces_as_itself(
     replica: Replica,
 ) -> None:
     router = router_of(replica, "Mishalsgpt", "Lockchat")
-    image = HumanMessage(content=[{"type": "image_url", "image_url": {"url": "http://x/y.png"}}])
+    audio = HumanMessage(content=[{"type": "audio", "url": "http://x/y.wav"}])
 
     with pytest.raises(ConfigurationError) as sync_info:
-        router.invoke([image])
+        router.invoke([audio])
     with pytest.raises(ConfigurationError) as async_info:
-        await router.ainvoke([image])
+        await router.ainvoke([audio])
 
     assert not isinstance(sync_info.value, AllProvidersFailedError)
-    assert "image_url" in str(sync_info.value) and "image_url" in str(async_info.value)
+    assert "'audio'" in str(sync_info.value) and "'audio'" in str(async_info.value)
     assert replica.requests == []
     assert router.stats()["Mishalsgpt"]["failures"] == 0  # the request's fault, not theirs
 

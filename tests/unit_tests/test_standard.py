@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from langchain_core.language_models import ModelProfile
 from langchain_tests.unit_tests import ChatModelUnitTests
 
 from langchain_g4f import ChatG4F
@@ -26,5 +27,21 @@ class TestChatG4FUnit(ChatModelUnitTests):
             {"api_key": "env-key"},
         )
 
-    # Tool calling and structured output arrive with the tool-calling issue
-    # (bind_tools / with_structured_output); until then the suite skips them.
+    # Capability flags, from the model's profile.
+    @property
+    def profile(self) -> ModelProfile:
+        profile = self.chat_model_class(**self.chat_model_params).profile
+        assert profile is not None
+        return profile
+
+    @property
+    def has_tool_calling(self) -> bool:
+        return bool(self.profile.get("tool_calling"))
+
+    @property
+    def has_tool_choice(self) -> bool:
+        return bool(self.profile.get("tool_choice"))
+
+    @property
+    def has_structured_output(self) -> bool:
+        return bool(self.profile.get("structured_output"))

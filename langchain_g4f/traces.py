@@ -1,0 +1,115 @@
+"""Custom events that show a router's work in traces (``astream_events``, LangSmith).
+
+A :class:`Trace` sends LangChain custom events to the handlers of one chat-model
+run, attached to that run. ``invoke`` hands the router its run manager
+(:meth:`Trace.of`); ``stream``/``astream`` do not, so the router names the run
+itself before it starts and keeps a :class:`Trace` built from the call's config
+(:meth:`Trace.for_config`, :func:`current`) for the duration of the call.
+
+Event names:
+
+- ``g4f_attempt``: one failed attempt, data ``{"provider", "error", "status",
+  "message", "elapsed"}`` (the records of ``response_metadata["attempts"]``).
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+from langchain_core.callbacks import (
+    AsyncCallbackManager,
+    AsyncCallbackManagerForLLMRun,
+    BaseCallbackHandler,
+    CallbackManager,
+    CallbackManagerForLLMRun,
+)
+from langchain_core.callbacks.manager import ahandle_event, handle_event
+from langchain_core.language_models import BaseChatModel
+from langchain_core.runnables import RunnableConfig
+
+ATTEMPT_EVENT = "g4f_attempt"
+
+_CURRENT: ContextVar[Trace | None] = ContextVar("langchain_g4f_trace", default=None)
+
+
+@dataclass
+class Trace:
+    """The handlers of one chat-model run, and the run's id."""
+
+    handlers: list[BaseCallbackHandler]
+    run_id: UUID
+    tags: list[str] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun) -> Trace:
+        return cls(run_manager.handlers, run_manager.run_id, run_manager.tags, run_manager.metadata)
+
+    @classmethod
+    def for_config(
+        cls, model: BaseChatModel, config: RunnableConfig, run_id: UUID, *, is_async: bool
+    ) -> Trace:
+        """The trace of the run that ``model.stream(input, config)`` starts as ``run_id``.
+
+        The handlers are configured as the model configures its own run's.
+        """
+        manager_class = AsyncCallbackManager if is_async else CallbackManager
+        manager = manager_class.configure(
+            config.get("callbacks"),
+            model.callbacks,
+            model.verbose,
+            config.get("tags"),
+            model.tags,
+            config.get("metadata"),
+            model.metadata,
+        )
+        return cls(manager.handlers, run_id, manager.tags, manager.metadata)
+
+    def dispatch(self, name: str, data: Any) -> None:
+        handle_event(
+            self.handlers, "on_custom_event", "ignore_custom_event", name, data,
+            run_id=self.run_id, tags=self.tags, metadata=self.metadata,
+        )
+
+    async def adispatch(self, name: str, data: Any) -> None:
+        await ahandle_event(
+            self.handlers, "on_custom_event", "ignore_custom_event", name, data,
+            run_id=self.run_id, tags=self.tags, metadata=self.metadata,
+        )
+
+
+def current(
+    run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None,
+) -> Trace | None:
+    """The trace of the running call: its run manager's, else the one set for a stream."""
+    if run_manager is not None:
+        return Trace.of(run_manager)
+    return _CURRENT.get()
+
+
+def enter(trace: Trace) -> Any:
+    """Make ``trace`` the current one; returns the token for :func:`leave`."""
+    return _CURRENT.set(trace)
+
+
+def leave(token: Any) -> None:
+    try:
+        _CURRENT.reset(token)
+    except ValueError:  # a generator closed from another context: that context never saw it
+        pass
+
+
+def dispatch_attempts(trace: Trace | None, attempts: list[dict[str, Any]]) -> None:
+    """One ``g4f_attempt`` event per failed attempt."""
+    if trace is not None:
+        for record in attempts:
+            trace.dispatch(ATTEMPT_EVENT, record)
+
+
+async def adispatch_attempts(trace: Trace | None, attempts: list[dict[str, Any]]) -> None:
+    if trace is not None:
+        for record in attempts:
+            await trace.adispatch(ATTEMPT_EVENT, record)
