@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from langchain_g4f import ChatG4F, ChatG4FRouter
+from langchain_g4f.strategies import PriorityStrategy
 from langchain_g4f.testing import Replica
 
 PROMPT = "benchmark"
@@ -100,10 +101,11 @@ def main() -> None:
         replica.set_fault("Mishalsgpt", "refuse")
         refused = ChatG4F(provider="Mishalsgpt", base_url=replica.base_url("Mishalsgpt"), max_retries=0)
         direct = chat("Lockchat")
-        # cooldown_after is high so the refused provider is tried first on every call
+        # the health model never learns here, so the refused provider is tried first on every call
         failover = ChatG4FRouter(
-            providers=[refused, chat("Lockchat")], strategy="priority", max_retries=0,
-            cooldown_after=10**9,
+            providers=[refused, chat("Lockchat")], max_retries=0,
+            strategy=PriorityStrategy(min_calls=10**9, explore=0.0),
+            cooldown_after=10**9, min_calls=10**9,
         )
         t_direct = median_of(args.runs, lambda: first_text_sync(direct.stream(PROMPT)))
         t_failover = median_of(args.runs, lambda: first_text_sync(failover.stream(PROMPT)))

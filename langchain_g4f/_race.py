@@ -1,10 +1,10 @@
 """One router call, up to its first text: the schedule, the attempts, the race.
 
 - :class:`Schedule` (no I/O) says which attempt to start and when, and records
-  what failed: retries of a provider after a healable error (backoff,
-  ``Retry-After``), then the next provider; with ``hedge_after``, also the next
-  provider when the latest attempt has gone that long without text. One deadline
-  bounds it all.
+  what happened: after a failure the next provider at once, a retry of the same
+  provider (backoff, ``Retry-After``) only when no other can start sooner; with
+  ``hedge_after``, also the next provider when the latest attempt has gone that
+  long without text; hedge losers' time without text. One deadline bounds it all.
 - :func:`race` / :func:`arace` run it: each attempt reads its model's stream
   ahead to the first text, on a worker thread (sync) or a task (async), so the
   deadline and the hedge cut in even while a read blocks. The first attempt with
@@ -16,6 +16,8 @@
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import queue
 import threading
 import time
@@ -97,17 +99,25 @@ def _summary(record: dict[str, Any]) -> str:
 class Schedule:
     """Which attempt of one call to start next, and when; what failed so far. No I/O.
 
-    ``ready`` providers go in the given (strategy) order. A retryable failure
-    schedules a retry of the same provider after backoff, which goes before moving
-    on, unless the provider's retries are spent, it is now cooling down, or the retry
-    could not start before the deadline. ``cooling`` providers (cooling down when the
-    call began) come last, each when its cooldown ends.
+    The ``ready`` providers go first, in the given (strategy) order, then the
+    ``waiting`` ones (cooling down, or told to wait by a ``Retry-After``), each when
+    it may start. A failure moves on to the next candidate at once; a retryable one
+    also queues a retry of the same provider after its backoff or ``Retry-After``
+    (unless its circuit has opened), which starts only when no other provider can
+    start sooner: the call never idles while another provider could run. Each
+    start asks the health model first (:meth:`~langchain_g4f.health.Health.claim`):
+    a provider whose circuit has opened meanwhile waits for its cooldown, a
+    half-open one admits one probe at a time. With ``hedge_after``, the next candidate also starts when the latest
+    attempt has gone that long without text. One deadline bounds it all.
+
+    When an attempt wins, the others still running lost the race: each records how
+    long it went without text, a lower bound on its time to first token.
     """
 
     def __init__(
         self,
         ready: list[Entry],
-        cooling: list[tuple[float, Entry]],
+        waiting: list[tuple[float, Entry]],
         *,
         request: Request,
         health: Health,
@@ -120,9 +130,12 @@ class Schedule:
         self.max_retries = max_retries
         self.backoff = backoff
         self.hedge_after = hedge_after
+        self._order = itertools.count()  # ties in the queues keep their order
         self._fresh = deque(Attempt(entry, 0) for entry in ready)
-        self._cooling = deque(sorted(cooling, key=lambda item: item[0]))
-        self._retries: list[tuple[float, Attempt]] = []
+        self._waiting: list[tuple[float, int, Attempt]] = []  # other providers, by time
+        self._retries: list[tuple[float, int, Attempt]] = []
+        for at, entry in waiting:
+            self._queue(self._waiting, at, Attempt(entry, 0))
         self.running: list[Attempt] = []
         self.attempts: list[dict[str, Any]] = []  # the failed ones, in order
         self._errors: list[BaseException] = []
@@ -145,7 +158,7 @@ class Schedule:
                 self.running.append(attempt)
                 return attempt
         due = self._next_due()
-        if latest is None:  # nothing running: wait for the next retry or cooldown
+        if latest is None:  # nothing running: wait for the next candidate or retry
             if due is None or due >= deadline:
                 raise self.error(now, cooling_until=due)
             return due - now
@@ -159,48 +172,73 @@ class Schedule:
         return attempt.started + self.hedge_after
 
     def _due(self, now: float) -> Attempt | None:
-        if self._retries:
-            at, attempt = min(self._retries, key=lambda item: item[0])
-            if at > now:
-                return None  # wait for it rather than move on
-            self._retries.remove((at, attempt))
-            return attempt
-        if self._fresh:
-            return self._fresh.popleft()
-        if self._cooling and self._cooling[0][0] <= now:
-            return Attempt(self._cooling.popleft()[1], 0)
+        """The next attempt that may start now: another provider if one can, else a
+        retry that is due."""
+        while self._fresh:
+            attempt = self._fresh.popleft()
+            if self._admitted(attempt, now, self._waiting):
+                return attempt
+        while self._waiting and self._waiting[0][0] <= now:
+            attempt = heapq.heappop(self._waiting)[2]
+            if self._admitted(attempt, now, self._waiting):
+                return attempt
+        while self._retries and self._retries[0][0] <= now:
+            attempt = heapq.heappop(self._retries)[2]
+            if self._admitted(attempt, now, self._retries):
+                return attempt
         return None
 
+    def _admitted(self, attempt: Attempt, now: float, queue: list) -> bool:
+        """Whether the health model lets the attempt start now; if not, it is queued
+        for when it may."""
+        wait = self.health.claim(attempt.entry.key)
+        if wait <= 0:
+            return True
+        self._queue(queue, now + wait, attempt)
+        return False
+
+    def _queue(self, queue: list, at: float, attempt: Attempt) -> None:
+        heapq.heappush(queue, (at, next(self._order), attempt))
+
     def _next_due(self) -> float | None:
-        if self._retries:
-            return min(at for at, _ in self._retries)
-        if self._cooling:
-            return self._cooling[0][0]
-        return None
+        return min((queue[0][0] for queue in (self._waiting, self._retries) if queue), default=None)
 
     # -- outcomes --
 
     def won(self, attempt: Attempt, at: float) -> None:
+        """``attempt`` had text first, at ``at``; the others still running lost."""
+        losers = [other for other in self.running if other is not attempt]
         self.running.clear()
         self.health.record_ttft(attempt.entry.key, at - attempt.started)
+        for loser in losers:
+            self.health.record_censored_ttft(loser.entry.key, max(0.0, at - loser.started))
+
+    def abandon(self) -> None:
+        """The caller gave up on the call: the attempts still running end with no
+        outcome (each frees its probe slot, if it held one)."""
+        for attempt in self.running:
+            self.health.record_cancelled(attempt.entry.key)
+        self.running.clear()
 
     def failed(self, attempt: Attempt, error: BaseException, at: float) -> None:
         if attempt in self.running:
             self.running.remove(attempt)
         self.attempts.append(attempt_record(attempt, error, at))
         self._errors.append(error)
-        if isinstance(error, ConfigurationError):
-            return  # the request's fault, not the provider's: no health change, no retry
         key = attempt.entry.key
-        self.health.record_failure(key, error)
+        if isinstance(error, ConfigurationError):
+            # the request's fault, not the provider's: no health change, no retry
+            self.health.record_cancelled(key)
+            return
+        self.health.record_failure(key, error, seconds=max(0.0, at - attempt.started))
         if (
             getattr(error, "retryable", False)
             and attempt.number < self.max_retries
-            and self.health.cooldown_left(key) == 0.0
+            and self.health.view(key).circuit == "closed"
         ):
-            at = max(at, clock()) + backoff_delay(attempt.number, error, base=self.backoff)
+            at += backoff_delay(attempt.number, error, base=self.backoff)
             if at < self.request.deadline:
-                self._retries.append((at, Attempt(attempt.entry, attempt.number + 1)))
+                self._queue(self._retries, at, Attempt(attempt.entry, attempt.number + 1))
 
     def _deadline_error(self, attempt: Attempt) -> ProviderTimeoutError:
         return ProviderTimeoutError(

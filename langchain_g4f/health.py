@@ -1,37 +1,82 @@
-"""The router's view of its providers: health records, and strategies that order them.
+"""The router's health model: what each observation says about a provider. Pure logic.
 
-:class:`Health` keeps, per provider, successes, failures, consecutive failures,
-the last error, a cooldown and an EWMA of the time to first token. One router owns
-one :class:`Health`; it is safe to share between threads and asyncio tasks (every
-update is a short critical section under one lock, with no I/O).
+Per provider it learns:
 
-A strategy is any object with one method,
-``order(candidates, health) -> list[str]``: it gets the names of the providers
-that may serve a request (in the order the router was given them) and a snapshot
-of their health, and returns the order in which to try them.
+- a **time-decayed success rate**: every success and failure weighs 1 when it
+  happens and half as much ``half_life`` seconds later, so old news fades;
+- the **time to first token** (an exponentially weighted average), raised by hedge
+  losers: an attempt that had no text after ``t`` seconds when another won says the
+  time to first token is at least ``t``;
+- the **throughput** of its answers (characters per second after the first text);
+- the **failure cost**: how long a failure takes to show (a refusal costs a
+  millisecond, a stall the whole read timeout), a decayed mean, so rare long
+  stalls weigh what they cost;
+- a **circuit breaker**. It opens when the decayed share of failures reaches
+  ``failure_threshold`` once ``min_calls`` calls have ended since it last closed,
+  or after ``cooldown_after`` failures in a row. It stays open ``cooldown``
+  seconds, doubling with each consecutive opening up to ``max_cooldown``, never
+  less than a 429's ``Retry-After``. Then it is half-open: exactly one call may
+  probe it; its first text (or a success) closes it, a failure opens it again
+  for longer, a probe the caller abandoned frees the slot for the next one.
 
->>> from langchain_g4f.health import FastestStrategy, HealthView
->>> views = {"a": HealthView(ttft=0.9), "b": HealthView(ttft=0.2), "c": HealthView()}
->>> FastestStrategy(epsilon=0).order(["a", "b", "c"], views)
-['c', 'b', 'a']
+Mid-stream failures count as failures; a :class:`~langchain_g4f.errors.ConfigurationError`
+(the request's fault) and a caller's cancellation count as neither success nor failure.
+
+The numbers live in a :class:`~langchain_g4f.store.Store`, one flat ``{field: number}``
+state per provider, changed only by the pure functions of :class:`HealthPolicy`
+(``change(state, now) -> state``), so a shared store can apply the same changes
+atomically for several processes. :class:`Health` composes a policy with a store
+(a :class:`~langchain_g4f.store.MemoryStore` by default) and is what the router
+talks to; strategies (:mod:`langchain_g4f.strategies`) read its :class:`HealthView`
+snapshots.
+
+>>> from langchain_g4f.store import MemoryStore
+>>> now = [0.0]
+>>> health = Health(["a"], HealthPolicy(min_calls=4), store=MemoryStore(lambda: now[0]))
+>>> health.record_success("a")
+>>> health.record_failure("a", OSError("reset"))  # seconds before it may be tried again
+0.0
+>>> health.record_success("a")
+>>> health.record_failure("a", OSError("reset"))  # 2 of 4 recent calls failed: open
+5.0
+>>> health.view("a").circuit, health.view("a").cooldown_left
+('open', 5.0)
+>>> now[0] = 5.0
+>>> health.view("a").circuit, health.claim("a"), health.claim("a") > 0
+('half_open', 0.0, True)
+>>> health.record_success("a")
+>>> health.view("a").circuit
+'closed'
 """
 
 from __future__ import annotations
 
-import dataclasses
+import math
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from functools import partial
 
 from langchain_g4f.errors import ConfigurationError
+from langchain_g4f.store import MemoryStore, State, Store
+from langchain_g4f.strategies import (
+    STRATEGIES,
+    FastestStrategy,
+    PriorityStrategy,
+    RandomStrategy,
+    RoundRobinStrategy,
+    Strategy,
+    resolve_strategy,
+)
 
 __all__ = [
     "EWMA_ALPHA",
+    "STATE_VERSION",
     "FastestStrategy",
     "Health",
+    "HealthPolicy",
     "HealthView",
     "PriorityStrategy",
     "RandomStrategy",
@@ -41,248 +86,422 @@ __all__ = [
     "resolve_strategy",
 ]
 
-#: Weight of the newest measurement in the time-to-first-token average.
+#: Weight of the newest measurement in the averages (time to first token,
+#: throughput).
 EWMA_ALPHA = 0.3
+#: The ``v`` field of every state this model writes; a state with another (or none)
+#: is read as empty.
+STATE_VERSION = 1
+#: While another call probes a half-open circuit, ask again after this many seconds.
+PROBE_POLL = 0.25
+
+CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
+
+# State fields (all numbers; a missing field is zero / unknown):
+#   v          STATE_VERSION
+#   t          when the decayed weights were last aged (store clock)
+#   ok, bad    decayed successes / failures (what strategies read)
+#   wok, wbad  the breaker's window: decayed, restarted each time the circuit closes
+#   wn         calls in the breaker's window (not decayed)
+#   n_ok, n_bad, streak    lifetime successes / failures, failures in a row
+#   ttft, tput averages: time to first token, chars/s
+#   fsec, fnum decayed seconds and count of timed failures (their mean: the failure cost)
+#   tripped    1 while the circuit is open or half-open
+#   open_until end of the current cooldown (absolute)
+#   openings   openings since the last complete answer (sets the cooldown's length)
+#   probe_until, probe     lease end and token of the half-open circuit's probe
+#   retry_at   not before this time (a 429's Retry-After)
+_WEIGHTS = ("ok", "bad", "wok", "wbad", "fsec", "fnum")
 
 
 @dataclass(frozen=True, slots=True)
 class HealthView:
-    """One provider's health at one moment (immutable; times are ``time.monotonic``)."""
+    """One provider's health at one moment (immutable). Times are in seconds."""
 
+    #: Lifetime counts, and the failures since the last success.
     successes: int = 0
     failures: int = 0
     consecutive_failures: int = 0
-    cooldown_until: float = 0.0
-    #: Recent time to first token (EWMA, seconds); None until measured.
+    #: Decayed counts: each observation weighs 1, halving every ``half_life`` seconds.
+    recent_successes: float = 0.0
+    recent_failures: float = 0.0
+    #: Time to first token (average, seconds); None until measured.
     ttft: float | None = None
+    #: Characters per second after the first text (average); None until measured.
+    throughput: float | None = None
+    #: Seconds a failure takes to show (decayed mean); None until one was timed.
+    failure_cost: float | None = None
+    #: ``"closed"``, ``"open"`` (cooling down) or ``"half_open"`` (one probe call may go).
+    circuit: str = CLOSED
+    #: Seconds before a call may try it: its cooldown, a Retry-After, or another
+    #: call's probe in flight. 0.0: now.
+    cooldown_left: float = 0.0
     last_error: str | None = None
 
-    def cooldown_left(self, now: float) -> float:
-        return max(0.0, self.cooldown_until - now)
+    @property
+    def volume(self) -> float:
+        """Recent calls with an outcome (decayed)."""
+        return self.recent_successes + self.recent_failures
+
+    @property
+    def failure_rate(self) -> float:
+        """Decayed share of recent calls that failed (0.0 without any)."""
+        volume = self.volume
+        return self.recent_failures / volume if volume > 0 else 0.0
 
     @property
     def success_rate(self) -> float:
-        """Successes over attempts, smoothed so a new provider starts at 0.5."""
-        return (self.successes + 1) / (self.successes + self.failures + 2)
+        """Decayed share of recent calls that succeeded, smoothed: 0.5 without any."""
+        return (self.recent_successes + 1) / (self.volume + 2)
+
+    @property
+    def measured(self) -> bool:
+        """Whether any call to it ever ended in a success or a failure."""
+        return self.successes + self.failures > 0
+
+
+@dataclass(frozen=True)
+class HealthPolicy:
+    """How observations change a provider's state: the pure half of :class:`Health`.
+
+    Each ``record_*``-like method is a change ``(state, now) -> new state``: it never
+    changes its argument and has no side effects, so a store may run it more than
+    once. Bind the keyword arguments with :func:`functools.partial`.
+    """
+
+    #: Seconds after which an observation weighs half as much.
+    half_life: float = 60.0
+    #: Decayed share of failures that opens the circuit ...
+    failure_threshold: float = 0.2
+    #: ... once this many calls have ended since the circuit last closed.
+    min_calls: int = 10
+    #: Failures in a row that open the circuit whatever the rate.
+    cooldown_after: int = 2
+    #: First cooldown, seconds; doubles with each consecutive opening.
+    cooldown: float = 5.0
+    #: Longest cooldown, seconds.
+    max_cooldown: float = 300.0
+    #: Weight of the newest measurement in the averages.
+    alpha: float = EWMA_ALPHA
+    #: Seconds a probe holds its slot if its outcome is never recorded.
+    probe_lease: float = 60.0
+
+    def __post_init__(self) -> None:
+        checks = {
+            "half_life must be > 0": self.half_life > 0,
+            "failure_threshold must be within (0, 1]": 0 < self.failure_threshold <= 1,
+            "min_calls must be >= 1": self.min_calls >= 1,
+            "cooldown_after must be >= 1": self.cooldown_after >= 1,
+            "cooldown must be >= 0": self.cooldown >= 0,
+            "max_cooldown must be >= cooldown": self.max_cooldown >= self.cooldown,
+            "alpha must be within (0, 1]": 0 < self.alpha <= 1,
+            "probe_lease must be > 0": self.probe_lease > 0,
+        }
+        failed = [message for message, ok in checks.items() if not ok]
+        if failed:
+            raise ConfigurationError("health policy: " + "; ".join(failed))
+
+    def cooldown_seconds(self, openings: int) -> float:
+        """The cooldown of a circuit opening for the ``openings``-th time in a row."""
+        if openings < 1:
+            return 0.0
+        return min(self.max_cooldown, self.cooldown * 2 ** min(openings - 1, 32))
+
+    # -- reading ------------------------------------------------------------------
+
+    def view(self, state: State, now: float, last_error: str | None = None) -> HealthView:
+        s = self._aged(_valid(state), now)
+        return HealthView(
+            successes=int(s.get("n_ok", 0)),
+            failures=int(s.get("n_bad", 0)),
+            consecutive_failures=int(s.get("streak", 0)),
+            recent_successes=s["ok"],
+            recent_failures=s["bad"],
+            ttft=s.get("ttft"),
+            throughput=s.get("tput"),
+            failure_cost=s["fsec"] / s["fnum"] if s["fnum"] > 0 else None,
+            circuit=_circuit(s, now),
+            cooldown_left=self.wait(s, now),
+            last_error=last_error,
+        )
+
+    def circuit(self, state: State, now: float) -> str:
+        """``"closed"``, ``"open"`` or ``"half_open"``."""
+        return _circuit(_valid(state), now)
+
+    def wait(self, state: State, now: float, token: float = 0.0) -> float:
+        """Seconds before a call may start on this provider (0.0: now); ``token``
+        names the caller that claimed a half-open circuit's probe."""
+        s = _valid(state)
+        left = max(0.0, s.get("retry_at", 0.0) - now)
+        circuit = _circuit(s, now)
+        if circuit == OPEN:
+            left = max(left, s["open_until"] - now)
+        elif circuit == HALF_OPEN and s.get("probe_until", 0.0) > now:
+            if not (token and s.get("probe") == token):
+                left = max(left, min(PROBE_POLL, s["probe_until"] - now))
+        return left
+
+    # -- changes ------------------------------------------------------------------
+
+    def claimed(self, state: State, now: float, *, token: float) -> State:
+        """A call wants to start: a half-open circuit with no probe in flight
+        becomes this call's probe (``token`` tells whose)."""
+        s = _valid(state)
+        if _circuit(s, now) == HALF_OPEN and s.get("probe_until", 0.0) <= now:
+            s["probe_until"] = now + self.probe_lease
+            s["probe"] = token
+        return s
+
+    def succeeded(self, state: State, now: float, *, chars: int = 0, seconds: float = 0.0) -> State:
+        """A complete answer: ``chars`` of text over ``seconds`` after its first text."""
+        s = self._aged(_valid(state), now)
+        s["n_ok"] = s.get("n_ok", 0) + 1
+        s["ok"] += 1
+        s["wok"] += 1
+        s["wn"] = s.get("wn", 0) + 1
+        s["streak"] = 0
+        if chars > 0 and seconds > 0:
+            self._average(s, "tput", chars / seconds)
+        if _circuit(s, now) == HALF_OPEN:
+            _close(s)
+        if _circuit(s, now) == CLOSED:
+            s.pop("openings", None)  # a complete answer: the next opening starts afresh
+        return s
+
+    def failed(
+        self,
+        state: State,
+        now: float,
+        *,
+        seconds: float | None = None,
+        retry_after: float | None = None,
+    ) -> State:
+        """A failed call, ``seconds`` after it started (when known); ``retry_after``:
+        the server asked not to be called again before that many seconds (honoured
+        up to ``max_cooldown``)."""
+        s = self._aged(_valid(state), now)
+        s["n_bad"] = s.get("n_bad", 0) + 1
+        s["bad"] += 1
+        s["wbad"] += 1
+        s["wn"] = s.get("wn", 0) + 1
+        s["streak"] = s.get("streak", 0) + 1
+        if seconds is not None and seconds >= 0:
+            s["fsec"] += seconds
+            s["fnum"] += 1
+        hold = min(retry_after or 0.0, self.max_cooldown)
+        if hold > 0:
+            s["retry_at"] = max(s.get("retry_at", 0.0), now + hold)
+        circuit = _circuit(s, now)
+        if circuit == HALF_OPEN or (circuit == CLOSED and self._trips(s)):
+            self._open(s, now, hold)
+        return s
+
+    def cancelled(self, state: State, now: float) -> State:
+        """The call was abandoned by its caller: no outcome; a probe frees its slot."""
+        s = _valid(state)
+        s.pop("probe_until", None)
+        s.pop("probe", None)
+        return s
+
+    def timed_first_token(self, state: State, now: float, *, seconds: float) -> State:
+        """The first text came ``seconds`` after the attempt started. A half-open
+        circuit closes: its probe got an answer going."""
+        s = _valid(state)
+        self._average(s, "ttft", seconds)
+        if _circuit(s, now) == HALF_OPEN:
+            _close(s)
+        return s
+
+    def censored_first_token(self, state: State, now: float, *, seconds: float) -> State:
+        """The attempt lost a race after ``seconds`` without text: its time to first
+        token is at least that. The attempt ends without an outcome."""
+        s = self.cancelled(state, now)
+        if seconds > s.get("ttft", 0.0):
+            s["ttft"] = seconds
+        return s
+
+    # -- helpers ------------------------------------------------------------------
+
+    def _aged(self, s: State, now: float) -> State:
+        """``s`` with its decayed weights brought to ``now`` (in place)."""
+        last = s.get("t", now)
+        factor = 0.5 ** (max(0.0, now - last) / self.half_life)
+        for field in _WEIGHTS:
+            s[field] = s.get(field, 0.0) * factor
+        s["t"] = max(last, now)
+        return s
+
+    def _average(self, s: State, field: str, value: float) -> None:
+        old = s.get(field)
+        s[field] = value if old is None else self.alpha * value + (1 - self.alpha) * old
+
+    def _trips(self, s: State) -> bool:
+        if s["streak"] >= self.cooldown_after:
+            return True
+        if s["wn"] < self.min_calls:
+            return False
+        return s["wbad"] >= self.failure_threshold * (s["wok"] + s["wbad"])
+
+    def _open(self, s: State, now: float, retry_after: float) -> None:
+        s["openings"] = s.get("openings", 0) + 1
+        pause = max(self.cooldown_seconds(int(s["openings"])), retry_after)
+        s["tripped"] = 1
+        s["open_until"] = now + pause
+        s.pop("probe_until", None)
+        s.pop("probe", None)
+
+
+def _valid(state: State) -> State:
+    """A copy of ``state``, or an empty state if it is not one this model wrote."""
+    if state.get("v") != STATE_VERSION or not all(_number(v) for v in state.values()):
+        return {"v": STATE_VERSION}
+    return dict(state)
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _circuit(s: State, now: float) -> str:
+    if not s.get("tripped"):
+        return CLOSED
+    return OPEN if now < s.get("open_until", 0.0) else HALF_OPEN
+
+
+def _close(s: State) -> None:
+    for field in ("tripped", "open_until", "probe_until", "probe"):
+        s.pop(field, None)
+    s["wok"] = s["wbad"] = 0.0
+    s["wn"] = s["streak"] = 0
+
+
+# --- the router's health -------------------------------------------------------------
 
 
 class Health:
-    """Per-provider health records, owned by one router.
+    """Per-provider health of one router: a :class:`HealthPolicy` over a store.
 
-    ``cooldown_after`` consecutive failures put a provider in cooldown for
-    ``cooldown`` seconds, doubling with each further failure up to
-    ``max_cooldown``; a success ends it.
+    Safe to share between threads and asyncio tasks: every change is one atomic
+    store update with no I/O in a memory store. ``clock`` is used only for the
+    default :class:`~langchain_g4f.store.MemoryStore`; with a store of your own,
+    times come from ``store.now()``.
     """
 
     def __init__(
         self,
         names: Iterable[str],
+        policy: HealthPolicy | None = None,
         *,
-        cooldown_after: int = 2,
-        cooldown: float = 5.0,
-        max_cooldown: float = 300.0,
-        alpha: float = EWMA_ALPHA,
+        store: Store | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.cooldown_after = cooldown_after
-        self.cooldown = cooldown
-        self.max_cooldown = max_cooldown
-        self.alpha = alpha
-        self.clock = clock
+        self.names = list(names)
+        self.policy = policy or HealthPolicy()
+        self.store: Store = store if store is not None else MemoryStore(clock)
+        self._errors: dict[str, str] = {}  # last error text per provider, this process only
         self._lock = threading.Lock()
-        self._views = {name: HealthView() for name in names}
+        self._tokens = random.Random()
+
+    # -- reading ------------------------------------------------------------------
 
     def views(self) -> dict[str, HealthView]:
-        """A consistent snapshot of every provider's health."""
+        """A snapshot of every provider's health."""
+        states = self.store.read(self.names)
+        now = self.store.now()
         with self._lock:
-            return dict(self._views)
+            errors = dict(self._errors)
+        return {
+            name: self.policy.view(states[name], now, errors.get(name)) for name in self.names
+        }
 
-    def cooldown_seconds(self, consecutive_failures: int) -> float:
-        """How long a provider with this many consecutive failures cools down."""
-        extra = consecutive_failures - self.cooldown_after
-        if extra < 0:
-            return 0.0
-        return min(self.max_cooldown, self.cooldown * 2 ** min(extra, 32))
-
-    def cooldown_left(self, name: str) -> float:
+    def view(self, key: str) -> HealthView:
+        state = self.store.read([key])[key]
         with self._lock:
-            view = self._views[name]
-        return view.cooldown_left(self.clock())
+            error = self._errors.get(key)
+        return self.policy.view(state, self.store.now(), error)
 
-    def record_ttft(self, name: str, seconds: float) -> None:
-        with self._lock:
-            view = self._views[name]
-            ttft = seconds if view.ttft is None else (
-                self.alpha * seconds + (1 - self.alpha) * view.ttft
-            )
-            self._views[name] = dataclasses.replace(view, ttft=ttft)
+    def cooldown_left(self, key: str) -> float:
+        """Seconds before a call may try ``key`` (see :attr:`HealthView.cooldown_left`)."""
+        return self.view(key).cooldown_left
 
-    def record_success(self, name: str, *, chars: int = 0, seconds: float = 0.0) -> None:
-        """A complete answer: ``chars`` of text over ``seconds`` after its first text."""
-        with self._lock:
-            view = self._views[name]
-            self._views[name] = dataclasses.replace(
-                view, successes=view.successes + 1, consecutive_failures=0, cooldown_until=0.0
-            )
+    def cooldown_seconds(self, openings: int) -> float:
+        return self.policy.cooldown_seconds(openings)
 
-    def record_failure(
-        self, name: str, error: BaseException, *, after_text: bool = False
-    ) -> float:
-        """Count a failure (``after_text``: the stream broke after text had started);
-        returns the cooldown it started (0.0 for none)."""
-        now = self.clock()
-        last_error = f"{type(error).__name__}: {error}"
-        with self._lock:
-            view = self._views[name]
-            consecutive = view.consecutive_failures + 1
-            pause = self.cooldown_seconds(consecutive)
-            self._views[name] = dataclasses.replace(
-                view,
-                failures=view.failures + 1,
-                consecutive_failures=consecutive,
-                cooldown_until=now + pause if pause else view.cooldown_until,
-                last_error=last_error,
-            )
-        return pause
-
-    def record_cancelled(self, name: str) -> None:
-        """The caller abandoned the answer: neither a success nor a failure."""
+    def claim(self, key: str) -> float:
+        """Ask to start a call on ``key`` now: 0.0 if it may (if its circuit is
+        half-open, this call is now its one probe), else seconds to wait before
+        asking again."""
+        state, now = self.store.read([key])[key], self.store.now()
+        wait = self.policy.wait(state, now)
+        if wait > 0 or self.policy.circuit(state, now) == CLOSED:
+            return wait
+        token = float(self._tokens.getrandbits(52) + 1)
+        state = self.store.update(key, partial(self.policy.claimed, token=token))
+        return self.policy.wait(state, self.store.now(), token)
 
     def stats(self) -> dict[str, dict[str, object]]:
-        now = self.clock()
+        """Per provider: ``successes``, ``failures``, ``consecutive_failures``,
+        ``cooldown_left`` (s), ``ttft`` (s or None), ``last_error``, ``success_rate``
+        (decayed, smoothed), ``recent_calls`` (decayed), ``throughput`` (chars/s or
+        None), ``failure_cost`` (s or None), ``circuit``."""
         return {
             name: {
                 "successes": view.successes,
                 "failures": view.failures,
                 "consecutive_failures": view.consecutive_failures,
-                "cooldown_left": view.cooldown_left(now),
+                "cooldown_left": view.cooldown_left,
                 "ttft": view.ttft,
                 "last_error": view.last_error,
+                "success_rate": view.success_rate,
+                "recent_calls": view.volume,
+                "throughput": view.throughput,
+                "failure_cost": view.failure_cost,
+                "circuit": view.circuit,
             }
             for name, view in self.views().items()
         }
 
+    # -- observations ---------------------------------------------------------------
 
-# --- strategies ----------------------------------------------------------------
+    def record_ttft(self, key: str, seconds: float) -> None:
+        """The attempt won: its first text came ``seconds`` after it started."""
+        self.store.update(key, partial(self.policy.timed_first_token, seconds=seconds))
 
+    def record_censored_ttft(self, key: str, seconds: float) -> None:
+        """The attempt lost a hedge race, still without text ``seconds`` after it
+        started; it ends without an outcome (a probe frees its slot)."""
+        self.store.update(key, partial(self.policy.censored_first_token, seconds=seconds))
 
-@runtime_checkable
-class Strategy(Protocol):
-    """Orders the providers that may serve a request."""
+    def record_success(self, key: str, *, chars: int = 0, seconds: float = 0.0) -> None:
+        """A complete answer: ``chars`` of text over ``seconds`` after its first text."""
+        self.store.update(key, partial(self.policy.succeeded, chars=chars, seconds=seconds))
 
-    def order(self, candidates: Sequence[str], health: Mapping[str, HealthView]) -> list[str]:
-        """``candidates`` in the order to try them (every name once)."""
-        ...
-
-
-class PriorityStrategy:
-    """The order the router was given."""
-
-    def order(self, candidates: Sequence[str], health: Mapping[str, HealthView]) -> list[str]:
-        return list(candidates)
-
-
-class RoundRobinStrategy:
-    """Each request starts one provider further along the list."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._turn = 0
-
-    def order(self, candidates: Sequence[str], health: Mapping[str, HealthView]) -> list[str]:
-        if not candidates:
-            return []
+    def record_failure(
+        self,
+        key: str,
+        error: BaseException,
+        *,
+        after_text: bool = False,
+        seconds: float | None = None,
+    ) -> float:
+        """Count a failure (``after_text``: the stream broke after text had started;
+        ``seconds``: how long after the attempt started it showed). A
+        :class:`~langchain_g4f.errors.ConfigurationError` is the request's fault and
+        counts as nothing. Returns the seconds before the provider may be tried again."""
+        if isinstance(error, ConfigurationError):
+            self.record_cancelled(key)
+            return self.cooldown_left(key)
         with self._lock:
-            turn, self._turn = self._turn, self._turn + 1
-        start = turn % len(candidates)
-        return [*candidates[start:], *candidates[:start]]
+            self._errors[key] = f"{type(error).__name__}: {error}"
+        retry_after = getattr(error, "retry_after", None)
+        if not isinstance(retry_after, (int, float)):
+            retry_after = None
+        change = partial(self.policy.failed, seconds=seconds, retry_after=retry_after)
+        state = self.store.update(key, change)
+        return self.policy.wait(state, self.store.now())
 
-
-class RandomStrategy:
-    """A random order, each pick weighted.
-
-    ``weights`` maps provider names to weights (a name not in it weighs 1.0);
-    without ``weights`` a provider weighs its smoothed success rate. Pass a seeded
-    ``random.Random`` as ``rng`` for a reproducible order.
-    """
-
-    def __init__(
-        self, weights: Mapping[str, float] | None = None, rng: random.Random | None = None
-    ) -> None:
-        if weights is not None and any(w < 0 for w in weights.values()):
-            raise ConfigurationError("RandomStrategy weights must be >= 0")
-        self.weights = dict(weights) if weights is not None else None
-        self.rng = rng or random.Random()
-
-    def weight(self, name: str, view: HealthView | None) -> float:
-        if self.weights is not None:
-            return self.weights.get(name, 1.0)
-        return view.success_rate if view is not None else 0.5
-
-    def order(self, candidates: Sequence[str], health: Mapping[str, HealthView]) -> list[str]:
-        left = list(candidates)
-        weights = [self.weight(name, health.get(name)) for name in left]
-        ordered = []
-        while left and sum(weights) > 0:
-            pick = self.rng.choices(range(len(left)), weights=weights)[0]
-            ordered.append(left.pop(pick))
-            weights.pop(pick)
-        return ordered + left  # weight 0: last, in the given order
-
-
-class FastestStrategy:
-    """Lowest recent time to first token first.
-
-    Providers never measured come first, in the given order (so each gets
-    measured); then the measured ones by their average, ties in the given order.
-    With probability ``epsilon`` a random other provider goes first, so one that
-    was slow, or failed, gets measured again after it recovers.
-    """
-
-    def __init__(self, epsilon: float = 0.1, rng: random.Random | None = None) -> None:
-        if not 0.0 <= epsilon <= 1.0:
-            raise ConfigurationError("FastestStrategy epsilon must be within [0, 1]")
-        self.epsilon = epsilon
-        self.rng = rng or random.Random()
-
-    def order(self, candidates: Sequence[str], health: Mapping[str, HealthView]) -> list[str]:
-        def ttft(name: str) -> float | None:
-            view = health.get(name)
-            return view.ttft if view is not None else None
-
-        unmeasured = [name for name in candidates if ttft(name) is None]
-        measured = sorted(
-            (name for name in candidates if ttft(name) is not None),
-            key=lambda name: ttft(name),  # type: ignore[arg-type,return-value]
-        )  # sorted() is stable: ties keep the given order
-        ordered = unmeasured + measured
-        if len(ordered) > 1 and self.rng.random() < self.epsilon:
-            ordered.insert(0, ordered.pop(self.rng.randrange(1, len(ordered))))
-        return ordered
-
-
-#: Strategy names accepted by ``ChatG4FRouter(strategy=...)``.
-STRATEGIES: dict[str, Callable[[], Strategy]] = {
-    "priority": PriorityStrategy,
-    "round_robin": RoundRobinStrategy,
-    "random": RandomStrategy,
-    "fastest": FastestStrategy,
-}
-
-
-def resolve_strategy(strategy: str | Strategy) -> Strategy:
-    """A strategy object from a name (a fresh one, so its state is the router's own)."""
-    if isinstance(strategy, str):
-        factory = STRATEGIES.get(strategy.lower().replace("-", "_"))
-        if factory is None:
-            raise ConfigurationError(
-                f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)} "
-                "or pass an object with an order(candidates, health) method"
-            )
-        return factory()
-    if not isinstance(strategy, Strategy):
-        raise ConfigurationError(
-            f"strategy must be a name or have an order(candidates, health) method, "
-            f"not {type(strategy).__name__}"
-        )
-    return strategy
+    def record_cancelled(self, key: str) -> None:
+        """The caller abandoned the call: neither a success nor a failure; a probe
+        frees its slot."""
+        self.store.update(key, self.policy.cancelled)

@@ -3,10 +3,12 @@
 How one call runs:
 
 1. The candidates are the providers that serve the requested model. Those cooling
-   down go last, tried only if their cooldown ends within the deadline; the
-   strategy (:mod:`langchain_g4f.health`) orders the rest.
-2. The attempts race to the first text (:mod:`langchain_g4f._race`): retries with
-   backoff, fallback to the next provider, hedging, one deadline for it all.
+   down (circuit open, or a ``Retry-After``) go last, tried only if their cooldown
+   ends within the deadline; the strategy (:mod:`langchain_g4f.strategies`) orders
+   the rest by what the health model (:mod:`langchain_g4f.health`) has learnt.
+2. The attempts race to the first text (:mod:`langchain_g4f._race`): fallback to
+   the next provider at once, retries of the same provider only when no other can
+   start sooner, hedging, one deadline for it all.
 3. The winner's chunks pass through unchanged; its final chunk gets the failed
    attempts in ``response_metadata["attempts"]``. A failure after text has been
    yielded raises :class:`~langchain_g4f.errors.StreamInterruptedError`, never a
@@ -57,7 +59,8 @@ from langchain_g4f.errors import (
     ConfigurationError,
     NoProviderAvailableError,
 )
-from langchain_g4f.health import Health, Strategy, resolve_strategy
+from langchain_g4f.health import Health, HealthPolicy
+from langchain_g4f.strategies import Strategy, resolve_strategy
 from langchain_g4f.providers.base import Provider
 from langchain_g4f.tools import ToolCallingMixin
 
@@ -79,9 +82,11 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
             ``ChatG4F(provider=name)``); ``None``: every registered provider,
             those that can stream first.
         strategy: str | Strategy
-            ``"fastest"`` (default), ``"priority"``, ``"round_robin"``, ``"random"``
-            or an object with ``order(candidates, health)`` (see
-            :mod:`langchain_g4f.health`).
+            ``"fastest"`` (default: lowest expected time to a complete answer,
+            failures and fallbacks included), ``"priority"`` (the given order, with
+            failing providers moved behind the healthy ones), ``"round_robin"``,
+            ``"random"`` or an object with ``order(candidates, health)`` (see
+            :mod:`langchain_g4f.strategies`).
         model: str | None
             Route only to providers serving this model, and ask them for it; ``None``
             lets each use its own. A per-call ``model=`` wins.
@@ -90,15 +95,26 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
             retries, backoff, waits for a cooldown. Once text flows, each read is
             bounded by the answering model's own ``timeout``. ``None``: no deadline.
         max_retries: int
-            Retries per provider of errors that can heal, before moving on;
-            ``backoff`` is the first wait (doubling, jittered; a 429 waits its
-            ``Retry-After``). A 401, a 404 or an unserved model moves on at once.
+            Retries per provider of errors that can heal. A failure moves on to the
+            next provider at once; the retry comes after ``backoff`` (doubling,
+            jittered; a 429 waits its ``Retry-After``), and only when no other
+            provider can start sooner. A 401, a 404 or an unserved model is not
+            retried.
         hedge_after: float | None
             Seconds without text after which the next provider starts too; the first
             with text wins. ``None``: no hedging.
-        cooldown_after, cooldown, max_cooldown:
-            Consecutive failures that start a cooldown; its first length in seconds
-            (doubling with each further failure); its cap.
+        half_life: float
+            Seconds after which an observation counts half as much in a provider's
+            recent success rate.
+        failure_threshold, min_calls, cooldown_after:
+            A provider's circuit opens (it cools down) when at least
+            ``failure_threshold`` of its recent calls failed (a decayed share) once
+            ``min_calls`` calls have ended since it last closed, or after
+            ``cooldown_after`` failures in a row.
+        cooldown, max_cooldown:
+            The first cooldown in seconds, doubling with each consecutive opening; its
+            cap. A ``Retry-After`` is the least it lasts. Then one call probes the
+            provider: a success closes the circuit, a failure opens it for longer.
         temperature, max_tokens, stop:
             Passed to every provider when set.
 
@@ -113,7 +129,7 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
                 hedge_after=2.0,
             )
             # a strategy object instead of a name:
-            from langchain_g4f.health import RandomStrategy
+            from langchain_g4f.strategies import RandomStrategy
 
             llm = ChatG4FRouter(strategy=RandomStrategy(weights={"Lockchat": 3}))
 
@@ -155,8 +171,12 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
         LangSmith, for ``invoke``, ``stream`` and their async forms.
 
     Health:
+        The router learns per provider a decayed success rate, the time to first
+        token (hedge losers count as "at least this long"), the throughput, and how
+        long a failure takes to show; caller cancellations count as nothing.
         ``llm.stats()`` -> ``{provider: {"successes", "failures",
-        "consecutive_failures", "cooldown_left", "ttft", "last_error"}}``.
+        "consecutive_failures", "cooldown_left", "ttft", "last_error",
+        "success_rate", "recent_calls", "throughput", "failure_cost", "circuit"}}``.
     """
 
     model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True)
@@ -164,7 +184,7 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
     providers: list[ChatG4F | str] | None = None
     """Chat models or registered provider names; ``None``: every registered one."""
     strategy: str | Strategy = "fastest"
-    """A strategy name or object; see :mod:`langchain_g4f.health`."""
+    """A strategy name or object; see :mod:`langchain_g4f.strategies`."""
     model_name: str | None = Field(default=None, alias="model")
     """Route to providers serving this model; ``None``: each uses its own."""
     timeout: float | None = Field(default=120.0, gt=0)
@@ -175,10 +195,16 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
     """First backoff between retries, seconds (doubling, jittered; 429 waits Retry-After)."""
     hedge_after: float | None = Field(default=None, ge=0)
     """Seconds without text before the next provider starts too; ``None``: off."""
+    half_life: float = Field(default=60.0, gt=0)
+    """Seconds after which an observation counts half as much in the health model."""
+    failure_threshold: float = Field(default=0.2, gt=0, le=1)
+    """Share of a provider's recent calls failing that opens its circuit."""
+    min_calls: int = Field(default=10, ge=1)
+    """Calls since a provider's circuit last closed before ``failure_threshold`` applies."""
     cooldown_after: int = Field(default=2, ge=1)
-    """Consecutive failures that put a provider in cooldown."""
+    """Failures in a row that open a provider's circuit whatever the rate."""
     cooldown: float = Field(default=5.0, ge=0)
-    """First cooldown, seconds; doubles with each further failure."""
+    """First cooldown, seconds; doubles with each consecutive opening."""
     max_cooldown: float = Field(default=300.0, ge=0)
     """Longest cooldown, seconds."""
     temperature: float | None = Field(default=None, ge=0, allow_inf_nan=False)
@@ -198,9 +224,14 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
         self._strategy = resolve_strategy(self.strategy)
         self._health = Health(
             [entry.key for entry in self._entries],
-            cooldown_after=self.cooldown_after,
-            cooldown=self.cooldown,
-            max_cooldown=self.max_cooldown,
+            HealthPolicy(
+                half_life=self.half_life,
+                failure_threshold=self.failure_threshold,
+                min_calls=self.min_calls,
+                cooldown_after=self.cooldown_after,
+                cooldown=self.cooldown,
+                max_cooldown=self.max_cooldown,
+            ),
         )
 
     def _build_entries(self) -> list[Entry]:
@@ -287,7 +318,10 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
 
     def stats(self) -> dict[str, dict[str, Any]]:
         """Health per provider: ``{"successes", "failures", "consecutive_failures",
-        "cooldown_left" (s), "ttft" (EWMA s or None), "last_error"}``."""
+        "cooldown_left" (s), "ttft" (average s or None), "last_error",
+        "success_rate" (recent, smoothed), "recent_calls" (decayed count),
+        "throughput" (chars/s or None), "failure_cost" (s or None), "circuit"
+        ("closed", "open" or "half_open")}``."""
         return self._health.stats()
 
     # -- planning a call ------------------------------------------------------
@@ -352,16 +386,16 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
         entries = self._capable(self._serving(request.model), request)
         views = self._health.views()
         now = clock()
-        ready = [entry for entry in entries if views[entry.key].cooldown_until <= now]
-        cooling = [
-            (views[entry.key].cooldown_until, entry)
+        ready = [entry for entry in entries if views[entry.key].cooldown_left <= 0]
+        waiting = [
+            (now + views[entry.key].cooldown_left, entry)
             for entry in entries
-            if views[entry.key].cooldown_until > now
+            if views[entry.key].cooldown_left > 0
         ]
         order = self._strategy.order([entry.key for entry in ready], views)
         return Schedule(
             _in_order(ready, order),
-            cooling,
+            waiting,
             request=request,
             health=self._health,
             max_retries=self.max_retries,

@@ -221,8 +221,8 @@ def test_router_strategies(router: Any) -> None:
     assert all(len(row) == 6 and set(row) <= set(SEEDS) for row in rows.values())
     assert rows["priority"] == ["Mishalsgpt"] * 6
     assert rows["round_robin"] == SEEDS + SEEDS[:2]
-    # fastest: providers not measured yet go first, so the first calls spread out
-    assert len(set(rows["fastest"])) >= 3
+    # fastest: nothing measured yet, so the given order first
+    assert rows["fastest"][0] == "Mishalsgpt"
 
 
 def test_router_falls_back_from_the_failing_provider(router: Any) -> None:
@@ -272,7 +272,7 @@ def test_router_stats_table(router: Any) -> None:
     lockchat, aichat = fallback["Lockchat"], fallback["Aichat"]
     assert (lockchat["successes"], lockchat["failures"], lockchat["consecutive"]) == ("0", "2", "2")
     assert lockchat["ttft"] == "-" and lockchat["last_error"].startswith("ProviderHTTPError")
-    assert (aichat["successes"], aichat["failures"], aichat["last_error"]) == ("1", "0", "-")
+    assert (aichat["successes"], aichat["failures"], aichat["last_error"]) == ("2", "0", "-")
 
 
 def test_router_plot_renders(router: Any) -> None:

@@ -237,7 +237,7 @@ async def test_fault_after_text_raises_interrupted(replica: Replica, fault: str,
 @pytest.mark.parametrize("mode", ["sync-invoke", "async-stream"])
 async def test_rate_limit_retry_after_is_honoured(replica: Replica, mode: str) -> None:
     replica.set_fault("Mishalsgpt", "rate_limit", times=1, retry_after=0.2)
-    router = router_of(replica, "Mishalsgpt", "Lockchat", max_retries=1, timeout=3.0)
+    router = router_of(replica, "Mishalsgpt", max_retries=1, timeout=3.0)  # nobody else
 
     answer = await ask(router, "patience", mode)
 
@@ -262,7 +262,7 @@ async def test_retry_after_past_the_deadline_moves_on(replica: Replica, mode: st
 @pytest.mark.parametrize("mode", ["sync-invoke", "async-invoke"])
 async def test_server_error_is_retried_on_the_same_provider(replica: Replica, mode: str) -> None:
     replica.set_fault("Mishalsgpt", "http_503", times=2)
-    router = router_of(replica, "Mishalsgpt", "Lockchat", max_retries=2, cooldown_after=5)
+    router = router_of(replica, "Mishalsgpt", max_retries=2, cooldown_after=5, min_calls=5)
 
     answer = await ask(router, "third time lucky", mode)
 
@@ -351,7 +351,7 @@ async def test_deadline_cuts_a_hung_attempt(replica: Replica, mode: str) -> None
 @pytest.mark.parametrize("mode", ["sync-stream", "async-invoke"])
 async def test_no_deadline(replica: Replica, mode: str) -> None:
     replica.set_fault("Mishalsgpt", "http_500", times=1)
-    router = router_of(replica, "Mishalsgpt", "Lockchat", timeout=None, hedge_after=None)
+    router = router_of(replica, "Mishalsgpt", timeout=None, hedge_after=None)
     answer = await ask(router, "whenever", mode)
     assert_answer(answer, "whenever", "Mishalsgpt")  # retried after backoff
     assert answer.failed == [("Mishalsgpt", "ProviderHTTPError")]
@@ -368,16 +368,16 @@ async def test_all_failed_error_lists_every_attempt(replica: Replica) -> None:
     attempts = info.value.attempts
     assert [(a["provider"], a["status"]) for a in attempts] == [
         ("Mishalsgpt", 500),
+        ("Lockchat", 401),  # the next provider at once; the retry when nobody else is left
         ("Mishalsgpt", 500),
-        ("Lockchat", 401),
     ]
     assert all(set(a) == {"provider", "error", "status", "message", "elapsed"} for a in attempts)
     lines = str(info.value).splitlines()
     assert lines[0].startswith("every provider failed; 3 attempts")
     assert [line.split(":")[0] for line in lines[1:]] == [
         "- Mishalsgpt",
-        "- Mishalsgpt",
         "- Lockchat",
+        "- Mishalsgpt",
     ]
     assert isinstance(info.value.__cause__, Exception)
 
@@ -402,18 +402,22 @@ def test_cooldown_skips_a_failing_provider_then_tries_it_again(replica: Replica)
     assert requested(replica)["mishalsgpt"] == 2
 
     time.sleep(0.35)
+    assert router.stats()["Mishalsgpt"]["circuit"] == "half_open"
     replica.set_fault("Mishalsgpt", None)
-    message = router.invoke("hi")  # the cooldown is over: asked again, and it recovered
+    replica.set_fault("Lockchat", "http_500", times=1)
+    message = router.invoke("hi")  # the cooldown is over: probed as the fallback; recovered
     assert message.response_metadata["provider"] == "Mishalsgpt"
     stats = router.stats()["Mishalsgpt"]
     assert stats["consecutive_failures"] == 0 and stats["cooldown_left"] == 0.0
+    assert stats["circuit"] == "closed"
+    assert router.invoke("hi").response_metadata["provider"] == "Mishalsgpt"  # first again
 
 
 def test_cooldown_grows_exponentially_and_is_capped() -> None:
     router = ChatG4FRouter(
         providers=["Lockchat"], cooldown_after=2, cooldown=5.0, max_cooldown=300.0
     )
-    seconds = [router._health.cooldown_seconds(n) for n in range(1, 10)]
+    seconds = [router._health.cooldown_seconds(openings) for openings in range(9)]
     assert seconds == [0.0, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 300.0, 300.0]
 
 
@@ -467,15 +471,19 @@ def test_stats_shape(replica: Replica) -> None:
     assert list(stats) == ["Mishalsgpt", "Lockchat", "Aichat"]
     for record in stats.values():
         assert set(record) == {
-            "successes", "failures", "consecutive_failures", "cooldown_left", "ttft", "last_error"
+            "successes", "failures", "consecutive_failures", "cooldown_left", "ttft", "last_error",
+            "success_rate", "recent_calls", "throughput", "failure_cost", "circuit",
         }
         assert isinstance(record["cooldown_left"], float)
     assert stats["Mishalsgpt"]["failures"] == 1
     assert stats["Mishalsgpt"]["last_error"].startswith("ProviderHTTPError")
     assert stats["Lockchat"]["successes"] == 1 and stats["Lockchat"]["ttft"] > 0
+    assert stats["Mishalsgpt"]["failure_cost"] >= 0 and stats["Mishalsgpt"]["circuit"] == "closed"
     assert stats["Aichat"] == {
         "successes": 0, "failures": 0, "consecutive_failures": 0,
         "cooldown_left": 0.0, "ttft": None, "last_error": None,
+        "success_rate": 0.5, "recent_calls": 0.0, "throughput": None, "failure_cost": None,
+        "circuit": "closed",
     }
 
 
@@ -499,26 +507,33 @@ def test_fastest_prefers_the_faster_after_measuring(replica: Replica) -> None:
     replica.set_fault("Mishalsgpt", "slow", delay=0.03)
     router = ChatG4FRouter(
         providers=[chat(replica, "Mishalsgpt"), chat(replica, "Lockchat")],
-        strategy=FastestStrategy(epsilon=0.0),
+        strategy=FastestStrategy(explore=0.1, rng=random.Random(2)),
     )
-    answered = [router.invoke("hi").response_metadata["provider"] for _ in range(5)]
+    answered = [router.invoke("hi").response_metadata["provider"] for _ in range(40)]
 
-    assert answered == ["Mishalsgpt", "Lockchat", "Lockchat", "Lockchat", "Lockchat"]
+    assert answered[0] == "Mishalsgpt"  # nothing measured: the given order
+    assert "Lockchat" in answered[:20]  # explored
+    later = Counter(answered[answered.index("Lockchat") + 1 :])
+    assert later["Lockchat"] > 3 * later["Mishalsgpt"]  # once measured, preferred
     stats = router.stats()
     assert stats["Mishalsgpt"]["ttft"] > stats["Lockchat"]["ttft"]
 
 
 def test_fastest_orders_by_ttft_and_explores() -> None:
-    views = {"a": HealthView(ttft=0.5), "b": HealthView(ttft=0.1), "c": HealthView(ttft=0.1),
-             "d": HealthView()}
-    assert FastestStrategy(epsilon=0.0).order(["a", "b", "c", "d"], views) == ["d", "b", "c", "a"]
+    def measured(ttft: float) -> HealthView:
+        return HealthView(ttft=ttft, successes=3, recent_successes=3.0)
 
-    explorer = FastestStrategy(epsilon=1.0, rng=random.Random(3))
+    views = {"a": measured(0.5), "b": measured(0.1), "c": measured(0.1), "d": HealthView()}
+    assert FastestStrategy(explore=0.0).order(["a", "b", "c", "d"], views) == ["b", "c", "a", "d"]
+
+    explorer = FastestStrategy(explore=1.0, rng=random.Random(3))
+    firsts = Counter(explorer.order(["a", "b", "c", "d"], views)[0] for _ in range(300))
+    assert firsts == {"d": 300}  # exploring: the unmeasured one first
     firsts = Counter(explorer.order(["a", "b", "c"], views)[0] for _ in range(300))
-    assert firsts["b"] == 0  # the best never goes first when exploring
+    assert firsts["b"] == 0  # all measured: anyone but the best
     assert firsts["a"] > 50 and firsts["c"] > 50
 
-    sometimes = FastestStrategy(rng=random.Random(5))  # epsilon 0.1
+    sometimes = FastestStrategy(explore=0.1, rng=random.Random(5))
     firsts = Counter(sometimes.order(["a", "b"], views)[0] for _ in range(2000))
     assert 0.07 < firsts["a"] / 2000 < 0.13
 
@@ -533,7 +548,7 @@ def test_random_respects_weights() -> None:
 
 
 def test_random_weighs_by_success_rate_without_weights() -> None:
-    views = {"good": HealthView(successes=18), "bad": HealthView(failures=18)}
+    views = {"good": HealthView(recent_successes=18), "bad": HealthView(recent_failures=18)}
     strategy = RandomStrategy(rng=random.Random(7))
     firsts = Counter(strategy.order(["bad", "good"], views)[0] for _ in range(2000))
     assert firsts["good"] / 2000 > 0.9

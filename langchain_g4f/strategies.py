@@ -1,0 +1,280 @@
+"""Strategies: in which order a router tries the providers that may serve a call.
+
+A strategy is any object with one method, ``order(candidates, health) -> list[str]``:
+it gets the names of the providers that may serve a call now (in the order the
+router was given them; those cooling down are not among them) and a
+:class:`~langchain_g4f.health.HealthView` per provider, and returns the order in
+which to try them.
+
+Providers the router knows little about are *explored* within bounds: ``fastest``
+puts a provider never measured first on a small share of calls (``explore``, 5 %
+by default), and otherwise after the measured ones, where a fallback or a hedge
+reaches them; ``priority`` does the same for providers it moved behind. A provider
+recovering from a cooldown (its circuit half-open) admits one call at a time, its
+probe, whatever the order.
+
+>>> from langchain_g4f.health import HealthView
+>>> views = {
+...     "flaky": HealthView(ttft=0.05, failure_cost=10.0, recent_successes=8, recent_failures=2,
+...                         successes=8, failures=2),
+...     "steady": HealthView(ttft=0.3, failure_cost=1.0, recent_successes=10, successes=10),
+...     "new": HealthView(),
+... }
+>>> FastestStrategy(explore=0).order(["flaky", "steady", "new"], views)
+['steady', 'flaky', 'new']
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from langchain_g4f.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from langchain_g4f.health import HealthView
+
+__all__ = [
+    "FastestStrategy",
+    "PriorityStrategy",
+    "RandomStrategy",
+    "RoundRobinStrategy",
+    "STRATEGIES",
+    "Strategy",
+    "resolve_strategy",
+]
+
+#: Share of calls that explore by default.
+EXPLORE = 0.05
+
+
+@runtime_checkable
+class Strategy(Protocol):
+    """Orders the providers that may serve a call."""
+
+    def order(self, candidates: Sequence[str], health: Mapping[str, HealthView]) -> list[str]:
+        """``candidates`` in the order to try them (every name once)."""
+        ...
+
+
+class _Explorer:
+    """A seeded chance of putting one provider first on a share of calls."""
+
+    def __init__(self, explore: float, rng: random.Random | None) -> None:
+        if not 0.0 <= explore <= 1.0:
+            raise ConfigurationError(f"explore must be within [0, 1], not {explore!r}")
+        self.explore = explore
+        self.rng = rng or random.Random()
+        self._lock = threading.Lock()  # random.Random is not safe across threads
+
+    def pick(self, pool: Sequence[str]) -> str | None:
+        """One of ``pool`` on an ``explore`` share of calls, else None."""
+        if not pool:
+            return None
+        with self._lock:
+            if self.rng.random() >= self.explore:
+                return None
+            return pool[self.rng.randrange(len(pool))]
+
+
+class PriorityStrategy:
+    """The order the router was given, with failing providers moved behind the others.
+
+    A provider is failing when its circuit is open or half-open, or when at least
+    ``demote_rate`` of its recent calls failed (a decayed share, see
+    :mod:`langchain_g4f.health`) and it has had at least ``min_calls`` calls. On an
+    ``explore`` share of calls one failing provider keeps its place, so a recovery
+    shows.
+    """
+
+    def __init__(
+        self,
+        demote_rate: float = 0.2,
+        min_calls: int = 10,
+        explore: float = EXPLORE,
+        rng: random.Random | None = None,
+    ) -> None:
+        if not 0.0 < demote_rate <= 1.0:
+            raise ConfigurationError("PriorityStrategy demote_rate must be within (0, 1]")
+        self.demote_rate = demote_rate
+        self.min_calls = min_calls
+        self._explorer = _Explorer(explore, rng)
+
+    def failing(self, view: HealthView | None) -> bool:
+        if view is None:
+            return False
+        if view.circuit != "closed":
+            return True
+        calls = view.successes + view.failures
+        return calls >= self.min_calls and view.failure_rate >= self.demote_rate
+
+    def order(self, candidates: Sequence[str], health: Mapping[str, HealthView]) -> list[str]:
+        failing = [name for name in candidates if self.failing(health.get(name))]
+        if not failing or len(failing) == len(candidates):
+            return list(candidates)
+        spared = self._explorer.pick(failing)
+        demoted = [name for name in failing if name != spared]
+        return [name for name in candidates if name not in demoted] + demoted
+
+
+class RoundRobinStrategy:
+    """Each call starts one provider further along the list."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._turn = 0
+
+    def order(self, candidates: Sequence[str], health: Mapping[str, HealthView]) -> list[str]:
+        if not candidates:
+            return []
+        with self._lock:
+            turn, self._turn = self._turn, self._turn + 1
+        start = turn % len(candidates)
+        return [*candidates[start:], *candidates[:start]]
+
+
+class RandomStrategy:
+    """A random order, each pick weighted.
+
+    ``weights`` maps provider names to weights (a name not in it weighs 1.0);
+    without ``weights`` a provider weighs its recent success rate (decayed,
+    smoothed: 0.5 before any call). Pass a seeded ``random.Random`` as ``rng`` for a
+    reproducible order.
+    """
+
+    def __init__(
+        self, weights: Mapping[str, float] | None = None, rng: random.Random | None = None
+    ) -> None:
+        if weights is not None and any(w < 0 for w in weights.values()):
+            raise ConfigurationError("RandomStrategy weights must be >= 0")
+        self.weights = dict(weights) if weights is not None else None
+        self.rng = rng or random.Random()
+        self._lock = threading.Lock()
+
+    def weight(self, name: str, view: HealthView | None) -> float:
+        if self.weights is not None:
+            return self.weights.get(name, 1.0)
+        return view.success_rate if view is not None else 0.5
+
+    def order(self, candidates: Sequence[str], health: Mapping[str, HealthView]) -> list[str]:
+        left = list(candidates)
+        weights = [self.weight(name, health.get(name)) for name in left]
+        ordered = []
+        with self._lock:
+            while left and sum(weights) > 0:
+                pick = self.rng.choices(range(len(left)), weights=weights)[0]
+                ordered.append(left.pop(pick))
+                weights.pop(pick)
+        return ordered + left  # weight 0: last, in the given order
+
+
+class FastestStrategy:
+    """Lowest expected time to a complete answer first.
+
+    A provider's cost is what an attempt on it takes: its time to first token plus
+    the answer's time (``answer_chars`` at its throughput) when it succeeds, its
+    failure cost (at least ``min_failure_cost``, which also stands for the wasted
+    request) when it fails, and then the fallback to the next candidate. Tried one
+    after another, the order that minimises the expected total is by
+    ``cost / (1 - p)``, ``p`` being the failure probability:
+    ``ttft + answer + p / (1 - p) * failure_cost``. ``p`` is the decayed failure
+    rate, smoothed towards ``prior_failure``. A figure not yet measured takes the
+    median of the candidates' measured ones.
+
+    Providers never measured come after the measured ones (in the given order); on
+    an ``explore`` share of calls one of them, or else a measured provider other
+    than the best, goes first, so that knowledge stays current. When none is
+    measured, the given order. A provider recovering from a cooldown keeps its
+    rank, its recent failures included: it gets its one probe call if it still
+    ranks high.
+    """
+
+    def __init__(
+        self,
+        explore: float = EXPLORE,
+        rng: random.Random | None = None,
+        *,
+        answer_chars: int = 1000,
+        min_failure_cost: float = 0.05,
+        prior_failure: float = 0.1,
+    ) -> None:
+        if answer_chars < 0 or min_failure_cost < 0 or not 0.0 <= prior_failure < 1.0:
+            raise ConfigurationError(
+                "FastestStrategy needs answer_chars >= 0, min_failure_cost >= 0 and "
+                "prior_failure within [0, 1)"
+            )
+        self.answer_chars = answer_chars
+        self.min_failure_cost = min_failure_cost
+        self.prior_failure = prior_failure
+        self._explorer = _Explorer(explore, rng)
+
+    def order(self, candidates: Sequence[str], health: Mapping[str, HealthView]) -> list[str]:
+        known = [name for name in candidates if _measured(health.get(name))]
+        others = [name for name in candidates if name not in known]
+        if not known:
+            return list(candidates)
+        cost = self._costs([health[name] for name in known])
+        ranked = sorted(known, key=lambda name: cost(health[name]))  # stable: ties keep order
+        ordered = ranked + others
+        pick = self._explorer.pick(others or ranked[1:])
+        return ordered if pick is None else [pick, *(n for n in ordered if n != pick)]
+
+    def _costs(self, views: list[HealthView]) -> Callable[[HealthView], float]:
+        """The expected seconds per complete answer of a view, given its peers."""
+        ttft = _median([v.ttft for v in views])
+        throughput = _median([v.throughput for v in views])
+        failure_cost = _median([v.failure_cost for v in views])
+
+        def cost(view: HealthView) -> float:
+            first = view.ttft if view.ttft is not None else ttft
+            speed = view.throughput if view.throughput is not None else throughput
+            answer = self.answer_chars / speed if speed else 0.0
+            failing = view.failure_cost if view.failure_cost is not None else failure_cost
+            failing = max(self.min_failure_cost, failing if failing is not None else first)
+            p = self.failure_probability(view)
+            return first + answer + p / (1 - p) * failing
+
+        return cost
+
+    def failure_probability(self, view: HealthView) -> float:
+        """Decayed failure rate, smoothed by one call's worth of ``prior_failure``."""
+        return (view.recent_failures + self.prior_failure) / (view.volume + 1)
+
+
+def _measured(view: HealthView | None) -> bool:
+    return view is not None and view.measured
+
+
+def _median(values: list[float | None]) -> float:
+    known = [value for value in values if value is not None]
+    return statistics.median(known) if known else 0.0
+
+
+#: Strategy names accepted by ``ChatG4FRouter(strategy=...)``.
+STRATEGIES: dict[str, Callable[[], Strategy]] = {
+    "priority": PriorityStrategy,
+    "round_robin": RoundRobinStrategy,
+    "random": RandomStrategy,
+    "fastest": FastestStrategy,
+}
+
+
+def resolve_strategy(strategy: str | Strategy) -> Strategy:
+    """A strategy object from a name (a fresh one, so its state is the router's own)."""
+    if isinstance(strategy, str):
+        factory = STRATEGIES.get(strategy.lower().replace("-", "_"))
+        if factory is None:
+            raise ConfigurationError(
+                f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)} "
+                "or pass an object with an order(candidates, health) method"
+            )
+        return factory()
+    if not isinstance(strategy, Strategy):
+        raise ConfigurationError(
+            f"strategy must be a name or have an order(candidates, health) method, "
+            f"not {type(strategy).__name__}"
+        )
+    return strategy

@@ -1,0 +1,575 @@
+"""The health model, the strategies and the schedule, fed observations and times.
+
+No sockets and no sleeps: every clock is a number the test moves, every random choice
+comes from a seeded ``random.Random``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections import Counter
+from functools import partial
+from typing import Any
+
+import pytest
+
+from langchain_g4f._race import Attempt, Entry, Request, Schedule
+from langchain_g4f.errors import (
+    ConfigurationError,
+    ProviderConnectionError,
+    ProviderHTTPError,
+    ProviderTimeoutError,
+    RateLimitError,
+)
+from langchain_g4f.health import STATE_VERSION, Health, HealthPolicy, HealthView
+from langchain_g4f.store import MemoryStore
+from langchain_g4f.strategies import FastestStrategy, PriorityStrategy
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def health_of(clock: Clock, *names: str, **policy: Any) -> Health:
+    return Health(names or ["a"], HealthPolicy(**policy), store=MemoryStore(clock))
+
+
+RESET = ProviderConnectionError("connection reset", provider="a")
+STALL = ProviderTimeoutError("no data for 10s", provider="a")
+
+
+def feed(health: Health, key: str, pattern: str, *, clock: Clock, step: float = 0.1) -> None:
+    """``pattern``: ``s`` a success, ``f`` a failure, one every ``step`` seconds."""
+    for outcome in pattern:
+        clock.now += step
+        if outcome == "s":
+            health.record_success(key)
+        else:
+            health.record_failure(key, RESET, seconds=0.01)
+
+
+# --- the circuit breaker ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("pattern", ["ssssf" * 2, "ssf" * 4, "sfssf" * 2])
+def test_a_failure_rate_opens_the_circuit_without_a_streak(clock: Clock, pattern: str) -> None:
+    health = health_of(clock)  # defaults: 20 % over >= 10 recent calls, or 2 in a row
+
+    feed(health, "a", pattern, clock=clock)
+
+    view = health.view("a")
+    assert view.consecutive_failures <= 1  # no streak ever
+    assert view.circuit == "open" and view.cooldown_left > 0
+
+
+def test_concurrent_successes_do_not_reset_a_failing_provider(clock: Clock) -> None:
+    health = health_of(clock)
+    for _ in range(4):  # one call fails while two others, running at the same time, succeed
+        health.record_failure("a", RESET)
+        health.record_success("a")
+        health.record_success("a")
+    assert health.view("a").circuit == "open"
+
+
+def test_a_reliable_provider_stays_closed(clock: Clock) -> None:
+    health = health_of(clock)
+    feed(health, "a", "sssssssssssssssssssf" * 5, clock=clock)  # 5 %
+    assert health.view("a").circuit == "closed"
+
+
+def test_below_the_minimum_volume_only_a_streak_opens(clock: Clock) -> None:
+    health = health_of(clock)
+    feed(health, "a", "sf", clock=clock)
+    assert health.view("a").circuit == "closed"  # 50 %, but 2 calls are too few
+    feed(health, "a", "f", clock=clock)
+    feed(health, "a", "f", clock=clock)
+    assert health.view("a").circuit == "open"  # two in a row
+
+
+def test_old_failures_fade_with_the_half_life(clock: Clock) -> None:
+    health = health_of(clock, half_life=10.0)
+    feed(health, "a", "f", clock=clock, step=0)
+    assert health.view("a").recent_failures == pytest.approx(1.0)
+    clock.now += 10.0
+    assert health.view("a").recent_failures == pytest.approx(0.5)
+    clock.now += 20.0
+    assert health.view("a").recent_failures == pytest.approx(0.125)
+    assert health.view("a").failures == 1  # the lifetime count stays
+
+
+def half_open(health: Health, clock: Clock) -> None:
+    clock.now += health.view("a").cooldown_left
+    assert health.view("a").circuit == "half_open"
+
+
+def test_cooldowns_double_per_consecutive_opening_and_are_capped(clock: Clock) -> None:
+    health = health_of(clock, cooldown=5.0, max_cooldown=30.0)
+    feed(health, "a", "ff", clock=clock)
+    cooldowns = [health.view("a").cooldown_left]
+    for _ in range(4):
+        half_open(health, clock)
+        assert health.claim("a") == 0.0
+        health.record_failure("a", RESET)  # the probe failed
+        cooldowns.append(health.view("a").cooldown_left)
+    assert cooldowns == pytest.approx([5.0, 10.0, 20.0, 30.0, 30.0])
+
+    half_open(health, clock)
+    assert health.claim("a") == 0.0
+    health.record_ttft("a", 0.2)  # the probe's first text closes it ...
+    assert health.view("a").circuit == "closed"
+    health.record_failure("a", RESET, after_text=True)  # ... but its answer broke
+    health.record_failure("a", RESET)
+    assert health.view("a").cooldown_left == pytest.approx(30.0)  # still in a row
+
+    half_open(health, clock)
+    assert health.claim("a") == 0.0
+    health.record_success("a")  # a complete answer closes it ...
+    assert health.view("a").circuit == "closed"
+    feed(health, "a", "ff", clock=clock)
+    assert health.view("a").cooldown_left == pytest.approx(5.0)  # ... the next opening: afresh
+
+
+def test_retry_after_is_the_floor_of_a_cooldown(clock: Clock) -> None:
+    health = health_of(clock, cooldown=5.0)
+    limited = RateLimitError("slow down", provider="a", status=429, retry_after=42.0)
+    health.record_failure("a", RESET)
+    assert health.record_failure("a", limited) == 42.0
+    view = health.view("a")
+    assert view.circuit == "open" and view.cooldown_left == 42.0
+
+
+def test_retry_after_is_honoured_up_to_the_longest_cooldown(clock: Clock) -> None:
+    health = health_of(clock, max_cooldown=60.0)
+    health.record_failure("a", RateLimitError("tomorrow", provider="a", status=429,
+                                              retry_after=86400.0))
+    assert health.view("a").cooldown_left == 60.0
+
+
+def test_retry_after_holds_a_provider_even_with_its_circuit_closed(clock: Clock) -> None:
+    health = health_of(clock)
+    feed(health, "a", "s" * 10, clock=clock)
+    health.record_failure("a", RateLimitError("wait", provider="a", status=429, retry_after=3.0))
+    view = health.view("a")
+    assert view.circuit == "closed" and view.cooldown_left == 3.0
+    assert health.claim("a") == 3.0
+    clock.now += 3.0
+    assert health.claim("a") == 0.0
+
+
+def test_half_open_admits_exactly_one_probe(clock: Clock) -> None:
+    health = health_of(clock)
+    feed(health, "a", "ff", clock=clock)
+    assert health.claim("a") == 5.0  # open: wait for the cooldown
+    half_open(health, clock)
+
+    assert health.claim("a") == 0.0  # the probe
+    assert all(health.claim("a") > 0 for _ in range(5))  # everyone else waits
+    assert health.view("a").cooldown_left > 0
+    health.record_success("a")
+    assert health.view("a").circuit == "closed"
+    assert [health.claim("a") for _ in range(3)] == [0.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize("release", ["cancelled", "censored", "configuration"])
+def test_a_probe_that_ends_without_an_outcome_frees_the_slot(clock: Clock, release: str) -> None:
+    health = health_of(clock)
+    feed(health, "a", "ff", clock=clock)
+    half_open(health, clock)
+    assert health.claim("a") == 0.0
+    assert health.claim("a") > 0
+
+    if release == "cancelled":
+        health.record_cancelled("a")
+    elif release == "censored":
+        health.record_censored_ttft("a", 0.4)
+    else:
+        health.record_failure("a", ConfigurationError("bad request"))
+
+    assert health.view("a").circuit == "half_open"
+    assert health.claim("a") == 0.0  # the next call probes
+
+
+def test_a_lost_probe_expires_after_its_lease(clock: Clock) -> None:
+    health = health_of(clock, probe_lease=30.0)
+    feed(health, "a", "ff", clock=clock)
+    half_open(health, clock)
+    assert health.claim("a") == 0.0  # and this process dies
+    clock.now += 30.0
+    assert health.claim("a") == 0.0
+
+
+def test_cancellations_count_as_nothing(clock: Clock) -> None:
+    health = health_of(clock)
+    feed(health, "a", "sf", clock=clock)
+    before = health.view("a")
+    for _ in range(10):
+        health.record_cancelled("a")
+    assert health.view("a") == before
+
+    feed(health, "a", "ff", clock=clock)
+    cooling = health.view("a")
+    health.record_cancelled("a")
+    assert health.view("a") == cooling  # a cancellation does not end a cooldown
+
+
+def test_configuration_errors_count_as_nothing(clock: Clock) -> None:
+    health = health_of(clock)
+    for _ in range(5):
+        assert health.record_failure("a", ConfigurationError("image input")) == 0.0
+    assert health.view("a") == HealthView()
+
+
+def test_mid_stream_failures_count_as_failures(clock: Clock) -> None:
+    health = health_of(clock)
+    health.record_failure("a", RESET, after_text=True)
+    health.record_failure("a", RESET, after_text=True)
+    view = health.view("a")
+    assert view.failures == 2 and view.circuit == "open"
+    assert view.last_error == f"ProviderConnectionError: {RESET}"
+
+
+def test_a_hedge_loser_raises_its_time_to_first_token(clock: Clock) -> None:
+    health = health_of(clock)
+    health.record_censored_ttft("a", 0.3)
+    assert health.view("a").ttft == 0.3  # unmeasured: at least 0.3 s
+    for _ in range(5):
+        health.record_ttft("a", 0.05)
+    fast = health.view("a").ttft
+    assert fast < 0.1
+
+    health.record_censored_ttft("a", 2.0)  # lost a race after 2 s without text
+    assert health.view("a").ttft == 2.0
+    health.record_censored_ttft("a", 0.5)  # a lower bound below the estimate says nothing
+    assert health.view("a").ttft == 2.0
+    assert health.view("a").volume == 0.0  # and no outcome was counted
+
+
+def test_throughput_and_failure_cost_are_averages(clock: Clock) -> None:
+    health = health_of(clock, alpha=0.5)
+    health.record_success("a", chars=1000, seconds=2.0)
+    health.record_success("a", chars=1000, seconds=1.0)
+    health.record_failure("a", STALL, seconds=10.0)
+    health.record_failure("a", RESET, seconds=0.0)
+    view = health.view("a")
+    assert view.throughput == pytest.approx(750.0)
+    assert view.failure_cost == pytest.approx(5.0)
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        {},
+        {"v": STATE_VERSION},
+        {"v": 99, "ok": 3.0, "something_new": 1.0},
+        {"ok": 5.0, "bad": 1.0},  # no version
+        {"v": STATE_VERSION, "ok": "many"},
+        {"v": STATE_VERSION, "ttft": float("nan")},
+        {"v": STATE_VERSION, "tripped": True},
+    ],
+)
+def test_an_unknown_state_reads_as_empty(clock: Clock, state: dict) -> None:
+    store = MemoryStore(clock)
+    store.update("a", lambda old, now: dict(state))
+    health = Health(["a"], store=store)
+
+    assert health.views()["a"] == HealthView()
+    assert health.claim("a") == 0.0
+    health.record_failure("a", RESET)
+    health.record_success("a", chars=10, seconds=1.0)
+    health.record_ttft("a", 0.2)
+    health.record_censored_ttft("a", 0.3)
+    health.record_cancelled("a")
+    view = health.view("a")
+    assert (view.successes, view.failures, view.ttft) == (1, 1, 0.3)
+
+
+def test_missing_fields_take_their_defaults(clock: Clock) -> None:
+    store = MemoryStore(clock)
+    store.update("a", lambda old, now: {"v": STATE_VERSION, "n_ok": 4, "tripped": 1})
+    view = Health(["a"], store=store).view("a")
+    assert view.successes == 4 and view.recent_successes == 0.0
+    assert view.circuit == "half_open" and view.ttft is None
+
+
+def test_changes_are_pure_and_states_are_numbers() -> None:
+    policy = HealthPolicy()
+    state: dict[str, float] = {}
+    for change in (
+        partial(policy.failed, seconds=1.0, retry_after=2.0),
+        partial(policy.failed, seconds=1.0),
+        partial(policy.claimed, token=7.0),
+        partial(policy.succeeded, chars=10, seconds=0.5),
+        partial(policy.timed_first_token, seconds=0.2),
+        partial(policy.censored_first_token, seconds=0.3),
+        policy.cancelled,
+    ):
+        frozen = dict(state)
+        new = change(state, 100.0)
+        assert state == frozen  # the argument is left alone
+        assert new == change(dict(frozen), 100.0)  # same input, same output
+        assert all(type(v) in (int, float) for v in new.values())
+        state = new
+
+
+def test_policy_validation() -> None:
+    for bad in (
+        {"half_life": 0},
+        {"failure_threshold": 0},
+        {"failure_threshold": 1.5},
+        {"min_calls": 0},
+        {"cooldown": 10, "max_cooldown": 5},
+    ):
+        with pytest.raises(ConfigurationError):
+            HealthPolicy(**bad)
+
+
+# --- strategies --------------------------------------------------------------------
+
+
+def test_fastest_prefers_a_reliable_provider_over_a_fast_flaky_one(clock: Clock) -> None:
+    health = health_of(clock, "fast", "steady", failure_threshold=1.0, cooldown_after=10**6)
+    for call in range(50):
+        clock.now += 0.2
+        health.record_ttft("steady", 0.3)
+        health.record_success("steady", chars=500, seconds=1.0)
+        if call % 5 == 4:  # one call in five stalls for 10 s
+            health.record_failure("fast", STALL, seconds=10.0)
+        else:
+            health.record_ttft("fast", 0.05)
+            health.record_success("fast", chars=500, seconds=1.0)
+    views = health.views()
+    assert views["fast"].ttft < views["steady"].ttft and views["fast"].circuit == "closed"
+
+    assert FastestStrategy(explore=0).order(["fast", "steady"], views) == ["steady", "fast"]
+
+
+def test_fastest_ranks_equally_reliable_providers_by_speed(clock: Clock) -> None:
+    health = health_of(clock, "slow", "quick", "slow_stream")
+    for _ in range(10):
+        health.record_ttft("slow", 0.8)
+        health.record_success("slow", chars=1000, seconds=1.0)
+        health.record_ttft("quick", 0.1)
+        health.record_success("quick", chars=1000, seconds=1.0)
+        health.record_ttft("slow_stream", 0.1)
+        health.record_success("slow_stream", chars=1000, seconds=10.0)
+    order = FastestStrategy(explore=0).order(["slow", "slow_stream", "quick"], health.views())
+    assert order == ["quick", "slow", "slow_stream"]
+
+
+def measured(ttft: float = 0.1, **fields: Any) -> HealthView:
+    return HealthView(ttft=ttft, successes=10, recent_successes=10.0, **fields)
+
+
+def test_fastest_never_puts_an_unmeasured_provider_first_on_every_call() -> None:
+    views = {"known": measured(0.5), "new": HealthView()}
+    strategy = FastestStrategy(rng=random.Random(11))
+    firsts = Counter(strategy.order(["new", "known"], views)[0] for _ in range(1000))
+    assert 0.02 < firsts["new"] / 1000 < 0.08  # explored on about 5 % of calls
+
+
+def test_exploration_is_bounded() -> None:
+    views = {"a": measured(0.2), "b": measured(0.3), "x": HealthView(), "y": HealthView()}
+    strategy = FastestStrategy(explore=0.05, rng=random.Random(4))
+    orders = [strategy.order(["x", "y", "a", "b"], views) for _ in range(1000)]
+    firsts = Counter(order[0] for order in orders)
+    assert firsts["a"] > 900
+    assert 20 < firsts["x"] + firsts["y"] < 80
+    assert all(order == ["a", "b", "x", "y"] or order[0] in ("x", "y") for order in orders)
+
+
+def test_fastest_ranks_a_recovering_provider_by_its_cost_failures_included() -> None:
+    recovering = HealthView(ttft=0.05, successes=10, failures=4, recent_successes=10.0,
+                            recent_failures=4.0, failure_cost=0.01, circuit="half_open")
+    views = {"recovering": recovering, "slow": measured(0.8), "new": HealthView()}
+    strategy = FastestStrategy(explore=0)
+    assert strategy.order(["slow", "new", "recovering"], views) == ["recovering", "slow", "new"]
+    stalling = dataclasses.replace(recovering, failure_cost=10.0)
+    views["recovering"] = stalling
+    assert strategy.order(["slow", "new", "recovering"], views) == ["slow", "recovering", "new"]
+
+
+def test_fastest_keeps_the_given_order_when_nothing_is_measured() -> None:
+    strategy = FastestStrategy(explore=0.5, rng=random.Random(0))
+    views = {name: HealthView() for name in "cab"}
+    assert all(strategy.order(["c", "a", "b"], views) == ["c", "a", "b"] for _ in range(100))
+
+
+def test_priority_demotes_a_failing_first_provider_and_restores_it(clock: Clock) -> None:
+    # a breaker that never opens, so the strategy alone must notice
+    health = health_of(clock, "first", "second", "third", failure_threshold=1.0,
+                       cooldown_after=10**6, half_life=30.0)
+    strategy = PriorityStrategy(explore=0)
+    names = ["first", "second", "third"]
+    assert strategy.order(names, health.views()) == names
+
+    feed(health, "first", "sfsfs" * 4, clock=clock)  # 40 % failing
+    feed(health, "second", "s" * 20, clock=clock, step=0)
+    assert strategy.order(names, health.views()) == ["second", "third", "first"]
+
+    feed(health, "first", "s" * 30, clock=clock, step=2.0)  # it recovered
+    assert strategy.order(names, health.views()) == names
+
+
+def test_priority_moves_an_open_circuit_behind_and_explores_it(clock: Clock) -> None:
+    views = {"a": HealthView(circuit="half_open", failures=2), "b": HealthView(),
+             "c": HealthView()}
+    assert PriorityStrategy(explore=0).order(["a", "b", "c"], views) == ["b", "c", "a"]
+    strategy = PriorityStrategy(rng=random.Random(3))
+    firsts = Counter(strategy.order(["a", "b", "c"], views)[0] for _ in range(1000))
+    assert 20 < firsts["a"] < 80 and firsts["a"] + firsts["b"] == 1000
+    everyone_failing = {name: HealthView(circuit="half_open") for name in "ab"}
+    assert PriorityStrategy().order(["b", "a"], everyone_failing) == ["b", "a"]
+
+
+# --- the schedule --------------------------------------------------------------------
+
+
+def entries(*keys: str) -> list[Entry]:
+    return [Entry(key, chat=None, provider=None) for key in keys]  # type: ignore[arg-type]
+
+
+def schedule_of(
+    health: Health, ready: list[Entry], *, waiting: Any = (), deadline: float = 10.0, **kw: Any
+) -> Schedule:
+    request = Request([], None, {}, None, deadline, deadline)
+    kw.setdefault("max_retries", 1)
+    kw.setdefault("backoff", 0.5)
+    kw.setdefault("hedge_after", None)
+    return Schedule(ready, list(waiting), request=request, health=health, **kw)
+
+
+def keys(schedule: Schedule) -> list[str]:
+    return [attempt.entry.key for attempt in schedule.running]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        RateLimitError("slow down", provider="a", status=429, retry_after=3.0),
+        ProviderTimeoutError("read timed out", provider="a"),
+        ProviderHTTPError("overloaded", provider="a", status=503),
+    ],
+)
+def test_a_retryable_failure_moves_on_at_once(clock: Clock, error: Exception) -> None:
+    health = health_of(clock, "a", "b")
+    schedule = schedule_of(health, entries("a", "b"))
+    first = schedule.next_action(0.0)
+    assert isinstance(first, Attempt) and first.entry.key == "a"
+
+    schedule.failed(first, error, 0.1)
+
+    second = schedule.next_action(0.1)
+    assert isinstance(second, Attempt) and (second.entry.key, second.number) == ("b", 0)
+
+
+def test_the_retry_comes_when_nobody_else_can_start(clock: Clock) -> None:
+    health = health_of(clock, "a", "b")
+    schedule = schedule_of(health, entries("a", "b"))
+    a = schedule.next_action(0.0)
+    schedule.failed(a, RateLimitError("slow", provider="a", status=429, retry_after=3.0), 0.1)
+    b = schedule.next_action(0.1)
+    schedule.failed(b, ProviderHTTPError("bad", provider="b", status=401), 0.2)
+
+    clock.now = 0.2
+    wait = schedule.next_action(0.2)
+    assert wait == pytest.approx(2.9)  # a's Retry-After
+    clock.now = 3.1
+    retry = schedule.next_action(3.1)
+    assert isinstance(retry, Attempt) and (retry.entry.key, retry.number) == ("a", 1)
+
+
+def test_a_provider_due_goes_before_a_retry_due(clock: Clock) -> None:
+    health = health_of(clock, "a", "b")
+    schedule = schedule_of(health, entries("a"), waiting=[(0.3, entries("b")[0])])
+    a = schedule.next_action(0.0)
+    schedule.failed(a, ProviderHTTPError("bad", provider="a", status=503), 0.1)
+    assert schedule.next_action(0.1) == pytest.approx(0.2)  # b's turn comes first
+    clock.now = 1.0  # the retry (0.25-0.5 s after the failure) is due too
+    b = schedule.next_action(1.0)
+    assert isinstance(b, Attempt) and b.entry.key == "b"
+
+
+def test_a_retry_does_not_wait_for_a_provider_cooling_down_longer(clock: Clock) -> None:
+    health = health_of(clock, "a", "b")
+    schedule = schedule_of(health, entries("a"), waiting=[(8.0, entries("b")[0])])
+    a = schedule.next_action(0.0)
+    schedule.failed(a, ProviderHTTPError("bad", provider="a", status=503), 0.1)
+    wait = schedule.next_action(0.1)
+    assert 0.25 <= wait <= 0.5  # the backoff, not b's 8 s
+    clock.now = 0.7
+    retry = schedule.next_action(0.7)
+    assert isinstance(retry, Attempt) and (retry.entry.key, retry.number) == ("a", 1)
+
+
+def test_no_retry_once_the_circuit_opened(clock: Clock) -> None:
+    health = health_of(clock, "a")
+    health.record_failure("a", RESET)
+    schedule = schedule_of(health, entries("a"), max_retries=3)
+    a = schedule.next_action(0.0)
+    schedule.failed(a, ProviderHTTPError("bad", provider="a", status=503), 0.1)
+    assert health.view("a").circuit == "open"
+    with pytest.raises(Exception, match="every provider failed"):
+        schedule.next_action(0.1)
+
+
+def test_hedge_losers_record_a_censored_time_to_first_token(clock: Clock) -> None:
+    health = health_of(clock, "a", "b", "c")
+    health.record_ttft("a", 0.05)
+    schedule = schedule_of(health, entries("a", "b", "c"), hedge_after=0.5)
+    assert schedule.next_action(0.0).entry.key == "a"
+    assert schedule.next_action(0.0) == 0.5
+    assert schedule.next_action(0.5).entry.key == "b"
+    assert schedule.next_action(1.0).entry.key == "c"
+
+    schedule.won(schedule.running[1], 1.2)  # b has text first
+
+    views = health.views()
+    assert views["b"].ttft == pytest.approx(0.7)
+    assert views["a"].ttft == pytest.approx(1.2)  # 50 ms before, at least 1.2 s now
+    assert views["c"].ttft == pytest.approx(0.2)
+    assert all(view.volume == 0 for view in views.values())  # no outcome for anyone yet
+
+
+def test_the_deadline_fails_running_attempts_with_their_elapsed_time(clock: Clock) -> None:
+    health = health_of(clock, "a", "b")
+    schedule = schedule_of(health, entries("a", "b"), hedge_after=1.0, deadline=3.0)
+    schedule.next_action(0.0)
+    schedule.next_action(1.0)
+    with pytest.raises(Exception, match="deadline"):
+        schedule.next_action(3.0)
+    views = health.views()
+    assert views["a"].failure_cost == pytest.approx(3.0)
+    assert views["b"].failure_cost == pytest.approx(2.0)
+    assert [a["elapsed"] for a in schedule.attempts] == [3.0, 2.0]
+
+
+def test_a_half_open_provider_gets_one_probe_across_calls(clock: Clock) -> None:
+    health = health_of(clock, "a", "b")
+    feed(health, "a", "ff", clock=clock)
+    half_open(health, clock)
+    first = schedule_of(health, entries("a", "b"))
+    second = schedule_of(health, entries("a", "b"))
+
+    assert first.next_action(0.0).entry.key == "a"  # the probe
+    assert second.next_action(0.0).entry.key == "b"  # a is being probed: next one
+
+    first.abandon()  # the caller went away: the slot is free again
+    third = schedule_of(health, entries("a", "b"))
+    assert third.next_action(0.0).entry.key == "a"
+
+
+def test_an_open_provider_found_at_start_waits_its_cooldown(clock: Clock) -> None:
+    health = health_of(clock, "a", "b")
+    schedule = schedule_of(health, entries("a", "b"))
+    feed(health, "a", "ff", clock=clock, step=0)  # opened after the call was planned
+    assert schedule.next_action(0.0).entry.key == "b"
