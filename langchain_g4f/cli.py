@@ -34,7 +34,7 @@ from langchain_g4f.errors import (
     G4FError,
 )
 from langchain_g4f.health import STRATEGIES
-from langchain_g4f.urls import redact_url
+from langchain_g4f._redact import redact_url
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
@@ -339,7 +339,7 @@ def _health(args: argparse.Namespace) -> int:
     """The fleet's view of its providers, from a shared store."""
     from langchain_g4f.health import HealthPolicy
     from langchain_g4f.redis_store import RedisStore
-    from langchain_g4f.urls import redact_url
+    from langchain_g4f._redact import redact_url
 
     store = RedisStore(args.store, prefix=args.prefix)
     try:
@@ -409,7 +409,11 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument(
         "--base-url", help="the provider's URL; without --provider, any OpenAI-compatible API"
     )
-    chat.add_argument("--api-key", help="sent as a bearer token (or set G4F_API_KEY)")
+    chat.add_argument(
+        "--api-key",
+        help="sent as a bearer token to this endpoint (without it: G4F_<PROVIDER>_API_KEY, "
+        "or G4F_API_KEY for providers that need a key)",
+    )
     chat.add_argument("--system", help="a system message")
     chat.add_argument(
         "--strategy", choices=list(STRATEGIES), default="fastest", help="the router's strategy"

@@ -33,7 +33,7 @@ from langchain_g4f import providers
 from langchain_g4f.errors import ConfigurationError
 from langchain_g4f.providers.base import Provider
 from langchain_g4f.testing import Replica
-from langchain_g4f.urls import redact_url
+from langchain_g4f._redact import redact_url
 
 __all__ = ["ENV", "SEEDS", "Endpoints", "connect"]
 

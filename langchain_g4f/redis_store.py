@@ -56,7 +56,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from langchain_g4f.budgets import LEASE_POLL, LEASE_TTL, Grant, Limits, LocalBudgets, new_lease
 from langchain_g4f.errors import ConfigurationError
 from langchain_g4f.store import Change, MemoryStore, State, Store
-from langchain_g4f.urls import redact_url
+from langchain_g4f._redact import redact_url
 
 __all__ = ["SCHEMA", "RedisStore", "open_store"]
 

@@ -186,8 +186,8 @@ def test_providers_hides_secrets_in_base_urls(capsys: pytest.CaptureFixture[str]
         code, out, _ = run(capsys, "providers")
     finally:
         providers.unregister("private")
-    assert code == 0 and "hunter2" not in out and "sk-secret" not in out and "red" not in out
-    assert "https://bob:***@llm.example/v1?key=***&team=***" in out
+    assert code == 0 and "hunter2" not in out and "sk-secret" not in out
+    assert "https://bob:***@llm.example/v1?key=***&team=red" in out
 
 
 # --- installing: the distribution name, --version ---------------------------------------
