@@ -20,6 +20,8 @@ How one call runs:
 
 from __future__ import annotations
 
+import logging
+
 from collections import Counter
 from contextlib import aclosing
 from collections.abc import AsyncIterator, Iterator
@@ -77,6 +79,8 @@ from langchain_g4f.store import Store
 from langchain_g4f.tools import ToolCallingMixin
 
 __all__ = ["ChatG4FRouter"]
+
+logger = logging.getLogger(__name__)
 
 
 # --- the chat model ----------------------------------------------------------
@@ -291,10 +295,11 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
         for spec in specs:
             try:
                 chats.append(self._chat_for(spec))
-            except ConfigurationError:
+            except ConfigurationError as exc:
                 if not implicit:
                     raise
-                # a registered provider that needs a model nobody gave: leave it out
+                # e.g. a registered provider that needs a model nobody gave: left out, said once
+                logger.warning("router leaves out provider %s: %s", spec, exc)
         if not chats:
             raise ConfigurationError("the router has no providers; pass providers=[...]")
         names = [chat.provider_name for chat in chats]
