@@ -225,10 +225,8 @@ class AWatched:
         self._key = key
         self.limit = limit
         self._loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        assert task is not None  # the relay runs in a task
-        self._task = task
-        self._cancelling = task.cancelling()
+        self._task: asyncio.Task | None = None  # the task of the current read
+        self._cancelling = 0  # its cancellations pending before the read
         self._handle: asyncio.TimerHandle | None = None
         self.deadline = 0.0
         self.reading = self.fired = False
@@ -238,6 +236,8 @@ class AWatched:
 
     async def __anext__(self) -> Chunk:
         limit, loop = self.limit, self._loop
+        task = self._task = asyncio.current_task()
+        self._cancelling = task.cancelling()  # type: ignore[union-attr]
         started = loop.time()
         self.deadline = started + limit.seconds()
         self.reading = True
@@ -260,7 +260,7 @@ class AWatched:
             return
         # The cancellation was this watch's own: taken back, unless the caller's
         # own came too (then the caller's stands).
-        if self._task.uncancel() > self._cancelling and isinstance(
+        if self._task.uncancel() > self._cancelling and isinstance(  # type: ignore[union-attr]
             cause, asyncio.CancelledError
         ):
             return
@@ -276,7 +276,7 @@ class AWatched:
             return
         self._handle = None
         self.fired = True
-        self._task.cancel()
+        self._task.cancel()  # type: ignore[union-attr]
 
     async def aclose(self) -> None:
         """No longer watched; the stream is closed."""
