@@ -242,7 +242,7 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
     on_interrupt: Literal["continue", "raise"] = "continue"
     """A stream that breaks after text: ``"continue"`` it on another provider, or
     ``"raise"`` :class:`~langchain_g4f.errors.StreamInterruptedError`."""
-    stall_after: float | str | None = "auto"
+    stall_after: float | Literal["auto"] | None = "auto"
     """Once text flows, seconds without a chunk after which the stream counts as
     broken: ``"auto"`` adapts to the stream, a number is fixed, ``None``: off."""
 
