@@ -14,8 +14,9 @@ How one call runs:
    breaks after text is continued: another race, over the providers that have not
    broken this answer, asks for the rest (:mod:`langchain_g4f.continuation`), whose
    repeat of the text already given is spliced out. A stream that goes quiet after
-   text for longer than its stall limit (:mod:`langchain_g4f._stall`) is broken. With ``on_interrupt="raise"``,
-   or when nobody can continue, :class:`~langchain_g4f.errors.StreamInterruptedError`
+   text for longer than its stall limit (:mod:`langchain_g4f._stall`) is broken.
+   With ``on_interrupt="raise"``, or when nobody can continue,
+   :class:`~langchain_g4f.errors.StreamInterruptedError`
    is raised with the text given so far.
 """
 

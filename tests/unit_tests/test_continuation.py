@@ -722,7 +722,8 @@ def stall_timers() -> list[Any]:
     return [
         handle
         for handle in loop._scheduled  # type: ignore[attr-defined]
-        if not handle.cancelled() and getattr(handle._callback, "__self__", None).__class__ is AWatched
+        if not handle.cancelled()
+        and isinstance(getattr(handle._callback, "__self__", None), AWatched)
     ]
 
 
