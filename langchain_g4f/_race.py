@@ -324,13 +324,21 @@ async def aread_ahead(stream: AsyncIterator[Chunk], key: str) -> tuple[list[Chun
 class Won:
     """The attempt that produced text first: its stream, read up to that text.
 
-    ``at`` is when that text came; ``attempts`` are the attempts that failed before.
+    ``at`` is when that text came; ``attempts`` are the attempts that failed before;
+    ``scope`` (sync) holds the stream's connection, to cut it short from another
+    thread.
     """
 
-    __slots__ = ("attempt", "key", "head", "stream", "attempts", "at")
+    __slots__ = ("attempt", "key", "head", "stream", "attempts", "at", "scope")
 
     def __init__(
-        self, attempt: Attempt, head: list[Chunk], stream: Any, attempts: list[dict], at: float
+        self,
+        attempt: Attempt,
+        head: list[Chunk],
+        stream: Any,
+        attempts: list[dict],
+        at: float,
+        scope: AbortScope | None = None,
     ) -> None:
         self.attempt = attempt
         self.key = attempt.entry.key
@@ -338,6 +346,7 @@ class Won:
         self.stream = stream
         self.attempts = attempts
         self.at = at
+        self.scope = scope
 
 
 # --- sync: a worker thread per attempt ---------------------------------------------
@@ -364,7 +373,7 @@ class _Worker:
         self.head: list[Chunk] = []
         self.error: BaseException | None = None
         self.finished = 0.0
-        self._scope = AbortScope()
+        self.scope = AbortScope()  # the attempt's connections, the winner's too
         self._lock = threading.Lock()
         self._done = self._abandoned = False
         threading.Thread(
@@ -377,7 +386,7 @@ class _Worker:
     def _run(
         self, open_stream: Callable[[Attempt], Iterator[Chunk]], inbox: queue.SimpleQueue
     ) -> None:
-        abort_scope.set(self._scope)  # this thread's own context
+        abort_scope.set(self.scope)  # this thread's own context
         try:
             self.stream = open_stream(self.attempt)
             self.head = read_ahead(self.stream, self.attempt.entry.key)
@@ -399,7 +408,7 @@ class _Worker:
         if done:
             self.close()
         else:
-            self._scope.abort()
+            self.scope.abort()
 
     def close(self) -> None:
         if self.stream is not None:
@@ -429,7 +438,9 @@ def race(schedule: Schedule, open_stream: Callable[[Attempt], Iterator[Chunk]]) 
                 continue
             schedule.won(worker.attempt, worker.finished)
             attempts = list(schedule.attempts)
-            return Won(worker.attempt, worker.head, worker.stream, attempts, worker.finished)
+            return Won(
+                worker.attempt, worker.head, worker.stream, attempts, worker.finished, worker.scope
+            )
     except BaseException as exc:
         if not isinstance(exc, Exception):  # the caller gave up on the call
             schedule.abandon()

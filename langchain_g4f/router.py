@@ -13,8 +13,10 @@ How one call runs:
    gets the failed attempts in ``response_metadata["attempts"]``. A stream that
    breaks after text is continued: another race, over the providers that have not
    broken this answer, asks for the rest (:mod:`langchain_g4f.continuation`), whose
-   repeat of the text already given is spliced out. With ``on_interrupt="raise"``,
-   or when nobody can continue, :class:`~langchain_g4f.errors.StreamInterruptedError`
+   repeat of the text already given is spliced out. A stream that goes quiet after
+   text for longer than its stall limit (:mod:`langchain_g4f._stall`) is broken.
+   With ``on_interrupt="raise"``, or when nobody can continue,
+   :class:`~langchain_g4f.errors.StreamInterruptedError`
    is raised with the text given so far.
 """
 
@@ -61,6 +63,7 @@ from langchain_g4f._race import (
     clock,
     race,
 )
+from langchain_g4f._stall import AWatched, StallLimit, Watched
 from langchain_g4f.budgets import Budget, budgets_of
 from langchain_g4f.chat_models import ChatG4F, ls_params, stop_list
 from langchain_g4f.content import check_blocks
@@ -109,7 +112,8 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
         timeout: float | None
             Deadline in seconds for a call to reach its first text: attempts,
             retries, backoff, waits for a cooldown. Once text flows, each read is
-            bounded by the answering model's own ``timeout``. ``None``: no deadline.
+            bounded by ``stall_after`` and the answering model's own ``timeout``.
+            ``None``: no deadline.
         max_retries: int
             Retries per provider of errors that can heal. A failure moves on to the
             next provider at once; the retry comes after ``backoff`` (doubling,
@@ -136,6 +140,15 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
             next provider (or the same one, if it is the only one and
             ``max_retries`` allows) for the rest of the answer; ``"raise"`` raises
             :class:`~langchain_g4f.errors.StreamInterruptedError`.
+        stall_after: float | "auto" | None
+            Once text flows, how long the router waits for each next chunk before
+            it counts the stream as broken (a
+            :class:`~langchain_g4f.errors.ProviderTimeoutError`, after text) and
+            closes its connection, so that ``on_interrupt`` applies at once rather
+            than at the answering model's own read timeout. ``"auto"`` (default):
+            the larger of 2.5 s and four times the longest wait for a chunk seen
+            so far in that stream, so slow but steady providers are not cut; a
+            number: that many seconds; ``None``: no limit but the model's own.
         temperature, max_tokens, stop:
             Passed to every provider when set.
         store: Store | str | None
@@ -249,6 +262,9 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
     """Where health and budgets are kept: ``None`` (this router), a ``redis://`` /
     ``rediss://`` URL (``?prefix=`` optional) or a store object, shared by every
     router and process that uses it; see :mod:`langchain_g4f.redis_store`."""
+    stall_after: float | Literal["auto"] | None = "auto"
+    """Once text flows, seconds without a chunk after which the stream counts as
+    broken: ``"auto"`` adapts to the stream, a number is fixed, ``None``: off."""
 
     _entries: list[Entry] = PrivateAttr(default_factory=list)
     _strategy: Strategy = PrivateAttr()
@@ -256,6 +272,7 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
     _store: Store = PrivateAttr()
 
     def __init__(self, **kwargs: Any) -> None:
+        _check_stall_after(kwargs.get("stall_after", "auto"))  # before pydantic coerces it
         init_model(super().__init__, type(self), kwargs)
         # Resolved here rather than in validators, so typed errors reach the caller.
         self._entries = self._build_entries()
@@ -526,6 +543,23 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
         config["run_id"] = run_id
         return config, traces.Trace.for_config(self, config, run_id, is_async=is_async)
 
+    # -- the stall watch -----------------------------------------------------------
+
+    def _stall_limit(self) -> StallLimit | None:
+        after = self.stall_after
+        if after is None:
+            return None
+        return StallLimit(None if after == "auto" else float(after))
+
+    def _watched(self, won: Won) -> Any:
+        """The winner's stream, under the stall limit."""
+        limit = self._stall_limit()
+        return won.stream if limit is None else Watched(won.stream, won.key, limit, won.scope)
+
+    def _awatched(self, won: Won) -> Any:
+        limit = self._stall_limit()
+        return won.stream if limit is None else AWatched(won.stream, won.key, limit)
+
     # -- BaseChatModel ---------------------------------------------------------------
 
     def _stream(
@@ -541,8 +575,9 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
         won = self._win(request, trace)
         while True:
             relay.begin(won)
+            stream = self._watched(won)
             try:
-                for chunk in chain(won.head, won.stream):
+                for chunk in chain(won.head, stream):
                     for out in relay.feed(chunk):
                         if run_manager is not None:
                             run_manager.on_llm_new_token(out.text, chunk=out)
@@ -557,7 +592,7 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
                 relay.cancelled()
                 raise
             finally:
-                won.stream.close()
+                stream.close()
             try:
                 won = self._win(request, trace)
             except Exception as exc:
@@ -576,13 +611,14 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
         won = await self._awin(request, trace)
         while True:
             relay.begin(won)
+            stream = self._awatched(won)
             try:
                 for chunk in won.head:
                     for out in relay.feed(chunk):
                         if run_manager is not None:
                             await run_manager.on_llm_new_token(out.text, chunk=out)
                         yield out
-                async for chunk in won.stream:
+                async for chunk in stream:
                     for out in relay.feed(chunk):
                         if run_manager is not None:
                             await run_manager.on_llm_new_token(out.text, chunk=out)
@@ -597,7 +633,7 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
                 relay.cancelled()
                 raise
             finally:
-                await aclose(won.stream)
+                await aclose(stream)
             try:
                 won = await self._awin(request, trace)
             except Exception as exc:
@@ -794,6 +830,20 @@ class _Relay:
             partial_text=partial,
             cause=error,
         )
+
+
+def _check_stall_after(value: object) -> None:
+    if value is None or value == "auto":
+        return
+    if (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and 0 < value < float("inf")
+    ):
+        return
+    raise ConfigurationError(
+        f'stall_after must be "auto", a positive number of seconds or None, not {value!r}'
+    )
 
 
 def _open_stream(request: Request, attempt: Attempt) -> Iterator[ChatGenerationChunk]:

@@ -9,6 +9,7 @@ hangs up.
 from __future__ import annotations
 
 import asyncio
+import json
 import operator
 import select
 import socket
@@ -25,7 +26,8 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 from langchain_core.messages import AIMessage, HumanMessage
 
-from langchain_g4f import ChatG4F, ChatG4FRouter
+from langchain_g4f import ChatG4F, ChatG4FRouter, _stall
+from langchain_g4f._stall import FACTOR, FLOOR, AWatched, StallLimit
 from langchain_g4f.continuation import (
     CONTINUE_INSTRUCTION,
     MIN_OVERLAP,
@@ -34,7 +36,12 @@ from langchain_g4f.continuation import (
     overlap,
     splice,
 )
-from langchain_g4f.errors import AllProvidersFailedError, StreamInterruptedError
+from langchain_g4f.errors import (
+    AllProvidersFailedError,
+    ConfigurationError,
+    ProviderTimeoutError,
+    StreamInterruptedError,
+)
 from langchain_g4f.providers import OpenAICompatible
 from langchain_g4f.testing import Replica, reply_for
 
@@ -695,3 +702,192 @@ def test_the_replica_breaks_after_a_number_of_characters(replica: Replica) -> No
             received += data
     assert received.endswith("—".encode()[:1])  # a torn multi-byte character
     assert b'"content": "' + "—".encode() not in received
+
+
+# --- streams that stall after their text started ------------------------------------------
+
+
+def stall_watchdogs() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "g4f-router-stall-watchdog"]
+
+
+def own_threads() -> set[threading.Thread]:
+    """The package's threads (the replica's handlers live as long as their connections)."""
+    return {t for t in threading.enumerate() if t.name.startswith("g4f-")}
+
+
+def stall_timers() -> list[Any]:
+    """Stall timers still scheduled on the running loop."""
+    loop = asyncio.get_running_loop()
+    return [
+        handle
+        for handle in loop._scheduled  # type: ignore[attr-defined]
+        if not handle.cancelled()
+        and isinstance(getattr(handle._callback, "__self__", None), AWatched)
+    ]
+
+
+def test_the_auto_stall_limit_adapts_to_the_longest_wait() -> None:
+    limit = StallLimit(None)
+    assert limit.seconds() == FLOOR
+    limit.waited(0.1)
+    assert limit.seconds() == FLOOR  # 4 x 0.1 is below the floor
+    limit.waited(2.0)
+    limit.waited(0.5)
+    assert limit.seconds() == FACTOR * 2.0  # the longest wait counts
+    fixed = StallLimit(0.7)
+    fixed.waited(5.0)
+    assert fixed.seconds() == 0.7
+
+
+@pytest.mark.parametrize("value", ["fast", "", -1, 0, True, float("inf"), float("nan"), [1]])
+def test_stall_after_is_validated(value: Any) -> None:
+    with pytest.raises(ConfigurationError, match="stall_after"):
+        ChatG4FRouter(providers=["Lockchat"], stall_after=value)
+
+
+@pytest.mark.parametrize("value", ["auto", None, 2, 0.5])
+def test_stall_after_accepts_auto_a_number_or_none(value: Any) -> None:
+    assert ChatG4FRouter(providers=["Lockchat"], stall_after=value).stall_after == value
+
+
+@pytest.mark.loopback
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_stream_stalled_after_text_is_continued_at_once(
+    replica: Replica, mode: str
+) -> None:
+    prompt = "a stream that stalls in the middle of its answer"
+    replica.set_fault("Mishalsgpt", "stall", after_chars=12, delay=30)
+    read_timeout = 20.0
+    first = chat(replica, "Mishalsgpt", timeout=read_timeout)
+    router = ChatG4FRouter(providers=[first, chat(replica, "Lockchat")], strategy="priority")
+    threads = own_threads()
+    started = time.monotonic()
+
+    message, pieces = await ask(router, prompt, mode)
+
+    took = time.monotonic() - started
+    assert_exact(message, pieces, prompt)
+    metadata = message.response_metadata
+    assert metadata["segments"] == [
+        {"provider": "Mishalsgpt", "chars": 12},
+        {"provider": "Lockchat", "chars": len(expected(prompt)) - 12},
+    ]
+    [stalled] = metadata["attempts"]
+    assert stalled["provider"] == "Mishalsgpt" and stalled["error"] == "ProviderTimeoutError"
+    assert "stalled" in stalled["message"]
+    assert took < read_timeout / 2  # noticed by the stall limit, not the read timeout
+    stats = router.stats()
+    assert stats["Mishalsgpt"]["failures"] == 1 and stats["Lockchat"]["successes"] == 1
+    # no thread or timer outlives the call
+    assert await asyncio.to_thread(wait_for, lambda: not stall_watchdogs())
+    assert await asyncio.to_thread(wait_for, lambda: own_threads() <= threads)
+    assert not stall_timers()
+    assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+
+
+@pytest.mark.loopback
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_stall_with_on_interrupt_raise_keeps_the_partial(
+    replica: Replica, mode: str
+) -> None:
+    replica.set_fault("Mishalsgpt", "stall", after_chars=8, delay=30)
+    first = chat(replica, "Mishalsgpt", timeout=20.0)
+    router = ChatG4FRouter(
+        providers=[first, chat(replica, "Lockchat")], on_interrupt="raise", stall_after=0.3
+    )
+
+    with pytest.raises(StreamInterruptedError) as info:
+        await ask(router, "raise on a stall", mode)
+
+    assert info.value.partial_text == expected("raise on a stall")[:8]
+    assert info.value.provider == "Mishalsgpt"
+    assert isinstance(info.value.__cause__, ProviderTimeoutError)
+    assert requested(replica) == {"mishalsgpt": 1}
+    assert router.stats()["Mishalsgpt"]["failures"] == 1
+
+
+@pytest.mark.loopback
+@pytest.mark.parametrize("mode", ["sync-stream", "async-invoke"])
+async def test_without_a_stall_limit_the_read_timeout_decides(
+    replica: Replica, mode: str
+) -> None:
+    replica.set_fault("Mishalsgpt", "stall", after_chars=8, delay=30)
+    first = chat(replica, "Mishalsgpt", timeout=0.5)
+    router = ChatG4FRouter(
+        providers=[first, chat(replica, "Lockchat")], strategy="priority", stall_after=None
+    )
+
+    message, pieces = await ask(router, "no stall limit", mode)
+
+    assert_exact(message, pieces, "no stall limit")
+    [stalled] = message.response_metadata["attempts"]
+    assert stalled["error"] == "ProviderTimeoutError"
+    assert "timeout=0.5s" in stalled["message"]  # the model's own read timeout
+
+
+class Steady:
+    """An SSE endpoint that streams ``pieces`` with the given waits before each."""
+
+    def __init__(self, pieces: list[str], waits: list[float]) -> None:
+        self.pieces, self.waits = pieces, waits
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._server.getsockname()[1]}/v1"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                    b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                )
+                try:
+                    for piece, wait in zip(self.pieces, self.waits):
+                        time.sleep(wait)
+                        delta = {"choices": [{"index": 0, "delta": {"content": piece}}]}
+                        conn.sendall(self._event(json.dumps(delta)))
+                    conn.sendall(self._event("[DONE]") + b"0\r\n\r\n")
+                except OSError:
+                    pass
+
+    @staticmethod
+    def _event(data: str) -> bytes:
+        event = f"data: {data}\n\n".encode()
+        return b"%x\r\n%b\r\n" % (len(event), event)
+
+    def chat(self) -> ChatG4F:
+        return ChatG4F(provider=OpenAICompatible("steady", self.url), model="m", timeout=20.0)
+
+    def close(self) -> None:
+        self._server.close()
+
+
+@pytest.mark.loopback
+@pytest.mark.parametrize("mode", ["sync-stream", "async-stream"])
+async def test_a_slow_but_steady_stream_is_not_cut(
+    mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_stall, "FLOOR", 0.2)  # the same rule, on a shorter scale
+    pieces = ["One", " two", " three", " four", " five"]
+    waits = [0.0, 0.05, 0.15, 0.4, 0.9]  # each below 4x the longest before it
+    server = Steady(pieces, waits)
+    try:
+        router = ChatG4FRouter(providers=[server.chat()])
+        message, _ = await ask(router, "steady", mode)
+        assert message.content == "".join(pieces)
+        assert message.response_metadata["attempts"] == []
+
+        # A fixed limit below the longest wait cuts the same stream.
+        router = ChatG4FRouter(providers=[server.chat()], stall_after=0.3)
+        with pytest.raises(StreamInterruptedError) as info:
+            await ask(router, "steady", mode)
+        assert info.value.partial_text == "One two three"
+        assert isinstance(info.value.__cause__, ProviderTimeoutError)
+    finally:
+        server.close()
