@@ -16,11 +16,11 @@ from typing import Any
 
 import httpx
 import pytest
-from langchain_core.language_models import ModelProfile
 from langchain_tests.integration_tests import ChatModelIntegrationTests
 
 from langchain_g4f import ChatG4F
 from tests.conftest import base_url, openai_compatible
+from tests.profile_flags import ProfileFlags
 
 pytestmark = pytest.mark.vcr
 
@@ -56,7 +56,7 @@ def _local_test_image(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(httpx, "get", get)
 
 
-class _G4FIntegration(ChatModelIntegrationTests):
+class _G4FIntegration(ProfileFlags, ChatModelIntegrationTests):
     provider = ""
     model_id = ""
     other_model = ""
@@ -91,24 +91,6 @@ class _G4FIntegration(ChatModelIntegrationTests):
         return True
 
     # -- capability flags, from the profile ------------------------------------------
-
-    @property
-    def profile(self) -> ModelProfile:
-        profile = self.chat_model_class(**self.chat_model_params).profile
-        assert profile is not None
-        return profile
-
-    @property
-    def has_tool_calling(self) -> bool:
-        return bool(self.profile.get("tool_calling"))
-
-    @property
-    def has_tool_choice(self) -> bool:
-        return bool(self.profile.get("tool_choice"))
-
-    @property
-    def has_structured_output(self) -> bool:
-        return bool(self.profile.get("structured_output"))
 
     @property
     def supports_image_inputs(self) -> bool:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from langchain_core.language_models import ModelProfile
 from langchain_tests.unit_tests import ChatModelUnitTests
 
 from langchain_g4f import ChatG4F
+from tests.profile_flags import ProfileFlags
 
 
-class TestChatG4FUnit(ChatModelUnitTests):
+class TestChatG4FUnit(ProfileFlags, ChatModelUnitTests):
+    """Capability flags come from the model's profile (:class:`ProfileFlags`)."""
+
     @property
     def chat_model_class(self) -> type[ChatG4F]:
         return ChatG4F
@@ -26,22 +28,3 @@ class TestChatG4FUnit(ChatModelUnitTests):
             {"provider": "Gravityengine"},
             {"api_key": "env-key"},
         )
-
-    # Capability flags, from the model's profile.
-    @property
-    def profile(self) -> ModelProfile:
-        profile = self.chat_model_class(**self.chat_model_params).profile
-        assert profile is not None
-        return profile
-
-    @property
-    def has_tool_calling(self) -> bool:
-        return bool(self.profile.get("tool_calling"))
-
-    @property
-    def has_tool_choice(self) -> bool:
-        return bool(self.profile.get("tool_choice"))
-
-    @property
-    def has_structured_output(self) -> bool:
-        return bool(self.profile.get("structured_output"))
