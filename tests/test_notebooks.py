@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ast
 import re
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -40,8 +41,9 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 def execute(name: str) -> nbformat.NotebookNode:
     # the kernel is this interpreter, so it runs this checkout's package
-    argv = KernelSpecManager().get_kernel_spec("python3").argv
-    assert Path(argv[0]).resolve() == Path(sys.executable).resolve()
+    kernel = KernelSpecManager().get_kernel_spec("python3").argv[0]
+    kernel = shutil.which(kernel) or kernel  # a bare "python" is looked up on PATH
+    assert Path(kernel).resolve() == Path(sys.executable).resolve()
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
     client = NotebookClient(
         nb,
