@@ -2,9 +2,10 @@
 
 - :class:`Schedule` (no I/O) says which attempt to start and when, and records
   what happened: after a failure the next provider at once, a retry of the same
-  provider (backoff, ``Retry-After``) only when no other can start sooner; with
-  ``hedge_after``, also the next provider when the latest attempt has gone that
-  long without text; hedge losers' time without text. One deadline bounds it all.
+  provider (backoff, ``Retry-After``) only when no other can start sooner; also
+  the next provider when the latest attempt is late without text (``hedge_after``:
+  past its provider's learnt time-to-first-token quantile, or a fixed number of
+  seconds); hedge losers' time without text. One deadline bounds it all.
 - :func:`race` / :func:`arace` run it: each attempt reads its model's stream
   ahead to the first text, on a worker thread (sync) or a task (async), so the
   deadline and the hedge cut in even while a read blocks. The first attempt with
@@ -24,7 +25,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessageChunk, BaseMessage
@@ -63,6 +64,7 @@ class Attempt:
     entry: Entry
     number: int  # 0 for the first try on this provider, 1 for its first retry...
     started: float = 0.0
+    late_at: float = _NEVER  # when, still without text, the next provider starts too
 
 
 @dataclass(eq=False)
@@ -107,8 +109,13 @@ class Schedule:
     start sooner: the call never idles while another provider could run. Each
     start asks the health model first (:meth:`~langchain_g4f.health.Health.claim`):
     a provider whose circuit has opened meanwhile waits for its cooldown, a
-    half-open one admits one probe at a time. With ``hedge_after``, the next candidate also starts when the latest
-    attempt has gone that long without text. One deadline bounds it all.
+    half-open one admits one probe at a time. One deadline bounds it all.
+
+    The next candidate also starts (a hedge) when the latest attempt is late
+    without text: with ``hedge_after="auto"``, past its provider's
+    :meth:`~langchain_g4f.health.Health.late_after` (a high quantile of its time
+    to first token, fixed when the attempt starts); with a number, after that many
+    seconds; with ``None``, never.
 
     When an attempt wins, the others still running lost the race: each records how
     long it went without text, a lower bound on its time to first token.
@@ -123,7 +130,7 @@ class Schedule:
         health: Health,
         max_retries: int,
         backoff: float,
-        hedge_after: float | None,
+        hedge_after: float | Literal["auto"] | None,
     ) -> None:
         self.request = request
         self.health = health
@@ -151,25 +158,27 @@ class Schedule:
                 self.failed(attempt, self._deadline_error(attempt), now)
             raise self.error(now)
         latest = self.running[-1] if self.running else None
-        if latest is None or self._hedge_at(latest) <= now:
+        if latest is None or latest.late_at <= now:
             attempt = self._due(now)
             if attempt is not None:
-                attempt.started = now
-                self.running.append(attempt)
+                self._start(attempt, now)
                 return attempt
         due = self._next_due()
         if latest is None:  # nothing running: wait for the next candidate or retry
             if due is None or due >= deadline:
                 raise self.error(now, cooling_until=due)
             return due - now
-        hedge_at = self._hedge_at(latest)
+        hedge_at = latest.late_at
         wake = min(deadline, hedge_at if hedge_at > now else due if due is not None else deadline)
         return max(0.0, wake - now) if wake != _NEVER else None
 
-    def _hedge_at(self, attempt: Attempt) -> float:
-        if self.hedge_after is None:
-            return _NEVER
-        return attempt.started + self.hedge_after
+    def _start(self, attempt: Attempt, now: float) -> None:
+        attempt.started = now
+        if self.hedge_after == "auto":
+            attempt.late_at = now + self.health.late_after(attempt.entry.key)
+        elif self.hedge_after is not None:
+            attempt.late_at = now + self.hedge_after
+        self.running.append(attempt)
 
     def _due(self, now: float) -> Attempt | None:
         """The next attempt that may start now: another provider if one can, else a

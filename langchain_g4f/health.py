@@ -7,6 +7,11 @@ Per provider it learns:
 - the **time to first token** (an exponentially weighted average), raised by hedge
   losers: an attempt that had no text after ``t`` seconds when another won says the
   time to first token is at least ``t``;
+- a **high quantile of the time to first token** (``ttft_quantile``, p95 by
+  default): a decayed mean and variance of its logarithm (times to first token
+  are heavy-tailed, about lognormal), hedge losers included as their lower
+  bound. :meth:`HealthPolicy.late_after` turns it into the seconds after which an
+  attempt without text is late and the next provider starts beside it;
 - the **throughput** of its answers (characters per second after the first text);
 - the **failure cost**: how long a failure takes to show (a refusal costs a
   millisecond, a stall the whole read timeout), a decayed mean, so rare long
@@ -53,6 +58,7 @@ from __future__ import annotations
 
 import math
 import random
+import statistics
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -105,6 +111,8 @@ CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 #   wn         calls in the breaker's window (not decayed)
 #   n_ok, n_bad, streak    lifetime successes / failures, failures in a row
 #   ttft, tput averages: time to first token, chars/s
+#   lm, lv, ln decayed mean and variance of log(time to first token), and how
+#              many times it was measured
 #   fsec, fnum decayed seconds and count of timed failures (their mean: the failure cost)
 #   tripped    1 while the circuit is open or half-open
 #   open_until end of the current cooldown (absolute)
@@ -127,6 +135,9 @@ class HealthView:
     recent_failures: float = 0.0
     #: Time to first token (average, seconds); None until measured.
     ttft: float | None = None
+    #: The policy's high quantile of the time to first token (seconds, p95 by
+    #: default); None until measured.
+    ttft_quantile: float | None = None
     #: Characters per second after the first text (average); None until measured.
     throughput: float | None = None
     #: Seconds a failure takes to show (decayed mean); None until one was timed.
@@ -185,6 +196,17 @@ class HealthPolicy:
     alpha: float = EWMA_ALPHA
     #: Seconds a probe holds its slot if its outcome is never recorded.
     probe_lease: float = 60.0
+    #: The quantile of the time to first token past which an attempt is late.
+    ttft_quantile: float = 0.95
+    #: Weight of the newest measurement in the mean and variance of log(TTFT).
+    ttft_alpha: float = 0.1
+    #: Standard deviation of log(TTFT) assumed before measurements say otherwise
+    #: (1.0: the p95 is about 5x the median).
+    ttft_prior_sigma: float = 1.0
+    #: An attempt is never late sooner than this, seconds.
+    late_floor: float = 0.3
+    #: Seconds after which an attempt on a provider never measured is late.
+    late_unmeasured: float = 2.5
 
     def __post_init__(self) -> None:
         checks = {
@@ -196,6 +218,11 @@ class HealthPolicy:
             "max_cooldown must be >= cooldown": self.max_cooldown >= self.cooldown,
             "alpha must be within (0, 1]": 0 < self.alpha <= 1,
             "probe_lease must be > 0": self.probe_lease > 0,
+            "ttft_quantile must be within (0.5, 1)": 0.5 < self.ttft_quantile < 1,
+            "ttft_alpha must be within (0, 1]": 0 < self.ttft_alpha <= 1,
+            "ttft_prior_sigma must be >= 0": self.ttft_prior_sigma >= 0,
+            "late_floor must be >= 0": self.late_floor >= 0,
+            "late_unmeasured must be >= late_floor": self.late_unmeasured >= self.late_floor,
         }
         failed = [message for message, ok in checks.items() if not ok]
         if failed:
@@ -218,12 +245,21 @@ class HealthPolicy:
             recent_successes=s["ok"],
             recent_failures=s["bad"],
             ttft=s.get("ttft"),
+            ttft_quantile=self._quantile(s),
             throughput=s.get("tput"),
             failure_cost=s["fsec"] / s["fnum"] if s["fnum"] > 0 else None,
             circuit=_circuit(s, now),
             cooldown_left=self.wait(s, now),
             last_error=last_error,
         )
+
+    def late_after(self, view: HealthView) -> float:
+        """Seconds without text after which an attempt on the provider is late:
+        its time-to-first-token quantile, never less than ``late_floor``;
+        ``late_unmeasured`` until it was measured."""
+        if view.ttft_quantile is None:
+            return self.late_unmeasured
+        return max(self.late_floor, view.ttft_quantile)
 
     def circuit(self, state: State, now: float) -> str:
         """``"closed"``, ``"open"`` or ``"half_open"``."""
@@ -309,16 +345,21 @@ class HealthPolicy:
         circuit closes: its probe got an answer going."""
         s = _valid(state)
         self._average(s, "ttft", seconds)
+        self._log_ttft(s, seconds)
         if _circuit(s, now) == HALF_OPEN:
             _close(s)
         return s
 
     def censored_first_token(self, state: State, now: float, *, seconds: float) -> State:
         """The attempt lost a race after ``seconds`` without text: its time to first
-        token is at least that. The attempt ends without an outcome."""
+        token is at least that. The attempt ends without an outcome. A bound above
+        the typical time to first token counts as a measurement of it (it widens
+        the quantile); one below says nothing new."""
         s = self.cancelled(state, now)
         if seconds > s.get("ttft", 0.0):
             s["ttft"] = seconds
+        if s.get("ln", 0) > 0 and _log(seconds) > s["lm"]:
+            self._log_ttft(s, seconds)
         return s
 
     # -- helpers ------------------------------------------------------------------
@@ -335,6 +376,23 @@ class HealthPolicy:
     def _average(self, s: State, field: str, value: float) -> None:
         old = s.get(field)
         s[field] = value if old is None else self.alpha * value + (1 - self.alpha) * old
+
+    def _log_ttft(self, s: State, seconds: float) -> None:
+        """Fold one time to first token into the decayed mean and variance of its log."""
+        x = _log(seconds)
+        if s.get("ln", 0) <= 0:
+            s["lm"], s["lv"] = x, self.ttft_prior_sigma**2
+        else:
+            delta = x - s["lm"]
+            s["lm"] += self.ttft_alpha * delta
+            s["lv"] = (1 - self.ttft_alpha) * (s["lv"] + self.ttft_alpha * delta * delta)
+        s["ln"] = s.get("ln", 0) + 1
+
+    def _quantile(self, s: State) -> float | None:
+        if s.get("ln", 0) <= 0:
+            return None
+        z = statistics.NormalDist().inv_cdf(self.ttft_quantile)
+        return math.exp(s["lm"] + z * math.sqrt(max(0.0, s["lv"])))
 
     def _trips(self, s: State) -> bool:
         if s["streak"] >= self.cooldown_after:
@@ -357,6 +415,10 @@ def _valid(state: State) -> State:
     if state.get("v") != STATE_VERSION or not all(_number(v) for v in state.values()):
         return {"v": STATE_VERSION}
     return dict(state)
+
+
+def _log(seconds: float) -> float:
+    return math.log(max(seconds, 1e-3))  # a millisecond at least: no log(0)
 
 
 def _number(value: object) -> bool:
@@ -427,6 +489,11 @@ class Health:
 
     def cooldown_seconds(self, openings: int) -> float:
         return self.policy.cooldown_seconds(openings)
+
+    def late_after(self, key: str) -> float:
+        """Seconds without text after which an attempt on ``key`` is late (see
+        :meth:`HealthPolicy.late_after`)."""
+        return self.policy.late_after(self.view(key))
 
     def claim(self, key: str) -> float:
         """Ask to start a call on ``key`` now: 0.0 if it may (if its circuit is
