@@ -157,6 +157,32 @@ async def test_a_hedge_loser_that_became_slow_loses_first_place(
     assert requested(replica) == {"mishalsgpt": 1, "lockchat": 2}  # not tried first again
 
 
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_stall_before_the_first_byte_is_hedged_by_default(
+    replica: Replica, mode: str
+) -> None:
+    # read timeouts of 30 s and a 10 s deadline: without the hedge the call would fail
+    router = ChatG4FRouter(
+        providers=[
+            ChatG4F(provider=name, base_url=replica.base_url(name), timeout=30.0)
+            for name in ("Mishalsgpt", "Lockchat")
+        ],
+        strategy=FastestStrategy(0.0),
+        timeout=10.0,
+    )
+    seed(router, "Mishalsgpt", 0.05)
+    seed(router, "Lockchat", 0.1)
+    replica.set_fault("Mishalsgpt", "stall", after_chunks=0)
+
+    provider, metadata = await answer(router, "anyone?", mode)
+
+    assert provider == "Lockchat" and metadata["attempts"] == []
+    assert requested(replica) == {"mishalsgpt": 1, "lockchat": 1}
+    stats = router.stats()["Mishalsgpt"]
+    assert stats["failures"] == 0  # a hedge loser: no outcome ...
+    assert stats["ttft"] >= 0.3  # ... but at least the hedge floor without text
+
+
 # --- unmeasured providers ---------------------------------------------------------------
 
 
