@@ -102,7 +102,7 @@ class Schedule:
     """Which attempt of one call to start next, and when; what failed so far. No I/O.
 
     The ``ready`` providers go first, in the given (strategy) order, then the
-    ``waiting`` ones (cooling down, or told to wait by a ``Retry-After``), each when
+    ``waiting`` ones (cooling down), each when
     it may start. A failure moves on to the next candidate at once; a retryable one
     also queues a retry of the same provider after its backoff or ``Retry-After``
     (unless its circuit has opened), which starts only when no other provider can
@@ -114,8 +114,10 @@ class Schedule:
     The next candidate also starts (a hedge) when the latest attempt is late
     without text: with ``hedge_after="auto"``, past its provider's
     :meth:`~langchain_g4f.health.Health.late_after` (a high quantile of its time
-    to first token, fixed when the attempt starts); with a number, after that many
-    seconds; with ``None``, never.
+    to first token), or past the next candidate's when that one is faster (a slow
+    provider put first because the fast ones were cooling down, or to explore, is
+    hedged as soon as a fast one could have answered); with a number, after that
+    many seconds; with ``None``, never.
 
     When an attempt wins, the others still running lost the race: each records how
     long it went without text, a lower bound on its time to first token.
@@ -146,6 +148,7 @@ class Schedule:
         self.running: list[Attempt] = []
         self.attempts: list[dict[str, Any]] = []  # the failed ones, in order
         self._errors: list[BaseException] = []
+        self._late_after: dict[str, float] = {}  # per provider, read once per call
 
     # -- what to do now --
 
@@ -158,7 +161,8 @@ class Schedule:
                 self.failed(attempt, self._deadline_error(attempt), now)
             raise self.error(now)
         latest = self.running[-1] if self.running else None
-        if latest is None or latest.late_at <= now:
+        hedge_at = self._hedge_at(latest) if latest is not None else now
+        if hedge_at <= now:
             attempt = self._due(now)
             if attempt is not None:
                 self._start(attempt, now)
@@ -168,17 +172,38 @@ class Schedule:
             if due is None or due >= deadline:
                 raise self.error(now, cooling_until=due)
             return due - now
-        hedge_at = latest.late_at
         wake = min(deadline, hedge_at if hedge_at > now else due if due is not None else deadline)
         return max(0.0, wake - now) if wake != _NEVER else None
 
     def _start(self, attempt: Attempt, now: float) -> None:
         attempt.started = now
         if self.hedge_after == "auto":
-            attempt.late_at = now + self.health.late_after(attempt.entry.key)
+            attempt.late_at = now + self._late(attempt)
         elif self.hedge_after is not None:
             attempt.late_at = now + self.hedge_after
         self.running.append(attempt)
+
+    def _hedge_at(self, latest: Attempt) -> float:
+        """When the next candidate starts beside ``latest`` (if it may by then)."""
+        if self.hedge_after != "auto":
+            return latest.late_at
+        following = self._following()
+        if following is None:
+            return latest.late_at
+        return min(latest.late_at, latest.started + self._late(following))
+
+    def _late(self, attempt: Attempt) -> float:
+        key = attempt.entry.key
+        if key not in self._late_after:
+            self._late_after[key] = self.health.late_after(key)
+        return self._late_after[key]
+
+    def _following(self) -> Attempt | None:
+        """The candidate that would start next (another provider before a retry)."""
+        if self._fresh:
+            return self._fresh[0]
+        queued = [queue[0] for queue in (self._waiting, self._retries) if queue]
+        return min(queued)[2] if queued else None
 
     def _due(self, now: float) -> Attempt | None:
         """The next attempt that may start now: another provider if one can, else a

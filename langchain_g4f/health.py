@@ -118,7 +118,6 @@ CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 #   open_until end of the current cooldown (absolute)
 #   openings   openings since the last complete answer (sets the cooldown's length)
 #   probe_until, probe     lease end and token of the half-open circuit's probe
-#   retry_at   not before this time (a 429's Retry-After)
 _WEIGHTS = ("ok", "bad", "wok", "wbad", "fsec", "fnum")
 
 
@@ -144,7 +143,7 @@ class HealthView:
     failure_cost: float | None = None
     #: ``"closed"``, ``"open"`` (cooling down) or ``"half_open"`` (one probe call may go).
     circuit: str = CLOSED
-    #: Seconds before a call may try it: its cooldown, a Retry-After, or another
+    #: Seconds before a call may try it: its cooldown (a Retry-After at least), or another
     #: call's probe in flight. 0.0: now.
     cooldown_left: float = 0.0
     last_error: str | None = None
@@ -269,7 +268,7 @@ class HealthPolicy:
         """Seconds before a call may start on this provider (0.0: now); ``token``
         names the caller that claimed a half-open circuit's probe."""
         s = _valid(state)
-        left = max(0.0, s.get("retry_at", 0.0) - now)
+        left = 0.0
         circuit = _circuit(s, now)
         if circuit == OPEN:
             left = max(left, s["open_until"] - now)
@@ -314,8 +313,10 @@ class HealthPolicy:
         retry_after: float | None = None,
     ) -> State:
         """A failed call, ``seconds`` after it started (when known); ``retry_after``:
-        the server asked not to be called again before that many seconds (honoured
-        up to ``max_cooldown``)."""
+        the server asked not to be called again before that many seconds. It is the
+        floor of the cooldown when the circuit opens or is open (up to
+        ``max_cooldown``); one 429 alone does not hold the provider for every call
+        (the failed attempt's own retry waits for it, see :mod:`langchain_g4f._race`)."""
         s = self._aged(_valid(state), now)
         s["n_bad"] = s.get("n_bad", 0) + 1
         s["bad"] += 1
@@ -326,11 +327,11 @@ class HealthPolicy:
             s["fsec"] += seconds
             s["fnum"] += 1
         hold = min(retry_after or 0.0, self.max_cooldown)
-        if hold > 0:
-            s["retry_at"] = max(s.get("retry_at", 0.0), now + hold)
         circuit = _circuit(s, now)
         if circuit == HALF_OPEN or (circuit == CLOSED and self._trips(s)):
             self._open(s, now, hold)
+        elif circuit == OPEN:
+            s["open_until"] = max(s["open_until"], now + hold)
         return s
 
     def cancelled(self, state: State, now: float) -> State:

@@ -3,7 +3,7 @@
 How one call runs:
 
 1. The candidates are the providers that serve the requested model. Those cooling
-   down (circuit open, or a ``Retry-After``) go last, tried only if their cooldown
+   down (circuit open, for a ``Retry-After`` at least) go last, tried only if their cooldown
    ends within the deadline; the strategy (:mod:`langchain_g4f.strategies`) orders
    the rest by what the health model (:mod:`langchain_g4f.health`) has learnt.
 2. The attempts race to the first text (:mod:`langchain_g4f._race`): fallback to

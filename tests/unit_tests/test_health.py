@@ -150,20 +150,27 @@ def test_retry_after_is_the_floor_of_a_cooldown(clock: Clock) -> None:
 
 def test_retry_after_is_honoured_up_to_the_longest_cooldown(clock: Clock) -> None:
     health = health_of(clock, max_cooldown=60.0)
+    health.record_failure("a", RESET)
     health.record_failure("a", RateLimitError("tomorrow", provider="a", status=429,
                                               retry_after=86400.0))
     assert health.view("a").cooldown_left == 60.0
 
 
-def test_retry_after_holds_a_provider_even_with_its_circuit_closed(clock: Clock) -> None:
+def test_one_429_does_not_hold_a_healthy_provider_for_every_call(clock: Clock) -> None:
     health = health_of(clock)
     feed(health, "a", "s" * 10, clock=clock)
     health.record_failure("a", RateLimitError("wait", provider="a", status=429, retry_after=3.0))
     view = health.view("a")
-    assert view.circuit == "closed" and view.cooldown_left == 3.0
-    assert health.claim("a") == 3.0
-    clock.now += 3.0
+    assert view.circuit == "closed" and view.cooldown_left == 0.0
     assert health.claim("a") == 0.0
+
+
+def test_a_429_while_the_circuit_is_open_extends_the_cooldown(clock: Clock) -> None:
+    health = health_of(clock, cooldown=5.0)
+    feed(health, "a", "ff", clock=clock)
+    assert health.view("a").cooldown_left == 5.0
+    health.record_failure("a", RateLimitError("wait", provider="a", status=429, retry_after=9.0))
+    assert health.view("a").circuit == "open" and health.view("a").cooldown_left == 9.0
 
 
 def test_half_open_admits_exactly_one_probe(clock: Clock) -> None:
@@ -667,6 +674,7 @@ def test_auto_hedging_times_each_attempt_by_its_own_provider(clock: Clock) -> No
     health = health_of(clock, "a", "b", "c", late_floor=0.0)
     health.record_ttft("a", 0.1)
     health.record_ttft("b", 1.0)
+    health.record_ttft("c", 2.0)
     late_a, late_b = health.late_after("a"), health.late_after("b")
     schedule = schedule_of(health, entries("a", "b", "c"), hedge_after="auto")
 
@@ -694,6 +702,20 @@ def test_an_auto_hedge_loser_records_its_censored_time(clock: Clock) -> None:
     assert after.ttft_quantile > before.ttft_quantile
     assert after.volume == 0  # neither a success nor a failure
     assert health.view("b").ttft == pytest.approx(0.2)
+
+
+def test_a_slow_provider_first_is_hedged_once_the_faster_next_one_is_late(clock: Clock) -> None:
+    health = health_of(clock, "slow", "fast", late_floor=0.0)
+    health.record_ttft("slow", 1.5)  # first: the fast one was cooling down, or exploring
+    health.record_ttft("fast", 0.1)
+    late_slow, late_fast = health.late_after("slow"), health.late_after("fast")
+    assert late_fast < late_slow
+    schedule = schedule_of(health, entries("slow"), waiting=[(0.2, entries("fast")[0])],
+                           hedge_after="auto")
+
+    assert schedule.next_action(0.0).entry.key == "slow"
+    assert schedule.next_action(0.0) == pytest.approx(late_fast)  # not slow's own limit
+    assert schedule.next_action(late_fast).entry.key == "fast"
 
 
 def test_no_hedging_when_off_and_a_fixed_hedge_ignores_the_quantile(clock: Clock) -> None:

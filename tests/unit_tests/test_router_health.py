@@ -106,20 +106,27 @@ def test_priority_moves_a_first_provider_failing_40_percent_behind(replica: Repl
 
 
 @pytest.mark.parametrize("mode", MODES)
-async def test_a_429_moves_on_at_once_and_holds_the_provider(replica: Replica, mode: str) -> None:
-    replica.set_fault("Mishalsgpt", "rate_limit", times=1, retry_after=3)
-    router = router_of(replica, "Mishalsgpt", "Lockchat", max_retries=1)
+async def test_a_429_moves_on_at_once_and_holds_the_provider_once_it_opens(
+    replica: Replica, mode: str
+) -> None:
+    replica.set_fault("Mishalsgpt", "rate_limit", times=2, retry_after=3)
+    router = router_of(replica, "Mishalsgpt", "Lockchat", max_retries=1, cooldown=1.0)
 
     provider, metadata = await answer(router, "busy?", mode)
 
     assert provider == "Lockchat"
     assert [a["error"] for a in metadata["attempts"]] == ["RateLimitError"]
     assert requested(replica) == {"mishalsgpt": 1, "lockchat": 1}  # no retry: not needed
-    assert 2 < router.stats()["Mishalsgpt"]["cooldown_left"] <= 3  # its Retry-After
+    assert router.stats()["Mishalsgpt"]["cooldown_left"] == 0  # one 429 holds no other call
 
-    provider, _ = await answer(router, "again", mode)  # within the Retry-After
+    provider, _ = await answer(router, "again", mode)  # a second 429 in a row: it opens
     assert provider == "Lockchat"
-    assert requested(replica)["mishalsgpt"] == 1
+    assert requested(replica)["mishalsgpt"] == 2
+    assert 2 < router.stats()["Mishalsgpt"]["cooldown_left"] <= 3  # its Retry-After, not 1 s
+
+    provider, _ = await answer(router, "third", mode)  # within the Retry-After
+    assert provider == "Lockchat"
+    assert requested(replica)["mishalsgpt"] == 2
 
 
 @pytest.mark.parametrize("mode", MODES)
