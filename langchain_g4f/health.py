@@ -7,7 +7,7 @@ Per provider it learns:
 - the **time to first token** (an exponentially weighted average), raised by hedge
   losers: an attempt that had no text after ``t`` seconds when another won says the
   time to first token is at least ``t``;
-- a **high quantile of the time to first token** (``ttft_quantile``, p95 by
+- a **high quantile of the time to first token** (``ttft_quantile``, p99 by
   default): a decayed mean and variance of its logarithm (times to first token
   are heavy-tailed, about lognormal), hedge losers included as their lower
   bound. :meth:`HealthPolicy.late_after` turns it into the seconds after which an
@@ -134,7 +134,7 @@ class HealthView:
     recent_failures: float = 0.0
     #: Time to first token (average, seconds); None until measured.
     ttft: float | None = None
-    #: The policy's high quantile of the time to first token (seconds, p95 by
+    #: The policy's high quantile of the time to first token (seconds, p99 by
     #: default); None until measured.
     ttft_quantile: float | None = None
     #: Characters per second after the first text (average); None until measured.
@@ -196,11 +196,11 @@ class HealthPolicy:
     #: Seconds a probe holds its slot if its outcome is never recorded.
     probe_lease: float = 60.0
     #: The quantile of the time to first token past which an attempt is late.
-    ttft_quantile: float = 0.95
+    ttft_quantile: float = 0.99
     #: Weight of the newest measurement in the mean and variance of log(TTFT).
     ttft_alpha: float = 0.1
     #: Standard deviation of log(TTFT) assumed before measurements say otherwise
-    #: (1.0: the p95 is about 5x the median).
+    #: (1.0: the p99 is about 10x the median).
     ttft_prior_sigma: float = 1.0
     #: An attempt is never late sooner than this, seconds.
     late_floor: float = 0.3

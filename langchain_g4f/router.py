@@ -103,9 +103,10 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
             When an attempt is late without text, the next provider starts beside
             it; the first with text wins, and the loser's time without text is
             recorded as a lower bound on its provider's time to first token.
-            ``"auto"`` (default): late means past the provider's learnt 95th
+            ``"auto"`` (default): late means past the provider's learnt 99th
             percentile of time to first token (never sooner than 0.3 s; 2.5 s for
-            a provider not yet measured), so a stall before the first byte costs
+            a provider not yet measured), or past the next provider's when that
+            one is faster, so a stall before the first byte costs
             about one slow first token, not the deadline, and few calls pay for a
             second request. A number: late after that many seconds. ``None``: no
             hedging.
@@ -201,7 +202,7 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
     """First backoff between retries, seconds (doubling, jittered; 429 waits Retry-After)."""
     hedge_after: Annotated[float, Field(ge=0)] | Literal["auto"] | None = "auto"
     """When an attempt without text is late and the next provider starts too:
-    ``"auto"`` (past its provider's learnt TTFT p95), seconds, or ``None`` (off)."""
+    ``"auto"`` (past its provider's learnt TTFT p99), seconds, or ``None`` (off)."""
     half_life: float = Field(default=60.0, gt=0)
     """Seconds after which an observation counts half as much in the health model."""
     failure_threshold: float = Field(default=0.2, gt=0, le=1)

@@ -7,6 +7,7 @@ comes from a seeded ``random.Random``.
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 from collections import Counter
 from functools import partial
@@ -596,19 +597,20 @@ def test_an_unmeasured_provider_is_late_after_the_conservative_default(clock: Cl
     assert health.late_after("a") == 2.5
 
 
-def test_the_quantile_learns_a_lognormal_p95(clock: Clock) -> None:
-    health = health_of(clock)
+@pytest.mark.parametrize(("quantile", "z"), [(0.95, 1.645), (0.99, 2.326)])
+def test_the_quantile_learns_a_lognormal_one(clock: Clock, quantile: float, z: float) -> None:
+    health = health_of(clock, ttft_quantile=quantile)
     for seconds in lognormal_ttfts(0.3, 0.8, 400):
         health.record_ttft("a", seconds)
-    true_p95 = 0.3 * 3.72  # exp(1.645 * 0.8)
-    assert health.view("a").ttft_quantile == pytest.approx(true_p95, rel=0.35)
+    true_quantile = 0.3 * math.exp(z * 0.8)
+    assert health.view("a").ttft_quantile == pytest.approx(true_quantile, rel=0.35)
     assert health.late_after("a") == health.view("a").ttft_quantile
 
 
 def test_one_measurement_gives_a_wide_quantile_from_the_prior(clock: Clock) -> None:
-    health = health_of(clock, ttft_prior_sigma=1.0)
+    health = health_of(clock, ttft_prior_sigma=1.0)  # default quantile: p99
     health.record_ttft("a", 0.5)
-    assert health.view("a").ttft_quantile == pytest.approx(0.5 * 5.18, rel=0.01)  # exp(1.645)
+    assert health.view("a").ttft_quantile == pytest.approx(0.5 * 10.24, rel=0.01)  # exp(2.326)
 
 
 def test_a_fast_provider_is_never_late_before_the_floor(clock: Clock) -> None:
