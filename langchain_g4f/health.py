@@ -198,7 +198,7 @@ class HealthPolicy:
     #: The quantile of the time to first token past which an attempt is late.
     ttft_quantile: float = 0.99
     #: Weight of the newest measurement in the mean and variance of log(TTFT).
-    ttft_alpha: float = 0.1
+    ttft_alpha: float = 0.05
     #: Standard deviation of log(TTFT) assumed before measurements say otherwise
     #: (1.0: the p99 is about 10x the median).
     ttft_prior_sigma: float = 1.0

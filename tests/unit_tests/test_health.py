@@ -674,9 +674,9 @@ def test_auto_hedging_waits_the_default_for_an_unmeasured_provider(clock: Clock)
 
 def test_auto_hedging_times_each_attempt_by_its_own_provider(clock: Clock) -> None:
     health = health_of(clock, "a", "b", "c", late_floor=0.0)
-    health.record_ttft("a", 0.1)
-    health.record_ttft("b", 1.0)
-    health.record_ttft("c", 2.0)
+    health.record_ttft("a", 0.01)
+    health.record_ttft("b", 0.1)
+    health.record_ttft("c", 0.5)
     late_a, late_b = health.late_after("a"), health.late_after("b")
     schedule = schedule_of(health, entries("a", "b", "c"), hedge_after="auto")
 
