@@ -13,8 +13,10 @@ same server in the same process, chunks per second and time to first chunk for:
 
 at 1,000 and 20,000 chunks, printed as a table with ratios to ChatOpenAI and to
 the raw loop, and how the cost per chunk grows from the smallest size to the
-largest. Then: 200 concurrent ``astream`` calls through one router (wall
-time, peak threads), and import times. It measures; it asserts nothing.
+largest. Then: the first call (a model built, then ``invoke`` / ``ainvoke``d
+once) beside a call on a reused model, for ChatG4F and ChatOpenAI; 200
+concurrent ``astream`` calls through one router (wall time, peak threads), and
+import times. It measures; it asserts nothing.
 
     pip install -e ".[bench]" && python bench/stream.py [--runs 5] [--sizes 1000 20000]
 """
@@ -187,6 +189,54 @@ def table(rows: list[dict[str, Any]], size: int) -> str:
     return "\n".join(lines)
 
 
+def first_calls(
+    build: dict[str, Callable[[], Any]], calls: int
+) -> str:
+    """Median ms of a fresh model's first call beside a reused model's call.
+
+    ``build`` maps a name to a function that constructs a model. For each, sync
+    and async, ``calls`` times: build a model and ``invoke`` / ``ainvoke`` it
+    once (fresh), then call one model built before (reused).
+    """
+
+    def sync_call(model: Any) -> float:
+        start = time.perf_counter()
+        model.invoke(PROMPT)
+        return time.perf_counter() - start
+
+    def async_call(model: Any) -> float:
+        async def run() -> float:
+            start = time.perf_counter()
+            await model.ainvoke(PROMPT)
+            return time.perf_counter() - start
+
+        return LOOP.run_until_complete(run())
+
+    def fresh(make: Callable[[], Any], call: Callable[[Any], float]) -> float:
+        start = time.perf_counter()
+        model = make()
+        return time.perf_counter() - start + call(model)
+
+    lines = [
+        f"\nfirst call: model built then called once (fresh) vs a reused model; median of {calls}, ms",
+        f"{'':24} {'fresh':>8} {'reused':>8} {'fresh - reused':>15}",
+    ]
+    for name, make in build.items():
+        for how, call in (("invoke", sync_call), ("ainvoke", async_call)):
+            reused_model = make()
+            call(reused_model)  # warm-up: imports, shared pools, connections
+            fresh(make, call)
+            # Interleaved, so that a change in the machine's load touches both alike.
+            pairs = [(fresh(make, call), call(reused_model)) for _ in range(calls)]
+            first = statistics.median(p[0] for p in pairs)
+            reused = statistics.median(p[1] for p in pairs)
+            lines.append(
+                f"{name + '.' + how:24} {first * 1e3:>8.2f} {reused * 1e3:>8.2f} "
+                f"{(first - reused) * 1e3:>15.2f}"
+            )
+    return "\n".join(lines)
+
+
 def concurrent_router(router: Any, streams: int) -> str:
     peak = threading.active_count()
     stop = threading.Event()
@@ -233,6 +283,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 20000])
     parser.add_argument("--concurrent", type=int, default=200)
+    parser.add_argument(
+        "--first-calls", type=int, default=100, help="calls per first-call row (0 to skip)"
+    )
     args = parser.parse_args()
 
     try:
@@ -288,6 +341,18 @@ def main() -> None:
             print(f"\ncost per chunk at {last:,} chunks / at {first:,} chunks")
             for label, costs in per_chunk.items():
                 print(f"  {label:40} {costs[-1] / costs[0]:.2f}")
+        if args.first_calls:
+            replica.set_stream_size(20, "tok ")
+            build: dict[str, Callable[[], Any]] = {
+                "ChatG4F": lambda: ChatG4F(
+                    provider=OpenAICompatible("OpenAI", root), model=model, max_retries=0
+                )
+            }
+            if ChatOpenAI is not None:
+                build["ChatOpenAI"] = lambda: ChatOpenAI(
+                    base_url=root, api_key="bench", model=model, max_retries=0
+                )
+            print(first_calls(build, args.first_calls))
         replica.set_stream_size(1000, "tok ")
         print(concurrent_router(router, args.concurrent))
 

@@ -9,9 +9,11 @@
 - :func:`race` / :func:`arace` run it: each attempt reads its model's stream
   ahead to the first text, on a worker thread (sync) or a task (async), so the
   deadline and the hedge cut in even while a read blocks. The first attempt with
-  text wins; the others are cancelled and their streams closed.
-- :class:`Won` carries the winner's stream on to the relay, which puts the failed
-  attempts on its final chunk.
+  text wins; the others are closed at once: an async loser is cancelled, a sync
+  loser's connection is shut down under its blocked read (see
+  :class:`~langchain_g4f._abort.AbortScope`), and its thread ends.
+- :class:`Won` carries the winner's stream on to the relay (the router), which
+  passes its chunks on, and continues the answer elsewhere if it breaks.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessageChunk, BaseMessage
+from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatGenerationChunk as Chunk
 
 from langchain_g4f.errors import (
@@ -37,11 +39,11 @@ from langchain_g4f.errors import (
     EmptyResponseError,
     G4FError,
     ProviderTimeoutError,
-    StreamInterruptedError,
 )
 from langchain_g4f.health import Health
 from langchain_g4f.providers.base import Provider
 from langchain_g4f.retry import backoff_delay
+from langchain_g4f._abort import AbortScope, abort_scope
 
 clock = time.monotonic
 _NEVER = float("inf")
@@ -77,6 +79,8 @@ class Request:
     model: str | None
     timeout: float | None
     deadline: float
+    #: Providers not to try (those that broke this answer and may not continue it).
+    exclude: frozenset[str] = frozenset()
 
 
 def attempt_record(attempt: Attempt, error: BaseException, at: float) -> dict[str, Any]:
@@ -344,47 +348,22 @@ async def aread_ahead(stream: AsyncIterator[Chunk], key: str) -> tuple[list[Chun
 
 
 class Won:
-    """The attempt that produced text first: its stream, read up to that text."""
+    """The attempt that produced text first: its stream, read up to that text.
 
-    __slots__ = ("key", "head", "stream", "attempts", "texts", "finished")
+    ``at`` is when that text came; ``attempts`` are the attempts that failed before.
+    """
 
-    def __init__(self, key: str, head: list[Chunk], stream: Any, attempts: list[dict]) -> None:
-        self.key = key
+    __slots__ = ("attempt", "key", "head", "stream", "attempts", "at")
+
+    def __init__(
+        self, attempt: Attempt, head: list[Chunk], stream: Any, attempts: list[dict], at: float
+    ) -> None:
+        self.attempt = attempt
+        self.key = attempt.entry.key
         self.head = head
         self.stream = stream
         self.attempts = attempts
-        self.texts: list[str] = []
-        self.finished = False
-
-    def take(self, chunk: Chunk) -> None:
-        """Note the chunk's text; put the attempts on the final chunk."""
-        message = chunk.message
-        if message.chunk_position == "last":  # type: ignore[attr-defined]
-            metadata = dict(message.response_metadata)
-            metadata["provider"] = self.key  # as in attempts and stats()
-            metadata["attempts"] = self.attempts
-            message.response_metadata = metadata
-            self.finished = True
-        self.texts.append(chunk.text)
-
-    def final_chunk(self) -> Chunk:
-        """A closing chunk, for a model whose stream did not mark its last chunk."""
-        self.finished = True
-        metadata = {"provider": self.key, "attempts": self.attempts}
-        return Chunk(
-            message=AIMessageChunk(content="", response_metadata=metadata, chunk_position="last")
-        )
-
-    def interrupted(self, error: BaseException) -> StreamInterruptedError:
-        partial = "".join(self.texts)
-        return StreamInterruptedError(
-            f"the stream broke after {len(partial)} characters of text "
-            f"({type(error).__name__}: {error}); not restarted on another provider, "
-            "which would repeat text",
-            provider=self.key,
-            partial_text=partial,
-            cause=error,
-        )
+        self.at = at
 
 
 # --- sync: a worker thread per attempt ---------------------------------------------
@@ -394,9 +373,10 @@ class _Worker:
     """One attempt's read-ahead on its own thread.
 
     The result goes to the inbox. A worker no longer wanted is abandoned: if its
-    thread is still inside ``next()``, the thread closes the stream when that
-    returns (a generator can only be closed by the thread running it); if it has
-    finished, the stream is idle and is closed right away.
+    thread is still reading, the connection under the read is shut down, so the
+    read returns at once and the thread closes the stream (a generator can only be
+    closed by the thread running it); if it has finished, the stream is idle and
+    is closed right away.
     """
 
     def __init__(
@@ -410,6 +390,7 @@ class _Worker:
         self.head: list[Chunk] = []
         self.error: BaseException | None = None
         self.finished = 0.0
+        self._scope = AbortScope()
         self._lock = threading.Lock()
         self._done = self._abandoned = False
         threading.Thread(
@@ -422,6 +403,7 @@ class _Worker:
     def _run(
         self, open_stream: Callable[[Attempt], Iterator[Chunk]], inbox: queue.SimpleQueue
     ) -> None:
+        abort_scope.set(self._scope)  # this thread's own context
         try:
             self.stream = open_stream(self.attempt)
             self.head = read_ahead(self.stream, self.attempt.entry.key)
@@ -442,6 +424,8 @@ class _Worker:
             done = self._done
         if done:
             self.close()
+        else:
+            self._scope.abort()
 
     def close(self) -> None:
         if self.stream is not None:
@@ -470,8 +454,12 @@ def race(schedule: Schedule, open_stream: Callable[[Attempt], Iterator[Chunk]]) 
                 schedule.failed(worker.attempt, worker.error, worker.finished)
                 continue
             schedule.won(worker.attempt, worker.finished)
-            key = worker.attempt.entry.key
-            return Won(key, worker.head, worker.stream, list(schedule.attempts))
+            attempts = list(schedule.attempts)
+            return Won(worker.attempt, worker.head, worker.stream, attempts, worker.finished)
+    except BaseException as exc:
+        if not isinstance(exc, Exception):  # the caller gave up on the call
+            schedule.abandon()
+        raise
     finally:
         for worker in workers:
             worker.abandon()
@@ -510,7 +498,11 @@ async def arace(
                     attempt, stream = tasks.pop(task)
                     head, at = task.result()
                     schedule.won(attempt, at)
-                    return Won(attempt.entry.key, head, stream, list(schedule.attempts))
+                    return Won(attempt, head, stream, list(schedule.attempts), at)
+    except BaseException as exc:
+        if not isinstance(exc, Exception):  # cancelled: the caller gave up on the call
+            schedule.abandon()
+        raise
     finally:
         if tasks:
             await _abandon(tasks)

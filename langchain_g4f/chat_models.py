@@ -756,7 +756,9 @@ class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
         """
         attempt = 0
         while True:
-            batches = self._provider.batches(call.request, self.sync_transport)
+            batches = (self._provider.transport or self.sync_transport).batches(
+                self._provider, call.request
+            )
             head: list[list[Delta]] = []
             try:
                 for batch in batches:
@@ -776,7 +778,9 @@ class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
     ) -> tuple[list[list[Delta]], AsyncGenerator[list[Delta], None]]:
         attempt = 0
         while True:
-            batches = self._provider.abatches(call.request, self.async_transport)
+            batches = (self._provider.transport or self.async_transport).abatches(
+                self._provider, call.request
+            )
             head: list[list[Delta]] = []
             try:
                 async for batch in batches:

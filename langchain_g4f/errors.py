@@ -149,8 +149,9 @@ class EmptyResponseError(ProviderError):
 class StreamInterruptedError(ProviderError):
     """A stream failed after text had already been yielded to the caller.
 
-    The router never restarts such a stream on another provider (that would
-    duplicate text); ``partial_text`` holds what had been yielded.
+    The router raises it when such a stream is not continued on another provider
+    (``on_interrupt="raise"``, or no provider could continue it); ``partial_text``
+    holds all the text that had been yielded.
     """
 
     def __init__(

@@ -9,15 +9,21 @@ How one call runs:
 2. The attempts race to the first text (:mod:`langchain_g4f._race`): fallback to
    the next provider at once, retries of the same provider only when no other can
    start sooner, hedging, one deadline for it all.
-3. The winner's chunks pass through unchanged; its final chunk gets the failed
-   attempts in ``response_metadata["attempts"]``. A failure after text has been
-   yielded raises :class:`~langchain_g4f.errors.StreamInterruptedError`, never a
-   restart elsewhere (that would repeat text).
+3. The winner's chunks pass through (the relay, :class:`_Relay`); the final chunk
+   gets the failed attempts in ``response_metadata["attempts"]``. A stream that
+   breaks after text is continued: another race, over the providers that have not
+   broken this answer, asks for the rest (:mod:`langchain_g4f.continuation`), whose
+   repeat of the text already given is spliced out. With ``on_interrupt="raise"``,
+   or when nobody can continue, :class:`~langchain_g4f.errors.StreamInterruptedError`
+   is raised with the text given so far.
 """
 
 from __future__ import annotations
 
+from collections import Counter
+from contextlib import aclosing
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from functools import partial
 from itertools import chain
 from typing import Annotated, Any, Literal
@@ -47,16 +53,19 @@ from langchain_g4f._race import (
     Schedule,
     Won,
     aclose,
+    attempt_record,
     arace,
     clock,
     race,
 )
 from langchain_g4f.chat_models import ChatG4F, ls_params, stop_list
 from langchain_g4f.content import check_blocks
+from langchain_g4f.continuation import Splicer, continuation_messages
 from langchain_g4f.errors import (
     AllProvidersFailedError,
     ConfigurationError,
     NoProviderAvailableError,
+    StreamInterruptedError,
 )
 from langchain_g4f.health import Health, HealthPolicy
 from langchain_g4f.strategies import Strategy, resolve_strategy
@@ -122,6 +131,11 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
             The first cooldown in seconds, doubling with each consecutive opening; its
             cap. A ``Retry-After`` is the least it lasts. Then one call probes the
             provider: a success closes the circuit, a failure opens it for longer.
+        on_interrupt: "continue" | "raise"
+            A stream that breaks after text: ``"continue"`` (default) asks the
+            next provider (or the same one, if it is the only one and
+            ``max_retries`` allows) for the rest of the answer; ``"raise"`` raises
+            :class:`~langchain_g4f.errors.StreamInterruptedError`.
         temperature, max_tokens, stop:
             Passed to every provider when set.
 
@@ -149,9 +163,12 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
             await llm.ainvoke("Hello!")
 
     Response metadata:
-        ``response_metadata["provider"]`` names the provider that answered;
+        ``response_metadata["provider"]`` names the provider that answered (that
+        finished the answer, when it was continued);
         ``response_metadata["attempts"]`` lists the failed attempts before it,
-        each ``{"provider", "error", "status", "message", "elapsed"}``.
+        each ``{"provider", "error", "status", "message", "elapsed"}``, broken
+        streams included; ``response_metadata["segments"]``, when the answer was
+        continued, lists ``{"provider", "chars"}`` of each part in order.
 
     Errors:
         :class:`~langchain_g4f.errors.NoProviderAvailableError` when no provider
@@ -159,7 +176,8 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
         :class:`~langchain_g4f.errors.AllProvidersFailedError` (with ``attempts``)
         when every attempt failed or the deadline passed;
         :class:`~langchain_g4f.errors.StreamInterruptedError` (with
-        ``partial_text``) when a stream breaks after text was yielded.
+        ``partial_text``) when a stream breaks after text was yielded and is not
+        continued (``on_interrupt="raise"``, or nobody can continue it in time).
 
     Profile and routing by capability:
         ``llm.profile`` describes what the router can serve: a capability
@@ -218,6 +236,9 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
     temperature: float | None = None
     max_tokens: int | None = Field(default=None, ge=1)
     stop: list[str] | str | None = Field(default=None, alias="stop_sequences")
+    on_interrupt: Literal["continue", "raise"] = "continue"
+    """A stream that breaks after text: ``"continue"`` it on another provider, or
+    ``"raise"`` :class:`~langchain_g4f.errors.StreamInterruptedError`."""
 
     _entries: list[Entry] = PrivateAttr(default_factory=list)
     _strategy: Strategy = PrivateAttr()
@@ -391,7 +412,8 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
         )
 
     def _schedule(self, request: Request) -> Schedule:
-        entries = self._capable(self._serving(request.model), request)
+        serving = self._serving(request.model)
+        entries = self._capable([e for e in serving if e.key not in request.exclude], request)
         views = self._health.views()
         now = clock()
         ready = [entry for entry in entries if views[entry.key].cooldown_left <= 0]
@@ -460,8 +482,11 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
         config, trace = self._traced(config, is_async=True)
         token = traces.enter(trace)
         try:
-            async for chunk in super().astream(input, config, stop=stop, **kwargs):
-                yield chunk
+            # aclosing: a caller that stops early closes the stream now, not at garbage
+            # collection, so the provider is told of the cancellation at once
+            async with aclosing(super().astream(input, config, stop=stop, **kwargs)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
         finally:
             traces.leave(token)
 
@@ -483,25 +508,32 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         request = self._request(messages, stop, kwargs)
-        won = self._win(request, traces.current(run_manager))
-        # From here on the winner's chunks pass through; no fallback.
-        failed = False
-        try:
-            for chunk in chain(won.head, won.stream):
-                won.take(chunk)
-                if run_manager is not None:
-                    run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-                yield chunk
-            if not won.finished:
-                yield won.final_chunk()
-        except Exception as exc:
-            failed = True
-            self._health.record_failure(won.key, exc)
-            raise won.interrupted(exc) from exc
-        finally:
-            won.stream.close()
-            if not failed:
-                self._health.record_success(won.key)
+        trace = traces.current(run_manager)
+        relay = _Relay(self, request)
+        won = self._win(request, trace)
+        while True:
+            relay.begin(won)
+            try:
+                for chunk in chain(won.head, won.stream):
+                    for out in relay.feed(chunk):
+                        if run_manager is not None:
+                            run_manager.on_llm_new_token(out.text, chunk=out)
+                        yield out
+                for out in relay.end():
+                    yield out
+                return
+            except Exception as exc:
+                traces.dispatch_attempts(trace, [relay.broke(exc)])
+                request = relay.resume()  # or raises: the answer cannot go on
+            except BaseException:
+                relay.cancelled()
+                raise
+            finally:
+                won.stream.close()
+            try:
+                won = self._win(request, trace)
+            except Exception as exc:
+                raise relay.unfinished(exc) from exc
 
     async def _astream(
         self,
@@ -511,30 +543,37 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         request = self._request(messages, stop, kwargs)
-        won = await self._awin(request, traces.current(run_manager))
-        # From here on the winner's chunks pass through; no fallback.
-        failed = False
-        try:
-            for chunk in won.head:
-                won.take(chunk)
-                if run_manager is not None:
-                    await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-                yield chunk
-            async for chunk in won.stream:
-                won.take(chunk)
-                if run_manager is not None:
-                    await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-                yield chunk
-            if not won.finished:
-                yield won.final_chunk()
-        except Exception as exc:
-            failed = True
-            self._health.record_failure(won.key, exc)
-            raise won.interrupted(exc) from exc
-        finally:
-            await aclose(won.stream)
-            if not failed:
-                self._health.record_success(won.key)
+        trace = traces.current(run_manager)
+        relay = _Relay(self, request)
+        won = await self._awin(request, trace)
+        while True:
+            relay.begin(won)
+            try:
+                for chunk in won.head:
+                    for out in relay.feed(chunk):
+                        if run_manager is not None:
+                            await run_manager.on_llm_new_token(out.text, chunk=out)
+                        yield out
+                async for chunk in won.stream:
+                    for out in relay.feed(chunk):
+                        if run_manager is not None:
+                            await run_manager.on_llm_new_token(out.text, chunk=out)
+                        yield out
+                for out in relay.end():
+                    yield out
+                return
+            except Exception as exc:
+                await traces.adispatch_attempts(trace, [relay.broke(exc)])
+                request = relay.resume()  # or raises: the answer cannot go on
+            except BaseException:
+                relay.cancelled()
+                raise
+            finally:
+                await aclose(won.stream)
+            try:
+                won = await self._awin(request, trace)
+            except Exception as exc:
+                raise relay.unfinished(exc) from exc
 
     def _generate(
         self,
@@ -563,6 +602,170 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
         finally:
             if token is not None:
                 traces.leave(token)
+
+
+# --- the relay: one answer across providers ----------------------------------------
+
+
+class _Relay:
+    """One call's answer, passed on from the winner of each race (it sends no requests).
+
+    Text passes through as it comes. With ``on_interrupt="continue"``, native
+    tool-call fragments are held back until their answer completes, so that a
+    reply that breaks before any text restarts cleanly; a reply that breaks after
+    text is continued by another provider (see :mod:`langchain_g4f.continuation`),
+    whose repeat of the text already given is spliced out. Health hears of each
+    segment: a success, a failure after text, or a cancellation by the caller.
+    """
+
+    def __init__(self, router: ChatG4FRouter, request: Request) -> None:
+        self.router = router
+        self.request = request
+        self.health = router._health
+        self.continues = router.on_interrupt == "continue"
+        self.max_retries = router.max_retries
+        self.texts: list[str] = []  # all text given to the caller
+        self.segments: list[dict[str, Any]] = []
+        self.attempts: list[dict[str, Any]] = []
+        self.breaks: Counter[str] = Counter()
+        self.error: BaseException | None = None  # the latest break
+        self.won: Won | None = None
+        self.splicer: Splicer | None = None
+        self.tools: list[ChatGenerationChunk] = []
+        self.chars = 0  # of the current segment
+        self.done = False
+
+    # -- a segment --
+
+    def begin(self, won: Won) -> None:
+        self.won, self.chars, self.tools = won, 0, []
+        self.attempts.extend(won.attempts)
+        self.splicer = Splicer("".join(self.texts)) if self.texts else None
+
+    def feed(self, chunk: ChatGenerationChunk) -> list[ChatGenerationChunk]:
+        """What to yield for a chunk of the current segment."""
+        message = chunk.message
+        if message.chunk_position == "last":  # type: ignore[attr-defined]
+            return self._last(chunk)
+        if self.continues and message.tool_call_chunks:  # type: ignore[attr-defined]
+            self.tools.append(chunk)
+            return []
+        text = chunk.text
+        if self.splicer is not None and text and isinstance(message.content, str):
+            new = self.splicer.push(text)
+            if new != text:
+                if not new:
+                    return []
+                chunk = ChatGenerationChunk(message=message.model_copy(update={"content": new}))
+                text = new
+        self._given(text)
+        return [chunk]
+
+    def end(self) -> list[ChatGenerationChunk]:
+        """After a stream that did not mark its last chunk: a closing one."""
+        if self.done:
+            return []
+        closing = AIMessageChunk(content="", chunk_position="last")
+        return self._last(ChatGenerationChunk(message=closing))
+
+    def _last(self, chunk: ChatGenerationChunk) -> list[ChatGenerationChunk]:
+        message = chunk.message
+        update: dict[str, Any] = {}
+        if self.splicer is not None and isinstance(message.content, str):
+            content = self.splicer.push(message.content) + self.splicer.flush()
+            if content != message.content:
+                update["content"] = content
+        self._given(update.get("content", chunk.text))
+        won = self._won
+        metadata = dict(message.response_metadata)
+        metadata["provider"] = won.key  # as in attempts and stats()
+        metadata["attempts"] = self.attempts
+        self.segments.append({"provider": won.key, "chars": self.chars})
+        if len(self.segments) > 1:
+            metadata["segments"] = self.segments
+        update["response_metadata"] = metadata
+        self.done = True
+        self.health.record_success(won.key, chars=self.chars, seconds=clock() - won.at)
+        return [*self.tools, ChatGenerationChunk(message=message.model_copy(update=update))]
+
+    def _given(self, text: str) -> None:
+        if text:
+            self.texts.append(text)
+            self.chars += len(text)
+
+    @property
+    def _won(self) -> Won:
+        assert self.won is not None  # begin() comes first
+        return self.won
+
+    # -- the end of a segment --
+
+    def cancelled(self) -> None:
+        """The caller abandoned the answer."""
+        if not self.done:
+            self.done = True
+            self.health.record_cancelled(self._won.key)
+
+    def broke(self, error: BaseException) -> dict[str, Any]:
+        """The current segment broke: health hears of it; returns its attempt record."""
+        won = self._won
+        self.health.record_failure(won.key, error, after_text=True)
+        record = attempt_record(won.attempt, error, clock())
+        self.attempts.append(record)
+        self.breaks[won.key] += 1
+        self.error = error
+        if self.texts:
+            self.segments.append({"provider": won.key, "chars": self.chars})
+        return record
+
+    def resume(self) -> Request:
+        """After a break: the request that continues the answer (or restarts it, when
+        no text was given); raises :class:`StreamInterruptedError` when it cannot."""
+        keys = self._keys()
+        exclude = self._exclude(keys)
+        if not self.continues or len(exclude) == len(keys):
+            raise self._interrupted(None) from self.error
+        partial = "".join(self.texts)
+        messages = self.request.messages
+        if partial:
+            messages = continuation_messages(messages, partial)
+        timeout = self.request.timeout
+        deadline = clock() + timeout if timeout is not None else float("inf")
+        return replace(self.request, messages=messages, deadline=deadline, exclude=exclude)
+
+    def _keys(self) -> list[str]:
+        """The providers that could serve this call at all."""
+        router, request = self.router, self.request
+        return [e.key for e in router._capable(router._serving(request.model), request)]
+
+    def _exclude(self, keys: list[str]) -> frozenset[str]:
+        """Who may not continue: those that broke this answer, unless nobody else is
+        left; then those that broke it more often than their retries."""
+        if any(key not in self.breaks for key in keys):
+            return frozenset(self.breaks)
+        return frozenset(key for key, n in self.breaks.items() if n > self.max_retries)
+
+    def unfinished(self, error: BaseException) -> StreamInterruptedError:
+        """No provider could continue the answer (``error`` says why)."""
+        return self._interrupted(error)
+
+    def _interrupted(self, failed: BaseException | None) -> StreamInterruptedError:
+        error = self.error
+        assert error is not None  # a segment broke
+        partial = "".join(self.texts)
+        if failed is not None:
+            why = f"no provider could continue it: {failed}"
+        elif self.continues:
+            why = "no provider is left to continue it"
+        else:
+            why = "not continued elsewhere (on_interrupt='raise')"
+        return StreamInterruptedError(
+            f"the stream broke after {len(partial)} characters of text "
+            f"({type(error).__name__}: {error}); {why}",
+            provider=self._won.key,
+            partial_text=partial,
+            cause=error,
+        )
 
 
 def _open_stream(request: Request, attempt: Attempt) -> Iterator[ChatGenerationChunk]:

@@ -215,7 +215,7 @@ def _calls_in(obj: Any, names: set[str]) -> list[tuple[str, dict[str, Any]]] | N
         if isinstance(args, str):
             try:
                 args = json.loads(args) if args.strip() else {}
-            except ValueError:
+            except (ValueError, RecursionError):
                 return None
         if not isinstance(args, dict):
             return None
@@ -237,7 +237,7 @@ def parse_tool_calls(text: str, names: set[str]) -> tuple[str, list[ToolCall]] |
     while start != -1:
         try:
             _, end = _decoder.raw_decode(text, start)
-        except ValueError:
+        except (ValueError, RecursionError):
             start = text.find("{", start + 1)
             continue
         candidates.append((start, end, text[start:end]))
@@ -335,9 +335,15 @@ def native_message_calls(raw: list[dict[str, Any]]) -> tuple[list[ToolCall], lis
         arguments = function.get("arguments") or "{}"
         try:
             args = json.loads(arguments) if isinstance(arguments, str) else arguments
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
+            args, error = None, f"arguments are not valid JSON: {exc}"
+        else:
+            error = f"arguments are a JSON {type(args).__name__}, not an object"
+        if not isinstance(args, dict):
             invalid.append(
-                invalid_tool_call(name=name, args=arguments, id=item.get("id"), error=str(exc))
+                invalid_tool_call(
+                    name=name, args=str(arguments)[:1000], id=item.get("id"), error=error
+                )
             )
             continue
         calls.append(

@@ -1,26 +1,44 @@
 """Transports: the only code that does I/O.
 
 :class:`SyncTransport` sends a provider's :class:`~langchain_g4f.providers.HTTPRequest`
-over a reused ``requests.Session``; :class:`AsyncTransport` does the same over
+over a ``requests.Session``; :class:`AsyncTransport` does the same over
 ``httpx.AsyncClient``, natively, so async streaming never hops a thread per
 chunk. Both feed the response to the provider's parser and map every failure
 (connection, timeout, HTTP status, malformed or oversized body, empty answer)
 to one typed error from :mod:`langchain_g4f.errors` that names the provider.
+
+Connection pools are shared by every transport with the same settings
+(``timeout``, ``proxy``, ``verify``), per event loop for the async client, so
+a model built per request does not pay for a new client, and TLS contexts are
+built once. They are closed when the process ends (or by
+:func:`close_shared_pools`).
+
+No secret in a URL (``user:pass@``, ``?auth=...``) leaves a transport: the
+typed errors describe the failure with the URL redacted and do not chain the
+library's exception (whose message carries the URL), and the ``urllib3``,
+``httpx`` and ``httpcore`` log records have their URLs redacted.
 """
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import email.utils
+import functools
 import http.client
-import json
+import logging
+import threading
 import time
-import weakref
+import zlib
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
+from langchain_g4f._abort import abortable, watched
+from langchain_g4f._redact import redact_text, redact_url
 from langchain_g4f.errors import (
     AuthenticationError,
     EmptyResponseError,
+    MalformedResponseError,
     ProviderConnectionError,
     ProviderError,
     ProviderHTTPError,
@@ -28,16 +46,22 @@ from langchain_g4f.errors import (
     RateLimitError,
     ResponseTooLargeError,
 )
-from langchain_g4f.providers.base import Delta, HTTPRequest, Provider, looks_like_html
+from langchain_g4f.providers.base import Delta, HTTPRequest, Provider
 
 if TYPE_CHECKING:  # both are imported on first use: keeps `import langchain_g4f` light
+    import ssl
+
     import httpx
     import requests
 
-#: Default cap on the bytes of one response.
+#: Default cap on the bytes of one response (after decompression).
 DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 #: How much of an error body is read to explain a non-2xx status.
 _ERROR_BODY_BYTES = 64 * 1024
+#: The most bytes one read or one decompression step produces.
+_READ_BYTES = 65536
+#: The content codings the transports ask for, and decode with a bound.
+_ACCEPT_ENCODING = "gzip, deflate"
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -56,31 +80,20 @@ def parse_retry_after(value: str | None) -> float | None:
 
 
 def status_error(
-    provider: str, status: int, headers: Any, body: bytes
+    provider: Provider, status: int, headers: Any, body: bytes, url: str
 ) -> ProviderHTTPError:
-    """The typed error for a non-2xx answer, with the server's own explanation."""
-    detail = ""
-    if looks_like_html(body):
-        detail = "an HTML error page"
-    elif body:
-        try:
-            obj = json.loads(body)
-        except ValueError:
-            obj = None
-        if isinstance(obj, dict) and (obj.get("error") or obj.get("detail")):
-            from langchain_g4f.providers.openai import error_message
-
-            detail = error_message(obj.get("error") or obj.get("detail"))
-        else:
-            detail = body[:200].decode("utf-8", "replace").strip()
-    text = f"HTTP {status}" + (f": {detail[:300]}" if detail else "")
-    body_text = body[:2000].decode("utf-8", "replace")
+    """The typed error for a non-2xx answer: the URL tried, redacted, and the
+    server's own explanation."""
+    name = provider.name
+    detail = redact_text(provider.error_text(body))
+    text = f"HTTP {status} from {redact_url(url)}" + (f": {detail[:300]}" if detail else "")
+    body_text = redact_text(body[:2000].decode("utf-8", "replace"))
     if status == 429:
         retry_after = parse_retry_after(headers.get("retry-after"))
         hint = f"; retry after {retry_after:g}s" if retry_after is not None else ""
         return RateLimitError(
             f"rate limited ({text}){hint}",
-            provider=provider,
+            provider=name,
             status=status,
             retry_after=retry_after,
             body=body_text,
@@ -88,32 +101,265 @@ def status_error(
     if status in (401, 403):
         return AuthenticationError(
             f"refused the credentials ({text}); check api_key",
-            provider=provider,
+            provider=name,
             status=status,
             body=body_text,
         )
-    return ProviderHTTPError(text, provider=provider, status=status, body=body_text)
+    return ProviderHTTPError(text, provider=name, status=status, body=body_text)
+
+
+# --------------------------------------------------------------------------- log records
+
+
+#: The loggers of the HTTP libraries, whose records may carry a request's URL.
+_HTTP_LOGGERS = (
+    "urllib3.connectionpool",
+    "urllib3.connection",
+    "urllib3.poolmanager",
+    "urllib3.response",
+    "urllib3.util.retry",
+    "httpx",
+    "httpcore.connection",
+    "httpcore.http11",
+    "httpcore.http2",
+    "httpcore.proxy",
+)
+
+
+class RedactURLs(logging.Filter):
+    """Redacts the URLs in a record's message; never drops a record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = redact_text(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
+@functools.cache
+def redact_http_logs() -> None:
+    """Attach :class:`RedactURLs` to the HTTP libraries' loggers (once)."""
+    redactor = RedactURLs()
+    for name in _HTTP_LOGGERS:
+        logging.getLogger(name).addFilter(redactor)
+
+
+# --------------------------------------------------------------------------- shared pools
+
+
+@functools.cache
+def _ssl_context(verify: bool) -> ssl.SSLContext:
+    """One TLS context per ``verify`` setting (building one takes ~20 ms)."""
+    import httpx
+
+    return httpx.create_ssl_context(verify=verify)
+
+
+class _Pools:
+    """The ``requests`` sessions and ``httpx`` clients shared by transports.
+
+    Keyed by the transport settings; async clients also by event loop, since
+    an httpx client must not be used from another loop. A client whose loop is
+    closed is dropped when the next client is looked up.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sessions: dict[tuple[Any, ...], requests.Session] = {}
+        self._clients: dict[tuple[Any, ...], tuple[asyncio.AbstractEventLoop, httpx.AsyncClient]] = {}
+
+    def session(self, key: tuple[Any, ...]) -> requests.Session:
+        session = self._sessions.get(key)
+        if session is None:
+            with self._lock:
+                session = self._sessions.get(key)
+                if session is None:
+                    session = self._sessions[key] = _new_session()
+        return session
+
+    def client(self, key: tuple[Any, ...], loop: asyncio.AbstractEventLoop) -> httpx.AsyncClient:
+        entry = self._clients.get((*key, id(loop)))
+        if entry is not None and entry[0] is loop and not entry[1].is_closed:
+            return entry[1]
+        with self._lock:
+            self._drop_closed_loops()
+            client = _new_client(*key)
+            self._clients[(*key, id(loop))] = (loop, client)
+        return client
+
+    def _drop_closed_loops(self) -> None:
+        for key, (loop, _client) in list(self._clients.items()):
+            if loop.is_closed():
+                del self._clients[key]
+
+    def close(self) -> None:
+        """Close every session, and every client whose loop can still run it."""
+        with self._lock:
+            sessions, self._sessions = list(self._sessions.values()), {}
+            clients, self._clients = list(self._clients.values()), {}
+        for session in sessions:
+            session.close()
+        for loop, client in clients:
+            if not loop.is_closed() and not loop.is_running():
+                loop.run_until_complete(_aclose(client))
+
+
+async def _aclose(client: httpx.AsyncClient) -> None:
+    """Close ``client`` on its idle loop at exit, letting the loop's pending
+    tasks (async generators being finalised, which may still read from the
+    client) finish first and after, for at most a second in all."""
+    deadline = asyncio.get_running_loop().time() + 1.0
+    await _settle(deadline)
+    await client.aclose()
+    await _settle(deadline)
+
+
+async def _settle(deadline: float) -> None:
+    """Wait for the running loop's other tasks, including those they start."""
+    loop = asyncio.get_running_loop()
+    await asyncio.sleep(0)  # callbacks scheduled while the loop was idle run first
+    while (pending := asyncio.all_tasks() - {asyncio.current_task()}) and (
+        left := deadline - loop.time()
+    ) > 0:
+        await asyncio.wait(pending, timeout=left)
+        await asyncio.sleep(0)
+
+
+_POOLS = _Pools()
+atexit.register(_POOLS.close)
+
+
+def close_shared_pools() -> None:
+    """Close the connection pools shared by transports (done at exit anyway).
+
+    Async clients are closed when their event loop is not running; the rest
+    are dropped. Transports open new pools on their next request.
+    """
+    _POOLS.close()
+
+
+def _new_session() -> requests.Session:
+    import requests
+    from requests.adapters import HTTPAdapter
+
+    session = requests.Session()
+    adapter = abortable(HTTPAdapter(pool_maxsize=32))
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+def _new_client(timeout: float | None, proxy: str | None, verify: bool) -> httpx.AsyncClient:
+    import httpx
+
+    return httpx.AsyncClient(
+        timeout=timeout,
+        proxy=proxy,
+        verify=_ssl_context(verify),
+        limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
+        headers={"Accept-Encoding": _ACCEPT_ENCODING},
+    )
+
+
+# --------------------------------------------------------------------------- bodies
+
+
+class _Decoder:
+    """Decodes a gzip or deflate body in steps of at most ``_READ_BYTES``.
+
+    Decompressed bytes are produced as the reader asks for them, so the size
+    limit stops a decompression bomb before it fills memory. A "deflate" body
+    without its zlib header (as many servers send it) is read as raw deflate.
+    """
+
+    __slots__ = ("_provider", "_zlib", "_unsure")
+
+    def __init__(self, provider: str, coding: str) -> None:
+        self._provider = provider
+        #: For "deflate": the input so far, until the first bytes decode with
+        #: the zlib header; ``None`` once the format is known.
+        self._unsure: bytes | None = None
+        if coding in ("gzip", "x-gzip"):
+            self._zlib = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif coding == "deflate":
+            self._zlib = zlib.decompressobj()
+            self._unsure = b""
+        else:
+            raise MalformedResponseError(
+                f"sent a body in a content coding it was not offered: {coding!r}",
+                provider=provider,
+            )
+
+    def decode(self, data: bytes) -> Iterator[bytes]:
+        if self._unsure is not None:
+            self._unsure += data
+        while data:
+            try:
+                out = self._zlib.decompress(data, _READ_BYTES)
+            except zlib.error as exc:
+                if self._unsure is None:
+                    raise MalformedResponseError(
+                        f"sent a body that does not decompress: {exc}", provider=self._provider
+                    ) from None
+                data, self._unsure = self._unsure, None
+                self._zlib = zlib.decompressobj(-zlib.MAX_WBITS)
+                continue
+            data = self._zlib.unconsumed_tail
+            if out:
+                self._unsure = None
+                yield out
+
+    def flush(self) -> bytes:
+        return self._zlib.flush()
+
+
+def _decoder_for(provider: str, headers: Any) -> _Decoder | None:
+    """The decoder of a response's content coding (``None`` for none)."""
+    codings = [
+        c.strip().lower()
+        for c in headers.get("content-encoding", "").split(",")
+        if c.strip() and c.strip().lower() != "identity"
+    ]
+    if len(codings) > 1:
+        raise MalformedResponseError(
+            f"sent a body in several content codings: {', '.join(codings)}", provider=provider
+        )
+    return _Decoder(provider, codings[0]) if codings else None
 
 
 class _BodyReader:
-    """What both transports do with the bytes of a 2xx body.
+    """What both transports do with the raw bytes of a 2xx body.
 
-    Feeds the provider's parser, enforces the size limit, and raises
-    :class:`EmptyResponseError` when the body ends with no text and no tool call.
+    Decodes its content coding a bounded step at a time (:class:`_Decoder`),
+    feeds the provider's parser, enforces the size limit on the decoded bytes
+    as they are produced, and raises :class:`EmptyResponseError` when the body
+    ends with no text and no tool call.
     """
 
-    __slots__ = ("_provider", "_parser", "_limit", "_size", "_seen")
+    __slots__ = ("_provider", "_decoder", "_parser", "_limit", "_size", "_seen")
 
     def __init__(
-        self, provider: Provider, request: HTTPRequest, content_type: str, limit: int
+        self, provider: Provider, request: HTTPRequest, headers: Any, limit: int
     ) -> None:
         self._provider = provider.name
-        self._parser = provider.parser(request, content_type)
+        self._decoder = _decoder_for(provider.name, headers)
+        self._parser = provider.parser(request, headers.get("content-type", ""))
         self._limit = limit
         self._size = 0
         self._seen = False
 
     def feed(self, data: bytes) -> list[Delta]:
+        if self._decoder is None:
+            return self._feed(data)
+        out: list[Delta] = []
+        for piece in self._decoder.decode(data):
+            out += self._feed(piece)
+            if self.done:
+                break
+        return out
+
+    def _feed(self, data: bytes) -> list[Delta]:
         self._size += len(data)
         if self._size > self._limit:
             raise ResponseTooLargeError(
@@ -126,19 +372,52 @@ class _BodyReader:
             self._seen = any(d.text or d.tool_calls for d in deltas)
         return deltas
 
+    @property
+    def done(self) -> bool:
+        """Whether the parser has the whole answer (the rest of the body is not read)."""
+        return getattr(self._parser, "done", False)
+
     def close(self) -> list[Delta]:
-        deltas = self._parser.close()
+        deltas = (
+            self._feed(self._decoder.flush())
+            if self._decoder is not None and not self.done
+            else []
+        )
+        deltas += self._parser.close()
         if not self._seen and not any(d.text or d.tool_calls for d in deltas):
             raise EmptyResponseError("answered with no text", provider=self._provider)
         return deltas
 
 
+class _ErrorBody:
+    """The start of a non-2xx body, decoded: enough to explain the status."""
+
+    __slots__ = ("_decoder", "data")
+
+    def __init__(self, provider: Provider, headers: Any) -> None:
+        self._decoder = _decoder_for(provider.name, headers)
+        self.data = b""
+
+    def add(self, data: bytes) -> bool:
+        """Take the next raw bytes; whether enough has been read."""
+        try:
+            pieces = self._decoder.decode(data) if self._decoder is not None else (data,)
+            for piece in pieces:
+                self.data += piece
+                if len(self.data) >= _ERROR_BODY_BYTES:
+                    return True
+        except MalformedResponseError:
+            return True  # the status explains the failure; what decoded is kept
+        return False
+
+
 class SyncTransport:
-    """Blocking I/O on one reused ``requests.Session``.
+    """Blocking I/O on a ``requests.Session``.
 
     ``timeout`` bounds connecting and each wait for bytes (seconds, ``None``
     for no bound); ``proxy`` is one proxy URL for every scheme; TLS
-    certificates are verified unless ``verify=False``.
+    certificates are verified unless ``verify=False``. The session is shared
+    with every transport of the same settings unless one is given.
     """
 
     def __init__(
@@ -154,22 +433,16 @@ class SyncTransport:
         self.proxies = {"http": proxy, "https": proxy} if proxy else None
         self.verify = verify
         self.max_response_bytes = max_response_bytes
+        self._key = (timeout, proxy, verify)
         self._session = session
+        redact_http_logs()
 
     @property
     def session(self) -> requests.Session:
-        if self._session is None:
-            import requests
-            from requests.adapters import HTTPAdapter
-
-            session = requests.Session()
-            adapter = HTTPAdapter(pool_maxsize=32)
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
-            self._session = session
-        return self._session
+        return self._session if self._session is not None else _POOLS.session(self._key)
 
     def close(self) -> None:
+        """Close a session given to this transport; a shared one stays open for others."""
         if self._session is not None:
             self._session.close()
             self._session = None
@@ -185,111 +458,139 @@ class SyncTransport:
         One list per network read rather than one item per delta keeps the
         per-delta cost of the generator machinery out of the hot path.
         """
-        import requests
-        import urllib3.exceptions
+        response = self._send(provider, request)
+        with response, watched(response):
+            yield from self._read(provider, request, response)
 
-        name = provider.name
+    def _send(self, provider: Provider, request: HTTPRequest) -> requests.Response:
+        import requests
+
         try:
-            response = self.session.request(
+            return self.session.request(
                 request.method,
                 request.url,
                 data=request.body,
-                headers=request.headers,
+                headers={"Accept-Encoding": _ACCEPT_ENCODING, **request.headers},
                 stream=True,
                 timeout=self.timeout,
                 proxies=self.proxies,
                 verify=self.verify,
             )
         except requests.exceptions.RequestException as exc:
-            raise _requests_error(name, exc, self.timeout) from exc
-        with response:
-            try:
-                raw = response.raw
-                raw.decode_content = True  # gzip/deflate bodies come out decoded
-                if not 200 <= response.status_code < 300:
-                    body = raw.read(_ERROR_BODY_BYTES) or b""
-                    raise status_error(name, response.status_code, response.headers, body)
-                reader = _BodyReader(
-                    provider,
-                    request,
-                    response.headers.get("content-type", ""),
-                    self.max_response_bytes,
+            error = _requests_error(provider.name, exc, self.timeout, request.url)
+        raise error  # outside the handler: the library's error (and its URL) is not chained
+
+    def _read(
+        self, provider: Provider, request: HTTPRequest, response: requests.Response
+    ) -> Iterator[list[Delta]]:
+        import requests
+        import urllib3.exceptions
+
+        try:
+            read1 = _raw_reader(response)
+            if not 200 <= response.status_code < 300:
+                body = _ErrorBody(provider, response.headers)
+                while (data := read1(_READ_BYTES)) and not body.add(data):
+                    pass
+                raise status_error(
+                    provider, response.status_code, response.headers, body.data, request.url
                 )
-                read1 = _reader(response)
-                while data := read1(65536):
-                    if batch := reader.feed(data):
-                        yield batch
-                if batch := reader.close():
+            reader = _BodyReader(provider, request, response.headers, self.max_response_bytes)
+            while not reader.done and (data := read1(_READ_BYTES)):
+                if batch := reader.feed(data):
                     yield batch
-            except ProviderError:
-                raise
-            except (
-                requests.exceptions.RequestException,
-                urllib3.exceptions.HTTPError,
-                OSError,
-            ) as exc:
-                raise _requests_error(name, exc, self.timeout) from exc
+            if batch := reader.close():
+                yield batch
+            return
+        except ProviderError:
+            raise
+        except (
+            requests.exceptions.RequestException,
+            urllib3.exceptions.HTTPError,
+            OSError,
+        ) as exc:
+            error = _requests_error(provider.name, exc, self.timeout, request.url)
+        raise error  # outside the handler, as in _send
 
 
-def _reader(response: requests.Response) -> Any:
-    """The fastest ``read1`` that still decodes the body.
+def _raw_reader(response: requests.Response) -> Any:
+    """A ``read1`` of the body's bytes as sent (content coding not decoded).
 
-    With no content encoding, the standard library's response underneath urllib3
-    is read directly (it returns each event as soon as it arrives, with chunked
+    The standard library's response underneath urllib3 is read directly when
+    it is there (it returns each event as soon as it arrives, with chunked
     framing removed); urllib3's own ``read1`` costs a few microseconds per event.
     """
     raw = response.raw
+    raw.decode_content = False  # decoded by _BodyReader, a bounded step at a time
     fp = getattr(raw, "_fp", None)
-    if isinstance(fp, http.client.HTTPResponse) and not response.headers.get(
-        "content-encoding"
-    ):
+    if isinstance(fp, http.client.HTTPResponse):
         return fp.read1
     return raw.read1
 
 
-def _requests_error(name: str, exc: BaseException, timeout: float | None) -> ProviderError:
+def _requests_error(
+    name: str, exc: BaseException, timeout: float | None, url: str
+) -> ProviderError:
+    """The typed error for a requests/urllib3 failure, its description redacted."""
     import requests
     import urllib3.exceptions
 
+    where = redact_url(url)
+    reason = redact_text(_reason(exc))
     if isinstance(
         exc,
         (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError, TimeoutError),
+    ) or (
+        isinstance(exc, requests.exceptions.ConnectionError) and "timed out" in reason.lower()
     ):
-        what = "connecting" if isinstance(exc, requests.exceptions.ConnectTimeout) else "waiting for the answer"
-        return ProviderTimeoutError(f"timed out {what} (timeout={timeout}s)", provider=name)
+        what = (
+            "connecting to" if isinstance(exc, requests.exceptions.ConnectTimeout)
+            else "waiting for the answer from"
+        )
+        return ProviderTimeoutError(f"timed out {what} {where} (timeout={timeout}s)", provider=name)
     if isinstance(exc, requests.exceptions.SSLError):
-        return ProviderConnectionError(f"TLS failed: {_reason(exc)}", provider=name)
+        return ProviderConnectionError(f"TLS failed with {where}: {reason}", provider=name)
     if isinstance(exc, requests.exceptions.ConnectionError) and not isinstance(
         exc, requests.exceptions.ChunkedEncodingError
     ):
-        reason = _reason(exc)
-        if "timed out" in reason.lower():
-            return ProviderTimeoutError(
-                f"timed out waiting for the answer (timeout={timeout}s)", provider=name
-            )
-        return ProviderConnectionError(f"could not connect: {reason}", provider=name)
+        return ProviderConnectionError(f"could not connect to {where}: {reason}", provider=name)
     return ProviderConnectionError(
-        f"the connection broke while reading: {_reason(exc)}", provider=name
+        f"the connection to {where} broke while reading: {reason}", provider=name
     )
 
 
-def _describe(exc: BaseException) -> str:
-    return str(exc) or type(exc).__name__
-
-
 def _reason(exc: BaseException) -> str:
-    """The innermost useful description of a requests/urllib3 error."""
+    """The innermost useful description of a requests/urllib3 error, with its type."""
     while exc.args and isinstance(exc.args[0], BaseException):
         exc = exc.args[0]
     reason = getattr(exc, "reason", None)
-    return str(reason or exc) or type(exc).__name__
+    if isinstance(reason, BaseException):
+        exc = reason
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _httpx_error(name: str, exc: BaseException, timeout: float | None, url: str) -> ProviderError:
+    """The typed error for an httpx failure, its description redacted."""
+    import httpx
+
+    where = redact_url(url)
+    reason = redact_text(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+    if isinstance(exc, httpx.TimeoutException):
+        what = "connecting to" if isinstance(exc, httpx.ConnectTimeout) else "waiting for the answer from"
+        return ProviderTimeoutError(f"timed out {what} {where} (timeout={timeout}s)", provider=name)
+    if isinstance(exc, httpx.ConnectError):
+        return ProviderConnectionError(f"could not connect to {where}: {reason}", provider=name)
+    return ProviderConnectionError(
+        f"the connection to {where} broke while reading: {reason}", provider=name
+    )
 
 
 class AsyncTransport:
     """Native async I/O on ``httpx.AsyncClient``, one client per event loop.
 
     A client is bound to the loop it was created on, and notebooks and tests
-    run several loops: the client is looked up by the running loop.
+    run several loops: the client is looked up by the running loop, and shared
+    with every transport of the same settings on that loop.
     """
 
     def __init__(
@@ -304,34 +605,14 @@ class AsyncTransport:
         self.proxy = proxy
         self.verify = verify
         self.max_response_bytes = max_response_bytes
-        self._clients: weakref.WeakKeyDictionary[Any, httpx.AsyncClient] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._key = (timeout, proxy, verify)
+        redact_http_logs()
 
     def client(self) -> httpx.AsyncClient:
-        import asyncio
-
-        import httpx
-
-        loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None or client.is_closed:
-            client = httpx.AsyncClient(
-                timeout=self.timeout,
-                proxy=self.proxy,
-                verify=self.verify,
-                limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
-            )
-            self._clients[loop] = client
-        return client
+        return _POOLS.client(self._key, asyncio.get_running_loop())
 
     async def aclose(self) -> None:
-        """Close the client of the running loop."""
-        import asyncio
-
-        client = self._clients.pop(asyncio.get_running_loop(), None)
-        if client is not None:
-            await client.aclose()
+        """Nothing to release: the client is shared (see :func:`close_shared_pools`)."""
 
     async def adeltas(
         self, provider: Provider, request: HTTPRequest
@@ -351,48 +632,36 @@ class AsyncTransport:
         """Send ``request``; yield the deltas of each read, as a non-empty list."""
         import httpx
 
-        name = provider.name
         try:
             async with self.client().stream(
                 request.method, request.url, content=request.body, headers=request.headers
             ) as response:
-                if not 200 <= response.status_code < 300:
-                    body = b""
-                    async for data in response.aiter_bytes():
-                        body += data
-                        if len(body) >= _ERROR_BODY_BYTES:
-                            break
-                    raise status_error(name, response.status_code, response.headers, body)
-                reader = _BodyReader(
-                    provider,
-                    request,
-                    response.headers.get("content-type", ""),
-                    self.max_response_bytes,
-                )
-                # aiter_raw skips httpx's decoder layer when there is nothing to decode.
-                chunks = (
-                    response.aiter_bytes()
-                    if response.headers.get("content-encoding")
-                    else response.aiter_raw()
-                )
-                async for data in chunks:
-                    if batch := reader.feed(data):
-                        yield batch
-                if batch := reader.close():
+                async for batch in self._aread(provider, request, response):
                     yield batch
+            return
         except ProviderError:
             raise
-        except httpx.TimeoutException as exc:
-            what = "connecting" if isinstance(exc, httpx.ConnectTimeout) else "waiting for the answer"
-            raise ProviderTimeoutError(
-                f"timed out {what} (timeout={self.timeout}s)", provider=name
-            ) from exc
-        except httpx.ConnectError as exc:
-            raise ProviderConnectionError(
-                f"could not connect: {_describe(exc)}", provider=name
-            ) from exc
         except (httpx.TransportError, httpx.DecodingError, OSError) as exc:
-            raise ProviderConnectionError(
-                f"the connection broke while reading: {_describe(exc)}",
-                provider=name,
-            ) from exc
+            error = _httpx_error(provider.name, exc, self.timeout, request.url)
+        raise error  # outside the handler: the library's error (and its URL) is not chained
+
+    async def _aread(
+        self, provider: Provider, request: HTTPRequest, response: httpx.Response
+    ) -> AsyncIterator[list[Delta]]:
+        """The body as sent, decoded by :class:`_BodyReader` a bounded step at a time."""
+        if not 200 <= response.status_code < 300:
+            body = _ErrorBody(provider, response.headers)
+            async for data in response.aiter_raw():
+                if body.add(data):
+                    break
+            raise status_error(
+                provider, response.status_code, response.headers, body.data, request.url
+            )
+        reader = _BodyReader(provider, request, response.headers, self.max_response_bytes)
+        async for data in response.aiter_raw():
+            if batch := reader.feed(data):
+                yield batch
+            if reader.done:
+                break
+        if batch := reader.close():
+            yield batch

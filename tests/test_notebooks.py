@@ -281,6 +281,30 @@ def test_router_plot_renders(router: Any) -> None:
     assert len(images) == 1 and len(images[0].data["image/png"]) > 1000
 
 
+def test_router_learning_section_runs(router: Any) -> None:
+    answered, learned = lines(router, "check-learning")
+    assert len(answered.split()) == 12 and set(answered.split()) <= {"Lockchat", "Mishalsgpt"}
+    assert answered.split()[-3:] == ["Mishalsgpt"] * 3  # the failing provider went second
+    assert learned.startswith("Lockchat: {") and "recent success rate" in learned
+
+
+def test_router_continues_a_broken_answer(router: Any) -> None:
+    text = stdout(cell(router, "check-continuation"))
+    assert value_after(text, "same as an unbroken answer:") == "True"
+    assert value_after(text, "finished by:") == "Mishalsgpt"
+    segments = ast.literal_eval(value_after(text, "segments:"))
+    assert [s["provider"] for s in segments] == ["Lockchat", "Mishalsgpt"]
+    assert segments[0]["chars"] == 20
+    broken = ast.literal_eval(value_after(text, "broken:"))
+    assert broken == [("Lockchat", "ProviderResponseError")]
+
+
+def test_router_on_interrupt_raise(router: Any) -> None:
+    name, partial = stdout(cell(router, "check-interrupt-raise")).strip().split(" ", 1)
+    assert name == "StreamInterruptedError"
+    assert len(ast.literal_eval(partial)) == 20
+
+
 # --- agents ----------------------------------------------------------------------
 
 

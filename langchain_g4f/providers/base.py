@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from langchain_g4f.errors import (
     ConfigurationError,
@@ -25,9 +25,6 @@ from langchain_g4f.errors import (
     MalformedResponseError,
     UnsupportedModelError,
 )
-
-if TYPE_CHECKING:
-    from langchain_g4f.transport import AsyncTransport, SyncTransport
 
 #: A message as providers see it: ``{"role": ..., "content": ...}`` (OpenAI style).
 Message = dict[str, Any]
@@ -65,7 +62,12 @@ class Delta:
 
 
 class ResponseParser(Protocol):
-    """Consumes the body of a 2xx response, bytes in, deltas out."""
+    """Consumes the body of a 2xx response, bytes in, deltas out.
+
+    A parser that knows the answer is complete before the body ends (an event
+    stream's ``[DONE]``) may say so with a true ``done`` attribute: the
+    transport then stops reading.
+    """
 
     def feed(self, data: bytes) -> list[Delta]:
         """Take the next bytes of the body; return the deltas they complete."""
@@ -74,8 +76,23 @@ class ResponseParser(Protocol):
         """The body has ended; return what remains or raise if it is incomplete."""
 
 
+#: The UTF-8 byte order mark some servers put before a body.
+BOM = b"\xef\xbb\xbf"
+
+
+class Transport(Protocol):
+    """What sends a request and reads its answer: the HTTP transports of
+    :mod:`langchain_g4f.transport`, or the I/O a provider brings itself."""
+
+    def batches(self, provider: Provider, request: HTTPRequest) -> Iterator[list[Delta]]:
+        """Send ``request``; yield the answer's deltas, one non-empty list per read."""
+
+    def abatches(self, provider: Provider, request: HTTPRequest) -> AsyncIterator[list[Delta]]:
+        """:meth:`batches`, natively async."""
+
+
 def looks_like_html(data: bytes) -> bool:
-    head = data.lstrip()[:15].lower()
+    head = data.removeprefix(BOM).lstrip()[:15].lower()
     return head.startswith((b"<!doctype", b"<html", b"<head", b"<body"))
 
 
@@ -87,17 +104,41 @@ def html_error(provider: str, data: bytes) -> HTMLResponseError:
     )
 
 
-def load_json(provider: str, data: bytes) -> Any:
-    """``json.loads`` that raises the project's typed errors."""
+def loads(data: bytes) -> Any:
+    """``json.loads`` that also refuses nesting too deep to parse.
+
+    Raises :class:`ValueError` (a ``RecursionError`` becomes one), so callers
+    handle every unreadable body in one ``except``.
+    """
     try:
-        return json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
+        return json.loads(data.removeprefix(BOM))
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
+def load_json(provider: str, data: bytes) -> Any:
+    """:func:`loads` that raises the project's typed errors."""
+    try:
+        return loads(data)
+    except ValueError as exc:  # UnicodeDecodeError is a ValueError too
         if looks_like_html(data):
             raise html_error(provider, data) from None
         raise MalformedResponseError(
             f"sent a body that is not valid JSON ({exc}): {data[:120]!r}",
             provider=provider,
         ) from None
+
+
+def error_message(error: Any) -> str:
+    """The human text of an ``error`` value, however the server shaped it."""
+    if isinstance(error, dict):
+        error = error.get("message") or error.get("detail") or error
+    if isinstance(error, str):
+        return error
+    try:
+        return json.dumps(error, ensure_ascii=False)[:300]
+    except (ValueError, RecursionError):
+        return f"an unreadable {type(error).__name__}"
 
 
 class BodyParser:
@@ -115,6 +156,71 @@ class BodyParser:
 
     def close(self) -> list[Delta]:
         return self._parse(b"".join(self._chunks))
+
+
+#: Content types a streaming answer is trusted to be.
+_STREAM_MEDIA_TYPES = frozenset(
+    {"text/event-stream", "application/x-ndjson", "application/ndjson", "application/jsonl",
+     "application/x-jsonlines", "application/json-seq"}
+)
+
+
+class SniffingParser:
+    """Reads a body by what it is, not by the content type a server gave it.
+
+    Free providers mislabel their answers: an event stream as
+    ``application/json`` or ``text/html``, a JSON answer as ``text/html``. The
+    first bytes decide (after an optional byte order mark and whitespace): one
+    that starts with ``data:`` is an event stream, one that starts with ``{``
+    or ``[`` is a JSON body, an HTML page is refused; anything else goes to
+    ``fallback``, the parser the content type names.
+    """
+
+    __slots__ = ("_provider", "_fallback", "_head", "_chosen")
+
+    def __init__(self, provider: Provider, fallback: ResponseParser) -> None:
+        self._provider = provider
+        self._fallback = fallback
+        self._head = b""
+        self._chosen: ResponseParser | None = None
+
+    def feed(self, data: bytes) -> list[Delta]:
+        if self._chosen is not None:
+            return self._chosen.feed(data)
+        self._head += data
+        chosen = self._choose(final=False)
+        if chosen is None:
+            return []
+        self._chosen = chosen
+        return chosen.feed(self._head)
+
+    def close(self) -> list[Delta]:
+        if self._chosen is None:
+            self._chosen = self._choose(final=True) or self._fallback
+            deltas = self._chosen.feed(self._head)
+            return deltas + self._chosen.close()
+        return self._chosen.close()
+
+    @property
+    def done(self) -> bool:
+        return getattr(self._chosen, "done", False)
+
+    def _choose(self, *, final: bool) -> ResponseParser | None:
+        """The parser the head of the body calls for; ``None`` to read more first."""
+        head = self._head.removeprefix(BOM).lstrip()
+        if not head or (not final and BOM.startswith(self._head)):
+            return None
+        if head[:1] in (b"{", b"["):
+            return BodyParser(self._provider.parse_body)
+        if head[:1] == b"<":
+            if not final and len(head) < 15:
+                return None
+            return BodyParser(self._provider._raise_html) if looks_like_html(head) else self._fallback
+        if b"data:".startswith(head[:5]) and not final and len(head) < 5:
+            return None
+        if head.startswith(b"data:"):
+            return self._provider.stream_parser()
+        return self._fallback
 
 
 class Provider:
@@ -139,6 +245,10 @@ class Provider:
     accepts_any_model: bool = False
     #: Whether the endpoint understands the OpenAI ``tools`` field natively.
     native_tools: bool = False
+    #: The transport of a provider that does its own I/O, such as those of the
+    #: ``g4f`` package (:mod:`langchain_g4f.providers.g4f_package`); ``None``
+    #: for sans-I/O providers, which the chat model's transports serve.
+    transport: Transport | None = None
     headers: dict[str, str] = {"Content-Type": "application/json"}
     #: What the provider can do, as a LangChain model profile (see
     #: :mod:`langchain_g4f.profiles`); ``model_profiles`` adds per-model entries
@@ -232,12 +342,24 @@ class Provider:
     # -- response -----------------------------------------------------------
 
     def parser(self, request: HTTPRequest, content_type: str) -> ResponseParser:
-        """Pick the parser for a 2xx response from its content type."""
-        if "html" in content_type:
-            return BodyParser(self._raise_html)
+        """Pick the parser for a 2xx response.
+
+        A stream labelled as one (an event stream, newline-delimited JSON) goes
+        straight to :meth:`stream_parser`; any other label is checked against
+        the body's first bytes (:class:`SniffingParser`), since free providers
+        mislabel both ways.
+        """
         media = content_type.split(";")[0].strip().lower()
+        if request.stream and media in _STREAM_MEDIA_TYPES:
+            return self.stream_parser()
+        return SniffingParser(self, self._labelled_parser(request, media))
+
+    def _labelled_parser(self, request: HTTPRequest, media: str) -> ResponseParser:
+        """The parser the content type alone calls for."""
+        if "html" in media:
+            return BodyParser(self._raise_html)
         whole_json = media in ("application/json", "text/json") or media.endswith("+json")
-        if request.stream and not whole_json:  # event streams, NDJSON, plain text...
+        if request.stream and not whole_json:  # NDJSON, plain text...
             return self.stream_parser()
         return BodyParser(self.parse_body)
 
@@ -252,21 +374,22 @@ class Provider:
         """A fresh parser for an event-stream body."""
         return BodyParser(self.parse_body)
 
-    # -- I/O ------------------------------------------------------------------
+    def error_text(self, body: bytes) -> str:
+        """The server's own explanation in the body of a non-2xx answer.
 
-    def batches(self, request: HTTPRequest, transport: SyncTransport) -> Iterator[list[Delta]]:
-        """The answer's deltas, one list per read: the transport does the I/O.
-
-        Overridden only by providers that must do their own I/O, such as those
-        of the ``g4f`` package (:mod:`langchain_g4f.providers.g4f_package`).
+        The default reads an ``error`` or ``detail`` field of a JSON object
+        (a string, or an object with a ``message``), else the start of the
+        body as text; an HTML page is named as one.
         """
-        return transport.batches(self, request)
-
-    def abatches(
-        self, request: HTTPRequest, transport: AsyncTransport
-    ) -> AsyncIterator[list[Delta]]:
-        """:meth:`batches` on the async transport."""
-        return transport.abatches(self, request)
+        if looks_like_html(body):
+            return "an HTML error page"
+        try:
+            obj = loads(body)
+        except ValueError:
+            obj = None
+        if isinstance(obj, dict) and (obj.get("error") or obj.get("detail")):
+            return error_message(obj.get("error") or obj.get("detail"))
+        return body[:200].decode("utf-8", "replace").strip()
 
     # -- the seed contract ----------------------------------------------------
 
@@ -284,19 +407,28 @@ class Provider:
         """Yield the answer's text pieces, as the g4f provider modules did.
 
         Keyword arguments are those of :meth:`build_request` (``base_url``,
-        ``api_key``, ``temperature``, ...) plus ``transport``, a
-        :class:`~langchain_g4f.transport.SyncTransport` to use instead of a
-        new one.
+        ``api_key``, ``temperature``, ...) plus ``transport``, the
+        :class:`Transport` to use instead of the provider's own or a shared
+        :class:`~langchain_g4f.transport.SyncTransport`.
         """
-        from langchain_g4f.transport import SyncTransport
-
         if stream and not self.supports_stream:
             raise ConfigurationError(
                 "cannot stream; call with stream=False", provider=self.name
             )
-        transport = kwargs.pop("transport", None) or SyncTransport()
+        transport = kwargs.pop("transport", None) or self.transport or _sync_transport()
         request = self.build_request(model, messages, stream=stream, **kwargs)
-        for batch in self.batches(request, transport):
+        for batch in transport.batches(self, request):
             for delta in batch:
                 if delta.text:
                     yield delta.text
+
+
+def _sync_transport() -> Transport:
+    """The seed contract's default transport.
+
+    Imported here, on a call, so that the provider modules never depend on
+    the transport module (the arrows run chat model -> transport -> provider).
+    """
+    from langchain_g4f.transport import SyncTransport
+
+    return SyncTransport()

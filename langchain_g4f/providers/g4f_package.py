@@ -1,9 +1,9 @@
 """Providers of an installed ``g4f`` package, as providers of this package.
 
 g4f's providers do their own I/O (aiohttp, curl_cffi, browser sessions), so they
-cannot be sans-I/O like the others: :class:`G4FPackageProvider` overrides
-``Provider.batches`` / ``abatches`` to run g4f's ``ChatCompletion.create`` /
-``create_async`` instead of a transport. Everything above it is shared:
+cannot be sans-I/O like the others: :class:`G4FPackageProvider` brings its own
+transport, :class:`G4FPackageTransport`, which runs g4f's
+``ChatCompletion.create`` / ``create_async`` instead of sending HTTP. Everything above it is shared:
 ``ChatG4F`` (retries before the first text, stop sequences, emulated tools,
 structured output) and the router (fallback, health, hedging).
 
@@ -51,6 +51,46 @@ def _g4f() -> Any:
     return g4f
 
 
+class G4FPackageTransport:
+    """The I/O of a :class:`G4FPackageProvider`: g4f's ``ChatCompletion``, one
+    batch per piece it yields."""
+
+    def batches(self, provider: Provider, request: HTTPRequest) -> Iterator[list[Delta]]:
+        assert isinstance(provider, G4FPackageProvider)
+        has_text = False
+        try:
+            for piece in _g4f().ChatCompletion.create(**provider.arguments(request)):
+                delta = provider.delta(piece)
+                if delta is not None:
+                    has_text = has_text or bool(delta.text)
+                    yield [delta]
+        except G4FError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - every g4f failure becomes a typed error
+            raise provider.error(exc) from exc
+        if not has_text:
+            raise EmptyResponseError("answered with no text", provider=provider.name)
+
+    async def abatches(
+        self, provider: Provider, request: HTTPRequest
+    ) -> AsyncIterator[list[Delta]]:
+        """:meth:`batches` on g4f's async path (with ``stream=True``, an async generator)."""
+        assert isinstance(provider, G4FPackageProvider)
+        has_text = False
+        try:
+            async for piece in _g4f().ChatCompletion.create_async(**provider.arguments(request)):
+                delta = provider.delta(piece)
+                if delta is not None:
+                    has_text = has_text or bool(delta.text)
+                    yield [delta]
+        except G4FError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - every g4f failure becomes a typed error
+            raise provider.error(exc) from exc
+        if not has_text:
+            raise EmptyResponseError("answered with no text", provider=provider.name)
+
+
 class G4FPackageProvider(Provider):
     """One provider of the installed ``g4f`` package.
 
@@ -59,6 +99,8 @@ class G4FPackageProvider(Provider):
     a class that declares none takes any model. ``name`` defaults to
     ``"g4f:<class name>"``.
     """
+
+    transport = G4FPackageTransport()
 
     def __init__(self, provider: type | str, *, name: str | None = None) -> None:
         g4f = _g4f()
@@ -118,7 +160,7 @@ class G4FPackageProvider(Provider):
 
     # -- the provider's own I/O ----------------------------------------------------
 
-    def _arguments(self, request: HTTPRequest) -> dict[str, Any]:
+    def arguments(self, request: HTTPRequest) -> dict[str, Any]:
         payload = json.loads(request.body)
         arguments = {**payload, "provider": self.g4f_provider, "stream": True}
         if not self.supports_stream:
@@ -126,45 +168,11 @@ class G4FPackageProvider(Provider):
             arguments["ignore_stream"] = True
         return arguments
 
-    def batches(self, request: HTTPRequest, transport: Any = None) -> Iterator[list[Delta]]:
-        """Run the g4f provider (the transport is not used); one batch per piece."""
-        has_text = False
-        try:
-            for piece in _g4f().ChatCompletion.create(**self._arguments(request)):
-                delta = self._delta(piece)
-                if delta is not None:
-                    has_text = has_text or bool(delta.text)
-                    yield [delta]
-        except G4FError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - every g4f failure becomes a typed error
-            raise self._error(exc) from exc
-        if not has_text:
-            raise EmptyResponseError("answered with no text", provider=self.name)
-
-    async def abatches(
-        self, request: HTTPRequest, transport: Any = None
-    ) -> AsyncIterator[list[Delta]]:
-        """:meth:`batches` on g4f's async path (with ``stream=True``, an async generator)."""
-        has_text = False
-        try:
-            async for piece in _g4f().ChatCompletion.create_async(**self._arguments(request)):
-                delta = self._delta(piece)
-                if delta is not None:
-                    has_text = has_text or bool(delta.text)
-                    yield [delta]
-        except G4FError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - every g4f failure becomes a typed error
-            raise self._error(exc) from exc
-        if not has_text:
-            raise EmptyResponseError("answered with no text", provider=self.name)
-
-    def _delta(self, piece: Any) -> Delta | None:
+    def delta(self, piece: Any) -> Delta | None:
         """Text as text, reasoning tokens as reasoning, a finish reason as one;
         g4f's other responses (status lines, titles, sources...) are not text."""
         if isinstance(piece, BaseException):
-            raise self._error(piece)
+            raise self.error(piece)
         if isinstance(piece, str):
             return Delta(text=piece) if piece else None
         token = getattr(piece, "token", None)
@@ -175,7 +183,7 @@ class G4FPackageProvider(Provider):
             return Delta(finish_reason=reason)
         return None
 
-    def _error(self, exc: BaseException) -> ProviderError | ConfigurationError:
+    def error(self, exc: BaseException) -> ProviderError | ConfigurationError:
         """A g4f (or network) exception as this package's typed error."""
         kind = type(exc).__name__
         text = f"{kind}: {exc}" if str(exc) else kind

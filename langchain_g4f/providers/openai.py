@@ -17,11 +17,14 @@ from langchain_core.language_models import ModelProfile
 from langchain_g4f.errors import MalformedResponseError, ProviderResponseError
 from langchain_g4f.profiles import check_profile
 from langchain_g4f.providers.base import (
+    BOM,
     Delta,
     Message,
     Provider,
+    error_message,
     html_error,
     load_json,
+    loads,
     looks_like_html,
 )
 
@@ -42,20 +45,75 @@ def convert_usage(usage: Any) -> dict[str, int] | None:
     }
 
 
-def error_message(error: Any) -> str:
-    """The human text of an ``error`` value, however the server shaped it."""
-    if isinstance(error, dict):
-        return str(error.get("message") or error.get("detail") or error)
-    return str(error)
-
-
 def raise_error_object(provider: str, obj: dict[str, Any]) -> None:
     error = obj.get("error")
     if error:
         code = error.get("code") or error.get("type") if isinstance(error, dict) else None
         raise ProviderResponseError(
-            f"reported an error: {error_message(error)}", provider=provider, code=code
+            f"reported an error: {error_message(error)}",
+            provider=provider,
+            code=code if isinstance(code, (str, int)) else None,
         )
+
+
+def _optional(value: Any, kind: type | tuple[type, ...]) -> bool:
+    return value is None or (isinstance(value, kind) and not isinstance(value, bool))
+
+
+def _valid_tool_call(call: Any, arguments: type | tuple[type, ...]) -> bool:
+    """Whether one OpenAI tool-call fragment has the fields' declared types."""
+    if not isinstance(call, dict):
+        return False
+    function = call.get("function")
+    if not _optional(function, dict):
+        return False
+    return (
+        _optional(call.get("index"), int)
+        and _optional(call.get("id"), str)
+        and _optional(call.get("type"), str)
+        and (
+            function is None
+            or (
+                _optional(function.get("name"), str)
+                and _optional(function.get("arguments"), arguments)
+            )
+        )
+    )
+
+
+def checked_tool_calls(
+    provider: str, value: Any, *, whole: bool = False
+) -> list[dict[str, Any]] | None:
+    """``tool_calls`` as sent, once every fragment is checked; ``None`` for none.
+
+    Streamed fragments carry ``arguments`` as a string; a whole message may
+    also carry them as an object (``whole=True``).
+    """
+    if value is None or value == []:
+        return None
+    arguments = (str, dict) if whole else str
+    if isinstance(value, list) and all(_valid_tool_call(c, arguments) for c in value):
+        return value
+    raise MalformedResponseError(
+        f"sent tool calls of the wrong shape: {_preview(value)}", provider=provider
+    )
+
+
+def _preview(value: Any) -> str:
+    try:
+        return json.dumps(value, ensure_ascii=False)[:120]
+    except (ValueError, RecursionError):
+        return type(value).__name__
+
+
+def _checked_str(provider: str, obj: dict[str, Any], key: str) -> str | None:
+    """``obj[key]`` when it is a string or absent; anything else is malformed."""
+    value = obj.get(key)
+    if value is None or value.__class__ is str:
+        return value
+    raise MalformedResponseError(
+        f"sent a {key!r} that is not a string: {_preview(value)}", provider=provider
+    )
 
 
 def parse_completion(provider: str, data: bytes) -> list[Delta]:
@@ -65,6 +123,11 @@ def parse_completion(provider: str, data: bytes) -> list[Delta]:
         raise MalformedResponseError(
             f"sent JSON that is not an object: {data[:120]!r}", provider=provider
         )
+    return completion_deltas(provider, obj, data)
+
+
+def completion_deltas(provider: str, obj: dict[str, Any], data: bytes) -> list[Delta]:
+    """The deltas of a parsed ``chat.completion`` object (``data`` is its source)."""
     raise_error_object(provider, obj)
     choices = obj.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
@@ -82,57 +145,95 @@ def parse_completion(provider: str, data: bytes) -> list[Delta]:
         Delta(
             reasoning=reasoning_of(message),
             text=content if isinstance(content, str) else "",
-            finish_reason=choice.get("finish_reason"),
+            finish_reason=_checked_str(provider, choice, "finish_reason"),
             usage=convert_usage(obj.get("usage")),
-            model=obj.get("model"),
-            tool_calls=message.get("tool_calls") or None,
+            model=_checked_str(provider, obj, "model"),
+            tool_calls=checked_tool_calls(provider, message.get("tool_calls"), whole=True),
         )
     ]
+
+
+class LineSplitter:
+    """Splits bytes fed in arbitrary slices into lines, in linear time.
+
+    A line ends at LF, CR or CRLF (as the server-sent-events specification
+    allows), even when a CRLF pair is split between two slices. The pieces of
+    an unfinished line are kept as they came and joined once, when the line
+    ends: one very long line arriving in many reads is copied once, not once
+    per read. ``copied`` counts the bytes joined so.
+    """
+
+    __slots__ = ("_pieces", "_after_cr", "copied")
+
+    def __init__(self) -> None:
+        self._pieces: list[bytes] = []
+        self._after_cr = False
+        self.copied = 0
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """The lines ``data`` completes, without their line ends."""
+        if self._after_cr:
+            self._after_cr = False
+            if data[:1] == b"\n":
+                data = data[1:]
+        if b"\n" not in data and b"\r" not in data:
+            if data:
+                self._pieces.append(data)
+            return []
+        if self._pieces:
+            self._pieces.append(data)
+            data = b"".join(self._pieces)
+            self.copied += len(data)
+            self._pieces.clear()
+        lines = data.splitlines()
+        last = data[-1:]
+        if last == b"\r":
+            self._after_cr = True
+        elif last != b"\n":
+            self._pieces.append(lines.pop())
+        return lines
+
+    def rest(self) -> bytes:
+        """The unfinished last line, once the input has ended."""
+        rest = b"".join(self._pieces)
+        self._pieces.clear()
+        return rest
 
 
 class SSEParser:
     """Parses an OpenAI server-sent-event stream fed in arbitrary byte slices.
 
     Each ``data:`` line carries one JSON chunk (``data:`` with or without the
-    space); blank lines, comments (``:``) and other fields are skipped;
-    ``data: [DONE]`` ends the stream. Lines are split on bytes and decoded as a
-    whole, so a multi-byte character split between two reads arrives intact.
-    Lines that are not server-sent events at all (a plain JSON error, an HTML
-    page, a bare text line) are never dropped silently: they raise, or, if
-    nothing else came, are reported when the body ends.
+    space); blank lines, comments (``:``) and other fields are skipped; a byte
+    order mark before the first line is skipped; ``data: [DONE]`` ends the
+    stream, and nothing after it is read. Lines are split on bytes and decoded
+    as a whole, so a multi-byte character split between two reads arrives
+    intact. Lines that are not server-sent events at all (a plain JSON error,
+    an HTML page, a bare text line) are never dropped silently: they raise, or,
+    if nothing else came, are reported when the body ends.
     """
 
-    __slots__ = ("provider", "_buffer", "_done", "_finished", "_stray")
+    __slots__ = ("provider", "lines", "_started", "done", "_finished", "_stray")
 
     def __init__(self, provider: str) -> None:
         self.provider = provider
-        self._buffer = b""
-        self._done = False
+        self.lines = LineSplitter()
+        self._started = False
+        #: ``data: [DONE]`` has arrived: the rest of the body is not read.
+        self.done = False
         self._finished = False
         self._stray: list[bytes] = []
 
     def feed(self, data: bytes) -> list[Delta]:
-        if self._buffer:
-            data = self._buffer + data
-        lines = data.split(b"\n")
-        self._buffer = lines.pop()
-        out: list[Delta] = []
-        for line in lines:
-            if line.startswith(b"data:"):
-                self._data(line[5:], out)
-            elif line and line != b"\r" and not line.startswith(b":"):
-                self._other(line, out)
-        return out
+        if self.done:
+            return []
+        return self._lines(self.lines.feed(data))
 
     def close(self) -> list[Delta]:
-        out: list[Delta] = []
-        if self._buffer.strip():
-            line, self._buffer = self._buffer, b""
-            if line.startswith(b"data:"):
-                self._data(line[5:], out)
-            else:
-                self._other(line, out)
-        if not self._done and not self._finished:
+        if self.done:
+            return []
+        out = self._lines([self.lines.rest()])
+        if not self.done and not self._finished:
             if self._stray:
                 text = b"\n".join(self._stray)[:300].decode("utf-8", "replace")
                 raise ProviderResponseError(
@@ -145,16 +246,30 @@ class SSEParser:
             )
         return out
 
+    def _lines(self, lines: list[bytes]) -> list[Delta]:
+        if not self._started and lines:
+            self._started = True
+            lines[0] = lines[0].removeprefix(BOM)
+        out: list[Delta] = []
+        for line in lines:
+            if line.startswith(b"data:"):
+                self._data(line[5:], out)
+                if self.done:
+                    break
+            elif line and not line.startswith(b":"):
+                self._other(line, out)
+        return out
+
     def _data(self, payload: bytes, out: list[Delta]) -> None:
         payload = payload.strip()
         if payload == b"[DONE]":
-            self._done = True
+            self.done = True
             return
         if not payload:
             return
         try:
-            obj = json.loads(payload)
-        except (ValueError, UnicodeDecodeError):
+            obj = loads(payload)
+        except ValueError:
             raise MalformedResponseError(
                 f"sent an event that is not valid JSON: {payload[:120]!r}",
                 provider=self.provider,
@@ -188,6 +303,7 @@ class SSEParser:
                 if content:
                     out.append(Delta(content))
                 return
+            finish = _checked_str(self.provider, choice, "finish_reason")
             if finish:
                 self._finished = True
             out.append(
@@ -196,8 +312,8 @@ class SSEParser:
                     text=content or "",
                     finish_reason=finish,
                     usage=convert_usage(usage),
-                    model=obj.get("model"),
-                    tool_calls=tool_calls or None,
+                    model=_checked_str(self.provider, obj, "model"),
+                    tool_calls=checked_tool_calls(self.provider, tool_calls),
                 )
             )
             return
@@ -208,27 +324,27 @@ class SSEParser:
 
     def _not_a_chunk(self, obj: Any) -> MalformedResponseError:
         return MalformedResponseError(
-            f"sent an event that is not a chat.completion.chunk: {str(obj)[:120]}",
+            f"sent an event that is not a chat.completion.chunk: {_preview(obj)}",
             provider=self.provider,
         )
 
     def _other(self, line: bytes, out: list[Delta]) -> None:
         """A line that is not a ``data:`` field."""
         line = line.strip()
-        if line.startswith((b"event:", b"id:", b"retry:")):
+        if not line or line.startswith((b"event:", b"id:", b"retry:")):
             return
         if looks_like_html(line):
             raise html_error(self.provider, line)
         if line.startswith(b"{"):
             # A server that ignored "stream": a plain JSON object on the wire.
             try:
-                obj = json.loads(line)
+                obj = loads(line)
             except ValueError:
                 obj = None
             if isinstance(obj, dict):
                 raise_error_object(self.provider, obj)
                 if "choices" in obj:
-                    out.extend(parse_completion(self.provider, line))
+                    out.extend(completion_deltas(self.provider, obj, line))
                     self._finished = True
                     return
         if len(self._stray) < 8:

@@ -28,7 +28,8 @@ instructions arrive as system-message text on any route (for Aichat inside the f
 prompt), native ones as ``tools``/``tool_choice``/``response_format`` on the "openai" route,
 which then answers with OpenAI ``tool_calls``. Without them the answer is :func:`reply_for`.
 
-Standard library only; works on Python 3.10+.
+Standard library only (besides the continuation instruction it recognises); works on
+Python 3.10+.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from socketserver import TCPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
+
+from langchain_g4f.continuation import CONTINUE_INSTRUCTION
 
 __all__ = [
     "FAULTS",
@@ -97,8 +100,12 @@ _MODELS: dict[str, tuple[str, ...] | None] = {
 }
 
 _DEFAULT_DELAY = {"hang": 30.0, "stall": 30.0, "slow": 0.05}
-_OPTIONS = ("retry_after", "delay", "after_chunks")
-_NO_OPTIONS: dict[str, Any] = {"retry_after": 1, "delay": 0.0, "after_chunks": 2}
+_OPTIONS = ("retry_after", "delay", "after_chunks", "after_chars")
+_NO_OPTIONS: dict[str, Any] = {
+    "retry_after": 1, "delay": 0.0, "after_chunks": 2, "after_chars": None
+}
+#: Faults that end a stream early, after some text.
+_BREAKS = ("stall", "reset", "error_event", "truncated_json")
 
 _PIECE_RE = re.compile(r"\S+\s*|\s+")
 _ROLE_LINE_RE = re.compile(r"(system|user|assistant|function|tool)\s*:", re.IGNORECASE)
@@ -684,6 +691,20 @@ def _aichat_conversation(prompt: str) -> list[dict]:
     return conversation + _aichat_messages(prompt)
 
 
+def _continued(messages: list) -> str | None:
+    """The partial answer a continuation request continues; None for another request."""
+    if len(messages) < 2:
+        return None
+    ask, partial = messages[-1], messages[-2]
+    if not (isinstance(ask, dict) and isinstance(partial, dict)):
+        return None
+    if ask.get("role") != "user" or partial.get("role") != "assistant":
+        return None
+    if _text_of(ask.get("content")).strip() != CONTINUE_INSTRUCTION:
+        return None
+    return _text_of(partial.get("content"))
+
+
 def _split_arguments(arguments: str) -> list[str]:
     """A tool call's arguments JSON in 2 or 3 pieces (3 from 3 characters on)."""
     count = 3 if len(arguments) >= 3 else max(1, len(arguments))
@@ -769,6 +790,27 @@ class _Encoder:
     def frame(self, piece: str, first: bool = False) -> bytes:
         head, tail = self.first if first else self.rest
         return _frame(head + json.dumps(piece, ensure_ascii=False).encode("utf-8") + tail)
+
+    def torn(self, piece: str) -> bytes:
+        """The start of the event that would carry ``piece``, cut after the first byte of
+        its first character (inside it, when that character is multi-byte)."""
+        head, tail = self.rest
+        data = head + json.dumps(piece, ensure_ascii=False).encode("utf-8") + tail
+        cut = len(head) + 2  # the opening quote and the character's first byte
+        return b"%x\r\n%b" % (len(data), data[:cut])
+
+
+def _cut(pieces: list[str], chars: int) -> tuple[list[str], list[str]]:
+    """The pieces holding the first ``chars`` characters, and those after them (a piece
+    across the cut is split in two)."""
+    used = 0
+    for index, piece in enumerate(pieces):
+        if used + len(piece) > chars:
+            split = chars - used
+            head, tail = piece[:split], piece[split:]
+            return pieces[:index] + ([head] if head else []), [tail, *pieces[index + 1 :]]
+        used += len(piece)
+    return list(pieces), []
 
 
 @functools.lru_cache(maxsize=64)
@@ -1101,9 +1143,14 @@ class _Handler(BaseHTTPRequestHandler):
             delta = {"role": "assistant", "content": None, "reasoning_content": piece}
             write(_frame(b"data: " + _dumps(_chunk(model, delta, None)) + b"\n\n"))
         encoder = _encoder(model)
-        limit = len(pieces)
-        if fault in ("stall", "reset", "error_event", "truncated_json"):
-            limit = min(limit, max(0, opts["after_chunks"]))
+        limit, torn = len(pieces), b""
+        if fault in _BREAKS:
+            if opts["after_chars"] is not None:
+                pieces, rest = _cut(pieces, opts["after_chars"])
+                torn = encoder.torn(rest[0]) if rest and fault in ("reset", "stall") else b""
+                limit = len(pieces)
+            else:
+                limit = min(limit, max(0, opts["after_chunks"]))
         delay = opts["delay"] if fault == "slow" else 0.0
         batch = benchmark and fault is None
         cache: dict[str, bytes] = {}
@@ -1130,6 +1177,8 @@ class _Handler(BaseHTTPRequestHandler):
                 write(frame)
         if buffer:
             write(b"".join(buffer))
+        if torn:
+            write(torn)
         self._stream_end(
             model,
             finish,
@@ -1364,6 +1413,7 @@ class Replica:
         self._lock = threading.Lock()
         self._faults: dict[str, list] = {}
         self._replies: dict[str | None, list[str]] = {}
+        self._repeat: dict[str | None, int] = {}
         self._stream_size: tuple[int, str] | None = None
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -1475,7 +1525,10 @@ class Replica:
         ``times``: only the next N requests of that provider, then normal answers.
         Options: ``retry_after`` (rate_limit, default 1), ``delay`` (seconds; hang and stall
         default 30, slow default 0.05), ``after_chunks`` (stall, reset, error_event,
-        truncated_json: text chunks sent first, default 2).
+        truncated_json: text chunks sent first, default 2), ``after_chars`` (the same
+        faults on a streamed text answer: characters of text sent first, instead of
+        ``after_chunks``; a ``reset`` or a ``stall`` then also sends the start of the
+        next event, cut inside its first character's UTF-8 bytes).
         """
         name = self._name(provider)
         unknown = sorted(set(options) - set(_OPTIONS))
@@ -1490,10 +1543,12 @@ class Replica:
                 self._faults.pop(name, None)
             self._repoint()
             return
+        after_chars = options.get("after_chars")
         opts = {
             "retry_after": options.get("retry_after", 1),
             "delay": float(options.get("delay", _DEFAULT_DELAY.get(fault, 0.0))),
             "after_chunks": int(options.get("after_chunks", 2)),
+            "after_chars": None if after_chars is None else max(0, int(after_chars)),
         }
         with self._lock:
             self._faults[name] = [fault, times, opts]
@@ -1531,6 +1586,25 @@ class Replica:
             else:
                 self._replies.pop(key, None)
 
+    def set_repeat_tail(self, provider: str | None, chars: int) -> None:
+        """Make a provider's continuations (``None``: every provider's) start by repeating
+        the last ``chars`` characters of the partial answer, as models often do; 0 ends it.
+
+        A continuation is a request whose last message is the user message
+        :data:`~langchain_g4f.continuation.CONTINUE_INSTRUCTION` after an assistant
+        message holding a partial answer. Its answer is the rest of the answer the
+        replica gives to the conversation before those two messages, after the
+        partial text.
+        """
+        if chars < 0:
+            raise ValueError("chars must be >= 0")
+        key = None if provider is None else self._name(provider)
+        with self._lock:
+            if chars:
+                self._repeat[key] = chars
+            else:
+                self._repeat.pop(key, None)
+
     def set_stream_size(self, n_chunks: int | None, chunk_text: str = "tok ") -> None:
         """Benchmark mode: every answer is ``n_chunks`` pieces of ``chunk_text``; None ends it."""
         if n_chunks is not None and n_chunks < 0:
@@ -1539,10 +1613,11 @@ class Replica:
             self._stream_size = None if n_chunks is None else (int(n_chunks), chunk_text)
 
     def reset(self) -> None:
-        """Clear faults, scripted replies, benchmark mode and the request log."""
+        """Clear faults, scripted replies, repeated tails, benchmark mode and the request log."""
         with self._lock:
             self._faults.clear()
             self._replies.clear()
+            self._repeat.clear()
             self._stream_size = None
             self.requests.clear()
         self._repoint()
@@ -1565,8 +1640,12 @@ class Replica:
     ) -> tuple[list[str], bool, dict | None]:
         """A request's answer: text pieces, whether benchmark mode made them, a native call.
 
-        A script (``set_reply``) wins, then benchmark mode, then :func:`respond`.
+        A script (``set_reply``) wins, then benchmark mode, then :func:`respond`. A
+        continuation gets the rest of the answer to the conversation it continues.
         """
+        partial = _continued(messages)
+        if partial is not None:
+            return self._continuation(name, messages[:-2], body, partial)
         with self._lock:
             scripted = self._replies.get(name, self._replies.get(None))
             size = self._stream_size
@@ -1578,6 +1657,23 @@ class Replica:
         if "tool_call" in answer:
             return [], False, answer["tool_call"]
         return _PIECE_RE.findall(answer["text"]), False, None
+
+    def _continuation(
+        self, name: str, messages: list, body: dict | None, partial: str
+    ) -> tuple[list[str], bool, dict | None]:
+        """The rest of the answer to ``messages`` after ``partial``, with the configured
+        repeat of the partial's tail in front."""
+        pieces, benchmark, call = self._answer(name, messages, body)
+        if call is not None:
+            return pieces, benchmark, call
+        answer = "".join(pieces)
+        done = 0
+        while done < min(len(answer), len(partial)) and answer[done] == partial[done]:
+            done += 1
+        with self._lock:
+            repeat = self._repeat.get(name, self._repeat.get(None, 0))
+        tail = partial[len(partial) - min(repeat, len(partial)) :]
+        return _PIECE_RE.findall(tail) + _cut(pieces, done)[1], benchmark, None
 
     def _log(
         self, method: str, provider: str | None, path: str, headers: Any, body: Any, query: str

@@ -5,7 +5,11 @@ Nothing here opens a socket (pytest-socket would refuse it anyway).
 
 from __future__ import annotations
 
+import ast
 import json
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,7 +34,7 @@ from langchain_g4f.providers import (
     Provider,
     SSEParser,
 )
-from langchain_g4f.providers.base import BodyParser, HTTPRequest
+from langchain_g4f.providers.base import HTTPRequest
 from langchain_g4f.providers.openai import parse_completion
 
 MESSAGES = [
@@ -559,17 +563,38 @@ def request_for(provider: Provider, *, stream: bool) -> HTTPRequest:
 
 @pytest.mark.parametrize("stream", [True, False])
 @pytest.mark.parametrize("content_type", ["text/html", "text/html; charset=utf-8"])
-def test_parser_picks_html_parser(stream: bool, content_type: str) -> None:
+def test_parser_refuses_an_html_page(stream: bool, content_type: str) -> None:
     parser = Mishalsgpt.parser(request_for(Mishalsgpt, stream=stream), content_type)
-    # Even a valid completion is refused when the server calls it HTML.
-    assert parser.feed(completion("Hi")) == []
     with pytest.raises(HTMLResponseError):
-        parser.close()
+        run(parser, *byte_by_byte(HTML))
 
 
-@pytest.mark.parametrize(
-    "content_type", ["text/event-stream", "text/event-stream; charset=utf-8", ""]
-)
+@pytest.mark.parametrize("stream", [True, False])
+@pytest.mark.parametrize("content_type", ["text/html", "text/plain", ""])
+def test_json_answer_under_another_label_is_read_as_json(stream: bool, content_type: str) -> None:
+    parser = Mishalsgpt.parser(request_for(Mishalsgpt, stream=stream), content_type)
+    assert text(run(parser, *byte_by_byte(b"\n " + completion("Hi")))) == "Hi"
+
+
+@pytest.mark.parametrize("prefix", [b"", b"\xef\xbb\xbf", b"\r\n  ", b"\xef\xbb\xbf\n"])
+@pytest.mark.parametrize("content_type", ["application/json", "text/html; charset=utf-8", ""])
+@pytest.mark.parametrize("split", [False, True])
+def test_event_stream_under_another_label_is_read_as_events(
+    prefix: bytes, content_type: str, split: bool
+) -> None:
+    parser = Mishalsgpt.parser(request_for(Mishalsgpt, stream=True), content_type)
+    body = prefix + FULL_STREAM
+    pieces = byte_by_byte(body) if split else [body]
+    assert text(run(parser, *pieces)) == "Hello wörld"
+
+
+def test_text_body_under_json_label_is_still_malformed() -> None:
+    parser = Mishalsgpt.parser(request_for(Mishalsgpt, stream=False), "application/json")
+    with pytest.raises(MalformedResponseError):
+        run(parser, b"Internal error")
+
+
+@pytest.mark.parametrize("content_type", ["text/event-stream", "text/event-stream; charset=utf-8"])
 def test_parser_picks_sse_parser_for_a_streaming_request(content_type: str) -> None:
     parser = Mishalsgpt.parser(request_for(Mishalsgpt, stream=True), content_type)
     assert isinstance(parser, SSEParser)
@@ -577,15 +602,15 @@ def test_parser_picks_sse_parser_for_a_streaming_request(content_type: str) -> N
 
 
 @pytest.mark.parametrize("stream", [True, False])
-def test_parser_picks_body_parser_for_json(stream: bool) -> None:
+def test_parser_reads_a_json_body(stream: bool) -> None:
     parser = Mishalsgpt.parser(request_for(Mishalsgpt, stream=stream), "application/json")
-    assert isinstance(parser, BodyParser)
     assert text(run(parser, *byte_by_byte(completion("Hi")))) == "Hi"
 
 
 def test_parser_for_non_streaming_request_reads_a_body() -> None:
     parser = Mishalsgpt.parser(request_for(Mishalsgpt, stream=False), "text/plain")
-    assert isinstance(parser, BodyParser)
+    with pytest.raises(MalformedResponseError, match="not valid JSON"):
+        run(parser, b"Hi")
 
 
 def test_parser_for_aichat_stream_call_reads_a_body() -> None:
@@ -1012,3 +1037,239 @@ def test_stop_scanner_matches_a_plain_cut(size: int) -> None:
     scanner = StopScanner(["\n\nQuestion:", "\n\nQ:"])
     emitted = "".join(scanner.push(p) for p in pieces) + scanner.flush()
     assert emitted == "The answer is 4."
+
+
+# --------------------------------------------------------------------------- event streams as sent
+
+
+@pytest.mark.parametrize(
+    "after",
+    [event(chunk(" more")), b"not an event\n", b"data: {broken\n\n", HTML, event({"error": "late"})],
+)
+@pytest.mark.parametrize("split", [False, True])
+def test_sse_nothing_after_done_is_read(after: bytes, split: bool) -> None:
+    body = FULL_STREAM + after
+    pieces = byte_by_byte(body) if split else [FULL_STREAM, after]
+    assert text(run(sse_parser(), *pieces)) == "Hello wörld"
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_sse_byte_order_mark_before_the_first_event_is_skipped(split: bool) -> None:
+    body = b"\xef\xbb\xbf" + event(chunk("first")) + event(chunk(" second", finish="stop"))
+    pieces = byte_by_byte(body) if split else [body]
+    assert text(run(sse_parser(), *pieces)) == "first second"
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_sse_bare_cr_line_endings(split: bool) -> None:
+    body = FULL_STREAM.replace(b"\n", b"\r")
+    pieces = byte_by_byte(body) if split else [body]
+    assert text(run(sse_parser(), *pieces)) == "Hello wörld"
+
+
+def test_sse_mixed_line_endings_make_no_extra_lines() -> None:
+    body = event(chunk("a")).replace(b"\n\n", b"\r\n\r") + b"\n" + event(chunk("b", finish="stop"))
+    assert text(run(sse_parser(), *byte_by_byte(body))) == "ab"
+
+
+def test_sse_one_large_event_in_many_reads_is_copied_once() -> None:
+    big = "x" * 2_000_000
+    body = event(chunk(big)) + b"data: [DONE]\n\n"
+    parser = sse_parser()
+    reads = [body[i : i + 1000] for i in range(0, len(body), 1000)]
+    assert text(run(parser, *reads)) == big
+    # Joined once when the line ends, not once per read (that would be ~2,000x).
+    assert parser.lines.copied <= 2 * len(body)
+
+
+DEEP = b"[" * 100_000
+
+
+@pytest.mark.parametrize(
+    "body", [DEEP, b'{"choices": ' + DEEP, b'{"error": ' + b"[" * 900 + b"]" * 900 + b"}"]
+)
+def test_deeply_nested_json_body_is_malformed(body: bytes) -> None:
+    with pytest.raises((MalformedResponseError, ProviderResponseError)) as info:
+        parse_completion("Mishalsgpt", body)
+    assert info.value.provider == "Mishalsgpt"
+
+
+@pytest.mark.parametrize("line", [b"data: " + DEEP, DEEP, b"{" + b'"a":[' * 50_000])
+def test_deeply_nested_json_event_is_malformed(line: bytes) -> None:
+    with pytest.raises((MalformedResponseError, ProviderResponseError)) as info:
+        run(sse_parser(), line + b"\n\n")
+    assert info.value.provider == "Lockchat"
+
+
+def test_deeply_nested_aichat_body_is_malformed() -> None:
+    with pytest.raises(MalformedResponseError):
+        Aichat.parse_body(DEEP)
+
+
+@pytest.mark.parametrize("body", [DEEP, b'{"error": ' + DEEP + b"}", b"[" * 900 + b"]" * 900])
+def test_error_text_of_a_deeply_nested_body(body: bytes) -> None:
+    assert isinstance(Mishalsgpt.error_text(body), str)
+
+
+BAD_TOOL_CALLS = [
+    True,
+    [1],
+    [None],
+    [{"index": [], "function": {"name": "f", "arguments": ""}}],
+    [{"index": 0, "function": None, "id": 5}],
+    [{"index": 0, "function": {"name": 5}}],
+    [{"index": 0, "function": {"name": "f", "arguments": 3}}],
+    [{"index": 0, "function": "f"}],
+    {"index": 0},
+    "calls",
+]
+
+
+def tool_chunk(tool_calls: Any, **extra: Any) -> dict[str, Any]:
+    return {
+        "model": "gpt-4",
+        "choices": [{"index": 0, "delta": {"tool_calls": tool_calls}, "finish_reason": None}],
+        **extra,
+    }
+
+
+@pytest.mark.parametrize("tool_calls", BAD_TOOL_CALLS)
+def test_sse_tool_calls_of_the_wrong_type_are_malformed(tool_calls: Any) -> None:
+    with pytest.raises(MalformedResponseError) as info:
+        run(sse_parser(), event(tool_chunk(tool_calls)))
+    assert info.value.provider == "Lockchat"
+
+
+@pytest.mark.parametrize("tool_calls", BAD_TOOL_CALLS)
+def test_completion_tool_calls_of_the_wrong_type_are_malformed(tool_calls: Any) -> None:
+    body = json.dumps(
+        {"choices": [{"message": {"content": None, "tool_calls": tool_calls}, "finish_reason": "tool_calls"}]}
+    ).encode()
+    with pytest.raises(MalformedResponseError) as info:
+        parse_completion("Mishalsgpt", body)
+    assert info.value.provider == "Mishalsgpt"
+
+
+@pytest.mark.parametrize("finish", [[], 5, {"a": 1}, True])
+def test_finish_reason_of_the_wrong_type_is_malformed(finish: Any) -> None:
+    with pytest.raises(MalformedResponseError):
+        run(sse_parser(), event({"choices": [{"delta": {"content": "x"}, "finish_reason": finish}]}))
+    body = json.dumps({"choices": [{"message": {"content": "x"}, "finish_reason": finish}]})
+    with pytest.raises(MalformedResponseError):
+        parse_completion("Mishalsgpt", body.encode())
+
+
+@pytest.mark.parametrize("model", [[], 5, {"a": 1}])
+def test_model_of_the_wrong_type_is_malformed(model: Any) -> None:
+    with pytest.raises(MalformedResponseError):
+        run(sse_parser(), event({"model": model, "choices": [{"delta": {}, "finish_reason": "stop"}]}))
+
+
+def test_good_tool_calls_keep_their_shape() -> None:
+    calls = [{"index": 0, "id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]
+    deltas = run(sse_parser(), event(tool_chunk(calls)), event(chunk(None, finish="tool_calls")))
+    assert deltas[0].tool_calls == calls
+    whole = [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": {"a": 1}}}]
+    body = json.dumps({"choices": [{"message": {"tool_calls": whole}, "finish_reason": "tool_calls"}]})
+    assert parse_completion("Mishalsgpt", body.encode())[0].tool_calls == whole
+
+
+# --------------------------------------------------------------------------- layering
+
+PACKAGE = Path(__file__).resolve().parents[2] / "langchain_g4f"
+PROVIDER_MODULES = sorted(
+    f"langchain_g4f.providers.{p.stem}" for p in (PACKAGE / "providers").glob("*.py")
+    if p.stem != "__init__"
+)
+
+
+def imported_modules(path: Path, *, module_level: bool) -> set[str]:
+    """The ``langchain_g4f`` modules (and names) a source file imports.
+
+    ``module_level`` leaves out imports inside functions, which run only when
+    called; ``if TYPE_CHECKING:`` blocks count, as they name a dependency.
+    """
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        for child in ast.iter_child_nodes(node):
+            if module_level and isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            if isinstance(child, ast.ImportFrom) and (child.module or "").startswith("langchain_g4f"):
+                found.add(child.module)
+                found.update(f"{child.module}.{alias.name}" for alias in child.names)
+            elif isinstance(child, ast.Import):
+                found.update(a.name for a in child.names if a.name.startswith("langchain_g4f"))
+            visit(child)
+
+    visit(ast.parse(path.read_text()))
+    return found
+
+
+def test_transport_imports_only_the_provider_contract() -> None:
+    imports = imported_modules(PACKAGE / "transport.py", module_level=False)
+    providers_imported = {m for m in imports if m.startswith("langchain_g4f.providers.")}
+    assert providers_imported <= {"langchain_g4f.providers.base"} | {
+        f"langchain_g4f.providers.base.{name}" for name in ("Delta", "HTTPRequest", "Provider")
+    }
+
+
+@pytest.mark.parametrize("module", PROVIDER_MODULES)
+def test_providers_do_not_import_transports_or_chat_models(module: str) -> None:
+    path = PACKAGE / "providers" / (module.rsplit(".", 1)[1] + ".py")
+    upward = ("langchain_g4f.transport", "langchain_g4f.chat_models", "langchain_g4f.router")
+    assert not {m for m in imported_modules(path, module_level=True) if m.startswith(upward)}
+
+
+@pytest.mark.parametrize(
+    "module", [*PROVIDER_MODULES, "langchain_g4f.transport", "langchain_g4f.chat_models"]
+)
+def test_each_module_imports_alone_and_providers_load_no_transport(module: str) -> None:
+    code = (
+        f"import sys, {module}\n"
+        "print('langchain_g4f.transport' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    loads_transport = result.stdout.strip() == "True"
+    assert loads_transport is (not module.startswith("langchain_g4f.providers."))
+
+
+def test_emulated_tool_call_text_nested_too_deeply_is_plain_text() -> None:
+    from langchain_g4f.tools import parse_tool_calls
+
+    text = 'Sure: {"tool_calls": ' + "[" * 100_000
+    assert parse_tool_calls(text, {"f"}) is None
+    nested_args = '{"name": "f", "arguments": "' + "[" * 100_000 + '"}'
+    assert parse_tool_calls(nested_args, {"f"}) is None
+
+
+class PlainTextParser:
+    """A stream that is its text, as some custom providers send."""
+
+    def feed(self, data: bytes) -> list[Delta]:
+        return [Delta(text=data.decode())] if data else []
+
+    def close(self) -> list[Delta]:
+        return [Delta(finish_reason="stop")]
+
+
+class PlainText(Provider):
+    name = "PlainText"
+    model = ["m"]
+    supports_stream = True
+
+    def build_payload(self, model: str, messages: Any, **options: Any) -> dict[str, Any]:
+        return {}
+
+    def stream_parser(self) -> PlainTextParser:
+        return PlainTextParser()
+
+
+@pytest.mark.parametrize("body", [b"d", b"da", b"data", b" \n", b"<p>"])
+def test_a_short_body_decided_at_its_end_keeps_its_deltas(body: bytes) -> None:
+    provider = PlainText()
+    parser = provider.parser(provider.build_request("m", MESSAGES, stream=True), "text/plain")
+    assert text(run(parser, *byte_by_byte(body))) == body.decode("utf-8", "replace")

@@ -212,7 +212,7 @@ AFTER_TEXT = {
 @pytest.mark.parametrize("fault", list(AFTER_TEXT))
 async def test_fault_after_text_raises_interrupted(replica: Replica, fault: str, mode: str) -> None:
     replica.set_fault("Mishalsgpt", fault, after_chunks=2)
-    router = router_of(replica, "Mishalsgpt", "Lockchat", timeout=3.0)
+    router = router_of(replica, "Mishalsgpt", "Lockchat", timeout=3.0, on_interrupt="raise")
     prompt = f"break {fault}"
     pieces: list[str] = []
     start = time.monotonic()
