@@ -68,6 +68,10 @@ def redact_url(url: str) -> str:
         parts = urlsplit(url)
     except ValueError:
         return _redact_loosely(url)
+    if not parts.netloc and "@" in url.split("/", 1)[0]:
+        # No ``//``: ``user:pass@host:port`` reads as a scheme and a path.
+        head, slash, rest = url.partition("/")
+        return _redact_loosely(f"{REDACTED}@{head.rpartition('@')[2]}{slash}{rest}")
     redacted = parts._replace(
         netloc=_redact_netloc(parts.netloc),
         query=_redact_params(parts.query),

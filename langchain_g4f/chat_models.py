@@ -29,16 +29,29 @@ from langchain_core.messages import (
     ToolMessage,
 )
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from langchain_core.utils import secret_from_env
-from pydantic import ConfigDict, Field, SecretStr
+from pydantic import ConfigDict, Field, SecretStr, field_serializer, field_validator
 
 from langchain_g4f import content as blocks
 from langchain_g4f import profiles
 from langchain_g4f import providers as registry
 from langchain_g4f import reasoning as thinking
 from langchain_g4f import tools as tool_calling
+from langchain_g4f._config import (
+    check_call_values,
+    check_env_key_destination,
+    check_proxy_url,
+    env_api_key,
+    init_model,
+)
+from langchain_g4f._redact import redact_url
 from langchain_g4f.errors import ConfigurationError, ProviderError
-from langchain_g4f.providers.base import Delta, HTTPRequest, Message, Provider
+from langchain_g4f.providers.base import (
+    Delta,
+    HTTPRequest,
+    Message,
+    Provider,
+    check_http_url,
+)
 from langchain_g4f.retry import backoff_delay
 from langchain_g4f.transport import (
     DEFAULT_MAX_RESPONSE_BYTES,
@@ -442,7 +455,11 @@ class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
 
     Setup:
         Install ``langchain-g4f-router``. The seed providers need no key; an endpoint
-        that does takes ``api_key`` (or the ``G4F_API_KEY`` environment variable).
+        that does takes ``api_key``, or reads it from the environment:
+        ``G4F_<PROVIDER>_API_KEY`` (or the provider's own ``api_key_env``) for
+        that provider, ``G4F_API_KEY`` for every provider that needs a key. A key
+        from the environment never goes over plain ``http://`` to another host;
+        one passed as ``api_key`` goes where you send it.
 
         .. code-block:: bash
 
@@ -464,6 +481,8 @@ class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
     Key init args — client params:
         base_url: str | None
             Replaces the provider's URL: any server that speaks its protocol.
+            A query string in it stays after the path. Credentials in it
+            (``user:pass@``, ``?key=...``) never show in reprs, dumps or traces.
         api_key: SecretStr | None
             Sent as ``Authorization: Bearer``; never logged or recorded.
         timeout: float | None
@@ -583,16 +602,14 @@ class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
     model_name: str | None = Field(default=None, alias="model")
     """Model name; defaults to the provider's first model."""
     base_url: str | None = None
-    """Replaces the provider's URL."""
-    api_key: SecretStr | None = Field(
-        default_factory=secret_from_env("G4F_API_KEY", default=None)
-    )
-    """Bearer token for endpoints that want one."""
-    timeout: float | None = 60.0
+    """Replaces the provider's URL (an absolute ``http(s)://`` URL)."""
+    api_key: SecretStr | None = None
+    """Bearer token; when not passed, read from the environment (see Setup)."""
+    timeout: float | None = Field(default=60.0, gt=0)
     """Seconds to connect and to wait for each read; ``None`` waits forever."""
     max_retries: int = Field(default=2, ge=0)
     """Retries of errors that can heal (timeouts, 429, 5xx), before any text."""
-    temperature: float | None = None
+    temperature: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     max_tokens: int | None = Field(default=None, ge=1)
     stop: list[str] | str | None = Field(default=None, alias="stop_sequences")
     streaming: bool = False
@@ -605,8 +622,28 @@ class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
     """Extra fields merged into every request body."""
 
+    @field_validator("base_url")
+    @classmethod
+    def _absolute_url(cls, url: str | None) -> str | None:
+        return None if url is None else check_http_url(url)
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy_url(cls, url: str | None) -> str | None:
+        return None if url is None else check_proxy_url(url)
+
+    @field_serializer("base_url", "proxy")
+    def _redacted_url(self, url: str | None) -> str | None:
+        return None if url is None else redact_url(url)
+
+    def __repr_args__(self) -> Any:
+        for name, value in super().__repr_args__():
+            if name in ("base_url", "proxy") and isinstance(value, str):
+                value = redact_url(value)
+            yield name, value
+
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        init_model(super().__init__, type(self), kwargs)
         # Resolved here rather than in a validator, so the typed errors reach
         # the caller as they are (pydantic would wrap them).
         provider = self.provider
@@ -622,6 +659,12 @@ class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
                 )
             self.model_name = self._provider.model[0]
         self._provider.check_model(self.model_name)
+        #: The environment variable the key came from; ``None``: passed or none.
+        self._key_env: str | None = None
+        if "api_key" not in kwargs and (found := env_api_key(self._provider)):
+            self._key_env, key = found
+            self.api_key = SecretStr(key)
+        self._check_key_destination()
         self._sync: SyncTransport | None = None
         self._async: AsyncTransport | None = None
 
@@ -633,7 +676,7 @@ class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
 
     @property
     def lc_secrets(self) -> dict[str, str]:
-        return {"api_key": "G4F_API_KEY"}
+        return {"api_key": self._key_env or "G4F_API_KEY"}
 
     @property
     def provider_name(self) -> str:
@@ -644,7 +687,7 @@ class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
         return {
             "provider": self._provider.name,
             "model_name": self.model_name,
-            "base_url": self.base_url or self._provider.url,
+            "base_url": redact_url(self.base_url or self._provider.url),
             "temperature": self.temperature,
             "max_tokens": self.max_tokens,
         }
@@ -665,6 +708,13 @@ class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
 
     # -- preparing a call ---------------------------------------------------
 
+    def _check_key_destination(self) -> None:
+        """A key from the environment goes over plain HTTP to loopback only."""
+        if self._key_env and self.api_key:
+            check_env_key_destination(
+                self._key_env, self._provider.endpoint(self.base_url), self._provider.name
+            )
+
     def _prepare(
         self,
         messages: list[BaseMessage],
@@ -679,6 +729,8 @@ class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
                 f"accepted: {', '.join(sorted(_CALL_OPTIONS))}, stop",
                 provider=self._provider.name,
             )
+        check_call_values(kwargs, self._provider.name)
+        self._check_key_destination()
         model = kwargs.get("model") or self.model_name
         assert model is not None
         stops = stop_list(stop, self.stop)

@@ -46,6 +46,7 @@ from pydantic import ConfigDict, Field, PrivateAttr
 
 from langchain_g4f import profiles, traces
 from langchain_g4f import providers as registry
+from langchain_g4f._config import init_model
 from langchain_g4f._race import (
     Attempt,
     Entry,
@@ -233,7 +234,7 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
     """First cooldown, seconds; doubles with each consecutive opening."""
     max_cooldown: float = Field(default=300.0, ge=0)
     """Longest cooldown, seconds."""
-    temperature: float | None = None
+    temperature: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     max_tokens: int | None = Field(default=None, ge=1)
     stop: list[str] | str | None = Field(default=None, alias="stop_sequences")
     on_interrupt: Literal["continue", "raise"] = "continue"
@@ -245,7 +246,7 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
     _health: Health = PrivateAttr()
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        init_model(super().__init__, type(self), kwargs)
         # Resolved here rather than in validators, so typed errors reach the caller.
         self._entries = self._build_entries()
         if self.profile is None:

@@ -6,7 +6,9 @@ disabled; every provider call is answered from ``cassettes/``.
 Recording: ``pytest --record-mode=rewrite tests/integration_tests`` starts the
 local replica (:mod:`langchain_g4f.testing`) and points every provider at it;
 request URLs are rewritten to the providers' canonical URLs before they are
-stored, and secrets are filtered out.
+stored, and secrets are filtered out: credentials in URLs, secret-looking query
+parameters (a provider's own public query, Lockchat's seed token, stays) and
+secret headers.
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from langchain_tests.conftest import base_vcr_config
 
 from langchain_g4f import providers
+from langchain_g4f._redact import is_secret_name
 from langchain_g4f.providers import OpenAICompatible
 
 CASSETTES = Path(__file__).resolve().parent.parent / "cassettes"
@@ -35,9 +38,6 @@ SECRET_HEADERS = (
     "cookie",
     "set-cookie",
 )
-#: Query parameters never stored (Lockchat once carried ``?auth=``).
-SECRET_QUERY = ("auth", "key", "api_key", "apikey", "token", "access_token")
-
 _replica: Any = None
 
 
@@ -89,7 +89,9 @@ def base_url(provider: str) -> str | None:
     """Where tests point ``provider``: the replica when recording, else its own URL."""
     if _replica is None:
         return None
-    return _replica.base_url(provider) + urlsplit(_canonical_url(provider)).path.rstrip("/")
+    url = _replica.base_url(provider) + urlsplit(_canonical_url(provider)).path.rstrip("/")
+    query = "" if provider.lower() == "openai" else providers.get(provider).query
+    return f"{url}/?{query}" if query else url
 
 
 def _canonical_url(provider: str) -> str:
@@ -110,18 +112,33 @@ def openai_compatible(
     )
 
 
+def _public_query() -> set[str]:
+    """``name=value`` pairs that are part of a provider's protocol, not secrets."""
+    return {pair for p in providers.all_providers() for pair in p.query.split("&") if pair}
+
+
+def _scrub_query(query: str) -> str:
+    """Secret-looking parameters dropped, the providers' public ones kept, as sent."""
+    public = _public_query()
+    kept = [
+        pair
+        for pair in query.split("&")
+        if pair in public or not is_secret_name(pair.partition("=")[0])
+    ]
+    return "&".join(kept)
+
+
 def canonical_uri(uri: str) -> str:
-    """A replica URL -> the canonical URL it stands for; secret query params removed."""
+    """A replica URL -> the canonical URL it stands for; credentials and secrets removed."""
+    parts = urlsplit(uri)
+    uri = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
     if _replica is not None and uri.startswith(_replica.url + "/"):
         name, _, rest = uri[len(_replica.url) + 1 :].partition("/")
         origin = _canonical_origins().get(name)
         if origin is not None:
             uri = f"{origin}/{rest}"
     parts = urlsplit(uri)
-    if parts.query:
-        query = [(k, v) for k, v in parse_qsl(parts.query) if k.lower() not in SECRET_QUERY]
-        uri = urlunsplit(parts._replace(query=urlencode(query)))
-    return uri
+    return urlunsplit(parts._replace(query=_scrub_query(parts.query)))
 
 
 def scrub_request(request: Any) -> Any:
@@ -188,7 +205,6 @@ def vcr_config() -> dict[str, Any]:
     config.pop("record_mode", None)
     config.pop("cassette_library_dir", None)
     config["filter_headers"] = list(SECRET_HEADERS)
-    config["filter_query_parameters"] = list(SECRET_QUERY)
     config["match_on"] = ["method", "uri", "tool_call_ids_blind_body"]
     config["before_record_request"] = scrub_request
     config["before_record_response"] = scrub_response

@@ -1,8 +1,11 @@
 """Aichat: one flattened prompt in, ``{"response": bool, "message": str}`` out.
 
 The conversation is flattened to one line per message, ``role: content`` with
-the role in lower case, followed by a final line ``assistant:``. Aichat cannot
-stream: a streaming call gets the whole answer as one chunk.
+the role exactly as given (``user``, ``assistant``, ``system``, or a
+``ChatMessage``'s own role, case kept), followed by a final line ``assistant:``.
+Requests carry the browser headers of the original module, in its order, with
+its macOS Chrome 113 user agent. Aichat cannot stream: a streaming call gets the
+whole answer as one chunk.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from langchain_g4f.providers.base import Delta, Message, Provider, load_json
 
 
 def flatten(messages: Sequence[Message]) -> str:
-    """``role: content`` lines and a final ``assistant:`` line."""
+    """``role: content`` lines (the role as given) and a final ``assistant:`` line."""
     lines = [f"{m['role']}: {m.get('content') or ''}" for m in messages]
     lines.append("assistant:")
     return "\n".join(lines)
@@ -30,14 +33,23 @@ class Aichat(Provider):
     profile = TEXT_ONLY
     model_profiles = context_windows(model)
     supports_stream = False
+    #: The original module's headers, in its order.
     headers = {
-        "Content-Type": "application/json",
+        "authority": "chat-gpt.org",
         "accept": "*/*",
+        "cache-control": "no-cache",
+        "content-type": "application/json",
         "origin": "https://chat-gpt.org",
+        "pragma": "no-cache",
         "referer": "https://chat-gpt.org/chat",
+        "sec-ch-ua-mobile": "?0",
+        "sec-ch-ua-platform": '"macOS"',
+        "sec-fetch-dest": "empty",
+        "sec-fetch-mode": "cors",
+        "sec-fetch-site": "same-origin",
         "user-agent": (
-            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
-            "(KHTML, like Gecko) Chrome/114.0.0.0 Safari/537.36"
+            "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 "
+            "(KHTML, like Gecko) Chrome/113.0.0.0 Safari/537.36"
         ),
     }
 

@@ -18,7 +18,9 @@ import json
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
+from langchain_g4f._redact import REDACTED, is_secret_name, redact_url
 from langchain_g4f.errors import (
     ConfigurationError,
     HTMLResponseError,
@@ -40,6 +42,16 @@ class HTTPRequest:
     body: bytes
     #: Whether the request asks the server for an event stream.
     stream: bool
+
+    def __repr__(self) -> str:
+        headers = {
+            name: REDACTED if is_secret_name(name) else value
+            for name, value in self.headers.items()
+        }
+        return (
+            f"HTTPRequest({self.method} {redact_url(self.url)}, headers={headers}, "
+            f"body={len(self.body)} bytes, stream={self.stream})"
+        )
 
 
 @dataclass(slots=True)
@@ -127,6 +139,32 @@ def load_json(provider: str, data: bytes) -> Any:
             f"sent a body that is not valid JSON ({exc}): {data[:120]!r}",
             provider=provider,
         ) from None
+
+
+def check_http_url(url: str, field: str = "base_url", provider: str | None = None) -> str:
+    """``url`` if it is an absolute ``http(s)://host...`` URL, else a ConfigurationError."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        parts, host = None, None
+    if parts is None or parts.scheme.lower() not in ("http", "https") or not host:
+        raise ConfigurationError(
+            f"{field} must be an absolute http:// or https:// URL with a host, "
+            f"not {redact_url(url)!r} (for example 'http://localhost:8080')",
+            provider=provider,
+        )
+    return url
+
+
+def join_url(base: str, path: str) -> str:
+    """``path`` appended to the path of ``base``, before any query string it carries.
+
+    >>> join_url("http://h/x/?auth=1", "/v1/chat/completions")
+    'http://h/x/v1/chat/completions?auth=1'
+    """
+    parts = urlsplit(base)
+    return urlunsplit(parts._replace(path=parts.path.rstrip("/") + path, fragment=""))
 
 
 def error_message(error: Any) -> str:
@@ -237,10 +275,17 @@ class Provider:
     url: str = ""
     #: Path appended to the base URL.
     path: str = ""
+    #: Query string sent with the provider's own ``url`` (Lockchat's seed token):
+    #: part of the public protocol, never a secret (cassettes keep it). A
+    #: ``base_url``, or another ``url`` on the instance, replaces url and query.
+    query: str = ""
     #: Models the provider serves (the seed attribute ``model``).
     model: list[str] = []
     supports_stream: bool = False
     needs_auth: bool = False
+    #: An environment variable holding this provider's API key, besides
+    #: ``G4F_<NAME>_API_KEY`` (read by ``ChatG4F`` when no ``api_key`` is passed).
+    api_key_env: str | None = None
     #: Whether a model outside ``model`` is passed through instead of refused.
     accepts_any_model: bool = False
     #: Whether the endpoint understands the OpenAI ``tools`` field natively.
@@ -262,7 +307,20 @@ class Provider:
             self.url = url
 
     def __repr__(self) -> str:
-        return f"<provider {self.name} {self.url}>"
+        return f"<provider {self.name} {redact_url(self.url)}>"
+
+    def endpoint(self, base_url: str | None = None) -> str:
+        """The URL requests go to: ``path`` joined to ``base_url``, or to ``url``.
+
+        A query string in the base URL stays at the end:
+        ``http://h/?auth=X`` becomes ``http://h/v1/chat/completions?auth=X``.
+        """
+        if base_url:
+            return join_url(check_http_url(base_url, provider=self.name), self.path)
+        url = join_url(self.url, self.path)
+        if self.query and self.url == type(self).url:
+            url += ("&" if urlsplit(url).query else "?") + self.query
+        return url
 
     # -- validation ---------------------------------------------------------
 
@@ -301,6 +359,13 @@ class Provider:
             raise ConfigurationError(
                 "needs an API key; pass api_key=...", provider=self.name
             )
+        url = self.endpoint(base_url)
+        if api_key and urlsplit(url).username is not None:
+            raise ConfigurationError(
+                "has both an api_key and user:password credentials in its URL; both "
+                "would go in the Authorization header (the URL's would win): pass one",
+                provider=self.name,
+            )
         wire_stream = self.wire_stream(stream)
         payload = self.build_payload(
             model,
@@ -317,7 +382,7 @@ class Provider:
             headers["Authorization"] = f"Bearer {api_key}"
         return HTTPRequest(
             method="POST",
-            url=(base_url or self.url).rstrip("/") + self.path,
+            url=url,
             headers=headers,
             body=json.dumps(payload, ensure_ascii=False).encode(),
             stream=wire_stream,

@@ -419,11 +419,15 @@ class OpenAICompatible(OpenAIProtocol):
 
     >>> ollama = OpenAICompatible("ollama", "http://localhost:11434/v1")
     >>> groq = OpenAICompatible("groq", "https://api.groq.com/openai/v1",
-    ...                         needs_auth=True, native_tools=True)
+    ...                         needs_auth=True, native_tools=True,
+    ...                         api_key_env="GROQ_API_KEY")
 
     ``models`` lists the models it serves; leave it out to pass any model
     through. ``path`` is appended to ``url`` (default ``/chat/completions``, so
-    ``url`` is the API root that ends in ``/v1``).
+    ``url`` is the API root that ends in ``/v1``); a query string in ``url``
+    stays after the path. ``api_key_env`` names an environment variable that
+    holds its key (``ChatG4F`` reads it, and ``G4F_<NAME>_API_KEY``, when no
+    ``api_key`` is passed).
     """
 
     send_stream_false = True
@@ -441,9 +445,11 @@ class OpenAICompatible(OpenAIProtocol):
         supports_stream: bool = True,
         profile: ModelProfile | None = None,
         headers: dict[str, str] | None = None,
+        api_key_env: str | None = None,
     ) -> None:
         super().__init__(url)
         self.name = name
+        self.api_key_env = api_key_env
         self.path = path
         self.model = list(models or [])
         self.accepts_any_model = models is None

@@ -127,3 +127,60 @@ def test_secret_query_parameters_are_scrubbed() -> None:
 
     uri = canonical_uri("http://super.lockchat.app/v1/chat/completions?auth=abcdef123456&x=1")
     assert uri == "http://super.lockchat.app/v1/chat/completions?x=1"
+    uri = canonical_uri("https://bob:pw@h.example/v1?key=k1&access_token=t1&lang=en")
+    assert uri == "https://h.example/v1?lang=en"
+
+
+def test_the_public_lockchat_token_stays_in_cassettes() -> None:
+    from tests.conftest import canonical_uri
+
+    seed = "http://super.lockchat.app/v1/chat/completions?auth=FnMNPlwZEnGFqvEc9470Vw=="
+    assert canonical_uri(seed) == seed
+    recorded = (CASSETTES / "test_providers" / "test_invoke[Lockchat].yaml").read_text()
+    assert f"uri: {seed}\n" in recorded
+
+
+USER_SECRET = "user-secret-in-url-0123456789"
+
+
+def test_a_secret_in_base_url_is_sent_but_never_recorded(
+    vcr: object, request: pytest.FixtureRequest
+) -> None:
+    from langchain_g4f import providers
+
+    root = base_url("Mishalsgpt") or providers.Mishalsgpt.url
+    root = root.replace("://", f"://bob:{USER_SECRET}@", 1)
+    llm = ChatG4F(provider="Mishalsgpt", base_url=f"{root}?key={USER_SECRET}&lang=en")
+    assert llm.invoke(PROMPT).content == EXPECTED
+    (recorded,) = vcr.requests  # type: ignore[attr-defined]
+    assert recorded.uri == "https://mishalsgpt.vercel.app/api/openai/v1/chat/completions?lang=en"
+    assert USER_SECRET not in str(recorded.headers)
+    cassette = CASSETTES / "test_providers" / f"{request.node.name}.yaml"
+    if cassette.exists():  # written after the test when recording
+        text = cassette.read_text()
+        assert USER_SECRET not in text and "bob" not in text
+
+
+def test_no_cassette_holds_a_secret() -> None:
+    """Every recorded URI and header, in every cassette: only public values."""
+    from urllib.parse import urlsplit
+
+    import yaml
+
+    from langchain_g4f._redact import is_secret_name
+    from tests.conftest import SECRET_HEADERS, _public_query
+
+    public = _public_query()
+    files = sorted(CASSETTES.rglob("*.yaml"))
+    assert files
+    for path in files:
+        text = path.read_text()
+        assert SECRET not in text and USER_SECRET not in text, path
+        for interaction in yaml.safe_load(text)["interactions"]:
+            for side in ("request", "response"):
+                names = {n.lower() for n in interaction[side].get("headers") or {}}
+                assert not names & set(SECRET_HEADERS), (path, side)
+            uri = urlsplit(interaction["request"]["uri"])
+            assert "@" not in uri.netloc, path
+            for pair in filter(None, uri.query.split("&")):
+                assert pair in public or not is_secret_name(pair.partition("=")[0]), (path, pair)

@@ -633,7 +633,10 @@ def body_of(request: HTTPRequest) -> dict[str, Any]:
     [
         (Mishalsgpt, "https://mishalsgpt.vercel.app/api/openai/v1/chat/completions"),
         (Gravityengine, "https://gpt4.gravityengine.cc/api/openai/v1/chat/completions"),
-        (Lockchat, "http://super.lockchat.app/v1/chat/completions"),
+        (
+            Lockchat,
+            "http://super.lockchat.app/v1/chat/completions?auth=FnMNPlwZEnGFqvEc9470Vw==",
+        ),
         (Aichat, "https://chat-gpt.org/api/text"),
     ],
 )
@@ -679,7 +682,7 @@ def test_headers() -> None:
     assert aichat["referer"].startswith("https://chat-gpt.org")
     assert aichat["accept"] == "*/*"
     assert "Chrome/" in aichat["user-agent"]
-    assert aichat["Content-Type"] == "application/json"
+    assert aichat["content-type"] == "application/json"
 
 
 @pytest.mark.parametrize("provider", [Mishalsgpt, Gravityengine, Lockchat, Aichat])

@@ -21,6 +21,8 @@ from langchain_g4f._redact import REDACTED, is_secret_name, redact_text, redact_
         ("http://h/cb#access_token=s3cret&x=1", "http://h/cb#access_token=***&x=1"),
         ("http://h/v1?auth=FnMN%2BPlw%3D%3D", "http://h/v1?auth=***"),
         ("http://[::1/x?key=s3cret", "http://[::1/x?key=***"),
+        ("bob:s3cret@proxy:3128", "***@proxy:3128"),
+        ("s3cret@h/v1?x=1", "***@h/v1?x=1"),
     ],
 )
 def test_redact_url(url: str, expected: str) -> None:

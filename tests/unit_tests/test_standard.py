@@ -20,8 +20,10 @@ class TestChatG4FUnit(ChatModelUnitTests):
     @property
     def init_from_env_params(self) -> tuple[dict, dict, dict]:
         return (
-            {"G4F_API_KEY": "env-key"},
-            {"provider": "Lockchat", "model": "gpt-4"},
+            # A key named for the provider (G4F_API_KEY goes only to providers
+            # that need a key, and Lockchat is plain HTTP).
+            {"G4F_GRAVITYENGINE_API_KEY": "env-key"},
+            {"provider": "Gravityengine"},
             {"api_key": "env-key"},
         )
 
