@@ -35,6 +35,7 @@ from langchain_core.outputs import ChatGenerationChunk as Chunk
 
 from langchain_g4f.errors import (
     AllProvidersFailedError,
+    BudgetExhaustedError,
     ConfigurationError,
     EmptyResponseError,
     G4FError,
@@ -267,6 +268,13 @@ class Schedule:
         if isinstance(error, ConfigurationError):
             # the request's fault, not the provider's: no health change, no retry
             self.health.record_cancelled(key)
+            return
+        if isinstance(error, BudgetExhaustedError):
+            # nothing was sent: no health change, no retry spent; the provider waits
+            # for its budget like any provider that may not start yet
+            self.health.record_cancelled(key)
+            if error.retry_after is not None and at + error.retry_after < self.request.deadline:
+                self._queue(self._waiting, at + error.retry_after, Attempt(attempt.entry, 0))
             return
         self.health.record_failure(key, error, seconds=max(0.0, at - attempt.started))
         if (

@@ -44,6 +44,7 @@ from langchain_g4f._config import (
     init_model,
 )
 from langchain_g4f._redact import redact_url
+from langchain_g4f.budgets import AsyncHeld, Budget, Grant, Held, Limits, budgets_of
 from langchain_g4f.errors import ConfigurationError, ProviderError
 from langchain_g4f.providers.base import (
     Delta,
@@ -52,6 +53,7 @@ from langchain_g4f.providers.base import (
     Provider,
     check_http_url,
 )
+from langchain_g4f.redis_store import open_store
 from langchain_g4f.retry import backoff_delay
 from langchain_g4f.transport import (
     DEFAULT_MAX_RESPONSE_BYTES,
@@ -491,6 +493,11 @@ class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
             Retries of errors that can heal, before any text arrives.
         proxy: str | None
             One proxy URL for every request.
+        requests_per_minute, max_concurrent: int | None
+            The provider's budget. A request that does not fit waits within
+            ``timeout``, then :class:`~langchain_g4f.errors.BudgetExhaustedError`
+            (nothing sent). ``store="redis://..."`` holds it for every process; in a
+            router, the router's store holds it and a spent budget is skipped.
 
     Instantiate:
         .. code-block:: python
@@ -621,6 +628,13 @@ class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
     """A larger answer is cut off with ``ResponseTooLargeError``."""
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
     """Extra fields merged into every request body."""
+    requests_per_minute: int | None = Field(default=None, ge=1)
+    """The provider's budget: requests sent in any 60 s (retries count); ``None``: no limit."""
+    max_concurrent: int | None = Field(default=None, ge=1)
+    """The provider's budget: requests in flight at once; ``None``: no limit."""
+    store: Any = Field(default=None, exclude=True, repr=False)
+    """Where the budget is held: ``None`` (this model), a ``redis://`` URL or a store
+    (shared by every process using it). In a router, the router's store."""
 
     @field_validator("base_url")
     @classmethod
@@ -667,6 +681,17 @@ class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
         self._check_key_destination()
         self._sync: SyncTransport | None = None
         self._async: AsyncTransport | None = None
+        self._budget: Budget | None = None
+        #: Whether a spent budget is waited for (within ``timeout``) or raised at once.
+        self._budget_waits = True
+        if self.limits:
+            holder = budgets_of(open_store(self.store))
+            self._budget = Budget(self._provider.name, self.limits, holder)
+
+    @property
+    def limits(self) -> Limits:
+        """The declared budget (falsy when there is none)."""
+        return Limits(self.requests_per_minute, self.max_concurrent)
 
     # -- LangChain metadata -------------------------------------------------
 
@@ -805,9 +830,12 @@ class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
 
         Returns the batches read so far and the rest of the answer. Nothing has
         reached the caller before the first text, so a retry cannot duplicate.
+        Each request first takes its share of the budget, given back when the
+        rest of the answer is read or closed.
         """
         attempt = 0
         while True:
+            grant = self._take_budget()
             batches = (self._provider.transport or self.sync_transport).batches(
                 self._provider, call.request
             )
@@ -818,18 +846,23 @@ class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
                     if _has_content(batch):
                         break
             except ProviderError as exc:
+                self._give_back(grant)
                 if not exc.retryable or attempt >= self.max_retries:
                     raise
                 time.sleep(backoff_delay(attempt, exc))
                 attempt += 1
                 continue
-            return head, batches
+            except BaseException:
+                self._give_back(grant)
+                raise
+            return head, batches if grant is None else Held(batches, self._budget, grant)
 
     async def _aopen(
         self, call: _Call
     ) -> tuple[list[list[Delta]], AsyncGenerator[list[Delta], None]]:
         attempt = 0
         while True:
+            grant = await self._atake_budget()
             batches = (self._provider.transport or self.async_transport).abatches(
                 self._provider, call.request
             )
@@ -840,12 +873,34 @@ class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
                     if _has_content(batch):
                         break
             except ProviderError as exc:
+                self._give_back(grant)
                 if not exc.retryable or attempt >= self.max_retries:
                     raise
                 await asyncio.sleep(backoff_delay(attempt, exc))
                 attempt += 1
                 continue
-            return head, batches
+            except BaseException:
+                self._give_back(grant)
+                raise
+            if grant is None:
+                return head, batches
+            return head, AsyncHeld(batches, self._budget, grant)  # type: ignore[return-value]
+
+    def _take_budget(self) -> Grant | None:
+        budget = self._budget
+        if budget is None:
+            return None
+        return budget.acquire(self.timeout) if self._budget_waits else budget.take()
+
+    async def _atake_budget(self) -> Grant | None:
+        budget = self._budget
+        if budget is None:
+            return None
+        return await budget.aacquire(self.timeout) if self._budget_waits else budget.take()
+
+    def _give_back(self, grant: Grant | None) -> None:
+        if grant is not None and self._budget is not None:
+            self._budget.release(grant)
 
     # -- BaseChatModel --------------------------------------------------------
 

@@ -9,6 +9,8 @@
   replaces for each (secrets hidden); ``--check`` probes each one.
 - ``demo``: offline, against the local replica: invoke, streaming, the router
   falling back past a failing provider, and an agent calling a tool.
+- ``health --store redis://...``: the fleet's view of its providers from a shared
+  store: circuit state, cooldown left, success rate, time to first token, budget left.
 
 Errors print one line on stderr and exit non-zero (1 for a provider failure,
 2 for a bad command line or configuration).
@@ -330,6 +332,69 @@ def _demo(args: argparse.Namespace) -> int:
 # --- entry point -------------------------------------------------------------------
 
 
+# --- health ----------------------------------------------------------------------
+
+
+def _health(args: argparse.Namespace) -> int:
+    """The fleet's view of its providers, from a shared store."""
+    from langchain_g4f.health import HealthPolicy
+    from langchain_g4f.redis_store import RedisStore
+    from langchain_g4f.urls import redact_url
+
+    store = RedisStore(args.store, prefix=args.prefix)
+    try:
+        if not store.shared:
+            raise G4FError(f"Redis at {redact_url(args.store)} does not answer")
+        keys = args.provider or store.keys()
+        if not keys:
+            print(f"no provider has shared state under prefix {store.prefix!r} yet")
+            return 0
+        states, now, policy = store.read(keys), store.now(), HealthPolicy()
+        rows = [("provider", "state", "cooldown", "success", "ttft", "calls", "budget left")]
+        for key in keys:
+            view = policy.view(states[key], now)
+            rows.append((
+                key,
+                view.circuit.replace("_", "-"),
+                f"{view.cooldown_left:.1f}s" if view.cooldown_left > 0 else "-",
+                f"{view.success_rate:.0%}" if view.measured else "-",
+                f"{view.ttft:.2f}s" if view.ttft is not None else "-",
+                f"{view.successes}/{view.successes + view.failures}",
+                _budget_left(store, key),
+            ))
+        _table(rows, sys.stdout)
+    finally:
+        store.close()
+    return 0
+
+
+def _budget_left(store: Any, key: str) -> str:
+    limits = store.limits(key)
+    if limits is None:
+        return "-"
+    used = store.usage(key, limits)
+    parts = []
+    if limits.per_window is not None:
+        left = max(0, limits.per_window - int(used["requests"]))
+        parts.append(f"{left}/{limits.per_window} per {limits.window:g}s")
+    if limits.concurrent is not None:
+        left = max(0, limits.concurrent - int(used["concurrent"]))
+        parts.append(f"{left}/{limits.concurrent} at once")
+    return ", ".join(parts)
+
+
+def _add_health(commands: Any) -> None:
+    health = commands.add_parser(
+        "health", help="the providers' shared health and budgets, from a Redis store"
+    )
+    health.add_argument(
+        "--store", required=True, help="the routers' store: redis://host:port/db (or rediss://)"
+    )
+    health.add_argument("--prefix", help="the store's key prefix (default: langchain-g4f)")
+    health.add_argument("-p", "--provider", action="append", help="only this provider (repeat)")
+    health.set_defaults(run=_health)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="LangChain chat models for gpt4free-style providers.")
     parser.add_argument("--version", action="version", version=f"{DISTRIBUTION} {__version__}")
@@ -362,6 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="offline demo against the local replica")
     demo.add_argument("--prompt", default="Say hello to LangChain — café ☕")
     demo.set_defaults(run=_demo)
+    _add_health(commands)
     return parser
 
 

@@ -30,6 +30,7 @@ __all__ = [
     "ProviderResponseError",
     "EmptyResponseError",
     "StreamInterruptedError",
+    "BudgetExhaustedError",
     "AllProvidersFailedError",
     "NoProviderAvailableError",
 ]
@@ -164,6 +165,20 @@ class StreamInterruptedError(ProviderError):
     ) -> None:
         self.partial_text = partial_text
         self.cause = cause
+        super().__init__(message, provider=provider)
+
+
+class BudgetExhaustedError(ProviderError):
+    """The provider's declared budget (``requests_per_minute``, ``max_concurrent``) is
+    spent; nothing was sent. ``retry_after`` is the wait, in seconds, until a request
+    is expected to fit."""
+
+    retryable = True
+
+    def __init__(
+        self, message: str, *, provider: str | None = None, retry_after: float | None = None
+    ) -> None:
+        self.retry_after = retry_after
         super().__init__(message, provider=provider)
 
 

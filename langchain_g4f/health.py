@@ -65,7 +65,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
 
-from langchain_g4f.errors import ConfigurationError
+from langchain_g4f.errors import (
+    ConfigurationError,
+    ProviderConnectionError,
+    ProviderTimeoutError,
+)
 from langchain_g4f.store import MemoryStore, State, Store
 from langchain_g4f.strategies import (
     STRATEGIES,
@@ -505,7 +509,7 @@ class Health:
         if wait > 0 or self.policy.circuit(state, now) == CLOSED:
             return wait
         token = float(self._tokens.getrandbits(52) + 1)
-        state = self.store.update(key, partial(self.policy.claimed, token=token))
+        state = self.store.update(key, partial(self.policy.claimed, token=token), sync=True)
         return self.policy.wait(state, self.store.now(), token)
 
     def stats(self) -> dict[str, dict[str, object]]:
@@ -556,7 +560,9 @@ class Health:
         """Count a failure (``after_text``: the stream broke after text had started;
         ``seconds``: how long after the attempt started it showed). A
         :class:`~langchain_g4f.errors.ConfigurationError` is the request's fault and
-        counts as nothing. Returns the seconds before the provider may be tried again."""
+        counts as nothing. A connection error or a timeout may be this host's own
+        fault: with a shared store it counts for the fleet only once two hosts saw
+        one. Returns the seconds before the provider may be tried again."""
         if isinstance(error, ConfigurationError):
             self.record_cancelled(key)
             return self.cooldown_left(key)
@@ -566,7 +572,9 @@ class Health:
         if not isinstance(retry_after, (int, float)):
             retry_after = None
         change = partial(self.policy.failed, seconds=seconds, retry_after=retry_after)
-        state = self.store.update(key, change)
+        # A network failure may be this host's own: shared once two hosts see one.
+        hosts = 2 if isinstance(error, (ProviderConnectionError, ProviderTimeoutError)) else 1
+        state = self.store.update(key, change, hosts=hosts)
         return self.policy.wait(state, self.store.now())
 
     def record_cancelled(self, key: str) -> None:

@@ -59,6 +59,7 @@ from langchain_g4f._race import (
     clock,
     race,
 )
+from langchain_g4f.budgets import Budget, budgets_of
 from langchain_g4f.chat_models import ChatG4F, ls_params, stop_list
 from langchain_g4f.content import check_blocks
 from langchain_g4f.continuation import Splicer, continuation_messages
@@ -71,6 +72,8 @@ from langchain_g4f.errors import (
 from langchain_g4f.health import Health, HealthPolicy
 from langchain_g4f.strategies import Strategy, resolve_strategy
 from langchain_g4f.providers.base import Provider
+from langchain_g4f.redis_store import open_store
+from langchain_g4f.store import Store
 from langchain_g4f.tools import ToolCallingMixin
 
 __all__ = ["ChatG4FRouter"]
@@ -139,6 +142,12 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
             :class:`~langchain_g4f.errors.StreamInterruptedError`.
         temperature, max_tokens, stop:
             Passed to every provider when set.
+        store: Store | str | None
+            Where health and budgets are kept: ``None`` (this router), a
+            ``redis://`` URL or a store object, shared by every router and process
+            that uses it (:mod:`langchain_g4f.redis_store`). A provider's budget
+            (``ChatG4F(requests_per_minute=..., max_concurrent=...)``) is held there;
+            a provider whose budget is spent waits its turn like one cooling down.
 
     Instantiate:
         .. code-block:: python
@@ -202,7 +211,8 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
         long a failure takes to show; caller cancellations count as nothing.
         ``llm.stats()`` -> ``{provider: {"successes", "failures",
         "consecutive_failures", "cooldown_left", "ttft", "last_error",
-        "success_rate", "recent_calls", "throughput", "failure_cost", "circuit"}}``.
+        "success_rate", "recent_calls", "throughput", "failure_cost", "circuit"}}``,
+        and ``"budget"`` for a provider with one; with a shared store, the fleet's.
     """
 
     model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True)
@@ -240,10 +250,15 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
     on_interrupt: Literal["continue", "raise"] = "continue"
     """A stream that breaks after text: ``"continue"`` it on another provider, or
     ``"raise"`` :class:`~langchain_g4f.errors.StreamInterruptedError`."""
+    store: Any = Field(default=None, exclude=True, repr=False)
+    """Where health and budgets are kept: ``None`` (this router), a ``redis://`` /
+    ``rediss://`` URL (``?prefix=`` optional) or a store object, shared by every
+    router and process that uses it; see :mod:`langchain_g4f.redis_store`."""
 
     _entries: list[Entry] = PrivateAttr(default_factory=list)
     _strategy: Strategy = PrivateAttr()
     _health: Health = PrivateAttr()
+    _store: Store = PrivateAttr()
 
     def __init__(self, **kwargs: Any) -> None:
         init_model(super().__init__, type(self), kwargs)
@@ -252,6 +267,14 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
         if self.profile is None:
             self.profile = self._union_profile()
         self._strategy = resolve_strategy(self.strategy)
+        self._store = open_store(self.store)
+        # Budgets are held in the router's store, and never waited for inside an
+        # attempt: a provider whose budget is spent waits its turn in the schedule.
+        budgets = budgets_of(self._store)
+        for entry in self._entries:
+            if isinstance(entry.chat, ChatG4F) and entry.chat.limits:
+                entry.chat._budget = Budget(entry.key, entry.chat.limits, budgets)
+                entry.chat._budget_waits = False
         self._health = Health(
             [entry.key for entry in self._entries],
             HealthPolicy(
@@ -262,6 +285,7 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
                 cooldown=self.cooldown,
                 max_cooldown=self.max_cooldown,
             ),
+            store=self._store,
         )
 
     def _build_entries(self) -> list[Entry]:
@@ -351,8 +375,15 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
         "cooldown_left" (s), "ttft" (average s or None), "last_error",
         "success_rate" (recent, smoothed), "recent_calls" (decayed count),
         "throughput" (chars/s or None), "failure_cost" (s or None), "circuit"
-        ("closed", "open" or "half_open")}``."""
-        return self._health.stats()
+        ("closed", "open" or "half_open")}``, and for a provider with a budget
+        ``"budget": {"requests", "requests_left", "concurrent", "concurrent_left"}``.
+        With a shared store these are the fleet's figures."""
+        stats = self._health.stats()
+        for entry in self._entries:
+            budget = getattr(entry.chat, "_budget", None)
+            if budget is not None:
+                stats[entry.key]["budget"] = budget.usage()
+        return stats
 
     # -- planning a call ------------------------------------------------------
 
@@ -417,12 +448,12 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
         entries = self._capable([e for e in serving if e.key not in request.exclude], request)
         views = self._health.views()
         now = clock()
-        ready = [entry for entry in entries if views[entry.key].cooldown_left <= 0]
-        waiting = [
-            (now + views[entry.key].cooldown_left, entry)
+        left = {
+            entry.key: max(views[entry.key].cooldown_left, _budget_wait(entry))
             for entry in entries
-            if views[entry.key].cooldown_left > 0
-        ]
+        }
+        ready = [entry for entry in entries if left[entry.key] <= 0]
+        waiting = [(now + left[entry.key], entry) for entry in entries if left[entry.key] > 0]
         order = self._strategy.order([entry.key for entry in ready], views)
         return Schedule(
             _in_order(ready, order),
@@ -777,6 +808,12 @@ def _open_stream(request: Request, attempt: Attempt) -> Iterator[ChatGenerationC
 def _open_astream(request: Request, attempt: Attempt) -> AsyncIterator[ChatGenerationChunk]:
     chat = attempt.entry.chat
     return chat._astream(request.messages, request.stop, **request.kwargs)
+
+
+def _budget_wait(entry: Entry) -> float:
+    """Seconds until the provider's budget is expected to have room (0.0: now)."""
+    budget = getattr(entry.chat, "_budget", None)
+    return budget.wait_hint() if budget is not None else 0.0
 
 
 def _in_order(entries: list[Entry], keys: list[str]) -> list[Entry]:

