@@ -2,9 +2,10 @@
 
 - :class:`Schedule` (no I/O) says which attempt to start and when, and records
   what happened: after a failure the next provider at once, a retry of the same
-  provider (backoff, ``Retry-After``) only when no other can start sooner; with
-  ``hedge_after``, also the next provider when the latest attempt has gone that
-  long without text; hedge losers' time without text. One deadline bounds it all.
+  provider (backoff, ``Retry-After``) only when no other can start sooner; also
+  the next provider when the latest attempt is late without text (``hedge_after``:
+  past its provider's learnt time-to-first-token quantile, or a fixed number of
+  seconds); hedge losers' time without text. One deadline bounds it all.
 - :func:`race` / :func:`arace` run it: each attempt reads its model's stream
   ahead to the first text, on a worker thread (sync) or a task (async), so the
   deadline and the hedge cut in even while a read blocks. The first attempt with
@@ -26,7 +27,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
@@ -66,6 +67,7 @@ class Attempt:
     entry: Entry
     number: int  # 0 for the first try on this provider, 1 for its first retry...
     started: float = 0.0
+    late_at: float = _NEVER  # when, still without text, the next provider starts too
 
 
 @dataclass(eq=False)
@@ -105,15 +107,22 @@ class Schedule:
     """Which attempt of one call to start next, and when; what failed so far. No I/O.
 
     The ``ready`` providers go first, in the given (strategy) order, then the
-    ``waiting`` ones (cooling down, or told to wait by a ``Retry-After``), each when
+    ``waiting`` ones (cooling down), each when
     it may start. A failure moves on to the next candidate at once; a retryable one
     also queues a retry of the same provider after its backoff or ``Retry-After``
     (unless its circuit has opened), which starts only when no other provider can
     start sooner: the call never idles while another provider could run. Each
     start asks the health model first (:meth:`~langchain_g4f.health.Health.claim`):
     a provider whose circuit has opened meanwhile waits for its cooldown, a
-    half-open one admits one probe at a time. With ``hedge_after``, the next candidate also starts when the latest
-    attempt has gone that long without text. One deadline bounds it all.
+    half-open one admits one probe at a time. One deadline bounds it all.
+
+    The next candidate also starts (a hedge) when the latest attempt is late
+    without text: with ``hedge_after="auto"``, past its provider's
+    :meth:`~langchain_g4f.health.Health.late_after` (a high quantile of its time
+    to first token), or past the next candidate's when that one is faster (a slow
+    provider put first because the fast ones were cooling down, or to explore, is
+    hedged as soon as a fast one could have answered); with a number, after that
+    many seconds; with ``None``, never.
 
     When an attempt wins, the others still running lost the race: each records how
     long it went without text, a lower bound on its time to first token.
@@ -128,7 +137,7 @@ class Schedule:
         health: Health,
         max_retries: int,
         backoff: float,
-        hedge_after: float | None,
+        hedge_after: float | Literal["auto"] | None,
     ) -> None:
         self.request = request
         self.health = health
@@ -144,6 +153,7 @@ class Schedule:
         self.running: list[Attempt] = []
         self.attempts: list[dict[str, Any]] = []  # the failed ones, in order
         self._errors: list[BaseException] = []
+        self._late_after: dict[str, float] = {}  # per provider, read once per call
 
     # -- what to do now --
 
@@ -156,25 +166,49 @@ class Schedule:
                 self.failed(attempt, self._deadline_error(attempt), now)
             raise self.error(now)
         latest = self.running[-1] if self.running else None
-        if latest is None or self._hedge_at(latest) <= now:
+        hedge_at = self._hedge_at(latest) if latest is not None else now
+        if hedge_at <= now:
             attempt = self._due(now)
             if attempt is not None:
-                attempt.started = now
-                self.running.append(attempt)
+                self._start(attempt, now)
                 return attempt
         due = self._next_due()
         if latest is None:  # nothing running: wait for the next candidate or retry
             if due is None or due >= deadline:
                 raise self.error(now, cooling_until=due)
             return due - now
-        hedge_at = self._hedge_at(latest)
         wake = min(deadline, hedge_at if hedge_at > now else due if due is not None else deadline)
         return max(0.0, wake - now) if wake != _NEVER else None
 
-    def _hedge_at(self, attempt: Attempt) -> float:
-        if self.hedge_after is None:
-            return _NEVER
-        return attempt.started + self.hedge_after
+    def _start(self, attempt: Attempt, now: float) -> None:
+        attempt.started = now
+        if self.hedge_after == "auto":
+            attempt.late_at = now + self._late(attempt)
+        elif self.hedge_after is not None:
+            attempt.late_at = now + self.hedge_after
+        self.running.append(attempt)
+
+    def _hedge_at(self, latest: Attempt) -> float:
+        """When the next candidate starts beside ``latest`` (if it may by then)."""
+        if self.hedge_after != "auto":
+            return latest.late_at
+        following = self._following()
+        if following is None:
+            return latest.late_at
+        return min(latest.late_at, latest.started + self._late(following))
+
+    def _late(self, attempt: Attempt) -> float:
+        key = attempt.entry.key
+        if key not in self._late_after:
+            self._late_after[key] = self.health.late_after(key)
+        return self._late_after[key]
+
+    def _following(self) -> Attempt | None:
+        """The candidate that would start next (another provider before a retry)."""
+        if self._fresh:
+            return self._fresh[0]
+        queued = [queue[0] for queue in (self._waiting, self._retries) if queue]
+        return min(queued)[2] if queued else None
 
     def _due(self, now: float) -> Attempt | None:
         """The next attempt that may start now: another provider if one can, else a

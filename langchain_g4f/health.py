@@ -7,6 +7,11 @@ Per provider it learns:
 - the **time to first token** (an exponentially weighted average), raised by hedge
   losers: an attempt that had no text after ``t`` seconds when another won says the
   time to first token is at least ``t``;
+- a **high quantile of the time to first token** (``ttft_quantile``, p99 by
+  default): a decayed mean and variance of its logarithm (times to first token
+  are heavy-tailed, about lognormal), hedge losers included as their lower
+  bound. :meth:`HealthPolicy.late_after` turns it into the seconds after which an
+  attempt without text is late and the next provider starts beside it;
 - the **throughput** of its answers (characters per second after the first text);
 - the **failure cost**: how long a failure takes to show (a refusal costs a
   millisecond, a stall the whole read timeout), a decayed mean, so rare long
@@ -53,6 +58,7 @@ from __future__ import annotations
 
 import math
 import random
+import statistics
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -109,12 +115,13 @@ CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 #   wn         calls in the breaker's window (not decayed)
 #   n_ok, n_bad, streak    lifetime successes / failures, failures in a row
 #   ttft, tput averages: time to first token, chars/s
+#   lm, lv, ln decayed mean and variance of log(time to first token), and how
+#              many times it was measured
 #   fsec, fnum decayed seconds and count of timed failures (their mean: the failure cost)
 #   tripped    1 while the circuit is open or half-open
 #   open_until end of the current cooldown (absolute)
 #   openings   openings since the last complete answer (sets the cooldown's length)
 #   probe_until, probe     lease end and token of the half-open circuit's probe
-#   retry_at   not before this time (a 429's Retry-After)
 _WEIGHTS = ("ok", "bad", "wok", "wbad", "fsec", "fnum")
 
 
@@ -131,13 +138,16 @@ class HealthView:
     recent_failures: float = 0.0
     #: Time to first token (average, seconds); None until measured.
     ttft: float | None = None
+    #: The policy's high quantile of the time to first token (seconds, p99 by
+    #: default); None until measured.
+    ttft_quantile: float | None = None
     #: Characters per second after the first text (average); None until measured.
     throughput: float | None = None
     #: Seconds a failure takes to show (decayed mean); None until one was timed.
     failure_cost: float | None = None
     #: ``"closed"``, ``"open"`` (cooling down) or ``"half_open"`` (one probe call may go).
     circuit: str = CLOSED
-    #: Seconds before a call may try it: its cooldown, a Retry-After, or another
+    #: Seconds before a call may try it: its cooldown (a Retry-After at least), or another
     #: call's probe in flight. 0.0: now.
     cooldown_left: float = 0.0
     last_error: str | None = None
@@ -189,6 +199,17 @@ class HealthPolicy:
     alpha: float = EWMA_ALPHA
     #: Seconds a probe holds its slot if its outcome is never recorded.
     probe_lease: float = 60.0
+    #: The quantile of the time to first token past which an attempt is late.
+    ttft_quantile: float = 0.99
+    #: Weight of the newest measurement in the mean and variance of log(TTFT).
+    ttft_alpha: float = 0.05
+    #: Standard deviation of log(TTFT) assumed before measurements say otherwise
+    #: (1.0: the p99 is about 10x the median).
+    ttft_prior_sigma: float = 1.0
+    #: An attempt is never late sooner than this, seconds.
+    late_floor: float = 0.3
+    #: Seconds after which an attempt on a provider never measured is late.
+    late_unmeasured: float = 2.5
 
     def __post_init__(self) -> None:
         checks = {
@@ -200,6 +221,11 @@ class HealthPolicy:
             "max_cooldown must be >= cooldown": self.max_cooldown >= self.cooldown,
             "alpha must be within (0, 1]": 0 < self.alpha <= 1,
             "probe_lease must be > 0": self.probe_lease > 0,
+            "ttft_quantile must be within (0.5, 1)": 0.5 < self.ttft_quantile < 1,
+            "ttft_alpha must be within (0, 1]": 0 < self.ttft_alpha <= 1,
+            "ttft_prior_sigma must be >= 0": self.ttft_prior_sigma >= 0,
+            "late_floor must be >= 0": self.late_floor >= 0,
+            "late_unmeasured must be >= late_floor": self.late_unmeasured >= self.late_floor,
         }
         failed = [message for message, ok in checks.items() if not ok]
         if failed:
@@ -222,12 +248,21 @@ class HealthPolicy:
             recent_successes=s["ok"],
             recent_failures=s["bad"],
             ttft=s.get("ttft"),
+            ttft_quantile=self._quantile(s),
             throughput=s.get("tput"),
             failure_cost=s["fsec"] / s["fnum"] if s["fnum"] > 0 else None,
             circuit=_circuit(s, now),
             cooldown_left=self.wait(s, now),
             last_error=last_error,
         )
+
+    def late_after(self, view: HealthView) -> float:
+        """Seconds without text after which an attempt on the provider is late:
+        its time-to-first-token quantile, never less than ``late_floor``;
+        ``late_unmeasured`` until it was measured."""
+        if view.ttft_quantile is None:
+            return self.late_unmeasured
+        return max(self.late_floor, view.ttft_quantile)
 
     def circuit(self, state: State, now: float) -> str:
         """``"closed"``, ``"open"`` or ``"half_open"``."""
@@ -237,7 +272,7 @@ class HealthPolicy:
         """Seconds before a call may start on this provider (0.0: now); ``token``
         names the caller that claimed a half-open circuit's probe."""
         s = _valid(state)
-        left = max(0.0, s.get("retry_at", 0.0) - now)
+        left = 0.0
         circuit = _circuit(s, now)
         if circuit == OPEN:
             left = max(left, s["open_until"] - now)
@@ -282,8 +317,10 @@ class HealthPolicy:
         retry_after: float | None = None,
     ) -> State:
         """A failed call, ``seconds`` after it started (when known); ``retry_after``:
-        the server asked not to be called again before that many seconds (honoured
-        up to ``max_cooldown``)."""
+        the server asked not to be called again before that many seconds. It is the
+        floor of the cooldown when the circuit opens or is open (up to
+        ``max_cooldown``); one 429 alone does not hold the provider for every call
+        (the failed attempt's own retry waits for it, see :mod:`langchain_g4f._race`)."""
         s = self._aged(_valid(state), now)
         s["n_bad"] = s.get("n_bad", 0) + 1
         s["bad"] += 1
@@ -294,11 +331,11 @@ class HealthPolicy:
             s["fsec"] += seconds
             s["fnum"] += 1
         hold = min(retry_after or 0.0, self.max_cooldown)
-        if hold > 0:
-            s["retry_at"] = max(s.get("retry_at", 0.0), now + hold)
         circuit = _circuit(s, now)
         if circuit == HALF_OPEN or (circuit == CLOSED and self._trips(s)):
             self._open(s, now, hold)
+        elif circuit == OPEN:
+            s["open_until"] = max(s["open_until"], now + hold)
         return s
 
     def cancelled(self, state: State, now: float) -> State:
@@ -313,16 +350,21 @@ class HealthPolicy:
         circuit closes: its probe got an answer going."""
         s = _valid(state)
         self._average(s, "ttft", seconds)
+        self._log_ttft(s, seconds)
         if _circuit(s, now) == HALF_OPEN:
             _close(s)
         return s
 
     def censored_first_token(self, state: State, now: float, *, seconds: float) -> State:
         """The attempt lost a race after ``seconds`` without text: its time to first
-        token is at least that. The attempt ends without an outcome."""
+        token is at least that. The attempt ends without an outcome. A bound above
+        the typical time to first token counts as a measurement of it (it widens
+        the quantile); one below says nothing new."""
         s = self.cancelled(state, now)
         if seconds > s.get("ttft", 0.0):
             s["ttft"] = seconds
+        if s.get("ln", 0) > 0 and _log(seconds) > s["lm"]:
+            self._log_ttft(s, seconds)
         return s
 
     # -- helpers ------------------------------------------------------------------
@@ -339,6 +381,23 @@ class HealthPolicy:
     def _average(self, s: State, field: str, value: float) -> None:
         old = s.get(field)
         s[field] = value if old is None else self.alpha * value + (1 - self.alpha) * old
+
+    def _log_ttft(self, s: State, seconds: float) -> None:
+        """Fold one time to first token into the decayed mean and variance of its log."""
+        x = _log(seconds)
+        if s.get("ln", 0) <= 0:
+            s["lm"], s["lv"] = x, self.ttft_prior_sigma**2
+        else:
+            delta = x - s["lm"]
+            s["lm"] += self.ttft_alpha * delta
+            s["lv"] = (1 - self.ttft_alpha) * (s["lv"] + self.ttft_alpha * delta * delta)
+        s["ln"] = s.get("ln", 0) + 1
+
+    def _quantile(self, s: State) -> float | None:
+        if s.get("ln", 0) <= 0:
+            return None
+        z = statistics.NormalDist().inv_cdf(self.ttft_quantile)
+        return math.exp(s["lm"] + z * math.sqrt(max(0.0, s["lv"])))
 
     def _trips(self, s: State) -> bool:
         if s["streak"] >= self.cooldown_after:
@@ -361,6 +420,10 @@ def _valid(state: State) -> State:
     if state.get("v") != STATE_VERSION or not all(_number(v) for v in state.values()):
         return {"v": STATE_VERSION}
     return dict(state)
+
+
+def _log(seconds: float) -> float:
+    return math.log(max(seconds, 1e-3))  # a millisecond at least: no log(0)
 
 
 def _number(value: object) -> bool:
@@ -431,6 +494,11 @@ class Health:
 
     def cooldown_seconds(self, openings: int) -> float:
         return self.policy.cooldown_seconds(openings)
+
+    def late_after(self, key: str) -> float:
+        """Seconds without text after which an attempt on ``key`` is late (see
+        :meth:`HealthPolicy.late_after`)."""
+        return self.policy.late_after(self.view(key))
 
     def claim(self, key: str) -> float:
         """Ask to start a call on ``key`` now: 0.0 if it may (if its circuit is

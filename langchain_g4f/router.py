@@ -3,7 +3,7 @@
 How one call runs:
 
 1. The candidates are the providers that serve the requested model. Those cooling
-   down (circuit open, or a ``Retry-After``) go last, tried only if their cooldown
+   down (circuit open, for a ``Retry-After`` at least) go last, tried only if their cooldown
    ends within the deadline; the strategy (:mod:`langchain_g4f.strategies`) orders
    the rest by what the health model (:mod:`langchain_g4f.health`) has learnt.
 2. The attempts race to the first text (:mod:`langchain_g4f._race`): fallback to
@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from functools import partial
 from itertools import chain
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from langchain_core.callbacks import (
     AsyncCallbackManagerForLLMRun,
@@ -120,9 +120,17 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
             jittered; a 429 waits its ``Retry-After``), and only when no other
             provider can start sooner. A 401, a 404 or an unserved model is not
             retried.
-        hedge_after: float | None
-            Seconds without text after which the next provider starts too; the first
-            with text wins. ``None``: no hedging.
+        hedge_after: "auto" | float | None
+            When an attempt is late without text, the next provider starts beside
+            it; the first with text wins, and the loser's time without text is
+            recorded as a lower bound on its provider's time to first token.
+            ``"auto"`` (default): late means past the provider's learnt 99th
+            percentile of time to first token (never sooner than 0.3 s; 2.5 s for
+            a provider not yet measured), or past the next provider's when that
+            one is faster, so a stall before the first byte costs
+            about one slow first token, not the deadline, and few calls pay for a
+            second request. A number: late after that many seconds. ``None``: no
+            hedging.
         half_life: float
             Seconds after which an observation counts half as much in a provider's
             recent success rate.
@@ -238,8 +246,9 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
     """Retries per provider of healable errors (timeouts, 429, 5xx)."""
     backoff: float = Field(default=0.5, ge=0)
     """First backoff between retries, seconds (doubling, jittered; 429 waits Retry-After)."""
-    hedge_after: float | None = Field(default=None, ge=0)
-    """Seconds without text before the next provider starts too; ``None``: off."""
+    hedge_after: Annotated[float, Field(ge=0)] | Literal["auto"] | None = "auto"
+    """When an attempt without text is late and the next provider starts too:
+    ``"auto"`` (past its provider's learnt TTFT p99), seconds, or ``None`` (off)."""
     half_life: float = Field(default=60.0, gt=0)
     """Seconds after which an observation counts half as much in the health model."""
     failure_threshold: float = Field(default=0.2, gt=0, le=1)

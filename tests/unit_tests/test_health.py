@@ -7,6 +7,7 @@ comes from a seeded ``random.Random``.
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 from collections import Counter
 from functools import partial
@@ -150,20 +151,27 @@ def test_retry_after_is_the_floor_of_a_cooldown(clock: Clock) -> None:
 
 def test_retry_after_is_honoured_up_to_the_longest_cooldown(clock: Clock) -> None:
     health = health_of(clock, max_cooldown=60.0)
+    health.record_failure("a", RESET)
     health.record_failure("a", RateLimitError("tomorrow", provider="a", status=429,
                                               retry_after=86400.0))
     assert health.view("a").cooldown_left == 60.0
 
 
-def test_retry_after_holds_a_provider_even_with_its_circuit_closed(clock: Clock) -> None:
+def test_one_429_does_not_hold_a_healthy_provider_for_every_call(clock: Clock) -> None:
     health = health_of(clock)
     feed(health, "a", "s" * 10, clock=clock)
     health.record_failure("a", RateLimitError("wait", provider="a", status=429, retry_after=3.0))
     view = health.view("a")
-    assert view.circuit == "closed" and view.cooldown_left == 3.0
-    assert health.claim("a") == 3.0
-    clock.now += 3.0
+    assert view.circuit == "closed" and view.cooldown_left == 0.0
     assert health.claim("a") == 0.0
+
+
+def test_a_429_while_the_circuit_is_open_extends_the_cooldown(clock: Clock) -> None:
+    health = health_of(clock, cooldown=5.0)
+    feed(health, "a", "ff", clock=clock)
+    assert health.view("a").cooldown_left == 5.0
+    health.record_failure("a", RateLimitError("wait", provider="a", status=429, retry_after=9.0))
+    assert health.view("a").circuit == "open" and health.view("a").cooldown_left == 9.0
 
 
 def test_half_open_admits_exactly_one_probe(clock: Clock) -> None:
@@ -573,3 +581,151 @@ def test_an_open_provider_found_at_start_waits_its_cooldown(clock: Clock) -> Non
     schedule = schedule_of(health, entries("a", "b"))
     feed(health, "a", "ff", clock=clock, step=0)  # opened after the call was planned
     assert schedule.next_action(0.0).entry.key == "b"
+
+
+# --- the time-to-first-token quantile and auto hedging -----------------------------
+
+
+def lognormal_ttfts(median: float, sigma: float, n: int, seed: int = 7) -> list[float]:
+    rng = random.Random(seed)
+    return [median * rng.lognormvariate(0.0, sigma) for _ in range(n)]
+
+
+def test_an_unmeasured_provider_is_late_after_the_conservative_default(clock: Clock) -> None:
+    health = health_of(clock, "a", late_unmeasured=2.5)
+    assert health.view("a").ttft_quantile is None
+    assert health.late_after("a") == 2.5
+
+
+@pytest.mark.parametrize(("quantile", "z"), [(0.95, 1.645), (0.99, 2.326)])
+def test_the_quantile_learns_a_lognormal_one(clock: Clock, quantile: float, z: float) -> None:
+    health = health_of(clock, ttft_quantile=quantile)
+    for seconds in lognormal_ttfts(0.3, 0.8, 400):
+        health.record_ttft("a", seconds)
+    true_quantile = 0.3 * math.exp(z * 0.8)
+    assert health.view("a").ttft_quantile == pytest.approx(true_quantile, rel=0.35)
+    assert health.late_after("a") == health.view("a").ttft_quantile
+
+
+def test_one_measurement_gives_a_wide_quantile_from_the_prior(clock: Clock) -> None:
+    health = health_of(clock, ttft_prior_sigma=1.0)  # default quantile: p99
+    health.record_ttft("a", 0.5)
+    assert health.view("a").ttft_quantile == pytest.approx(0.5 * 10.24, rel=0.01)  # exp(2.326)
+
+
+def test_a_fast_provider_is_never_late_before_the_floor(clock: Clock) -> None:
+    health = health_of(clock, late_floor=0.3)
+    for seconds in lognormal_ttfts(0.02, 0.5, 100):
+        health.record_ttft("a", seconds)
+    assert health.view("a").ttft_quantile < 0.3
+    assert health.late_after("a") == 0.3
+
+
+def test_a_provider_that_slows_down_raises_its_quantile(clock: Clock) -> None:
+    health = health_of(clock)
+    for seconds in lognormal_ttfts(0.05, 0.5, 100):
+        health.record_ttft("a", seconds)
+    fast = health.view("a").ttft_quantile
+    for seconds in lognormal_ttfts(1.0, 0.5, 60, seed=8):
+        health.record_ttft("a", seconds)
+    assert health.view("a").ttft_quantile > 10 * fast
+
+
+def test_a_censored_time_above_the_median_widens_the_quantile(clock: Clock) -> None:
+    health = health_of(clock)
+    for seconds in lognormal_ttfts(0.2, 0.5, 50):
+        health.record_ttft("a", seconds)
+    before = health.view("a").ttft_quantile
+
+    health.record_censored_ttft("a", 0.01)  # lost a race early: says nothing new
+    assert health.view("a").ttft_quantile == before
+    health.record_censored_ttft("a", 3.0)  # three seconds without text: at least that
+    assert health.view("a").ttft_quantile > before
+
+
+def test_the_quantile_policy_is_validated() -> None:
+    with pytest.raises(ConfigurationError, match="ttft_quantile"):
+        HealthPolicy(ttft_quantile=1.0)
+    with pytest.raises(ConfigurationError, match="late_unmeasured"):
+        HealthPolicy(late_floor=3.0, late_unmeasured=2.0)
+
+
+def test_auto_hedging_starts_the_next_provider_past_the_first_ones_quantile(clock: Clock) -> None:
+    health = health_of(clock, "a", "b")
+    for seconds in lognormal_ttfts(0.3, 0.8, 200):
+        health.record_ttft("a", seconds)
+    late = health.late_after("a")
+    schedule = schedule_of(health, entries("a", "b"), hedge_after="auto")
+
+    assert schedule.next_action(0.0).entry.key == "a"
+    assert schedule.next_action(0.0) == pytest.approx(late)  # wait until a is late
+    assert schedule.next_action(late * 0.9) == pytest.approx(late * 0.1)  # not yet
+    assert schedule.next_action(late).entry.key == "b"  # a is late: b starts beside it
+    assert keys(schedule) == ["a", "b"]
+
+
+def test_auto_hedging_waits_the_default_for_an_unmeasured_provider(clock: Clock) -> None:
+    health = health_of(clock, "a", "b", late_unmeasured=2.5)
+    schedule = schedule_of(health, entries("a", "b"), hedge_after="auto")
+    schedule.next_action(0.0)
+    assert schedule.next_action(0.3) == pytest.approx(2.2)
+    assert schedule.next_action(2.5).entry.key == "b"
+
+
+def test_auto_hedging_times_each_attempt_by_its_own_provider(clock: Clock) -> None:
+    health = health_of(clock, "a", "b", "c", late_floor=0.0)
+    health.record_ttft("a", 0.01)
+    health.record_ttft("b", 0.1)
+    health.record_ttft("c", 0.5)
+    late_a, late_b = health.late_after("a"), health.late_after("b")
+    schedule = schedule_of(health, entries("a", "b", "c"), hedge_after="auto")
+
+    schedule.next_action(0.0)
+    assert schedule.next_action(late_a).entry.key == "b"
+    assert schedule.next_action(late_a) == pytest.approx(late_b)  # b's own limit now
+    assert schedule.next_action(late_a + late_b).entry.key == "c"
+
+
+def test_an_auto_hedge_loser_records_its_censored_time(clock: Clock) -> None:
+    health = health_of(clock, "a", "b")
+    for seconds in lognormal_ttfts(0.1, 0.5, 100):
+        health.record_ttft("a", seconds)
+    health.record_ttft("b", 0.2)
+    before = health.view("a")
+    schedule = schedule_of(health, entries("a", "b"), hedge_after="auto")
+    first = schedule.next_action(0.0)
+    late = first.late_at
+    second = schedule.next_action(late)
+
+    schedule.won(second, late + 0.2)  # a stalls; b has text first
+
+    after = health.view("a")
+    assert after.ttft >= late + 0.2  # at least as long as it went without text
+    assert after.ttft_quantile > before.ttft_quantile
+    assert after.volume == 0  # neither a success nor a failure
+    assert health.view("b").ttft == pytest.approx(0.2)
+
+
+def test_a_slow_provider_first_is_hedged_once_the_faster_next_one_is_late(clock: Clock) -> None:
+    health = health_of(clock, "slow", "fast", late_floor=0.0)
+    health.record_ttft("slow", 1.5)  # first: the fast one was cooling down, or exploring
+    health.record_ttft("fast", 0.1)
+    late_slow, late_fast = health.late_after("slow"), health.late_after("fast")
+    assert late_fast < late_slow
+    schedule = schedule_of(health, entries("slow"), waiting=[(0.2, entries("fast")[0])],
+                           hedge_after="auto")
+
+    assert schedule.next_action(0.0).entry.key == "slow"
+    assert schedule.next_action(0.0) == pytest.approx(late_fast)  # not slow's own limit
+    assert schedule.next_action(late_fast).entry.key == "fast"
+
+
+def test_no_hedging_when_off_and_a_fixed_hedge_ignores_the_quantile(clock: Clock) -> None:
+    health = health_of(clock, "a", "b")
+    health.record_ttft("a", 5.0)
+    off = schedule_of(health, entries("a", "b"), hedge_after=None)
+    off.next_action(0.0)
+    assert off.next_action(9.0) == pytest.approx(1.0)  # only the deadline wakes it
+    fixed = schedule_of(health, entries("a", "b"), hedge_after=0.5)
+    fixed.next_action(0.0)
+    assert fixed.next_action(0.5).entry.key == "b"

@@ -106,20 +106,27 @@ def test_priority_moves_a_first_provider_failing_40_percent_behind(replica: Repl
 
 
 @pytest.mark.parametrize("mode", MODES)
-async def test_a_429_moves_on_at_once_and_holds_the_provider(replica: Replica, mode: str) -> None:
-    replica.set_fault("Mishalsgpt", "rate_limit", times=1, retry_after=3)
-    router = router_of(replica, "Mishalsgpt", "Lockchat", max_retries=1)
+async def test_a_429_moves_on_at_once_and_holds_the_provider_once_it_opens(
+    replica: Replica, mode: str
+) -> None:
+    replica.set_fault("Mishalsgpt", "rate_limit", times=2, retry_after=3)
+    router = router_of(replica, "Mishalsgpt", "Lockchat", max_retries=1, cooldown=1.0)
 
     provider, metadata = await answer(router, "busy?", mode)
 
     assert provider == "Lockchat"
     assert [a["error"] for a in metadata["attempts"]] == ["RateLimitError"]
     assert requested(replica) == {"mishalsgpt": 1, "lockchat": 1}  # no retry: not needed
-    assert 2 < router.stats()["Mishalsgpt"]["cooldown_left"] <= 3  # its Retry-After
+    assert router.stats()["Mishalsgpt"]["cooldown_left"] == 0  # one 429 holds no other call
 
-    provider, _ = await answer(router, "again", mode)  # within the Retry-After
+    provider, _ = await answer(router, "again", mode)  # a second 429 in a row: it opens
     assert provider == "Lockchat"
-    assert requested(replica)["mishalsgpt"] == 1
+    assert requested(replica)["mishalsgpt"] == 2
+    assert 2 < router.stats()["Mishalsgpt"]["cooldown_left"] <= 3  # its Retry-After, not 1 s
+
+    provider, _ = await answer(router, "third", mode)  # within the Retry-After
+    assert provider == "Lockchat"
+    assert requested(replica)["mishalsgpt"] == 2
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -155,6 +162,32 @@ async def test_a_hedge_loser_that_became_slow_loses_first_place(
     provider, _ = await answer(router, "second", mode)
     assert provider == "Lockchat"
     assert requested(replica) == {"mishalsgpt": 1, "lockchat": 2}  # not tried first again
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_stall_before_the_first_byte_is_hedged_by_default(
+    replica: Replica, mode: str
+) -> None:
+    # read timeouts of 30 s and a 10 s deadline: without the hedge the call would fail
+    router = ChatG4FRouter(
+        providers=[
+            ChatG4F(provider=name, base_url=replica.base_url(name), timeout=30.0)
+            for name in ("Mishalsgpt", "Lockchat")
+        ],
+        strategy=FastestStrategy(0.0),
+        timeout=10.0,
+    )
+    seed(router, "Mishalsgpt", 0.05)
+    seed(router, "Lockchat", 0.1)
+    replica.set_fault("Mishalsgpt", "stall", after_chunks=0)
+
+    provider, metadata = await answer(router, "anyone?", mode)
+
+    assert provider == "Lockchat" and metadata["attempts"] == []
+    assert requested(replica) == {"mishalsgpt": 1, "lockchat": 1}
+    stats = router.stats()["Mishalsgpt"]
+    assert stats["failures"] == 0  # a hedge loser: no outcome ...
+    assert stats["ttft"] >= 0.3  # ... but at least the hedge floor without text
 
 
 # --- unmeasured providers ---------------------------------------------------------------
