@@ -33,7 +33,7 @@ from langchain_g4f.errors import (
     ConfigurationError,
     G4FError,
 )
-from langchain_g4f.health import STRATEGIES
+from langchain_g4f.strategies import STRATEGIES
 from langchain_g4f._redact import redact_url
 
 if TYPE_CHECKING:

@@ -71,29 +71,13 @@ from langchain_g4f.errors import (
     ProviderTimeoutError,
 )
 from langchain_g4f.store import MemoryStore, State, Store
-from langchain_g4f.strategies import (
-    STRATEGIES,
-    FastestStrategy,
-    PriorityStrategy,
-    RandomStrategy,
-    RoundRobinStrategy,
-    Strategy,
-    resolve_strategy,
-)
 
 __all__ = [
     "EWMA_ALPHA",
     "STATE_VERSION",
-    "FastestStrategy",
     "Health",
     "HealthPolicy",
     "HealthView",
-    "PriorityStrategy",
-    "RandomStrategy",
-    "RoundRobinStrategy",
-    "STRATEGIES",
-    "Strategy",
-    "resolve_strategy",
 ]
 
 #: Weight of the newest measurement in the averages (time to first token,

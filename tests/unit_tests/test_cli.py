@@ -20,7 +20,7 @@ from langchain_core.messages import AIMessageChunk
 
 from langchain_g4f import DISTRIBUTION, providers
 from langchain_g4f.cli import _line_editing, main, session
-from langchain_g4f.health import STRATEGIES
+from langchain_g4f.strategies import STRATEGIES
 from langchain_g4f.providers import OpenAICompatible
 from langchain_g4f.testing import Replica, reply_for
 

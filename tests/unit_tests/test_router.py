@@ -31,9 +31,9 @@ from langchain_g4f.errors import (
     NoProviderAvailableError,
     StreamInterruptedError,
 )
-from langchain_g4f.health import (
+from langchain_g4f.health import HealthView
+from langchain_g4f.strategies import (
     FastestStrategy,
-    HealthView,
     PriorityStrategy,
     RandomStrategy,
     RoundRobinStrategy,

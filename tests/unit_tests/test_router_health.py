@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from langchain_g4f import ChatG4F, ChatG4FRouter
-from langchain_g4f.health import FastestStrategy
+from langchain_g4f.strategies import FastestStrategy
 from langchain_g4f.testing import Replica, reply_for
 
 pytestmark = pytest.mark.loopback
