@@ -220,7 +220,8 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
     Traces:
         Each failed attempt is a LangChain custom event ``g4f_attempt`` (data: the
         attempt record above) on the router's run, in ``astream_events`` and
-        LangSmith, for ``invoke``, ``stream`` and their async forms.
+        LangSmith, for ``invoke``, ``stream`` and their async forms; a continued
+        answer is a ``g4f_continue`` event (``{"provider", "after", "chars"}``).
 
     Health:
         The router learns per provider a decayed success rate, the time to first
@@ -606,6 +607,7 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
                 won = self._win(request, trace)
             except Exception as exc:
                 raise relay.unfinished(exc) from exc
+            traces.dispatch_continue(trace, relay.continued_by(won))
 
     async def _astream(
         self,
@@ -647,6 +649,7 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
                 won = await self._awin(request, trace)
             except Exception as exc:
                 raise relay.unfinished(exc) from exc
+            await traces.adispatch_continue(trace, relay.continued_by(won))
 
     def _generate(
         self,
@@ -817,6 +820,12 @@ class _Relay:
         if any(key not in self.breaks for key in keys):
             return frozenset(self.breaks)
         return frozenset(key for key, n in self.breaks.items() if n > self.max_retries)
+
+    def continued_by(self, won: Won) -> dict[str, Any] | None:
+        """The ``g4f_continue`` event's data when ``won`` continues given text."""
+        if not self.texts:
+            return None  # a restart: nothing had reached the caller
+        return {"provider": won.key, "after": self._won.key, "chars": sum(map(len, self.texts))}
 
     def unfinished(self, error: BaseException) -> StreamInterruptedError:
         """No provider could continue the answer (``error`` says why)."""

@@ -10,6 +10,9 @@ Event names:
 
 - ``g4f_attempt``: one failed attempt, data ``{"provider", "error", "status",
   "message", "elapsed"}`` (the records of ``response_metadata["attempts"]``).
+- ``g4f_continue``: a broken answer goes on with another segment, data
+  ``{"provider", "after", "chars"}``: who continues, whose segment broke, and how
+  many characters the caller had been given.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import RunnableConfig
 
 ATTEMPT_EVENT = "g4f_attempt"
+CONTINUE_EVENT = "g4f_continue"
 
 _CURRENT: ContextVar[Trace | None] = ContextVar("langchain_g4f_trace", default=None)
 
@@ -113,3 +117,14 @@ async def adispatch_attempts(trace: Trace | None, attempts: list[dict[str, Any]]
     if trace is not None:
         for record in attempts:
             await trace.adispatch(ATTEMPT_EVENT, record)
+
+
+def dispatch_continue(trace: Trace | None, data: dict[str, Any] | None) -> None:
+    """The ``g4f_continue`` event, when an answer goes on (``data`` not None)."""
+    if trace is not None and data is not None:
+        trace.dispatch(CONTINUE_EVENT, data)
+
+
+async def adispatch_continue(trace: Trace | None, data: dict[str, Any] | None) -> None:
+    if trace is not None and data is not None:
+        await trace.adispatch(CONTINUE_EVENT, data)

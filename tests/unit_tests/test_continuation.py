@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
+from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, HumanMessage
 
 from langchain_g4f import ChatG4F, ChatG4FRouter, _stall
@@ -226,6 +227,39 @@ async def test_break_at_the_first_piece_is_continued_elsewhere(replica: Replica,
     stats = router.stats()
     assert stats["Mishalsgpt"]["failures"] == 1 and stats["Mishalsgpt"]["successes"] == 0
     assert stats["Lockchat"]["successes"] == 1
+
+
+class ContinueEvents(BaseCallbackHandler):
+    def __init__(self) -> None:
+        self.custom: list[tuple[str, Any]] = []
+
+    def on_custom_event(self, name: str, data: Any, **kw: Any) -> None:
+        self.custom.append((name, data))
+
+
+@pytest.mark.loopback
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_continued_answer_is_a_g4f_continue_event(replica: Replica, mode: str) -> None:
+    replica.set_fault("Mishalsgpt", "error_event", after_chars=3)
+    events = ContinueEvents()
+    router = router_of(replica, "Mishalsgpt", "Lockchat").with_config(callbacks=[events])
+
+    message, pieces = await ask(router, "events", mode)  # type: ignore[arg-type]
+
+    assert_exact(message, pieces, "events")
+    assert [name for name, _ in events.custom] == ["g4f_attempt", "g4f_continue"]
+    assert events.custom[1][1] == {"provider": "Lockchat", "after": "Mishalsgpt", "chars": 3}
+
+
+@pytest.mark.loopback
+async def test_a_restart_with_no_text_given_is_no_g4f_continue_event(replica: Replica) -> None:
+    replica.set_fault("Mishalsgpt", "http_503")
+    events = ContinueEvents()
+    router = router_of(replica, "Mishalsgpt", "Lockchat")
+
+    await router.ainvoke("no text yet", config={"callbacks": [events]})
+
+    assert [name for name, _ in events.custom] == ["g4f_attempt"]
 
 
 @pytest.mark.loopback
