@@ -282,7 +282,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 20000])
-    parser.add_argument("--concurrent", type=int, default=200)
+    parser.add_argument(
+        "--concurrent", type=int, default=200, help="concurrent router streams (0 to skip)"
+    )
     parser.add_argument(
         "--first-calls", type=int, default=100, help="calls per first-call row (0 to skip)"
     )
@@ -353,8 +355,9 @@ def main() -> None:
                     base_url=root, api_key="bench", model=model, max_retries=0
                 )
             print(first_calls(build, args.first_calls))
-        replica.set_stream_size(1000, "tok ")
-        print(concurrent_router(router, args.concurrent))
+        if args.concurrent:
+            replica.set_stream_size(1000, "tok ")
+            print(concurrent_router(router, args.concurrent))
 
     core = import_time("import langchain_core.language_models")
     print("\nimport time (median of 5 fresh interpreters)")
