@@ -315,6 +315,17 @@ def _demo(args: argparse.Namespace) -> int:
         out.write(f"answered by:  {message.response_metadata['provider']}\n")
         replica.reset()
 
+        out.write("\n== a broken answer continued: Mishalsgpt's stream breaks, Lockchat finishes it\n")
+        replica.set_fault("Mishalsgpt", "reset", after_chars=20)
+        mended = ChatG4FRouter(
+            providers=["Mishalsgpt", "Lockchat"], strategy="priority", max_retries=0
+        )
+        message = show_stream(mended.stream(args.prompt))
+        segments = message.response_metadata.get("segments", [])
+        out.write("segments:     ")
+        out.write(", ".join(f"{s['provider']} {s['chars']} chars" for s in segments) + "\n")
+        replica.reset()
+
         out.write("\n== an agent calling a tool (through the router)\n")
         agent = router.bind_tools([get_weather])
         messages: list[Any] = [HumanMessage("What is the weather in Paris?")]

@@ -56,6 +56,10 @@ def test_demo_runs_offline_in_a_fresh_process() -> None:
     assert "Hello |from |the |replica" in out  # streamed, chunk by chunk
     assert "failed first: Mishalsgpt (ProviderHTTPError 503)" in out
     assert "answered by:  Lockchat" in out
+    answer = expected("Say hello to LangChain — café ☕")
+    continued = out.split("== a broken answer continued")[1].splitlines()
+    assert continued[1].replace("|", "") == answer  # each character once
+    assert continued[2] == f"segments:     Mishalsgpt 20 chars, Lockchat {len(answer) - 20} chars"
     assert "tool call:    get_weather({'location': 'Paris'})" in out
     assert "answer:       The |tool |returned: |It |is |sunny |in |Paris.|" in out
 
