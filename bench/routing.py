@@ -39,7 +39,6 @@ import importlib.util
 import json
 import math
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -53,7 +52,8 @@ from typing import Any
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # offline, before any import
 
-from pool import DEAD, PROVIDERS, expected_answer  # noqa: E402  (bench/ is sys.path[0])
+from machine import machine  # noqa: E402  (bench/ is sys.path[0])
+from pool import DEAD, PROVIDERS, expected_answer  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 HEDGE_AFTER = 0.5
@@ -314,15 +314,6 @@ def table(rows: list[dict[str, Any]]) -> str:
         )
     return "\n".join(lines)
 
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as info:
-            cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
 
 
 def run_parent(args: argparse.Namespace) -> None:

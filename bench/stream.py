@@ -27,8 +27,6 @@ import argparse
 import asyncio
 import gc
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -45,6 +43,8 @@ from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_g4f import ChatG4F, ChatG4FRouter
 from langchain_g4f.providers import OpenAICompatible
 from langchain_g4f.testing import Replica
+
+from machine import machine  # bench/ is sys.path[0]
 
 PROMPT = "benchmark"
 
@@ -95,15 +95,6 @@ def gc_paused(run: Callable[[], tuple[int, float, float]]) -> Callable[[], tuple
 
     return paused
 
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as info:
-            cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
 
 
 def timed_sync(stream: Callable[[], Iterator[Any]]) -> tuple[int, float, float]:

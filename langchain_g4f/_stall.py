@@ -30,7 +30,6 @@ import itertools
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
 
 from langchain_core.outputs import ChatGenerationChunk as Chunk
 
