@@ -247,7 +247,9 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
     """Retries per provider of healable errors (timeouts, 429, 5xx)."""
     backoff: float = Field(default=0.5, ge=0)
     """First backoff between retries, seconds (doubling, jittered; 429 waits Retry-After)."""
-    hedge_after: Annotated[float, Field(ge=0)] | Literal["auto"] | None = "auto"
+    hedge_after: (
+        Annotated[float, Field(ge=0, allow_inf_nan=False, strict=True)] | Literal["auto"] | None
+    ) = "auto"
     """When an attempt without text is late and the next provider starts too:
     ``"auto"`` (past its provider's learnt TTFT p99), seconds, or ``None`` (off)."""
     half_life: float = Field(default=60.0, gt=0)
@@ -272,7 +274,9 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
     """Where health and budgets are kept: ``None`` (this router), a ``redis://`` /
     ``rediss://`` URL (``?prefix=`` optional) or a store object, shared by every
     router and process that uses it; see :mod:`langchain_g4f.redis_store`."""
-    stall_after: float | Literal["auto"] | None = "auto"
+    stall_after: (
+        Annotated[float, Field(gt=0, allow_inf_nan=False, strict=True)] | Literal["auto"] | None
+    ) = "auto"
     """Once text flows, seconds without a chunk after which the stream counts as
     broken: ``"auto"`` adapts to the stream, a number is fixed, ``None``: off."""
 
@@ -282,7 +286,6 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
     _store: Store = PrivateAttr()
 
     def __init__(self, **kwargs: Any) -> None:
-        _check_stall_after(kwargs.get("stall_after", "auto"))  # before pydantic coerces it
         init_model(super().__init__, type(self), kwargs)
         # Resolved here rather than in validators, so typed errors reach the caller.
         self._entries = self._build_entries()
@@ -848,20 +851,6 @@ class _Relay:
             partial_text=partial,
             cause=error,
         )
-
-
-def _check_stall_after(value: object) -> None:
-    if value is None or value == "auto":
-        return
-    if (
-        isinstance(value, (int, float))
-        and not isinstance(value, bool)
-        and 0 < value < float("inf")
-    ):
-        return
-    raise ConfigurationError(
-        f'stall_after must be "auto", a positive number of seconds or None, not {value!r}'
-    )
 
 
 def _open_stream(request: Request, attempt: Attempt) -> Iterator[ChatGenerationChunk]:
