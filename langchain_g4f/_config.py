@@ -18,7 +18,6 @@ goes where the caller sends it, plain ``http://`` included):
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import math
 import os
@@ -30,7 +29,7 @@ from urllib.parse import urlsplit
 from pydantic import AliasChoices, BaseModel, ValidationError
 
 from langchain_g4f._redact import redact_text, redact_url
-from langchain_g4f.errors import ConfigurationError
+from langchain_g4f.errors import ConfigurationError, did_you_mean
 from langchain_g4f.providers.base import Provider
 
 #: The key every provider that needs one may use.
@@ -67,9 +66,7 @@ def check_arguments(cls: type[BaseModel], kwargs: dict[str, Any]) -> None:
         return
     problems = []
     for name in unknown:
-        close = difflib.get_close_matches(name, sorted(accepted), n=1, cutoff=0.6)
-        hint = f" (did you mean {close[0]}?)" if close else ""
-        problems.append(f"{name!r}{hint}")
+        problems.append(f"{name!r}{did_you_mean(name, sorted(accepted), n=1)}")
     raise ConfigurationError(
         f"{cls.__name__} got unknown argument(s): {', '.join(problems)}",
         provider=_provider_name(kwargs),

@@ -11,6 +11,8 @@ a timeout or a 503 can heal, a 401 or an unknown model cannot.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from typing import Any
 
 __all__ = [
@@ -33,6 +35,7 @@ __all__ = [
     "BudgetExhaustedError",
     "AllProvidersFailedError",
     "NoProviderAvailableError",
+    "did_you_mean",
 ]
 
 
@@ -192,3 +195,13 @@ class AllProvidersFailedError(G4FError):
 
 class NoProviderAvailableError(ConfigurationError):
     """No configured provider serves the request (model, streaming, auth)."""
+
+
+def did_you_mean(name: str, known: Iterable[str], n: int = 3) -> str:
+    """``" (did you mean 'A' or 'B'?)"`` for up to ``n`` names in ``known`` close to
+    ``name`` (closest first, case aside), or ``""``."""
+    by_folded = {candidate.casefold(): candidate for candidate in known}
+    close = difflib.get_close_matches(name.casefold(), by_folded, n=n, cutoff=0.6)
+    if not close:
+        return ""
+    return f" (did you mean {' or '.join(repr(by_folded[c]) for c in close)}?)"

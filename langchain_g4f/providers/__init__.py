@@ -13,10 +13,9 @@ and the router then find it by name.
 
 from __future__ import annotations
 
-import difflib
 import threading
 
-from langchain_g4f.errors import UnknownProviderError
+from langchain_g4f.errors import UnknownProviderError, did_you_mean
 from langchain_g4f.providers.aichat import Aichat as _Aichat
 from langchain_g4f.providers.base import Delta, HTTPRequest, Provider, ResponseParser
 from langchain_g4f.providers.gravityengine import Gravityengine as _Gravityengine
@@ -85,14 +84,6 @@ def get(name: str) -> Provider:
         )
     return provider
 
-
-def did_you_mean(name: str, known: list[str]) -> str:
-    """``" (did you mean 'A' or 'B'?)"`` for the names in ``known`` close to ``name``, or ``""``."""
-    by_folded = {candidate.casefold(): candidate for candidate in known}
-    close = difflib.get_close_matches(name.casefold(), by_folded, n=3, cutoff=0.6)
-    if not close:
-        return ""
-    return f" (did you mean {' or '.join(repr(by_folded[c]) for c in close)}?)"
 
 
 __all__ = [

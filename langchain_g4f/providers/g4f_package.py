@@ -36,8 +36,8 @@ from langchain_g4f.errors import (
     ProviderTimeoutError,
     RateLimitError,
     UnsupportedModelError,
+    did_you_mean,
 )
-from langchain_g4f.providers import did_you_mean
 from langchain_g4f.providers.base import Delta, HTTPRequest, Message, Provider
 
 

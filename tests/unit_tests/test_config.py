@@ -66,7 +66,7 @@ def test_pydantic_errors_are_neither_chained_nor_kept_as_context() -> None:
 )
 def test_misspelled_arguments_are_refused_with_a_hint(typo: str, hint: str) -> None:
     error = raised(lambda: ChatG4F(provider="Lockchat", **{typo: 0.5}))
-    assert f"{typo!r} (did you mean {hint}?)" in str(error)
+    assert f"{typo!r} (did you mean {hint!r}?)" in str(error)
 
 
 def test_unknown_argument_without_a_close_name() -> None:
@@ -76,7 +76,7 @@ def test_unknown_argument_without_a_close_name() -> None:
 
 def test_router_misspelled_argument() -> None:
     error = raised(lambda: ChatG4FRouter(providers=["Lockchat"], hedge_afterr=1.0))
-    assert "did you mean hedge_after?" in str(error)
+    assert "did you mean 'hedge_after'?" in str(error)
 
 
 class _Handler(BaseCallbackHandler):
