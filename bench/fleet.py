@@ -94,7 +94,7 @@ class Pool:
             def log_message(self, *args: Any) -> None:
                 pass
 
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 provider = self.path.strip("/").split("/")[0]
                 status, headers = pool.outcome(provider)
@@ -278,14 +278,28 @@ def main() -> None:
         f"'budget' allows {args.budget}/min; {os.cpu_count()} CPUs, "
         f"Python {platform.python_version()}, {platform.machine()}\n"
     )
-    header = ("store", "calls", "errors", "requests to dead after it died", "429s received",
-              "store time per call p50 / p99", "call latency p50 / p99")
+    header = (
+        "store",
+        "calls",
+        "errors",
+        "requests to dead after it died",
+        "429s received",
+        "store time per call p50 / p99",
+        "call latency p50 / p99",
+    )
     lines = [header, tuple("---" for _ in header)]
     for name, row in rows.items():
-        lines.append((
-            name, str(row["calls"]), str(row["errors"]), str(row["dead_after_death"]),
-            str(row["rate_limited"]), row["store"], row["call"],
-        ))
+        lines.append(
+            (
+                name,
+                str(row["calls"]),
+                str(row["errors"]),
+                str(row["dead_after_death"]),
+                str(row["rate_limited"]),
+                row["store"],
+                row["call"],
+            )
+        )
     for line in lines:
         print("| " + " | ".join(line) + " |")
     memory, shared = rows["memory (per process)"], rows["redis (shared)"]

@@ -61,29 +61,137 @@ DEAD = "dead"
 
 #: Failure kinds and their weights among a provider's failures.
 FAILURES = {
-    "reset": 1,          # connection reset before any byte
-    "5xx": 2,            # 500 / 502 / 503 with a JSON error
-    "429": 2,            # Too Many Requests with Retry-After
-    "html": 1,           # 200 with an HTML page (a bot check)
-    "stall": 1,          # nothing for --stall seconds, then a reset
-    "stall_mid": 1,      # some text, then nothing for --stall seconds, then a reset
-    "break": 2,          # some text, then a reset or a body that ends without [DONE]
+    "reset": 1,  # connection reset before any byte
+    "5xx": 2,  # 500 / 502 / 503 with a JSON error
+    "429": 2,  # Too Many Requests with Retry-After
+    "html": 1,  # 200 with an HTML page (a bot check)
+    "stall": 1,  # nothing for --stall seconds, then a reset
+    "stall_mid": 1,  # some text, then nothing for --stall seconds, then a reset
+    "break": 2,  # some text, then a reset or a body that ends without [DONE]
 }
 TTFB_SIGMA = 0.8  # lognormal shape: p95 is about 3.7x the median
 REPEAT_TAIL_SHARE = 0.3  # continuations that first repeat a tail of the partial
 
-WORDS = (
-    "the a of and to in is it that for on with as was at by from this be are or an "
-    "river stone cloud signal harbor lantern meadow engine orbit copper garden silver "
-    "window thunder candle mirror forest ladder pocket rocket violet winter summer "
-    "bridge castle desert feather glacier island jungle kettle marble needle ocean "
-    "pepper quartz saddle timber valley wander yellow zephyr anchor basket cactus "
-    "dragon ember falcon gravel hollow ivory jasmine kernel lemon meteor nectar "
-    "quickly slowly softly boldly gently rarely barely nearly always never often "
-    "builds carries follows gathers holds keeps lifts moves opens pulls reads sends "
-    "café naïve façade über résumé jalapeño smörgåsbord crème brûlée déjà vu "
-    "東京 北京 データ ☕ 🚀 ünïcode"
-).split()
+WORDS = [
+    "the",
+    "a",
+    "of",
+    "and",
+    "to",
+    "in",
+    "is",
+    "it",
+    "that",
+    "for",
+    "on",
+    "with",
+    "as",
+    "was",
+    "at",
+    "by",
+    "from",
+    "this",
+    "be",
+    "are",
+    "or",
+    "an",
+    "river",
+    "stone",
+    "cloud",
+    "signal",
+    "harbor",
+    "lantern",
+    "meadow",
+    "engine",
+    "orbit",
+    "copper",
+    "garden",
+    "silver",
+    "window",
+    "thunder",
+    "candle",
+    "mirror",
+    "forest",
+    "ladder",
+    "pocket",
+    "rocket",
+    "violet",
+    "winter",
+    "summer",
+    "bridge",
+    "castle",
+    "desert",
+    "feather",
+    "glacier",
+    "island",
+    "jungle",
+    "kettle",
+    "marble",
+    "needle",
+    "ocean",
+    "pepper",
+    "quartz",
+    "saddle",
+    "timber",
+    "valley",
+    "wander",
+    "yellow",
+    "zephyr",
+    "anchor",
+    "basket",
+    "cactus",
+    "dragon",
+    "ember",
+    "falcon",
+    "gravel",
+    "hollow",
+    "ivory",
+    "jasmine",
+    "kernel",
+    "lemon",
+    "meteor",
+    "nectar",
+    "quickly",
+    "slowly",
+    "softly",
+    "boldly",
+    "gently",
+    "rarely",
+    "barely",
+    "nearly",
+    "always",
+    "never",
+    "often",
+    "builds",
+    "carries",
+    "follows",
+    "gathers",
+    "holds",
+    "keeps",
+    "lifts",
+    "moves",
+    "opens",
+    "pulls",
+    "reads",
+    "sends",
+    "café",
+    "naïve",
+    "façade",
+    "über",
+    "résumé",
+    "jalapeño",
+    "smörgåsbord",
+    "crème",
+    "brûlée",
+    "déjà",
+    "vu",
+    "東京",
+    "北京",
+    "データ",
+    "☕",
+    "🚀",
+    "ünïcode",
+]
 
 
 # -- answers -------------------------------------------------------------------
@@ -122,7 +230,7 @@ def reply_text(messages: list[dict[str, Any]], rng: random.Random) -> str:
     ):
         partial = message_text(messages[-2])
         prompt = last_user_text(messages[:-2])
-        rest = expected_answer(prompt)[len(partial):]
+        rest = expected_answer(prompt)[len(partial) :]
         if rng.random() < REPEAT_TAIL_SHARE:
             return repeated_tail(partial, rng.randint(1, 3)) + rest
         return rest
@@ -132,9 +240,10 @@ def reply_text(messages: list[dict[str, Any]], rng: random.Random) -> str:
 def repeated_tail(partial: str, words: int) -> str:
     """The end of ``partial`` from the start of its last ``words`` words (a cut word
     counts as one), as a model restarting the cut word or sentence repeats it;
-    at least three characters, or nothing when the partial is shorter."""
+    at least three characters, or nothing when the partial is shorter.
+    """
     starts = [match.start() for match in re.finditer(r"\S+", partial)][::-1]
-    for start in starts[words - 1:] or starts[-1:]:
+    for start in starts[words - 1 :] or starts[-1:]:
         if len(partial) - start >= 3:
             return partial[start:]
     return ""
@@ -179,7 +288,10 @@ def draw_fate(spec: ProviderSpec, messages: list[dict[str, Any]], rng: random.Ra
     chunks = pieces(reply_text(messages, rng), rng)
     cut = rng.randint(1, len(chunks) - 1) if len(chunks) > 1 else 0
     return Fate(
-        kind, delay, chunks, cut,
+        kind,
+        delay,
+        chunks,
+        cut,
         status=rng.choice((500, 502, 503)) if kind == "5xx" else 200,
         retry_after=rng.randint(1, 5) if kind == "429" else 0,
         clean_end=rng.random() < 0.5,
@@ -192,15 +304,25 @@ HTML_PAGE = (
     b"<!DOCTYPE html><html><head><title>Just a moment...</title></head>"
     b"<body><h1>Checking your browser before accessing the site.</h1></body></html>"
 )
-REASONS = {200: "OK", 404: "Not Found", 400: "Bad Request", 429: "Too Many Requests",
-           500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
+REASONS = {
+    200: "OK",
+    404: "Not Found",
+    400: "Bad Request",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+}
 
 
 class Pool:
     """The six providers behind one asyncio server; see the module docstring."""
 
     def __init__(
-        self, seed: int, stall: float, words_per_second: float,
+        self,
+        seed: int,
+        stall: float,
+        words_per_second: float,
         providers: tuple[ProviderSpec, ...] = PROVIDERS,
     ) -> None:
         self.seed = seed
@@ -280,7 +402,9 @@ class Pool:
             self.continuations[run][spec.name] += 1
         return fate
 
-    async def completion(self, spec: ProviderSpec, payload: dict[str, Any], writer: asyncio.StreamWriter) -> bool:
+    async def completion(
+        self, spec: ProviderSpec, payload: dict[str, Any], writer: asyncio.StreamWriter
+    ) -> bool:
         model = str(payload.get("model", ""))
         run = model.split("bench-", 1)[1] if "bench-" in model else "-"
         fate = self.fate(spec, run, payload)
@@ -296,8 +420,12 @@ class Pool:
             return True
         if fate.kind == "429":
             error = {"error": {"message": "rate limited", "type": "rate_limit_exceeded"}}
-            await self.send(writer, 429, json.dumps(error).encode(),
-                            extra=f"Retry-After: {fate.retry_after}\r\n")
+            await self.send(
+                writer,
+                429,
+                json.dumps(error).encode(),
+                extra=f"Retry-After: {fate.retry_after}\r\n",
+            )
             return True
         if fate.kind == "html":
             await self.send(writer, 200, HTML_PAGE, content_type="text/html; charset=utf-8")
@@ -314,31 +442,62 @@ class Pool:
         text = "".join(fate.pieces)
         await asyncio.sleep(len(text.split()) / self.words_per_second)
         body = {
-            "id": "chatcmpl-pool", "object": "chat.completion", "created": int(time.time()),
+            "id": "chatcmpl-pool",
+            "object": "chat.completion",
+            "created": int(time.time()),
             "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                         "finish_reason": "stop"}],
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": "stop",
+                }
+            ],
             "usage": usage(text),
         }
         await self.send(writer, 200, json.dumps(body).encode())
         return True
 
-    async def stream(self, writer: asyncio.StreamWriter, model: str, fate: Fate, payload: dict[str, Any]) -> bool:
+    async def stream(
+        self, writer: asyncio.StreamWriter, model: str, fate: Fate, payload: dict[str, Any]
+    ) -> bool:
         writer.write(
             b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
             b"Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n"
         )
-        frame = {"id": "chatcmpl-pool", "object": "chat.completion.chunk",
-                 "created": int(time.time()), "model": model}
-        await event(writer, {**frame, "choices": [
-            {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]})
+        frame = {
+            "id": "chatcmpl-pool",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": model,
+        }
+        await event(
+            writer,
+            {
+                **frame,
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {"role": "assistant", "content": ""},
+                        "finish_reason": None,
+                    }
+                ],
+            },
+        )
         for i, piece in enumerate(fate.pieces):
             if i == fate.cut and fate.kind in ("break", "stall_mid"):
                 return await self.cut(writer, fate)
-            await event(writer, {**frame, "choices": [
-                {"index": 0, "delta": {"content": piece}, "finish_reason": None}]})
+            await event(
+                writer,
+                {
+                    **frame,
+                    "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}],
+                },
+            )
             await asyncio.sleep(len(piece.split()) / self.words_per_second)
-        await event(writer, {**frame, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        await event(
+            writer, {**frame, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+        )
         if (payload.get("stream_options") or {}).get("include_usage"):
             await event(writer, {**frame, "choices": [], "usage": usage("".join(fate.pieces))})
         writer.write(chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n")
@@ -355,10 +514,19 @@ class Pool:
             await asyncio.sleep(self.stall)
         return reset(writer)
 
-    async def send(self, writer: asyncio.StreamWriter, status: int, body: bytes, *,
-                   content_type: str = "application/json", extra: str = "") -> None:
-        head = (f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\nContent-Type: {content_type}\r\n"
-                f"Content-Length: {len(body)}\r\n{extra}\r\n")
+    async def send(
+        self,
+        writer: asyncio.StreamWriter,
+        status: int,
+        body: bytes,
+        *,
+        content_type: str = "application/json",
+        extra: str = "",
+    ) -> None:
+        head = (
+            f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {len(body)}\r\n{extra}\r\n"
+        )
         writer.write(head.encode() + body)
         await writer.drain()
 

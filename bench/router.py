@@ -38,7 +38,8 @@ def first_text_sync(stream: Iterator[Any]) -> float:
             elapsed = time.perf_counter() - start
             break
     else:
-        raise RuntimeError("no text")
+        msg = "no text"
+        raise RuntimeError(msg)
     for _ in stream:  # drain, so the connection is reused
         pass
     return elapsed
@@ -50,7 +51,9 @@ def throughput_sync(make: Callable[[], Iterator[Any]]) -> float:
     return n / (time.perf_counter() - start)
 
 
-def throughput_async(loop: asyncio.AbstractEventLoop, make: Callable[[], AsyncIterator[Any]]) -> float:
+def throughput_async(
+    loop: asyncio.AbstractEventLoop, make: Callable[[], AsyncIterator[Any]]
+) -> float:
     async def run() -> float:
         start = time.perf_counter()
         n = 0
@@ -76,6 +79,7 @@ def main() -> None:
     loop = asyncio.new_event_loop()
 
     with Replica() as replica:
+
         def chat(name: str) -> ChatG4F:
             return ChatG4F(provider=name, base_url=replica.base_url(name), max_retries=0)
 
@@ -86,10 +90,32 @@ def main() -> None:
         alone = chat("Lockchat")
         router = ChatG4FRouter(providers=[chat("Lockchat")], strategy="priority")
         rows = [
-            ("ChatG4F.stream", median_of(args.runs // 4 or 1, lambda: throughput_sync(lambda: alone.stream(PROMPT)))),
-            ("ChatG4FRouter.stream", median_of(args.runs // 4 or 1, lambda: throughput_sync(lambda: router.stream(PROMPT)))),
-            ("ChatG4F.astream", median_of(args.runs // 4 or 1, lambda: throughput_async(loop, lambda: alone.astream(PROMPT)))),
-            ("ChatG4FRouter.astream", median_of(args.runs // 4 or 1, lambda: throughput_async(loop, lambda: router.astream(PROMPT)))),
+            (
+                "ChatG4F.stream",
+                median_of(
+                    args.runs // 4 or 1, lambda: throughput_sync(lambda: alone.stream(PROMPT))
+                ),
+            ),
+            (
+                "ChatG4FRouter.stream",
+                median_of(
+                    args.runs // 4 or 1, lambda: throughput_sync(lambda: router.stream(PROMPT))
+                ),
+            ),
+            (
+                "ChatG4F.astream",
+                median_of(
+                    args.runs // 4 or 1,
+                    lambda: throughput_async(loop, lambda: alone.astream(PROMPT)),
+                ),
+            ),
+            (
+                "ChatG4FRouter.astream",
+                median_of(
+                    args.runs // 4 or 1,
+                    lambda: throughput_async(loop, lambda: router.astream(PROMPT)),
+                ),
+            ),
         ]
         print(f"stream throughput, {args.chunks:,} chunks            chunks/s   × ChatG4F")
         for label, rate in rows:
@@ -99,38 +125,53 @@ def main() -> None:
 
         # 2. failover from a refused provider
         replica.set_fault("Mishalsgpt", "refuse")
-        refused = ChatG4F(provider="Mishalsgpt", base_url=replica.base_url("Mishalsgpt"), max_retries=0)
+        refused = ChatG4F(
+            provider="Mishalsgpt", base_url=replica.base_url("Mishalsgpt"), max_retries=0
+        )
         direct = chat("Lockchat")
         # the health model never learns here, so the refused provider is tried first on every call
         failover = ChatG4FRouter(
-            providers=[refused, chat("Lockchat")], max_retries=0,
+            providers=[refused, chat("Lockchat")],
+            max_retries=0,
             strategy=PriorityStrategy(min_calls=10**9, explore=0.0),
-            cooldown_after=10**9, min_calls=10**9,
+            cooldown_after=10**9,
+            min_calls=10**9,
         )
         t_direct = median_of(args.runs, lambda: first_text_sync(direct.stream(PROMPT)))
         t_failover = median_of(args.runs, lambda: first_text_sync(failover.stream(PROMPT)))
         print("\ntime to first text                                   ms")
         print(f"  Lockchat alone                          {t_direct * 1e3:>10.2f}")
-        print(f"  router: Mishalsgpt refused, Lockchat    {t_failover * 1e3:>10.2f}"
-              f"   (+{(t_failover - t_direct) * 1e3:.2f} ms for the failover)")
+        print(
+            f"  router: Mishalsgpt refused, Lockchat    {t_failover * 1e3:>10.2f}"
+            f"   (+{(t_failover - t_direct) * 1e3:.2f} ms for the failover)"
+        )
         replica.reset()
 
         # 3. hedging past a slow provider
         replica.set_fault("Mishalsgpt", "slow", delay=args.slow)
+
         def hedged(hedge_after: float | None) -> ChatG4FRouter:
             return ChatG4FRouter(
-                providers=[chat("Mishalsgpt"), chat("Lockchat")], strategy="priority",
+                providers=[chat("Mishalsgpt"), chat("Lockchat")],
+                strategy="priority",
                 hedge_after=hedge_after,
             )
+
         plain, hedging = hedged(None), hedged(args.hedge)
         t_plain = median_of(max(3, args.runs // 4), lambda: first_text_sync(plain.stream(PROMPT)))
-        t_hedged = median_of(max(3, args.runs // 4), lambda: first_text_sync(hedging.stream(PROMPT)))
+        t_hedged = median_of(
+            max(3, args.runs // 4), lambda: first_text_sync(hedging.stream(PROMPT))
+        )
         print(f"  {f'Mishalsgpt slow ({args.slow:g} s), no hedging':39} {t_plain * 1e3:>10.2f}")
-        print(f"  {f'same, hedge_after={args.hedge:g} s':39} {t_hedged * 1e3:>10.2f}"
-              f"   ({t_plain / t_hedged:.1f}× sooner)")
+        print(
+            f"  {f'same, hedge_after={args.hedge:g} s':39} {t_hedged * 1e3:>10.2f}"
+            f"   ({t_plain / t_hedged:.1f}× sooner)"
+        )
         stats = hedging.stats()
-        print("  hedged router's successes: "
-              + ", ".join(f"{name} {s['successes']}" for name, s in stats.items()))
+        print(
+            "  hedged router's successes: "
+            + ", ".join(f"{name} {s['successes']}" for name, s in stats.items())
+        )
     loop.close()
 
 

@@ -52,8 +52,8 @@ from typing import Any
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # offline, before any import
 
-from machine import machine  # noqa: E402  (bench/ is sys.path[0])
-from pool import DEAD, PROVIDERS, expected_answer  # noqa: E402
+from machine import machine
+from pool import DEAD, PROVIDERS, expected_answer
 
 HERE = Path(__file__).resolve().parent
 HEDGE_AFTER = 0.5
@@ -72,17 +72,37 @@ class System:
 
 SYSTEMS = (
     System("fastest", "ChatG4FRouter, fastest", "router", {"strategy": "fastest"}),
-    System("fastest-raise", 'ChatG4FRouter, fastest, on_interrupt="raise"', "router",
-           {"strategy": "fastest", "on_interrupt": "raise"}),
+    System(
+        "fastest-raise",
+        'ChatG4FRouter, fastest, on_interrupt="raise"',
+        "router",
+        {"strategy": "fastest", "on_interrupt": "raise"},
+    ),
     System("priority", "ChatG4FRouter, priority", "router", {"strategy": "priority"}),
-    System("priority-raise", 'ChatG4FRouter, priority, on_interrupt="raise"', "router",
-           {"strategy": "priority", "on_interrupt": "raise"}),
-    System("fastest-hedge", f"ChatG4FRouter, fastest, hedge_after={HEDGE_AFTER:g}", "router",
-           {"strategy": "fastest", "hedge_after": HEDGE_AFTER}),
-    System("litellm-latency", "LiteLLM Router, latency-based", "litellm",
-           {"routing_strategy": "latency-based-routing"}),
-    System("litellm-shuffle", "LiteLLM Router, simple-shuffle", "litellm",
-           {"routing_strategy": "simple-shuffle"}),
+    System(
+        "priority-raise",
+        'ChatG4FRouter, priority, on_interrupt="raise"',
+        "router",
+        {"strategy": "priority", "on_interrupt": "raise"},
+    ),
+    System(
+        "fastest-hedge",
+        f"ChatG4FRouter, fastest, hedge_after={HEDGE_AFTER:g}",
+        "router",
+        {"strategy": "fastest", "hedge_after": HEDGE_AFTER},
+    ),
+    System(
+        "litellm-latency",
+        "LiteLLM Router, latency-based",
+        "litellm",
+        {"routing_strategy": "latency-based-routing"},
+    ),
+    System(
+        "litellm-shuffle",
+        "LiteLLM Router, simple-shuffle",
+        "litellm",
+        {"routing_strategy": "simple-shuffle"},
+    ),
     System("openai-fallbacks", "ChatOpenAI.with_fallbacks", "openai"),
 )
 
@@ -187,7 +207,9 @@ async def one_call(stream: Stream, prompt: str, deadline: float) -> dict[str, An
     }
 
 
-async def workload(stream: Stream, calls: int, concurrency: int, deadline: float) -> list[dict[str, Any]]:
+async def workload(
+    stream: Stream, calls: int, concurrency: int, deadline: float
+) -> list[dict[str, Any]]:
     gate = asyncio.Semaphore(concurrency)
 
     async def gated(i: int) -> dict[str, Any]:
@@ -226,14 +248,24 @@ def unavailable(system: System) -> str | None:
 
 def start_pool(args: argparse.Namespace) -> tuple[subprocess.Popen[str], str]:
     pool = subprocess.Popen(
-        [sys.executable, str(HERE / "pool.py"), "--seed", str(args.seed), "--stall", str(args.stall),
-         "--words-per-second", str(args.words_per_second)],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            str(HERE / "pool.py"),
+            "--seed",
+            str(args.seed),
+            "--stall",
+            str(args.stall),
+            "--words-per-second",
+            str(args.words_per_second),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     line = pool.stdout.readline() if pool.stdout else ""
     if not line.startswith("READY "):
         pool.kill()
-        raise RuntimeError(f"the pool did not start: {line!r}")
+        msg = f"the pool did not start: {line!r}"
+        raise RuntimeError(msg)
     return pool, f"http://127.0.0.1:{int(line.split()[1])}"
 
 
@@ -244,14 +276,24 @@ def pool_stats(url: str, run: str) -> dict[str, Any]:
 
 def run_system(system: System, url: str, args: argparse.Namespace) -> dict[str, Any]:
     command = [
-        sys.executable, str(Path(__file__).resolve()), "--child", system.key, "--url", url,
-        "--calls", str(args.calls), "--concurrency", str(args.concurrency),
-        "--deadline", str(args.deadline),
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--child",
+        system.key,
+        "--url",
+        url,
+        "--calls",
+        str(args.calls),
+        "--concurrency",
+        str(args.concurrency),
+        "--deadline",
+        str(args.deadline),
     ]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         tail = "\n".join(done.stderr.strip().splitlines()[-15:])
-        raise RuntimeError(f"{system.label} failed (exit {done.returncode}):\n{tail}")
+        msg = f"{system.label} failed (exit {done.returncode}):\n{tail}"
+        raise RuntimeError(msg)
     result = json.loads(done.stdout.strip().splitlines()[-1])
     result["pool"] = pool_stats(url, system.key)
     return summarize(system, result)
@@ -277,9 +319,13 @@ def summarize(system: System, result: dict[str, Any]) -> dict[str, Any]:
         "label": system.label,
         "calls": len(calls),
         "correct": correct / len(calls),
-        "exact_among_successes": (sum(c["exact"] for c in successes) / len(successes)) if successes else None,
-        "ttft_ms": {f"p{q}": (v * 1e3 if (v := percentile(ttfts, q)) is not None else None)
-                    for q in (50, 95, 99)},
+        "exact_among_successes": (sum(c["exact"] for c in successes) / len(successes))
+        if successes
+        else None,
+        "ttft_ms": {
+            f"p{q}": (v * 1e3 if (v := percentile(ttfts, q)) is not None else None)
+            for q in (50, 95, 99)
+        },
         "requests": total,
         "requests_per_answer": total / correct if correct else None,
         "requests_to_dead": requests.get(DEAD, 0),
@@ -315,12 +361,13 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-
 def run_parent(args: argparse.Namespace) -> None:
     wanted = set(args.only.split(",")) if args.only else {s.key for s in SYSTEMS}
     unknown = wanted - {s.key for s in SYSTEMS}
     if unknown:
-        sys.exit(f"unknown systems: {', '.join(sorted(unknown))}; known: {', '.join(s.key for s in SYSTEMS)}")
+        sys.exit(
+            f"unknown systems: {', '.join(sorted(unknown))}; known: {', '.join(s.key for s in SYSTEMS)}"
+        )
     rows, notes = [], []
     pool, url = start_pool(args)
     try:
@@ -339,27 +386,42 @@ def run_parent(args: argparse.Namespace) -> None:
 
 def report(args: argparse.Namespace, rows: list[dict[str, Any]], notes: list[str]) -> None:
     settings = {
-        "seed": args.seed, "calls": args.calls, "concurrency": args.concurrency,
-        "deadline_s": args.deadline, "stall_s": args.stall, "words_per_second": args.words_per_second,
+        "seed": args.seed,
+        "calls": args.calls,
+        "concurrency": args.concurrency,
+        "deadline_s": args.deadline,
+        "stall_s": args.stall,
+        "words_per_second": args.words_per_second,
     }
     print(f"command: python {' '.join(sys.argv)}")
     print(f"machine: {machine()}")
-    print("pool: " + ", ".join(
-        f"{s.name} {s.failure_rate:.0%} failing, TTFB median {s.ttfb_median * 1e3:.0f} ms" for s in PROVIDERS))
+    print(
+        "pool: "
+        + ", ".join(
+            f"{s.name} {s.failure_rate:.0%} failing, TTFB median {s.ttfb_median * 1e3:.0f} ms"
+            for s in PROVIDERS
+        )
+    )
     print("settings: " + ", ".join(f"{k} {v:g}" for k, v in settings.items()) + "\n")
     print(table(rows))
     for row in rows:
         errors = ", ".join(f"{name} {n}" for name, n in row["errors"].items()) or "none"
-        print(f"\n{row['label']}: requests by provider {row['requests_by_provider']}, "
-              f"continuation requests {row['continuations']}; errors: {errors}")
+        print(
+            f"\n{row['label']}: requests by provider {row['requests_by_provider']}, "
+            f"continuation requests {row['continuations']}; errors: {errors}"
+        )
     for note in notes:
         print(f"\n{note}")
     if rows:
         walls = sum(row["wall_s"] for row in rows)
-        print(f"\nThe pool server used {rows[-1]['server_cpu_s']:.1f} CPU s in all "
-              f"(the workloads took {walls:.0f} s).")
-    print("\nCPU seconds are the client process's over the workload; the machine's other load "
-          "makes them noisy.")
+        print(
+            f"\nThe pool server used {rows[-1]['server_cpu_s']:.1f} CPU s in all "
+            f"(the workloads took {walls:.0f} s)."
+        )
+    print(
+        "\nCPU seconds are the client process's over the workload; the machine's other load "
+        "makes them noisy."
+    )
     if args.json:
         document = {"machine": machine(), "settings": settings, "rows": rows, "notes": notes}
         if args.json == "-":
@@ -375,9 +437,15 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=30)
     parser.add_argument("--deadline", type=float, default=10.0, help="per call, s")
     parser.add_argument("--stall", type=float, default=30.0, help="length of the pool's stalls, s")
-    parser.add_argument("--words-per-second", type=float, default=20.0, help="the pool's stream pace")
-    parser.add_argument("--only", help="comma-separated systems: " + ", ".join(s.key for s in SYSTEMS))
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON ('-': stdout)")
+    parser.add_argument(
+        "--words-per-second", type=float, default=20.0, help="the pool's stream pace"
+    )
+    parser.add_argument(
+        "--only", help="comma-separated systems: " + ", ".join(s.key for s in SYSTEMS)
+    )
+    parser.add_argument(
+        "--json", metavar="PATH", help="also write the results as JSON ('-': stdout)"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -39,12 +39,11 @@ import requests
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessageChunk
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
+from machine import machine  # bench/ is sys.path[0]
 
 from langchain_g4f import ChatG4F, ChatG4FRouter
 from langchain_g4f.providers import OpenAICompatible
 from langchain_g4f.testing import Replica
-
-from machine import machine  # bench/ is sys.path[0]
 
 PROMPT = "benchmark"
 
@@ -83,7 +82,9 @@ class FreshChunks(PrebuiltChunks):
             yield ChatGenerationChunk(message=AIMessageChunk(content="tok "))
 
 
-def gc_paused(run: Callable[[], tuple[int, float, float]]) -> Callable[[], tuple[int, float, float]]:
+def gc_paused(
+    run: Callable[[], tuple[int, float, float]],
+) -> Callable[[], tuple[int, float, float]]:
     """``run`` with the cyclic garbage collector off, to show its share of the cost."""
 
     def paused() -> tuple[int, float, float]:
@@ -94,7 +95,6 @@ def gc_paused(run: Callable[[], tuple[int, float, float]]) -> Callable[[], tuple
             gc.enable()
 
     return paused
-
 
 
 def timed_sync(stream: Callable[[], Iterator[Any]]) -> tuple[int, float, float]:
@@ -169,7 +169,9 @@ def table(rows: list[dict[str, Any]], size: int) -> str:
         f"{'':34} {'chunks/s':>10} {'µs/chunk':>9} {'TTFT ms':>8} {'× ChatOpenAI':>13} {'× raw':>7}",
     ]
     for row in rows:
-        peer_label = "ChatOpenAI.astream" if row["label"].endswith(".astream") else "ChatOpenAI.stream"
+        peer_label = (
+            "ChatOpenAI.astream" if row["label"].endswith(".astream") else "ChatOpenAI.stream"
+        )
         peer = by_label.get(peer_label)
         vs_peer = f"{row['rate'] / peer['rate']:.2f}" if peer else "-"
         vs_raw = f"{row['rate'] / raw['rate']:.2f}" if raw else "-"
@@ -180,9 +182,7 @@ def table(rows: list[dict[str, Any]], size: int) -> str:
     return "\n".join(lines)
 
 
-def first_calls(
-    build: dict[str, Callable[[], Any]], calls: int
-) -> str:
+def first_calls(build: dict[str, Callable[[], Any]], calls: int) -> str:
     """Median ms of a fresh model's first call beside a reused model's call.
 
     ``build`` maps a name to a function that constructs a model. For each, sync
@@ -263,7 +263,11 @@ def concurrent_router(router: Any, streams: int) -> str:
 def import_time(statement: str, runs: int = 5) -> float:
     code = f"import time; t = time.perf_counter(); {statement}; print(time.perf_counter() - t)"
     times = [
-        float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+        float(
+            subprocess.run(
+                [sys.executable, "-c", code], capture_output=True, text=True, check=True
+            ).stdout
+        )
         for _ in range(runs)
     ]
     return statistics.median(times)
@@ -292,7 +296,9 @@ def main() -> None:
         g4f = ChatG4F(provider=OpenAICompatible("OpenAI", root), model=model, max_retries=0)
         router = ChatG4FRouter(providers=[g4f], strategy="priority")
         print(f"machine: {machine()}")
-        print(f"server: langchain_g4f.testing.Replica at {replica.url}, OpenAI SSE, one event per chunk")
+        print(
+            f"server: langchain_g4f.testing.Replica at {replica.url}, OpenAI SSE, one event per chunk"
+        )
         per_chunk: dict[str, list[float]] = {}
         for size in args.sizes:
             replica.set_stream_size(size, "tok ")
@@ -303,9 +309,15 @@ def main() -> None:
                 return timed_sync(lambda: floor.stream(PROMPT))
 
             cases: list[tuple[str, Callable[[], tuple[int, float, float]]]] = [
-                ("raw requests loop", lambda: timed_sync(raw_loop(root + "/chat/completions", model))),
+                (
+                    "raw requests loop",
+                    lambda: timed_sync(raw_loop(root + "/chat/completions", model)),
+                ),
                 ("langchain-core floor (prebuilt)", floor_run),
-                ("langchain-core floor (fresh chunks)", lambda: timed_sync(lambda: fresh.stream(PROMPT))),
+                (
+                    "langchain-core floor (fresh chunks)",
+                    lambda: timed_sync(lambda: fresh.stream(PROMPT)),
+                ),
             ]
             if ChatOpenAI is not None:
                 openai = ChatOpenAI(base_url=root, api_key="bench", model=model, max_retries=0)
@@ -320,7 +332,10 @@ def main() -> None:
             cases += [
                 ("ChatG4FRouter.stream", lambda: timed_sync(lambda: router.stream(PROMPT))),
                 ("ChatG4FRouter.astream", lambda: timed_async(lambda: router.astream(PROMPT))),
-                ("ChatG4F.stream, gc paused", gc_paused(lambda: timed_sync(lambda: g4f.stream(PROMPT)))),
+                (
+                    "ChatG4F.stream, gc paused",
+                    gc_paused(lambda: timed_sync(lambda: g4f.stream(PROMPT))),
+                ),
             ]
             rows = [
                 measure(label, run, args.runs, floor.refill if run is floor_run else lambda: None)
@@ -363,7 +378,9 @@ def main() -> None:
             seconds = import_time(statement)
         except subprocess.CalledProcessError:
             continue
-        print(f"  {statement:40} {seconds * 1e3:7.1f} ms  ({seconds / core:.2f}× langchain_core.language_models)")
+        print(
+            f"  {statement:40} {seconds * 1e3:7.1f} ms  ({seconds / core:.2f}× langchain_core.language_models)"
+        )
 
 
 if __name__ == "__main__":

@@ -40,7 +40,8 @@ def __getattr__(name: str) -> Any:
     # Chat models pull in langchain-core; load them on first use only.
     module = _LAZY.get(name)
     if module is None:
-        raise AttributeError(f"module 'langchain_g4f' has no attribute {name!r}")
+        msg = f"module 'langchain_g4f' has no attribute {name!r}"
+        raise AttributeError(msg)
     import importlib
 
     value = getattr(importlib.import_module(module), name)

@@ -93,7 +93,8 @@ def _shut_down(connection: Any) -> None:
 
 def abortable(adapter: Any) -> Any:
     """``adapter``, its pools registering each connection they lend in the
-    thread's :class:`AbortScope`."""
+    thread's :class:`AbortScope`.
+    """
     adapter.poolmanager.pool_classes_by_scheme = _abortable_pools()
     return adapter
 

@@ -67,8 +67,9 @@ def check_arguments(cls: type[BaseModel], kwargs: dict[str, Any]) -> None:
     problems = []
     for name in unknown:
         problems.append(f"{name!r}{did_you_mean(name, sorted(accepted), n=1)}")
+    msg = f"{cls.__name__} got unknown argument(s): {', '.join(problems)}"
     raise ConfigurationError(
-        f"{cls.__name__} got unknown argument(s): {', '.join(problems)}",
+        msg,
         provider=_provider_name(kwargs),
     )
 
@@ -132,10 +133,11 @@ def check_proxy_url(url: str) -> str:
     except ValueError:
         parts, host = None, None
     if parts is None or parts.scheme.lower() not in _PROXY_SCHEMES or not host:
-        raise ValueError(
+        msg = (
             f"proxy must be a URL such as 'http://host:3128' or 'socks5://host:1080' "
             f"({', '.join(_PROXY_SCHEMES)}), not {redact_url(url)!r}"
         )
+        raise ValueError(msg)
     return url
 
 
@@ -145,16 +147,14 @@ def check_call_values(kwargs: dict[str, Any], provider: str) -> None:
     if temperature is not None and not (
         _is_number(temperature) and math.isfinite(temperature) and temperature >= 0
     ):
-        raise ConfigurationError(
-            f"temperature must be a number >= 0, not {temperature!r}", provider=provider
-        )
+        msg = f"temperature must be a number >= 0, not {temperature!r}"
+        raise ConfigurationError(msg, provider=provider)
     max_tokens = kwargs.get("max_tokens")
     if max_tokens is not None and not (
         isinstance(max_tokens, int) and not isinstance(max_tokens, bool) and max_tokens >= 1
     ):
-        raise ConfigurationError(
-            f"max_tokens must be an integer >= 1, not {max_tokens!r}", provider=provider
-        )
+        msg = f"max_tokens must be an integer >= 1, not {max_tokens!r}"
+        raise ConfigurationError(msg, provider=provider)
 
 
 def _is_number(value: Any) -> bool:
@@ -198,9 +198,12 @@ def is_plain_http_to_another_host(url: str) -> bool:
 def check_env_key_destination(variable: str, url: str, provider: str) -> None:
     """Refuse to send a key from the environment over plain HTTP to another host."""
     if is_plain_http_to_another_host(url):
-        raise ConfigurationError(
+        msg = (
             f"will not send the API key from ${variable} over plain http to "
             f"{redact_url(url)}; use an https:// base_url, or pass api_key=... "
-            "explicitly to send it there anyway",
+            "explicitly to send it there anyway"
+        )
+        raise ConfigurationError(
+            msg,
             provider=provider,
         )

@@ -33,6 +33,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatGenerationChunk as Chunk
 
+from langchain_g4f._abort import AbortScope, abort_scope
 from langchain_g4f.errors import (
     AllProvidersFailedError,
     BudgetExhaustedError,
@@ -44,7 +45,6 @@ from langchain_g4f.errors import (
 from langchain_g4f.health import Health
 from langchain_g4f.providers.base import Provider
 from langchain_g4f.retry import backoff_delay
-from langchain_g4f._abort import AbortScope, abort_scope
 
 clock = time.monotonic
 _NEVER = float("inf")
@@ -159,7 +159,8 @@ class Schedule:
 
     def next_action(self, now: float) -> Attempt | float | None:
         """An attempt to start now, or how long to wait for news (None: no limit);
-        raises when the call is over."""
+        raises when the call is over.
+        """
         deadline = self.request.deadline
         if now >= deadline:
             for attempt in list(self.running):
@@ -212,7 +213,8 @@ class Schedule:
 
     def _due(self, now: float) -> Attempt | None:
         """The next attempt that may start now: another provider if one can, else a
-        retry that is due."""
+        retry that is due.
+        """
         while self._fresh:
             attempt = self._fresh.popleft()
             if self._admitted(attempt, now, self._waiting):
@@ -229,7 +231,8 @@ class Schedule:
 
     def _admitted(self, attempt: Attempt, now: float, queue: list) -> bool:
         """Whether the health model lets the attempt start now; if not, it is queued
-        for when it may."""
+        for when it may.
+        """
         wait = self.health.claim(attempt.entry.key)
         if wait <= 0:
             return True
@@ -254,7 +257,8 @@ class Schedule:
 
     def abandon(self) -> None:
         """The caller gave up on the call: the attempts still running end with no
-        outcome (each frees its probe slot, if it held one)."""
+        outcome (each frees its probe slot, if it held one).
+        """
         for attempt in self.running:
             self.health.record_cancelled(attempt.entry.key)
         self.running.clear()
@@ -295,7 +299,8 @@ class Schedule:
     def error(self, now: float, cooling_until: float | None = None) -> BaseException:
         """What ends the call: :class:`AllProvidersFailedError` with the attempts so far;
         or, when every attempt failed on the caller's side (a configuration error, or
-        a bug rather than a provider error), that error itself."""
+        a bug rather than a provider error), that error itself.
+        """
         errors, request = self._errors, self.request
         if errors and not any(_provider_side(e) for e in errors):
             return errors[0]
@@ -342,7 +347,8 @@ def read_ahead(stream: Iterator[Chunk], key: str) -> list[Chunk]:
         head.append(chunk)
         if _has_content(chunk):
             return head
-    raise EmptyResponseError("the stream ended without an answer", provider=key)
+    msg = "the stream ended without an answer"
+    raise EmptyResponseError(msg, provider=key)
 
 
 async def aread_ahead(stream: AsyncIterator[Chunk], key: str) -> tuple[list[Chunk], float]:
@@ -352,7 +358,8 @@ async def aread_ahead(stream: AsyncIterator[Chunk], key: str) -> tuple[list[Chun
         head.append(chunk)
         if _has_content(chunk):
             return head, clock()
-    raise EmptyResponseError("the stream ended without an answer", provider=key)
+    msg = "the stream ended without an answer"
+    raise EmptyResponseError(msg, provider=key)
 
 
 class Won:
@@ -363,7 +370,7 @@ class Won:
     thread.
     """
 
-    __slots__ = ("attempt", "key", "head", "stream", "attempts", "at", "scope")
+    __slots__ = ("at", "attempt", "attempts", "head", "key", "scope", "stream")
 
     def __init__(
         self,
@@ -487,9 +494,7 @@ def race(schedule: Schedule, open_stream: Callable[[Attempt], Iterator[Chunk]]) 
 # --- async: a task per attempt -------------------------------------------------------
 
 
-async def arace(
-    schedule: Schedule, open_stream: Callable[[Attempt], AsyncIterator[Chunk]]
-) -> Won:
+async def arace(schedule: Schedule, open_stream: Callable[[Attempt], AsyncIterator[Chunk]]) -> Won:
     """Run the schedule's attempts as tasks until one has text."""
     tasks: dict[asyncio.Task, tuple[Attempt, Any]] = {}
     try:

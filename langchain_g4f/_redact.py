@@ -22,8 +22,18 @@ REDACTED = "***"
 
 #: A query parameter whose name contains one of these holds a secret.
 _SECRET_WORDS = (
-    "auth", "key", "token", "secret", "pass", "pwd", "sig", "cred", "session",
-    "jwt", "bearer", "cookie",
+    "auth",
+    "key",
+    "token",
+    "secret",
+    "pass",
+    "pwd",
+    "sig",
+    "cred",
+    "session",
+    "jwt",
+    "bearer",
+    "cookie",
 )
 
 #: A URL inside a longer text: a scheme, ``://``, then up to whitespace or a quote.
@@ -84,9 +94,7 @@ def redact_url(url: str) -> str:
 
 def _redact_loosely(text: str) -> str:
     """Credentials and secret ``name=value`` pairs, found by pattern alone."""
-    text = re.sub(
-        r"(://)([^/@\s:]*:)?[^/@\s]*@", lambda m: f"{m[1]}{m[2] or ''}{REDACTED}@", text
-    )
+    text = re.sub(r"(://)([^/@\s:]*:)?[^/@\s]*@", lambda m: f"{m[1]}{m[2] or ''}{REDACTED}@", text)
     return re.sub(
         r"""([?&;#])([^=&;#\s'"()<>]+)=([^&;#\s'"()<>]*)""",
         lambda m: f"{m[1]}{m[2]}={REDACTED}" if m[3] and is_secret_name(m[2]) else m[0],

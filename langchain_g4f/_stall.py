@@ -62,8 +62,7 @@ class StallLimit:
 
     def waited(self, seconds: float) -> None:
         """The latest chunk came after ``seconds``."""
-        if seconds > self.longest:
-            self.longest = seconds
+        self.longest = max(self.longest, seconds)
 
 
 def _stalled(key: str, limit: float, waited: float) -> ProviderTimeoutError:
@@ -80,9 +79,10 @@ def _stalled(key: str, limit: float, waited: float) -> ProviderTimeoutError:
 class Watched:
     """A sync stream read under a stall limit; raises :class:`ProviderTimeoutError`
     (naming ``key``) when a chunk does not come in time. :meth:`close` closes the
-    stream."""
+    stream.
+    """
 
-    __slots__ = ("_stream", "_key", "limit", "_scope", "deadline", "reading", "fired", "closed")
+    __slots__ = ("_key", "_scope", "_stream", "closed", "deadline", "fired", "limit", "reading")
 
     def __init__(
         self, stream: Iterator[Chunk], key: str, limit: StallLimit, scope: AbortScope | None
@@ -212,11 +212,20 @@ _watchdog = _Watchdog()
 class AWatched:
     """An async stream read under a stall limit, in the current task; raises
     :class:`ProviderTimeoutError` (naming ``key``) when a chunk does not come in
-    time. :meth:`aclose` closes the stream."""
+    time. :meth:`aclose` closes the stream.
+    """
 
     __slots__ = (
-        "_stream", "_key", "limit", "_loop", "_task", "_cancelling", "_handle",
-        "deadline", "reading", "fired",
+        "_cancelling",
+        "_handle",
+        "_key",
+        "_loop",
+        "_stream",
+        "_task",
+        "deadline",
+        "fired",
+        "limit",
+        "reading",
     )  # fmt: skip
 
     def __init__(self, stream: AsyncIterator[Chunk], key: str, limit: StallLimit) -> None:
@@ -283,4 +292,3 @@ class AWatched:
             self._handle.cancel()
             self._handle = None
         await self._stream.aclose()  # type: ignore[attr-defined]
-

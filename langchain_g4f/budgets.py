@@ -81,7 +81,8 @@ def new_lease() -> str:
 
 class LocalBudgets:
     """Budgets kept in this process: a sliding window of request times and a set of
-    leases per key, under one lock. ``clock`` is seconds, monotonic."""
+    leases per key, under one lock. ``clock`` is seconds, monotonic.
+    """
 
     def __init__(
         self, clock: Callable[[], float] = time.monotonic, *, lease_ttl: float = LEASE_TTL
@@ -134,7 +135,8 @@ class LocalBudgets:
 
 def budgets_of(store: Any) -> BudgetStore:
     """The budget holder that goes with a store: the store itself when it holds
-    budgets (a shared store), else budgets in this process on the store's clock."""
+    budgets (a shared store), else budgets in this process on the store's clock.
+    """
     if isinstance(store, BudgetStore):
         return store
     clock = getattr(store, "now", None)
@@ -155,7 +157,8 @@ class Budget:
 
     def wait_hint(self) -> float:
         """Seconds until the budget is expected to have room, from the last refusal
-        seen here (0.0: room, or nothing known); no I/O."""
+        seen here (0.0: room, or nothing known); no I/O.
+        """
         return max(0.0, self._free_at - time.monotonic())
 
     def take(self) -> Grant:
@@ -229,7 +232,7 @@ class Budget:
 class Held:
     """A sync iterator that gives its grant back when it ends, fails or is closed."""
 
-    __slots__ = ("_it", "_budget", "_grant")
+    __slots__ = ("_budget", "_grant", "_it")
 
     def __init__(self, it: Any, budget: Budget, grant: Grant) -> None:
         self._it, self._budget, self._grant = it, budget, grant
@@ -254,7 +257,7 @@ class Held:
 class AsyncHeld:
     """:class:`Held` for an async iterator."""
 
-    __slots__ = ("_it", "_budget", "_grant")
+    __slots__ = ("_budget", "_grant", "_it")
 
     def __init__(self, it: Any, budget: Budget, grant: Grant) -> None:
         self._it, self._budget, self._grant = it, budget, grant

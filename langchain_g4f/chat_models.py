@@ -63,8 +63,15 @@ from langchain_g4f.transport import (
 
 #: Per-call keyword arguments ``ChatG4F`` understands (besides ``stop``).
 _CALL_OPTIONS = frozenset(
-    {"model", "temperature", "max_tokens", "tools", "tool_choice", "response_format",
-     "parallel_tool_calls"}
+    {
+        "model",
+        "temperature",
+        "max_tokens",
+        "tools",
+        "tool_choice",
+        "response_format",
+        "parallel_tool_calls",
+    }
 )
 #: Content blocks that restate ``AIMessage.tool_calls``; sent as tool calls instead.
 _TOOL_BLOCKS = frozenset({"tool_use", "tool_call", "function_call", "server_tool_call"})
@@ -100,8 +107,9 @@ def _content(message: BaseMessage, provider: str, images: bool) -> str | list[di
             parts.append({"type": "text", "text": json.dumps(block, ensure_ascii=False)})
         else:
             kind = block.get("type") if isinstance(block, dict) else type(block).__name__
+            msg = f"accepts text only; the message has a {kind!r} content block"
             raise ConfigurationError(
-                f"accepts text only; the message has a {kind!r} content block",
+                msg,
                 provider=provider,
             )
     if any(part["type"] == "image_url" for part in parts):
@@ -113,15 +121,21 @@ def _check_image_allowed(
     message: BaseMessage, block: dict[str, Any], provider: str, images: bool
 ) -> None:
     if not images:
-        raise ConfigurationError(
+        msg = (
             "does not take image input (its profile has no image_inputs); "
-            f"the message has a {block['type']!r} content block",
+            f"the message has a {block['type']!r} content block"
+        )
+        raise ConfigurationError(
+            msg,
             provider=provider,
         )
     if not isinstance(message, HumanMessage):
-        raise ConfigurationError(
+        msg = (
             f"takes images in human messages only; a {message.type!r} message "
-            f"has a {block['type']!r} content block",
+            f"has a {block['type']!r} content block"
+        )
+        raise ConfigurationError(
+            msg,
             provider=provider,
         )
 
@@ -150,7 +164,9 @@ def convert_messages(
             item = {"role": "assistant", "content": content}
             if message.tool_calls:
                 calls.update(
-                    (c["id"], (c["name"], i)) for i, c in enumerate(message.tool_calls, 1) if c["id"]
+                    (c["id"], (c["name"], i))
+                    for i, c in enumerate(message.tool_calls, 1)
+                    if c["id"]
                 )
                 if native_tools:
                     item = {
@@ -167,16 +183,17 @@ def convert_messages(
                 item = {"role": "tool", "content": content, "tool_call_id": message.tool_call_id}
             else:
                 name, position = calls.get(message.tool_call_id, (None, None))
-                text = tool_calling.emulated_result_text(message, message.name or name, position, content)
+                text = tool_calling.emulated_result_text(
+                    message, message.name or name, position, content
+                )
                 item = {"role": "user", "content": text}
         elif isinstance(message, ChatMessage):
             item = {"role": message.role, "content": content}
         elif isinstance(message, FunctionMessage):
             item = {"role": "function", "content": content, "name": message.name}
         else:
-            raise ConfigurationError(
-                f"cannot send a message of type {message.type!r}", provider=provider
-            )
+            msg = f"cannot send a message of type {message.type!r}"
+            raise ConfigurationError(msg, provider=provider)
         if message.name and "name" not in item and item["role"] in ("user", "assistant", "system"):
             item["name"] = message.name
         out.append(item)
@@ -219,7 +236,7 @@ class StopScanner:
     be the start of a stop sequence is held back until the next piece decides.
     """
 
-    __slots__ = ("stops", "_held", "_keep", "stopped")
+    __slots__ = ("_held", "_keep", "stopped", "stops")
 
     def __init__(self, stops: Sequence[str]) -> None:
         self.stops = [s for s in stops if s]
@@ -265,8 +282,18 @@ class _Answer:
     """
 
     __slots__ = (
-        "provider", "model", "finish_reason", "usage", "scanner", "parts",
-        "tool_names", "held", "native", "calls", "splitter", "thoughts",
+        "calls",
+        "finish_reason",
+        "held",
+        "model",
+        "native",
+        "parts",
+        "provider",
+        "scanner",
+        "splitter",
+        "thoughts",
+        "tool_names",
+        "usage",
     )
 
     def __init__(self, provider: str, call: _Call, *, stream: bool) -> None:
@@ -277,7 +304,9 @@ class _Answer:
         self.scanner = StopScanner(call.stop) if call.stop else None
         self.parts: list[str] = []
         self.tool_names = call.tool_names
-        self.held = tool_calling.ToolReplyStream(call.tool_names) if call.tool_names and stream else None
+        self.held = (
+            tool_calling.ToolReplyStream(call.tool_names) if call.tool_names and stream else None
+        )
         self.native: list[dict[str, Any]] = []
         self.calls = False
         self.splitter = thinking.ThinkSplitter()
@@ -315,7 +344,8 @@ class _Answer:
                 out.append(
                     ChatGenerationChunk(
                         message=AIMessageChunk(
-                            content="", tool_call_chunks=tool_calling.native_chunks(delta.tool_calls)
+                            content="",
+                            tool_call_chunks=tool_calling.native_chunks(delta.tool_calls),
                         )
                     )
                 )
@@ -433,7 +463,7 @@ def _has_content(batch: list[Delta]) -> bool:
 class _Call:
     """One prepared call: the request to send and how to read its answer."""
 
-    __slots__ = ("request", "model", "stop", "tool_names")
+    __slots__ = ("model", "request", "stop", "tool_names")
 
     def __init__(
         self,
@@ -537,6 +567,7 @@ class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
                 "Get the current weather at a location."
                 ...
 
+
             llm.bind_tools([get_weather]).invoke("Weather in Paris?").tool_calls
             # [{'name': 'get_weather', 'args': {'location': 'Paris'},
             #   'id': 'call_...', 'type': 'tool_call'}]
@@ -546,9 +577,11 @@ class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
 
             from pydantic import BaseModel
 
+
             class Joke(BaseModel):
                 setup: str
                 punchline: str
+
 
             llm.with_structured_output(Joke).invoke("Tell me a joke about cats")
             # method="json_mode" / "json_schema"; include_raw=True keeps the raw reply
@@ -571,10 +604,16 @@ class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
 
         .. code-block:: python
 
-            llm.invoke([HumanMessage(content=[
-                {"type": "text", "text": "What is in this picture?"},
-                {"type": "image", "base64": data, "mime_type": "image/png"},
-            ])])
+            llm.invoke(
+                [
+                    HumanMessage(
+                        content=[
+                            {"type": "text", "text": "What is in this picture?"},
+                            {"type": "image", "base64": data, "mime_type": "image/png"},
+                        ]
+                    )
+                ]
+            )
 
     Reasoning:
         A ``reasoning_content`` (or ``reasoning``) field, and a ``<think>...</think>``
@@ -663,14 +702,12 @@ class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
         provider = self.provider
         self._provider = registry.get(provider) if isinstance(provider, str) else provider
         if not isinstance(self._provider, Provider):
-            raise ConfigurationError(
-                f"provider must be a name or a Provider, not {type(provider).__name__}"
-            )
+            msg = f"provider must be a name or a Provider, not {type(provider).__name__}"
+            raise ConfigurationError(msg)
         if self.model_name is None:
             if not self._provider.model:
-                raise ConfigurationError(
-                    "serves any model; pass model=...", provider=self._provider.name
-                )
+                msg = "serves any model; pass model=..."
+                raise ConfigurationError(msg, provider=self._provider.name)
             self.model_name = self._provider.model[0]
         self._provider.check_model(self.model_name)
         #: The environment variable the key came from; ``None``: passed or none.
@@ -749,9 +786,12 @@ class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
     ) -> _Call:
         unknown = {k for k in kwargs if k not in _CALL_OPTIONS and not k.startswith("ls_")}
         if unknown:
-            raise ConfigurationError(
+            msg = (
                 f"unknown call option(s) {', '.join(sorted(unknown))}; "
-                f"accepted: {', '.join(sorted(_CALL_OPTIONS))}, stop",
+                f"accepted: {', '.join(sorted(_CALL_OPTIONS))}, stop"
+            )
+            raise ConfigurationError(
+                msg,
                 provider=self._provider.name,
             )
         check_call_values(kwargs, self._provider.name)
@@ -761,9 +801,7 @@ class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
         stops = stop_list(stop, self.stop)
         native = self._provider.native_tools
         images = bool(self.profile_for(model).get("image_inputs"))
-        wire = convert_messages(
-            messages, self._provider.name, native_tools=native, images=images
-        )
+        wire = convert_messages(messages, self._provider.name, native_tools=native, images=images)
         extra = dict(self.model_kwargs)
         instructions = []
         tool_names = None

@@ -28,13 +28,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from langchain_g4f import DISTRIBUTION, __version__, providers
+from langchain_g4f._redact import redact_url
 from langchain_g4f.errors import (
     AllProvidersFailedError,
     ConfigurationError,
     G4FError,
 )
 from langchain_g4f.strategies import STRATEGIES
-from langchain_g4f._redact import redact_url
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
@@ -66,12 +66,14 @@ def _chat_model(args: argparse.Namespace) -> BaseChatModel:
         options["api_key"] = args.api_key
     names = args.provider or []
     if args.base_url and len(names) > 1:
-        raise _UsageError("--base-url applies to one --provider")
+        msg = "--base-url applies to one --provider"
+        raise _UsageError(msg)
     if args.base_url and not names:
         # Any OpenAI-compatible endpoint: Ollama, vLLM, llama.cpp, a g4f API server...
         endpoint = providers.OpenAICompatible("endpoint", args.base_url)
         if not args.model:
-            raise _UsageError("--base-url without --provider needs --model")
+            msg = "--base-url without --provider needs --model"
+            raise _UsageError(msg)
         return ChatG4F(provider=endpoint, model=args.model, **options)
     if len(names) == 1:
         return ChatG4F(provider=names[0], model=args.model, base_url=args.base_url, **options)
@@ -109,7 +111,8 @@ def _chat(args: argparse.Namespace) -> int:
     if not prompt and not sys.stdin.isatty():
         prompt = sys.stdin.read().strip()
         if not prompt:
-            raise _UsageError("no prompt: standard input was empty")
+            msg = "no prompt: standard input was empty"
+            raise _UsageError(msg)
     if prompt:
         _stream_answer(llm, [*history, HumanMessage(prompt)], sys.stdout)
         return 0
@@ -221,8 +224,10 @@ def _probe(name: str, timeout: float) -> tuple[str, float | None]:
 def _table(rows: Iterable[Sequence[str]], out: TextIO) -> None:
     rows = [list(row) for row in rows]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        out.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() + "\n")
+    out.writelines(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() + "\n"
+        for row in rows
+    )
 
 
 def _providers(args: argparse.Namespace) -> int:
@@ -315,7 +320,9 @@ def _demo(args: argparse.Namespace) -> int:
         out.write(f"answered by:  {message.response_metadata['provider']}\n")
         replica.reset()
 
-        out.write("\n== a broken answer continued: Mishalsgpt's stream breaks, Lockchat finishes it\n")
+        out.write(
+            "\n== a broken answer continued: Mishalsgpt's stream breaks, Lockchat finishes it\n"
+        )
         replica.set_fault("Mishalsgpt", "reset", after_chars=20)
         mended = ChatG4FRouter(
             providers=["Mishalsgpt", "Lockchat"], strategy="priority", max_retries=0
@@ -348,14 +355,15 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _health(args: argparse.Namespace) -> int:
     """The fleet's view of its providers, from a shared store."""
+    from langchain_g4f._redact import redact_url
     from langchain_g4f.health import HealthPolicy
     from langchain_g4f.redis_store import RedisStore
-    from langchain_g4f._redact import redact_url
 
     store = RedisStore(args.store, prefix=args.prefix)
     try:
         if not store.shared:
-            raise G4FError(f"Redis at {redact_url(args.store)} does not answer")
+            msg = f"Redis at {redact_url(args.store)} does not answer"
+            raise G4FError(msg)
         keys = args.provider or store.keys()
         if not keys:
             print(f"no provider has shared state under prefix {store.prefix!r} yet")
@@ -364,15 +372,17 @@ def _health(args: argparse.Namespace) -> int:
         rows = [("provider", "state", "cooldown", "success", "ttft", "calls", "budget left")]
         for key in keys:
             view = policy.view(states[key], now)
-            rows.append((
-                key,
-                view.circuit.replace("_", "-"),
-                f"{view.cooldown_left:.1f}s" if view.cooldown_left > 0 else "-",
-                f"{view.success_rate:.0%}" if view.measured else "-",
-                f"{view.ttft:.2f}s" if view.ttft is not None else "-",
-                f"{view.successes}/{view.successes + view.failures}",
-                _budget_left(store, key),
-            ))
+            rows.append(
+                (
+                    key,
+                    view.circuit.replace("_", "-"),
+                    f"{view.cooldown_left:.1f}s" if view.cooldown_left > 0 else "-",
+                    f"{view.success_rate:.0%}" if view.measured else "-",
+                    f"{view.ttft:.2f}s" if view.ttft is not None else "-",
+                    f"{view.successes}/{view.successes + view.failures}",
+                    _budget_left(store, key),
+                )
+            )
         _table(rows, sys.stdout)
     finally:
         store.close()
@@ -452,7 +462,8 @@ def _seconds(text: str) -> float:
     except ValueError:
         value = -1.0
     if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, not {text!r}")
+        msg = f"expected a positive number of seconds, not {text!r}"
+        raise argparse.ArgumentTypeError(msg)
     return value
 
 
@@ -474,7 +485,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return run(args)
     except (_UsageError, ConfigurationError) as exc:
-        print(f"{PROG}: error: {_one_line(exc) if isinstance(exc, G4FError) else exc}", file=sys.stderr)
+        print(
+            f"{PROG}: error: {_one_line(exc) if isinstance(exc, G4FError) else exc}",
+            file=sys.stderr,
+        )
         return 2
     except G4FError as exc:
         print(f"{PROG}: {_one_line(exc)}", file=sys.stderr)

@@ -63,9 +63,11 @@ def check_reasoning(block: dict[str, Any], provider: str | None = None) -> None:
     field = REASONING_BLOCKS[block["type"]]
     text = block.get(field)
     if text is not None and not isinstance(text, str):
+        msg = (
+            f"a {block['type']!r} content block needs a string {field!r}, not {type(text).__name__}"
+        )
         raise ConfigurationError(
-            f"a {block['type']!r} content block needs a string {field!r}, "
-            f"not {type(text).__name__}",
+            msg,
             provider=provider,
         )
 
@@ -88,43 +90,52 @@ def image_part(block: dict[str, Any], provider: str | None = None) -> dict[str, 
 def _image_url(block: dict[str, Any], provider: str | None) -> Any:
     mime = block.get("mime_type")
     if mime is not None and not (isinstance(mime, str) and mime.startswith("image/")):
-        raise _bad(f"has mime_type {mime!r}, not an image/* type", provider)
+        msg = f"has mime_type {mime!r}, not an image/* type"
+        raise _bad(msg, provider)
     source = block.get("source_type")
     data = block.get("base64")
     if data is None and source == "base64":
         data = block.get("data")
     if data is not None:
         if mime is None:
-            raise _bad("has base64 data but no mime_type (such as 'image/png')", provider)
+            msg = "has base64 data but no mime_type (such as 'image/png')"
+            raise _bad(msg, provider)
         _check_base64(data, provider)
         return f"data:{mime};base64,{data}"
     if block.get("url") is not None:
         return block["url"]
     if block.get("file_id") is not None or source == "id":
-        raise _bad("refers to an uploaded file id; send a URL or base64 data", provider)
-    raise _bad("has neither a url nor base64 data", provider)
+        msg = "refers to an uploaded file id; send a URL or base64 data"
+        raise _bad(msg, provider)
+    msg = "has neither a url nor base64 data"
+    raise _bad(msg, provider)
 
 
 def _check_url(url: Any, provider: str | None) -> None:
     if not isinstance(url, str) or not url:
-        raise _bad("has no url", provider)
+        msg = "has no url"
+        raise _bad(msg, provider)
     if url.startswith("data:"):
         head, comma, data = url.partition(",")
         media = head[5:].split(";")[0]
         if not comma or not media.startswith("image/") or not head.endswith(";base64"):
-            raise _bad(f"has a data URL that is not base64 image data: {url[:40]!r}", provider)
+            msg = f"has a data URL that is not base64 image data: {url[:40]!r}"
+            raise _bad(msg, provider)
         _check_base64(data, provider)
     elif not url.startswith(("http://", "https://")):
-        raise _bad(f"has a url that is neither http(s) nor data: {url[:40]!r}", provider)
+        msg = f"has a url that is neither http(s) nor data: {url[:40]!r}"
+        raise _bad(msg, provider)
 
 
 def _check_base64(data: Any, provider: str | None) -> None:
     if not isinstance(data, str) or not data:
-        raise _bad("has empty or non-string base64 data", provider)
+        msg = "has empty or non-string base64 data"
+        raise _bad(msg, provider)
     try:
         b64decode(data, validate=True)
     except (binascii.Error, ValueError):
-        raise _bad("has base64 data that does not decode", provider) from None
+        msg = "has base64 data that does not decode"
+        raise _bad(msg, provider) from None
 
 
 def _bad(what: str, provider: str | None) -> ConfigurationError:

@@ -83,7 +83,7 @@ class Splicer:
     equals :func:`splice` of the whole continuation, however it is cut.
     """
 
-    __slots__ = ("_partial", "_held", "_alive", "_decided")
+    __slots__ = ("_alive", "_decided", "_held", "_partial")
 
     def __init__(self, partial: str) -> None:
         self._partial = partial

@@ -16,25 +16,25 @@ from collections.abc import Iterable
 from typing import Any
 
 __all__ = [
-    "G4FError",
+    "AllProvidersFailedError",
+    "AuthenticationError",
+    "BudgetExhaustedError",
     "ConfigurationError",
+    "EmptyResponseError",
+    "G4FError",
+    "HTMLResponseError",
+    "MalformedResponseError",
+    "NoProviderAvailableError",
+    "ProviderConnectionError",
+    "ProviderError",
+    "ProviderHTTPError",
+    "ProviderResponseError",
+    "ProviderTimeoutError",
+    "RateLimitError",
+    "ResponseTooLargeError",
+    "StreamInterruptedError",
     "UnknownProviderError",
     "UnsupportedModelError",
-    "ProviderError",
-    "ProviderConnectionError",
-    "ProviderTimeoutError",
-    "ProviderHTTPError",
-    "RateLimitError",
-    "AuthenticationError",
-    "MalformedResponseError",
-    "HTMLResponseError",
-    "ResponseTooLargeError",
-    "ProviderResponseError",
-    "EmptyResponseError",
-    "StreamInterruptedError",
-    "BudgetExhaustedError",
-    "AllProvidersFailedError",
-    "NoProviderAvailableError",
     "did_you_mean",
 ]
 
@@ -134,9 +134,7 @@ class ProviderResponseError(ProviderError):
 
     retryable = True
 
-    def __init__(
-        self, message: str, *, provider: str | None = None, code: Any = None
-    ) -> None:
+    def __init__(self, message: str, *, provider: str | None = None, code: Any = None) -> None:
         self.code = code
         super().__init__(message, provider=provider)
 
@@ -174,7 +172,8 @@ class StreamInterruptedError(ProviderError):
 class BudgetExhaustedError(ProviderError):
     """The provider's declared budget (``requests_per_minute``, ``max_concurrent``) is
     spent; nothing was sent. ``retry_after`` is the wait, in seconds, until a request
-    is expected to fit."""
+    is expected to fit.
+    """
 
     retryable = True
 
@@ -199,7 +198,8 @@ class NoProviderAvailableError(ConfigurationError):
 
 def did_you_mean(name: str, known: Iterable[str], n: int = 3) -> str:
     """``" (did you mean 'A' or 'B'?)"`` for up to ``n`` names in ``known`` close to
-    ``name`` (closest first, case aside), or ``""``."""
+    ``name`` (closest first, case aside), or ``""``.
+    """
     by_folded = {candidate.casefold(): candidate for candidate in known}
     close = difflib.get_close_matches(name.casefold(), by_folded, n=n, cutoff=0.6)
     if not close:

@@ -243,7 +243,8 @@ class HealthPolicy:
     def late_after(self, view: HealthView) -> float:
         """Seconds without text after which an attempt on the provider is late:
         its time-to-first-token quantile, never less than ``late_floor``;
-        ``late_unmeasured`` until it was measured."""
+        ``late_unmeasured`` until it was measured.
+        """
         if view.ttft_quantile is None:
             return self.late_unmeasured
         return max(self.late_floor, view.ttft_quantile)
@@ -254,7 +255,8 @@ class HealthPolicy:
 
     def wait(self, state: State, now: float, token: float = 0.0) -> float:
         """Seconds before a call may start on this provider (0.0: now); ``token``
-        names the caller that claimed a half-open circuit's probe."""
+        names the caller that claimed a half-open circuit's probe.
+        """
         s = _valid(state)
         left = 0.0
         circuit = _circuit(s, now)
@@ -269,7 +271,8 @@ class HealthPolicy:
 
     def claimed(self, state: State, now: float, *, token: float) -> State:
         """A call wants to start: a half-open circuit with no probe in flight
-        becomes this call's probe (``token`` tells whose)."""
+        becomes this call's probe (``token`` tells whose).
+        """
         s = _valid(state)
         if _circuit(s, now) == HALF_OPEN and s.get("probe_until", 0.0) <= now:
             s["probe_until"] = now + self.probe_lease
@@ -304,7 +307,8 @@ class HealthPolicy:
         the server asked not to be called again before that many seconds. It is the
         floor of the cooldown when the circuit opens or is open (up to
         ``max_cooldown``); one 429 alone does not hold the provider for every call
-        (the failed attempt's own retry waits for it, see :mod:`langchain_g4f._race`)."""
+        (the failed attempt's own retry waits for it, see :mod:`langchain_g4f._race`).
+        """
         s = self._aged(_valid(state), now)
         s["n_bad"] = s.get("n_bad", 0) + 1
         s["bad"] += 1
@@ -331,7 +335,8 @@ class HealthPolicy:
 
     def timed_first_token(self, state: State, now: float, *, seconds: float) -> State:
         """The first text came ``seconds`` after the attempt started. A half-open
-        circuit closes: its probe got an answer going."""
+        circuit closes: its probe got an answer going.
+        """
         s = _valid(state)
         self._average(s, "ttft", seconds)
         self._log_ttft(s, seconds)
@@ -343,7 +348,8 @@ class HealthPolicy:
         """The attempt lost a race after ``seconds`` without text: its time to first
         token is at least that. The attempt ends without an outcome. A bound above
         the typical time to first token counts as a measurement of it (it widens
-        the quantile); one below says nothing new."""
+        the quantile); one below says nothing new.
+        """
         s = self.cancelled(state, now)
         if seconds > s.get("ttft", 0.0):
             s["ttft"] = seconds
@@ -462,9 +468,7 @@ class Health:
         now = self.store.now()
         with self._lock:
             errors = dict(self._errors)
-        return {
-            name: self.policy.view(states[name], now, errors.get(name)) for name in self.names
-        }
+        return {name: self.policy.view(states[name], now, errors.get(name)) for name in self.names}
 
     def view(self, key: str) -> HealthView:
         state = self.store.read([key])[key]
@@ -481,13 +485,15 @@ class Health:
 
     def late_after(self, key: str) -> float:
         """Seconds without text after which an attempt on ``key`` is late (see
-        :meth:`HealthPolicy.late_after`)."""
+        :meth:`HealthPolicy.late_after`).
+        """
         return self.policy.late_after(self.view(key))
 
     def claim(self, key: str) -> float:
         """Ask to start a call on ``key`` now: 0.0 if it may (if its circuit is
         half-open, this call is now its one probe), else seconds to wait before
-        asking again."""
+        asking again.
+        """
         state, now = self.store.read([key])[key], self.store.now()
         wait = self.policy.wait(state, now)
         if wait > 0 or self.policy.circuit(state, now) == CLOSED:
@@ -500,7 +506,8 @@ class Health:
         """Per provider: ``successes``, ``failures``, ``consecutive_failures``,
         ``cooldown_left`` (s), ``ttft`` (s or None), ``last_error``, ``success_rate``
         (decayed, smoothed), ``recent_calls`` (decayed), ``throughput`` (chars/s or
-        None), ``failure_cost`` (s or None), ``circuit``."""
+        None), ``failure_cost`` (s or None), ``circuit``.
+        """
         return {
             name: {
                 "successes": view.successes,
@@ -526,7 +533,8 @@ class Health:
 
     def record_censored_ttft(self, key: str, seconds: float) -> None:
         """The attempt lost a hedge race, still without text ``seconds`` after it
-        started; it ends without an outcome (a probe frees its slot)."""
+        started; it ends without an outcome (a probe frees its slot).
+        """
         self.store.update(key, partial(self.policy.censored_first_token, seconds=seconds))
 
     def record_success(self, key: str, *, chars: int = 0, seconds: float = 0.0) -> None:
@@ -546,7 +554,8 @@ class Health:
         :class:`~langchain_g4f.errors.ConfigurationError` is the request's fault and
         counts as nothing. A connection error or a timeout may be this host's own
         fault: with a shared store it counts for the fleet only once two hosts saw
-        one. Returns the seconds before the provider may be tried again."""
+        one. Returns the seconds before the provider may be tried again.
+        """
         if isinstance(error, ConfigurationError):
             self.record_cancelled(key)
             return self.cooldown_left(key)
@@ -563,5 +572,6 @@ class Health:
 
     def record_cancelled(self, key: str) -> None:
         """The caller abandoned the call: neither a success nor a failure; a probe
-        frees its slot."""
+        frees its slot.
+        """
         self.store.update(key, self.policy.cancelled)

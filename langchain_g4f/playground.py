@@ -17,10 +17,10 @@ notebooks in ``notebooks/``) runs unchanged against one of these, chosen by
   answers under every seed name.
 
 >>> from langchain_g4f import playground
->>> endpoints = playground.connect("offline")   # doctest: +SKIP
->>> print(endpoints)                            # doctest: +SKIP
+>>> endpoints = playground.connect("offline")  # doctest: +SKIP
+>>> print(endpoints)  # doctest: +SKIP
 offline: the seed providers are served by the local replica at http://127.0.0.1:40123
->>> endpoints.close()   # the providers as they were; the replica stops  # doctest: +SKIP
+>>> endpoints.close()  # the providers as they were; the replica stops  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from langchain_g4f import providers
+from langchain_g4f._redact import redact_url
 from langchain_g4f.errors import ConfigurationError
 from langchain_g4f.providers.base import Provider
 from langchain_g4f.testing import Replica
-from langchain_g4f._redact import redact_url
 
 __all__ = ["ENV", "SEEDS", "Endpoints", "connect"]
 
@@ -82,7 +82,8 @@ def connect(choice: str | None = None, *, model: str | None = None) -> Endpoints
     choice = (choice if choice is not None else os.environ.get(ENV, "")).strip() or "offline"
     if choice == "offline":
         if model is not None:
-            raise ConfigurationError("model= applies to an endpoint URL or a g4f provider")
+            msg = "model= applies to an endpoint URL or a g4f provider"
+            raise ConfigurationError(msg)
         replica = Replica().start()
         where = f"the seed providers are served by the local replica at {replica.url}"
         return Endpoints("offline", where, [], replica)
@@ -92,10 +93,11 @@ def connect(choice: str | None = None, *, model: str | None = None) -> Endpoints
         return _replace_seeds(_g4f_stand_in(choice[len("g4f:") :]), model)
     parts = urlsplit(choice)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigurationError(
+        msg = (
             f"{ENV} must be 'offline', 'live', an http(s):// URL of an OpenAI-compatible "
             f"API or 'g4f:<provider>', not {redact_url(choice)!r}"
         )
+        raise ConfigurationError(msg)
     return _replace_seeds(_openai_stand_in(choice), model)
 
 

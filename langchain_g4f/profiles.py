@@ -70,20 +70,19 @@ def context_windows(models: Iterable[str]) -> dict[str, ModelProfile]:
 def check_profile(profile: Any, provider: str | None = None) -> ModelProfile:
     """Raise a :class:`ConfigurationError` unless ``profile`` is a usable profile."""
     if not isinstance(profile, dict):
-        raise ConfigurationError(
-            f"profile must be a dict, not {type(profile).__name__}", provider=provider
-        )
+        msg = f"profile must be a dict, not {type(profile).__name__}"
+        raise ConfigurationError(msg, provider=provider)
     window = profile.get("max_input_tokens")
     if window is not None and (type(window) is not int or window < 1):
+        msg = f"profile max_input_tokens must be a positive integer, not {window!r}"
         raise ConfigurationError(
-            f"profile max_input_tokens must be a positive integer, not {window!r}",
+            msg,
             provider=provider,
         )
     for key in ("image_inputs", "reasoning_output", "tool_calling", "structured_output"):
         if key in profile and not isinstance(profile[key], bool):
-            raise ConfigurationError(
-                f"profile {key} must be True or False, not {profile[key]!r}", provider=provider
-            )
+            msg = f"profile {key} must be True or False, not {profile[key]!r}"
+            raise ConfigurationError(msg, provider=provider)
     return profile  # type: ignore[return-value]
 
 

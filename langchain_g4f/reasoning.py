@@ -26,7 +26,7 @@ class ThinkSplitter:
     (('', ''), ('plan', ''), ('', 'Hi'))
     """
 
-    __slots__ = ("_state", "_held")
+    __slots__ = ("_held", "_state")
 
     def __init__(self) -> None:
         self._state = _START

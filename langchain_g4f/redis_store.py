@@ -53,10 +53,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from langchain_g4f._redact import redact_url
 from langchain_g4f.budgets import LEASE_POLL, LEASE_TTL, Grant, Limits, LocalBudgets, new_lease
 from langchain_g4f.errors import ConfigurationError
 from langchain_g4f.store import Change, MemoryStore, State, Store
-from langchain_g4f._redact import redact_url
 
 __all__ = ["SCHEMA", "RedisStore", "open_store"]
 
@@ -173,16 +173,23 @@ class RedisStore:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not isinstance(url, str) or urlsplit(url).scheme not in _SCHEMES:
-            raise ConfigurationError(
+            msg = (
                 "a Redis store needs a redis://, rediss:// or unix:// URL, "
                 f"not {redact_url(str(url))!r}"
             )
-        for name, value in (("ttl", ttl), ("timeout", timeout), ("host_window", host_window),
-                            ("lease_ttl", lease_ttl)):
+            raise ConfigurationError(msg)
+        for name, value in (
+            ("ttl", ttl),
+            ("timeout", timeout),
+            ("host_window", host_window),
+            ("lease_ttl", lease_ttl),
+        ):
             if not value > 0:
-                raise ConfigurationError(f"RedisStore {name} must be > 0, not {value!r}")
+                msg = f"RedisStore {name} must be > 0, not {value!r}"
+                raise ConfigurationError(msg)
         if not refresh >= 0:
-            raise ConfigurationError(f"RedisStore refresh must be >= 0, not {refresh!r}")
+            msg = f"RedisStore refresh must be >= 0, not {refresh!r}"
+            raise ConfigurationError(msg)
         url, url_prefix = _split_prefix(url)
         self.prefix = prefix or url_prefix or "langchain-g4f"
         self.ttl = ttl
@@ -292,7 +299,8 @@ class RedisStore:
 
     def _view(self, key: str) -> State:
         """This process's view of a key (under the lock): Redis's state as last seen,
-        plus the changes on their way there and those kept here."""
+        plus the changes on their way there and those kept here.
+        """
         base = dict(self._base.get(key, {}))
         local = self._local.get(key)
         if local:
@@ -303,7 +311,8 @@ class RedisStore:
 
     def _fetch(self, keys: Sequence[str]) -> None:
         """One ``MGET`` of ``keys`` into the cache (skipped while another thread fetches,
-        unless a key was never fetched)."""
+        unless a key was never fetched).
+        """
         first = any(key not in self._fetched for key in keys)
         if not self._fetch_lock.acquire(timeout=self.timeout if first else 0):
             return
@@ -320,7 +329,8 @@ class RedisStore:
                 self._warn_once(
                     ("MGET", "shape"),
                     "Redis store %s answered MGET with something else than one value per "
-                    "key; ignored", redact_url(self._url),
+                    "key; ignored",
+                    redact_url(self._url),
                 )
                 return
             states = {key: self._decode(key, raw) for key, raw in zip(keys, raws)}
@@ -367,7 +377,9 @@ class RedisStore:
         self._warn_once(
             (name, what),
             "Redis store %s: %s holds %s; ignored (it is replaced on the next change)",
-            redact_url(self._url), name, what,
+            redact_url(self._url),
+            name,
+            what,
         )
         return {}
 
@@ -420,7 +432,8 @@ class RedisStore:
 
     def _answer(self, script: Any, names: list[str], args: list[Any]) -> list[int]:
         """Run a budget script; keys of ours that hold something else (another
-        version's, a stray write) are nonsense: replaced, with one warning."""
+        version's, a stray write) are nonsense: replaced, with one warning.
+        """
         import redis
 
         try:
@@ -452,7 +465,7 @@ class RedisStore:
             start = f"{self.prefix}:v{SCHEMA}:{kind}:"
             for raw in self._redis.scan_iter(match=start + "*", count=500):
                 name = raw.decode() if isinstance(raw, bytes) else str(raw)
-                found.add(name[len(start):])
+                found.add(name[len(start) :])
         return sorted(found)
 
     def limits(self, key: str) -> Limits | None:
@@ -511,7 +524,9 @@ class RedisStore:
             logging.DEBUG if quiet else logging.WARNING,
             "Redis store %s is unreachable (%s: %s); keeping the router's state in this "
             "process and reconnecting in the background",
-            redact_url(self._url), type(exc).__name__, exc,
+            redact_url(self._url),
+            type(exc).__name__,
+            exc,
         )
 
     # -- background thread ---------------------------------------------------------
@@ -536,7 +551,8 @@ class RedisStore:
     def _listen(self) -> None:
         """Take the states other processes commit as they publish them, so a change
         is seen at once; and fetch, ahead of the reads, the keys read lately whose
-        copy is half its ``refresh`` old, so reads rarely wait for Redis."""
+        copy is half its ``refresh`` old, so reads rarely wait for Redis.
+        """
         subscription = None
         pause = max(0.05, self.refresh / 2)
         while not self._closed:
@@ -662,7 +678,8 @@ class RedisStore:
 
     def _keep_local(self, batch: dict[str, list[_Entry]]) -> dict[str, list[_Entry]]:
         """Report this host's network failures; those fewer than ``hosts`` hosts have
-        seen stay in this process. Returns the entries to share."""
+        seen stay in this process. Returns the entries to share.
+        """
         quorum = {key: max(e.hosts for e in entries) for key, entries in batch.items()}
         reported = [key for key, hosts in quorum.items() if hosts > 1]
         if not reported:
@@ -709,7 +726,8 @@ class RedisStore:
     ) -> dict[str, State] | None:
         """Apply the batch's changes in Redis in one optimistic transaction; the new
         states. None, with nothing written, after too many conflicts or once past
-        ``deadline`` (``time.monotonic()``) before the commit."""
+        ``deadline`` (``time.monotonic()``) before the commit.
+        """
         import redis
 
         keys = list(batch)
@@ -722,8 +740,10 @@ class RedisStore:
                     raws = self._get_all(pipe, keys, names)
                     if deadline is not None and time.monotonic() > deadline:
                         return None  # Redis is slow: the caller goes on locally
-                    states = {key: _fold(batch[key], self._decode(key, raw))
-                              for key, raw in zip(keys, raws)}
+                    states = {
+                        key: _fold(batch[key], self._decode(key, raw))
+                        for key, raw in zip(keys, raws)
+                    }
                     pipe.multi()
                     for key, name in zip(keys, names):
                         value = self._encode(states[key])
@@ -738,7 +758,8 @@ class RedisStore:
 
     def _get_all(self, pipe: Any, keys: list[str], names: list[str]) -> list[Any]:
         """The watched values; a key of the wrong type reads as nothing (and is
-        overwritten by the commit)."""
+        overwritten by the commit).
+        """
         import redis
 
         try:
@@ -779,9 +800,8 @@ def _client(url: str, timeout: float) -> Any:
         from redis.backoff import NoBackoff
         from redis.retry import Retry
     except ImportError as exc:
-        raise ConfigurationError(
-            'a Redis store needs redis-py: pip install "langchain-g4f-router[redis]"'
-        ) from exc
+        msg = 'a Redis store needs redis-py: pip install "langchain-g4f-router[redis]"'
+        raise ConfigurationError(msg) from exc
     return redis.Redis.from_url(
         url,
         socket_timeout=timeout,
@@ -803,7 +823,8 @@ def _flush_all() -> None:
 
 def _after_fork() -> None:
     """In a forked child (a pre-forking server's worker): fresh locks, none of the
-    parent's changes in flight; the threads start again on first use."""
+    parent's changes in flight; the threads start again on first use.
+    """
     for store in list(_STORES):
         store._lock = threading.Lock()
         store._fetch_lock = threading.Lock()
@@ -821,14 +842,16 @@ if hasattr(os, "register_at_fork"):
 def open_store(spec: Store | str | None) -> Store:
     """A store from a router's ``store=`` argument: ``None`` for a new
     :class:`~langchain_g4f.store.MemoryStore`, a ``redis://`` / ``rediss://`` /
-    ``unix://`` URL for a :class:`RedisStore`, or a store object as it is."""
+    ``unix://`` URL for a :class:`RedisStore`, or a store object as it is.
+    """
     if spec is None:
         return MemoryStore()
     if isinstance(spec, str):
         return RedisStore(spec)
     if isinstance(spec, Store):
         return spec
-    raise ConfigurationError(
+    msg = (
         "store must be None, a redis:// URL or an object with now(), read(keys) and "
         f"update(key, change), not {type(spec).__name__}"
     )
+    raise ConfigurationError(msg)

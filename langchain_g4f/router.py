@@ -23,10 +23,9 @@ How one call runs:
 from __future__ import annotations
 
 import logging
-
 from collections import Counter
-from contextlib import aclosing
 from collections.abc import AsyncIterator, Iterator
+from contextlib import aclosing
 from dataclasses import replace
 from functools import partial
 from itertools import chain
@@ -58,8 +57,8 @@ from langchain_g4f._race import (
     Schedule,
     Won,
     aclose,
-    attempt_record,
     arace,
+    attempt_record,
     clock,
     race,
 )
@@ -75,10 +74,10 @@ from langchain_g4f.errors import (
     StreamInterruptedError,
 )
 from langchain_g4f.health import Health, HealthPolicy
-from langchain_g4f.strategies import Strategy, resolve_strategy
 from langchain_g4f.providers.base import Provider
 from langchain_g4f.redis_store import open_store
 from langchain_g4f.store import Store
+from langchain_g4f.strategies import Strategy, resolve_strategy
 from langchain_g4f.tools import ToolCallingMixin
 
 __all__ = ["ChatG4FRouter"]
@@ -331,7 +330,8 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
                 # e.g. a registered provider that needs a model nobody gave: left out, said once
                 logger.warning("router leaves out provider %s: %s", spec, exc)
         if not chats:
-            raise ConfigurationError("the router has no providers; pass providers=[...]")
+            msg = "the router has no providers; pass providers=[...]"
+            raise ConfigurationError(msg)
         names = [chat.provider_name for chat in chats]
         entries, seen = [], dict.fromkeys(names, 0)
         for chat, name in zip(chats, names):
@@ -350,9 +350,8 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
         if isinstance(spec, ChatG4F):
             return spec.model_copy(update={"max_retries": 0})
         if not isinstance(spec, str):
-            raise ConfigurationError(
-                f"providers must be ChatG4F models or provider names, not {type(spec).__name__}"
-            )
+            msg = f"providers must be ChatG4F models or provider names, not {type(spec).__name__}"
+            raise ConfigurationError(msg)
         provider = registry.get(spec)
         model = self.model_name
         serves = model is not None and (provider.accepts_any_model or model in provider.model)
@@ -403,7 +402,8 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
         "throughput" (chars/s or None), "failure_cost" (s or None), "circuit"
         ("closed", "open" or "half_open")}``, and for a provider with a budget
         ``"budget": {"requests", "requests_left", "concurrent", "concurrent_left"}``.
-        With a shared store these are the fleet's figures."""
+        With a shared store these are the fleet's figures.
+        """
         stats = self._health.stats()
         for entry in self._entries:
             budget = getattr(entry.chat, "_budget", None)
@@ -412,7 +412,6 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
         return stats
 
     # -- planning a call ------------------------------------------------------
-
 
     def _request(
         self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
@@ -440,9 +439,8 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
             for name in ["any model"] if entry.provider.accepts_any_model else entry.provider.model:
                 served.setdefault(name, []).append(entry.key)
         available = "; ".join(f"{name} ({', '.join(keys)})" for name, keys in served.items())
-        raise NoProviderAvailableError(
-            f"no provider of this router serves model {model!r}; available: {available}"
-        )
+        msg = f"no provider of this router serves model {model!r}; available: {available}"
+        raise NoProviderAvailableError(msg)
 
     def _capable(self, entries: list[Entry], request: Request) -> list[Entry]:
         """The entries whose profile fits what the request needs (images, size).
@@ -475,8 +473,7 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
         views = self._health.views()
         now = clock()
         left = {
-            entry.key: max(views[entry.key].cooldown_left, _budget_wait(entry))
-            for entry in entries
+            entry.key: max(views[entry.key].cooldown_left, _budget_wait(entry)) for entry in entries
         }
         ready = [entry for entry in entries if left[entry.key] <= 0]
         waiting = [(now + left[entry.key], entry) for entry in entries if left[entry.key] > 0]
@@ -799,7 +796,8 @@ class _Relay:
 
     def resume(self) -> Request:
         """After a break: the request that continues the answer (or restarts it, when
-        no text was given); raises :class:`StreamInterruptedError` when it cannot."""
+        no text was given); raises :class:`StreamInterruptedError` when it cannot.
+        """
         keys = self._keys()
         exclude = self._exclude(keys)
         if not self.continues or len(exclude) == len(keys):
@@ -819,7 +817,8 @@ class _Relay:
 
     def _exclude(self, keys: list[str]) -> frozenset[str]:
         """Who may not continue: those that broke this answer, unless nobody else is
-        left; then those that broke it more often than their retries."""
+        left; then those that broke it more often than their retries.
+        """
         if any(key not in self.breaks for key in keys):
             return frozenset(self.breaks)
         return frozenset(key for key, n in self.breaks.items() if n > self.max_retries)

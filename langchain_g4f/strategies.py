@@ -15,8 +15,14 @@ probe, whatever the order.
 
 >>> from langchain_g4f.health import HealthView
 >>> views = {
-...     "flaky": HealthView(ttft=0.05, failure_cost=10.0, recent_successes=8, recent_failures=2,
-...                         successes=8, failures=2),
+...     "flaky": HealthView(
+...         ttft=0.05,
+...         failure_cost=10.0,
+...         recent_successes=8,
+...         recent_failures=2,
+...         successes=8,
+...         failures=2,
+...     ),
 ...     "steady": HealthView(ttft=0.3, failure_cost=1.0, recent_successes=10, successes=10),
 ...     "new": HealthView(),
 ... }
@@ -38,11 +44,11 @@ if TYPE_CHECKING:
     from langchain_g4f.health import HealthView
 
 __all__ = [
+    "STRATEGIES",
     "FastestStrategy",
     "PriorityStrategy",
     "RandomStrategy",
     "RoundRobinStrategy",
-    "STRATEGIES",
     "Strategy",
     "resolve_strategy",
 ]
@@ -65,7 +71,8 @@ class _Explorer:
 
     def __init__(self, explore: float, rng: random.Random | None) -> None:
         if not 0.0 <= explore <= 1.0:
-            raise ConfigurationError(f"explore must be within [0, 1], not {explore!r}")
+            msg = f"explore must be within [0, 1], not {explore!r}"
+            raise ConfigurationError(msg)
         self.explore = explore
         self.rng = rng or random.Random()
         self._lock = threading.Lock()  # random.Random is not safe across threads
@@ -98,7 +105,8 @@ class PriorityStrategy:
         rng: random.Random | None = None,
     ) -> None:
         if not 0.0 < demote_rate <= 1.0:
-            raise ConfigurationError("PriorityStrategy demote_rate must be within (0, 1]")
+            msg = "PriorityStrategy demote_rate must be within (0, 1]"
+            raise ConfigurationError(msg)
         self.demote_rate = demote_rate
         self.min_calls = min_calls
         self._explorer = _Explorer(explore, rng)
@@ -149,7 +157,8 @@ class RandomStrategy:
         self, weights: Mapping[str, float] | None = None, rng: random.Random | None = None
     ) -> None:
         if weights is not None and any(w < 0 for w in weights.values()):
-            raise ConfigurationError("RandomStrategy weights must be >= 0")
+            msg = "RandomStrategy weights must be >= 0"
+            raise ConfigurationError(msg)
         self.weights = dict(weights) if weights is not None else None
         self.rng = rng or random.Random()
         self._lock = threading.Lock()
@@ -202,10 +211,11 @@ class FastestStrategy:
         prior_failure: float = 0.1,
     ) -> None:
         if answer_chars < 0 or min_failure_cost < 0 or not 0.0 <= prior_failure < 1.0:
-            raise ConfigurationError(
+            msg = (
                 "FastestStrategy needs answer_chars >= 0, min_failure_cost >= 0 and "
                 "prior_failure within [0, 1)"
             )
+            raise ConfigurationError(msg)
         self.answer_chars = answer_chars
         self.min_failure_cost = min_failure_cost
         self.prior_failure = prior_failure
@@ -267,14 +277,16 @@ def resolve_strategy(strategy: str | Strategy) -> Strategy:
     if isinstance(strategy, str):
         factory = STRATEGIES.get(strategy.lower().replace("-", "_"))
         if factory is None:
-            raise ConfigurationError(
+            msg = (
                 f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)} "
                 "or pass an object with an order(candidates, health) method"
             )
+            raise ConfigurationError(msg)
         return factory()
     if not isinstance(strategy, Strategy):
-        raise ConfigurationError(
+        msg = (
             f"strategy must be a name or have an order(candidates, health) method, "
             f"not {type(strategy).__name__}"
         )
+        raise ConfigurationError(msg)
     return strategy

@@ -76,10 +76,11 @@ def normalize_tool_choice(choice: Any, tools: list[dict[str, Any]]) -> str | Non
         choice = (choice.get("function") or {}).get("name") or choice.get("name")
     if isinstance(choice, str) and choice in names:
         return choice
-    raise ConfigurationError(
+    msg = (
         f"tool_choice {choice!r} is not 'auto', 'none', 'any', 'required' or the name "
         f"of a bound tool ({', '.join(names) or 'no tools are bound'})"
     )
+    raise ConfigurationError(msg)
 
 
 def native_tool_choice(choice: str | None) -> Any:
@@ -262,7 +263,7 @@ class ToolReplyStream:
     call (from the first ``{`` or code fence on) is held back until the end.
     """
 
-    __slots__ = ("names", "_held", "_holding")
+    __slots__ = ("_held", "_holding", "names")
 
     def __init__(self, names: set[str]) -> None:
         self.names = names
@@ -398,13 +399,16 @@ class ToolCallingMixin:
         reply does not validate.
         """
         if kwargs:
-            raise ConfigurationError(f"unexpected arguments: {', '.join(kwargs)}")
+            msg = f"unexpected arguments: {', '.join(kwargs)}"
+            raise ConfigurationError(msg)
         is_model = is_basemodel_subclass(schema)
         output_format = {"kwargs": {"method": method}, "schema": schema}
         if method == "function_calling":
             tool = convert_to_openai_tool(schema)
             name = tool["function"]["name"]
-            llm = self.bind_tools([schema], tool_choice=name, ls_structured_output_format=output_format)
+            llm = self.bind_tools(
+                [schema], tool_choice=name, ls_structured_output_format=output_format
+            )
             parser: Runnable = (
                 PydanticToolsParser(tools=[schema], first_tool_only=True)  # type: ignore[list-item]
                 if is_model
@@ -434,9 +438,8 @@ class ToolCallingMixin:
                 else JsonOutputParser()
             )
         else:
-            raise ConfigurationError(
-                f"method must be 'function_calling', 'json_mode' or 'json_schema', not {method!r}"
-            )
+            msg = f"method must be 'function_calling', 'json_mode' or 'json_schema', not {method!r}"
+            raise ConfigurationError(msg)
         if not include_raw:
             return llm | parser
         parse = RunnablePassthrough.assign(
@@ -446,4 +449,3 @@ class ToolCallingMixin:
         return RunnableMap(raw=llm) | parse.with_fallbacks(
             [no_parse], exception_key="parsing_error"
         )
-

@@ -74,14 +74,26 @@ class Trace:
 
     def dispatch(self, name: str, data: Any) -> None:
         handle_event(
-            self.handlers, "on_custom_event", "ignore_custom_event", name, data,
-            run_id=self.run_id, tags=self.tags, metadata=self.metadata,
+            self.handlers,
+            "on_custom_event",
+            "ignore_custom_event",
+            name,
+            data,
+            run_id=self.run_id,
+            tags=self.tags,
+            metadata=self.metadata,
         )
 
     async def adispatch(self, name: str, data: Any) -> None:
         await ahandle_event(
-            self.handlers, "on_custom_event", "ignore_custom_event", name, data,
-            run_id=self.run_id, tags=self.tags, metadata=self.metadata,
+            self.handlers,
+            "on_custom_event",
+            "ignore_custom_event",
+            name,
+            data,
+            run_id=self.run_id,
+            tags=self.tags,
+            metadata=self.metadata,
         )
 
 

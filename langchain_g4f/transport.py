@@ -83,7 +83,8 @@ def status_error(
     provider: Provider, status: int, headers: Any, body: bytes, url: str
 ) -> ProviderHTTPError:
     """The typed error for a non-2xx answer: the URL tried, redacted, and the
-    server's own explanation."""
+    server's own explanation.
+    """
     name = provider.name
     detail = redact_text(provider.error_text(body))
     text = f"HTTP {status} from {redact_url(url)}" + (f": {detail[:300]}" if detail else "")
@@ -167,7 +168,9 @@ class _Pools:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._sessions: dict[tuple[Any, ...], requests.Session] = {}
-        self._clients: dict[tuple[Any, ...], tuple[asyncio.AbstractEventLoop, httpx.AsyncClient]] = {}
+        self._clients: dict[
+            tuple[Any, ...], tuple[asyncio.AbstractEventLoop, httpx.AsyncClient]
+        ] = {}
 
     def session(self, key: tuple[Any, ...]) -> requests.Session:
         session = self._sessions.get(key)
@@ -208,7 +211,8 @@ class _Pools:
 async def _aclose(client: httpx.AsyncClient) -> None:
     """Close ``client`` on its idle loop at exit, letting the loop's pending
     tasks (async generators being finalised, which may still read from the
-    client) finish first and after, for at most a second in all."""
+    client) finish first and after, for at most a second in all.
+    """
     deadline = asyncio.get_running_loop().time() + 1.0
     await _settle(deadline)
     await client.aclose()
@@ -273,7 +277,7 @@ class _Decoder:
     without its zlib header (as many servers send it) is read as raw deflate.
     """
 
-    __slots__ = ("_provider", "_zlib", "_unsure")
+    __slots__ = ("_provider", "_unsure", "_zlib")
 
     def __init__(self, provider: str, coding: str) -> None:
         self._provider = provider
@@ -286,8 +290,9 @@ class _Decoder:
             self._zlib = zlib.decompressobj()
             self._unsure = b""
         else:
+            msg = f"sent a body in a content coding it was not offered: {coding!r}"
             raise MalformedResponseError(
-                f"sent a body in a content coding it was not offered: {coding!r}",
+                msg,
                 provider=provider,
             )
 
@@ -299,9 +304,8 @@ class _Decoder:
                 out = self._zlib.decompress(data, _READ_BYTES)
             except zlib.error as exc:
                 if self._unsure is None:
-                    raise MalformedResponseError(
-                        f"sent a body that does not decompress: {exc}", provider=self._provider
-                    ) from None
+                    msg = f"sent a body that does not decompress: {exc}"
+                    raise MalformedResponseError(msg, provider=self._provider) from None
                 data, self._unsure = self._unsure, None
                 self._zlib = zlib.decompressobj(-zlib.MAX_WBITS)
                 continue
@@ -322,9 +326,8 @@ def _decoder_for(provider: str, headers: Any) -> _Decoder | None:
         if c.strip() and c.strip().lower() != "identity"
     ]
     if len(codings) > 1:
-        raise MalformedResponseError(
-            f"sent a body in several content codings: {', '.join(codings)}", provider=provider
-        )
+        msg = f"sent a body in several content codings: {', '.join(codings)}"
+        raise MalformedResponseError(msg, provider=provider)
     return _Decoder(provider, codings[0]) if codings else None
 
 
@@ -337,11 +340,9 @@ class _BodyReader:
     ends with no text and no tool call.
     """
 
-    __slots__ = ("_provider", "_decoder", "_parser", "_limit", "_size", "_seen")
+    __slots__ = ("_decoder", "_limit", "_parser", "_provider", "_seen", "_size")
 
-    def __init__(
-        self, provider: Provider, request: HTTPRequest, headers: Any, limit: int
-    ) -> None:
+    def __init__(self, provider: Provider, request: HTTPRequest, headers: Any, limit: int) -> None:
         self._provider = provider.name
         self._decoder = _decoder_for(provider.name, headers)
         self._parser = provider.parser(request, headers.get("content-type", ""))
@@ -362,9 +363,12 @@ class _BodyReader:
     def _feed(self, data: bytes) -> list[Delta]:
         self._size += len(data)
         if self._size > self._limit:
-            raise ResponseTooLargeError(
+            msg = (
                 f"sent more than {self._limit} bytes; reading stopped "
-                "(raise max_response_bytes if this answer is expected)",
+                "(raise max_response_bytes if this answer is expected)"
+            )
+            raise ResponseTooLargeError(
+                msg,
                 provider=self._provider,
             )
         deltas = self._parser.feed(data)
@@ -379,13 +383,12 @@ class _BodyReader:
 
     def close(self) -> list[Delta]:
         deltas = (
-            self._feed(self._decoder.flush())
-            if self._decoder is not None and not self.done
-            else []
+            self._feed(self._decoder.flush()) if self._decoder is not None and not self.done else []
         )
         deltas += self._parser.close()
         if not self._seen and not any(d.text or d.tool_calls for d in deltas):
-            raise EmptyResponseError("answered with no text", provider=self._provider)
+            msg = "answered with no text"
+            raise EmptyResponseError(msg, provider=self._provider)
         return deltas
 
 
@@ -540,11 +543,10 @@ def _requests_error(
     if isinstance(
         exc,
         (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError, TimeoutError),
-    ) or (
-        isinstance(exc, requests.exceptions.ConnectionError) and "timed out" in reason.lower()
-    ):
+    ) or (isinstance(exc, requests.exceptions.ConnectionError) and "timed out" in reason.lower()):
         what = (
-            "connecting to" if isinstance(exc, requests.exceptions.ConnectTimeout)
+            "connecting to"
+            if isinstance(exc, requests.exceptions.ConnectTimeout)
             else "waiting for the answer from"
         )
         return ProviderTimeoutError(f"timed out {what} {where} (timeout={timeout}s)", provider=name)
@@ -576,7 +578,11 @@ def _httpx_error(name: str, exc: BaseException, timeout: float | None, url: str)
     where = redact_url(url)
     reason = redact_text(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
     if isinstance(exc, httpx.TimeoutException):
-        what = "connecting to" if isinstance(exc, httpx.ConnectTimeout) else "waiting for the answer from"
+        what = (
+            "connecting to"
+            if isinstance(exc, httpx.ConnectTimeout)
+            else "waiting for the answer from"
+        )
         return ProviderTimeoutError(f"timed out {what} {where} (timeout={timeout}s)", provider=name)
     if isinstance(exc, httpx.ConnectError):
         return ProviderConnectionError(f"could not connect to {where}: {reason}", provider=name)
@@ -614,9 +620,7 @@ class AsyncTransport:
     async def aclose(self) -> None:
         """Nothing to release: the client is shared (see :func:`close_shared_pools`)."""
 
-    async def adeltas(
-        self, provider: Provider, request: HTTPRequest
-    ) -> AsyncIterator[Delta]:
+    async def adeltas(self, provider: Provider, request: HTTPRequest) -> AsyncIterator[Delta]:
         """Send ``request`` and yield the deltas of its answer as they arrive."""
         batches = self.abatches(provider, request)
         try:

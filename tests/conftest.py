@@ -166,8 +166,10 @@ def _ids_by_position(value: Any, ids: dict[str, str]) -> Any:
     if isinstance(value, dict):
         out = {}
         for key, item in value.items():
-            if key in ("id", "tool_call_id") and isinstance(item, str) and (
-                key == "tool_call_id" or value.get("type") == "function"
+            if (
+                key in ("id", "tool_call_id")
+                and isinstance(item, str)
+                and (key == "tool_call_id" or value.get("type") == "function")
             ):
                 item = ids.setdefault(item, f"call_{len(ids)}")
             out[key] = _ids_by_position(item, ids)
@@ -189,9 +191,11 @@ def tool_call_ids_blind_body(r1: Any, r2: Any) -> None:
     try:
         b1, b2 = json.loads(r1.body), json.loads(r2.body)
     except (TypeError, ValueError) as exc:
-        raise AssertionError("bodies differ") from exc
+        msg = "bodies differ"
+        raise AssertionError(msg) from exc
     if _ids_by_position(b1, {}) != _ids_by_position(b2, {}):
-        raise AssertionError("bodies differ")
+        msg = "bodies differ"
+        raise AssertionError(msg)
 
 
 def pytest_recording_configure(config: pytest.Config, vcr: Any) -> None:

@@ -84,7 +84,8 @@ def value_after(text: str, label: str) -> str:
     for line in text.splitlines():
         if line.startswith(label):
             return line[len(label) :].strip()
-    raise AssertionError(f"no line starting with {label!r} in:\n{text}")
+    msg = f"no line starting with {label!r} in:\n{text}"
+    raise AssertionError(msg)
 
 
 def assert_ran_cleanly(nb: nbformat.NotebookNode) -> None:
@@ -131,19 +132,25 @@ def agents() -> nbformat.NotebookNode:
 def test_stored_without_outputs_and_the_playground_first(name: str) -> None:
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
     nbformat.validate(nb)
-    assert nb.nbformat == 4 and nb.metadata.kernelspec.name == "python3"
+    assert nb.nbformat == 4
+    assert nb.metadata.kernelspec.name == "python3"
     first, *code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(c.outputs == [] and c.execution_count is None for c in [first, *code])
     for c in [first, *code]:
         ast.parse("\n".join(line for line in c.source.splitlines() if not line.startswith("%")))
     # the first code cell alone chooses the endpoints, the same way in every notebook
     assert first.metadata.get("tags") == [PLAYGROUND_TAG]
-    assert first.source == cell(nbformat.read(NOTEBOOKS / NAMES[0], as_version=4), PLAYGROUND_TAG).source
-    assert 'playground.connect(ENDPOINTS' in first.source
+    assert (
+        first.source
+        == cell(nbformat.read(NOTEBOOKS / NAMES[0], as_version=4), PLAYGROUND_TAG).source
+    )
+    assert "playground.connect(ENDPOINTS" in first.source
     source = "\n".join(c.source for c in code)
-    assert "playground" not in source and "redirect_providers" not in source
+    assert "playground" not in source
+    assert "redirect_providers" not in source
     if name != "router.ipynb":  # only the router's failure sections use a replica of their own
-        assert "Replica" not in source and "base_url" not in source
+        assert "Replica" not in source
+        assert "base_url" not in source
     install = [line for line in nb.cells[0].source.splitlines() if "pip install" in line]
     assert install == ['pip install "langchain-g4f-router[notebooks]"']
 
@@ -160,7 +167,8 @@ def test_quickstart_invoke(quickstart: Any) -> None:
     content, metadata = lines(quickstart, "check-invoke")
     assert content.endswith("Hello! What can you do?")  # the replica echoes the prompt
     metadata = ast.literal_eval(metadata)
-    assert metadata["provider"] == "Lockchat" and metadata["model_name"] == "gpt-4"
+    assert metadata["provider"] == "Lockchat"
+    assert metadata["model_name"] == "gpt-4"
     assert metadata["finish_reason"] == "stop"
 
 
@@ -168,7 +176,8 @@ def test_quickstart_invoke(quickstart: Any) -> None:
 def test_quickstart_streams_in_several_chunks(quickstart: Any, tag: str) -> None:
     count, joined = lines(quickstart, tag)
     pieces = joined.split("|")
-    assert count == f"{len(pieces)} chunks" and len(pieces) >= 5
+    assert count == f"{len(pieces)} chunks"
+    assert len(pieces) >= 5
     assert all(pieces)
     text = "".join(pieces)
     assert "lighthouse" in text if tag == "check-stream" else "asynchronously" in text
@@ -180,11 +189,13 @@ def test_quickstart_ainvoke(quickstart: Any) -> None:
 
 def test_quickstart_batch_returns_three_answers_in_order(quickstart: Any) -> None:
     *answers, count = lines(quickstart, "check-batch")
-    assert count == "3 answers" and len(answers) == 3
+    assert count == "3 answers"
+    assert len(answers) == 3
     prompts = ["What is 2 + 2?", "Name a primary colour.", "Say hello in French."]
     for prompt, line in zip(prompts, answers):
         asked, answer = (ast.literal_eval(s) for s in line.split(" -> "))
-        assert asked == prompt and answer.endswith(prompt)
+        assert asked == prompt
+        assert answer.endswith(prompt)
 
 
 def test_quickstart_chain(quickstart: Any) -> None:
@@ -197,7 +208,8 @@ def test_quickstart_errors(quickstart: Any) -> None:
     unknown, unsupported, is_value_error = lines(quickstart, "check-errors")
     assert unknown.startswith("UnknownProviderError: no provider named 'NoSuchProvider'")
     assert all(name in unknown for name in SEEDS)  # it lists the registered ones
-    assert unsupported.startswith("UnsupportedModelError: Lockchat:") and "gpt-5" in unsupported
+    assert unsupported.startswith("UnsupportedModelError: Lockchat:")
+    assert "gpt-5" in unsupported
     assert is_value_error == "also a ValueError: True"
 
 
@@ -230,7 +242,11 @@ def test_router_strategies(router: Any) -> None:
 def test_router_falls_back_from_the_failing_provider(router: Any) -> None:
     text = stdout(cell(router, "check-fallback"))
     assert value_after(text, "answered by:") == "Aichat"
-    failed = [ast.literal_eval(line[len("failed: ") :]) for line in text.splitlines() if line.startswith("failed: ")]
+    failed = [
+        ast.literal_eval(line[len("failed: ") :])
+        for line in text.splitlines()
+        if line.startswith("failed: ")
+    ]
     # a 503 can heal: one retry of Lockchat, then the fallback
     assert [(a["provider"], a["status"], a["error"]) for a in failed] == [
         ("Lockchat", 503, "ProviderHTTPError")
@@ -247,14 +263,22 @@ def test_router_hedging_cuts_time_to_first_token(router: Any) -> None:
     match = re.search(r"hedge_after=0\.1: +first token after ([\d.]+) s, from (\w+)", text)
     hedged, winner = float(match.group(1)), match.group(2)
     assert plain >= 0.45  # Lockchat's first piece waits 0.5 s
-    assert winner == "Aichat" and 0.1 <= hedged < plain and hedged < 0.45
+    assert winner == "Aichat"
+    assert 0.1 <= hedged < plain
+    assert hedged < 0.45
 
 
 def _table(nb: Any, tag: str) -> dict[str, dict[str, str]]:
     """The stats table printed by ``show_stats``: {provider: {column: cell}}."""
     header, *rows = (re.split(r"\s{2,}", line) for line in lines(nb, tag))
     assert header == [
-        "provider", "successes", "failures", "consecutive", "cooldown_left", "ttft", "last_error"
+        "provider",
+        "successes",
+        "failures",
+        "consecutive",
+        "cooldown_left",
+        "ttft",
+        "last_error",
     ]
     assert all(len(row) == len(header) for row in rows)
     return {row[0]: dict(zip(header[1:], row[1:])) for row in rows}
@@ -267,27 +291,32 @@ def test_router_stats_table(router: Any) -> None:
     assert sum(int(row["successes"]) for row in table.values()) == 7
     assert all(row["failures"] == "0" and row["last_error"] == "-" for row in table.values())
     measured = [row["ttft"] for row in table.values() if row["ttft"] != "-"]
-    assert measured and all(re.fullmatch(r"\d+\.\d ms", ttft) for ttft in measured)
+    assert measured
+    assert all(re.fullmatch(r"\d+\.\d ms", ttft) for ttft in measured)
 
     fallback = _table(router, "check-stats-fallback")
     assert sorted(fallback) == ["Aichat", "Lockchat"]
     lockchat, aichat = fallback["Lockchat"], fallback["Aichat"]
     assert (lockchat["successes"], lockchat["failures"], lockchat["consecutive"]) == ("0", "2", "2")
-    assert lockchat["ttft"] == "-" and lockchat["last_error"].startswith("ProviderHTTPError")
+    assert lockchat["ttft"] == "-"
+    assert lockchat["last_error"].startswith("ProviderHTTPError")
     assert (aichat["successes"], aichat["failures"], aichat["last_error"]) == ("2", "0", "-")
 
 
 def test_router_plot_renders(router: Any) -> None:
     outputs = cell(router, "check-plot").outputs
     images = [o for o in outputs if o.output_type == "display_data" and "image/png" in o.data]
-    assert len(images) == 1 and len(images[0].data["image/png"]) > 1000
+    assert len(images) == 1
+    assert len(images[0].data["image/png"]) > 1000
 
 
 def test_router_learning_section_runs(router: Any) -> None:
     answered, learned = lines(router, "check-learning")
-    assert len(answered.split()) == 12 and set(answered.split()) <= {"Lockchat", "Mishalsgpt"}
+    assert len(answered.split()) == 12
+    assert set(answered.split()) <= {"Lockchat", "Mishalsgpt"}
     assert answered.split()[-3:] == ["Mishalsgpt"] * 3  # the failing provider went second
-    assert learned.startswith("Lockchat: {") and "recent success rate" in learned
+    assert learned.startswith("Lockchat: {")
+    assert "recent success rate" in learned
 
 
 def test_router_continues_a_broken_answer(router: Any) -> None:
@@ -333,7 +362,9 @@ def test_agents_streamed_tool_call(agents: Any) -> None:
 def test_agents_structured_output(agents: Any) -> None:
     rows = lines(agents, "check-structured")
     assert [row.split()[0] for row in rows] == ["function_calling", "json_schema"]
-    assert all(row.split(None, 1)[1].startswith("Weather(location='Paris', summary=") for row in rows)
+    assert all(
+        row.split(None, 1)[1].startswith("Weather(location='Paris', summary=") for row in rows
+    )
 
 
 def test_agent_invoke_calls_the_tool_and_answers(agents: Any) -> None:
@@ -341,9 +372,13 @@ def test_agent_invoke_calls_the_tool_and_answers(agents: Any) -> None:
     titles = re.findall(r"=+ (\w+ Message) =+", text)
     assert titles == ["Human Message", "Ai Message", "Tool Message", "Ai Message"]
     call, result, answer = re.split(r"=+ \w+ Message =+", text)[2:]
-    assert "Tool Calls:" in call and "get_weather" in call and "location: Paris" in call
-    assert "Name: get_weather" in result and "It is sunny in Paris." in result
-    assert "It is sunny in Paris." in answer and "Tool Calls:" not in answer
+    assert "Tool Calls:" in call
+    assert "get_weather" in call
+    assert "location: Paris" in call
+    assert "Name: get_weather" in result
+    assert "It is sunny in Paris." in result
+    assert "It is sunny in Paris." in answer
+    assert "Tool Calls:" not in answer
 
 
 def test_agent_streams_tokens(agents: Any) -> None:
@@ -357,11 +392,15 @@ def test_agent_streams_tokens(agents: Any) -> None:
 
 def test_agents_reasoning_apart_from_the_answer(agents: Any) -> None:
     text = stdout(cell(agents, "check-reasoning"))
-    assert value_after(text, "reasoning:") == "The user said: Why is the sky blue?. I will answer in kind."
+    assert (
+        value_after(text, "reasoning:")
+        == "The user said: Why is the sky blue?. I will answer in kind."
+    )
     assert value_after(text, "answer:") == "Hello from the replica — you said: Why is the sky blue?"
     rows = lines(agents, "check-reasoning-stream")
     kinds = [row.split(" chunk:")[0] for row in rows]
-    assert kinds.count("reasoning") > 1 and kinds == sorted(kinds, reverse=True)
+    assert kinds.count("reasoning") > 1
+    assert kinds == sorted(kinds, reverse=True)
     assert not any("think>" in row for row in rows)
     assert [row.split(" ->")[0] for row in lines(agents, "check-reasoning-v1")] == [
         "reasoning",

@@ -30,23 +30,24 @@ Lockchat = _Lockchat()
 Aichat = _Aichat()
 
 _lock = threading.Lock()
-_registry: dict[str, Provider] = {
-    p.name: p for p in (Mishalsgpt, Gravityengine, Lockchat, Aichat)
-}
+_registry: dict[str, Provider] = {p.name: p for p in (Mishalsgpt, Gravityengine, Lockchat, Aichat)}
 
 
 def register(provider: Provider, *, replace: bool = False) -> Provider:
     """Make ``provider`` available by its name; returns it."""
     if not isinstance(provider, Provider):
-        raise TypeError(f"expected a Provider instance, got {type(provider).__name__}")
+        msg = f"expected a Provider instance, got {type(provider).__name__}"
+        raise TypeError(msg)
     if not provider.name:
-        raise ValueError("a provider needs a non-empty name")
+        msg = "a provider needs a non-empty name"
+        raise ValueError(msg)
     with _lock:
         if provider.name in _registry and not replace:
-            raise ValueError(
+            msg = (
                 f"a provider named {provider.name!r} is already registered; "
                 "pass replace=True to replace it"
             )
+            raise ValueError(msg)
         _registry[provider.name] = provider
     return provider
 
@@ -78,12 +79,12 @@ def get(name: str) -> Provider:
         for key, value in _registry.items():
             if key.lower() == name.lower():
                 return value
-        raise UnknownProviderError(
+        msg = (
             f"no provider named {name!r}{did_you_mean(name, names())}; "
             f"registered: {', '.join(names())}"
         )
+        raise UnknownProviderError(msg)
     return provider
-
 
 
 __all__ = [

@@ -74,17 +74,16 @@ class Aichat(Provider):
     def parse_body(self, data: bytes) -> list[Delta]:
         obj = load_json(self.name, data)
         if not isinstance(obj, dict) or "response" not in obj:
+            msg = f"sent JSON without a 'response' field: {data[:120]!r}"
             raise MalformedResponseError(
-                f"sent JSON without a 'response' field: {data[:120]!r}",
+                msg,
                 provider=self.name,
             )
         message = obj.get("message")
         if obj["response"] is not True:
-            raise ProviderResponseError(
-                f"reported a failure: {message!r}", provider=self.name
-            )
+            msg = f"reported a failure: {message!r}"
+            raise ProviderResponseError(msg, provider=self.name)
         if not isinstance(message, str):
-            raise MalformedResponseError(
-                f"sent a non-text message: {data[:120]!r}", provider=self.name
-            )
+            msg = f"sent a non-text message: {data[:120]!r}"
+            raise MalformedResponseError(msg, provider=self.name)
         return [Delta(text=message, finish_reason="stop")]

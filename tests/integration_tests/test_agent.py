@@ -59,13 +59,16 @@ def test_agent_calls_a_tool_reads_it_and_answers(replica: Replica, answering: st
     agent = create_agent(router(replica, answering), tools=[get_weather, get_time])
     messages = agent.invoke({"messages": [HumanMessage(PROMPT)]})["messages"]
 
-    human, call, result, answer = messages
-    assert isinstance(call, AIMessage) and isinstance(result, ToolMessage)
+    _human, call, result, answer = messages
+    assert isinstance(call, AIMessage)
+    assert isinstance(result, ToolMessage)
     assert [(c["name"], c["args"]) for c in call.tool_calls] == [
         ("get_weather", {"location": "Paris"})
     ]
-    assert result.content == WEATHER and result.tool_call_id == call.tool_calls[0]["id"]
-    assert WEATHER in answer.content and not answer.tool_calls
+    assert result.content == WEATHER
+    assert result.tool_call_id == call.tool_calls[0]["id"]
+    assert WEATHER in answer.content
+    assert not answer.tool_calls
     # each model call fell back from the refused provider
     for message in (call, answer):
         assert answered_by(message) != "Mishalsgpt"
@@ -89,10 +92,12 @@ async def test_agent_streams_the_answer_token_by_token(replica: Replica, answeri
     call_chunks = [c for c in chunks if c.tool_call_chunks]
     answer_chunks = [c for c in chunks if c.content]
     # the call arrives as tool-call chunks, never as text
-    assert call_chunks and all(not c.content for c in call_chunks)
+    assert call_chunks
+    assert all(not c.content for c in call_chunks)
     # the answer arrives in several pieces that join to the full text
     answer = "".join(c.content for c in answer_chunks)
-    assert len(answer_chunks) > 3 and WEATHER in answer
+    assert len(answer_chunks) > 3
+    assert WEATHER in answer
     assert answer.split() == [piece.strip() for c in answer_chunks for piece in c.content.split()]
 
 
@@ -105,7 +110,8 @@ def test_agent_sync_stream_over_aichat(replica: Replica) -> None:
     nodes = [next(iter(update)) for update in updates]
     assert nodes == ["model", "tools", "model"]
     final = updates[-1]["model"]["messages"][-1]
-    assert WEATHER in final.content and answered_by(final) == "Aichat"
+    assert WEATHER in final.content
+    assert answered_by(final) == "Aichat"
 
 
 @pytest.mark.parametrize("answering", ["Lockchat", "Aichat", "native"])
@@ -117,7 +123,9 @@ async def test_router_bind_tools_in_every_mode(replica: Replica, answering: str,
     elif mode == "ainvoke":
         message = await llm.ainvoke(PROMPT)
     else:
-        chunks = list(llm.stream(PROMPT)) if mode == "stream" else [c async for c in llm.astream(PROMPT)]
+        chunks = (
+            list(llm.stream(PROMPT)) if mode == "stream" else [c async for c in llm.astream(PROMPT)]
+        )
         message = chunks[0]
         for chunk in chunks[1:]:
             message += chunk
@@ -143,9 +151,13 @@ def test_router_structured_output(replica: Replica, answering: str, method: str)
 
     llm = router(replica, answering).with_structured_output(Weather, method=method)
     # a native JSON mode takes no schema: the prompt names the keys
-    prompt = "Reply in JSON with the keys 'location' and 'summary'." if method == "json_mode" else PROMPT
+    prompt = (
+        "Reply in JSON with the keys 'location' and 'summary'." if method == "json_mode" else PROMPT
+    )
     result = llm.invoke(prompt)
-    assert isinstance(result, Weather) and result.location and result.summary
+    assert isinstance(result, Weather)
+    assert result.location
+    assert result.summary
 
 
 @pytest.mark.parametrize("answering", ["Lockchat", "native"])

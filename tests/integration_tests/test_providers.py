@@ -111,7 +111,8 @@ SECRET = "sk-test-0123456789abcdefSECRET"
 def test_api_key_is_sent_but_never_recorded(vcr: object, request: pytest.FixtureRequest) -> None:
     """Gravityengine forks want a Bearer key: it goes out, and stays out of cassettes."""
     llm = model("Gravityengine", api_key=SECRET)
-    assert SECRET not in repr(llm) and SECRET not in str(llm.model_dump())
+    assert SECRET not in repr(llm)
+    assert SECRET not in str(llm.model_dump())
     assert llm.invoke(PROMPT).content == EXPECTED
     (recorded,) = vcr.requests  # type: ignore[attr-defined]
     assert recorded.uri == "https://gpt4.gravityengine.cc/api/openai/v1/chat/completions"
@@ -119,7 +120,8 @@ def test_api_key_is_sent_but_never_recorded(vcr: object, request: pytest.Fixture
     cassette = CASSETTES / "test_providers" / f"{request.node.name}.yaml"
     if cassette.exists():  # written after the test when recording
         text = cassette.read_text()
-        assert SECRET not in text and "Bearer" not in text
+        assert SECRET not in text
+        assert "Bearer" not in text
 
 
 def test_secret_query_parameters_are_scrubbed() -> None:
@@ -158,7 +160,8 @@ def test_a_secret_in_base_url_is_sent_but_never_recorded(
     cassette = CASSETTES / "test_providers" / f"{request.node.name}.yaml"
     if cassette.exists():  # written after the test when recording
         text = cassette.read_text()
-        assert USER_SECRET not in text and "bob" not in text
+        assert USER_SECRET not in text
+        assert "bob" not in text
 
 
 def test_no_cassette_holds_a_secret() -> None:

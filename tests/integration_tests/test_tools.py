@@ -118,7 +118,9 @@ def test_structured_output(mode: str, method: str) -> None:
     llm = model(mode).with_structured_output(Joke, method=method)
     prompt = "Tell me a joke about cats. Return JSON with 'setup' and 'punchline' keys."
     joke = llm.invoke(prompt)
-    assert isinstance(joke, Joke) and joke.setup and joke.punchline
+    assert isinstance(joke, Joke)
+    assert joke.setup
+    assert joke.punchline
     *_, last = llm.stream(prompt)
     assert last == joke
 

@@ -69,7 +69,8 @@ class Fleet:
 
     def _result(self, pipe: Any) -> Any:
         if not pipe.poll(120):
-            raise WorkerError("a worker gave no answer in 120 s")
+            msg = "a worker gave no answer in 120 s"
+            raise WorkerError(msg)
         ok, value = pipe.recv()
         if not ok:
             raise WorkerError(value)
@@ -125,9 +126,7 @@ def budgeted_calls(ctx: dict[str, Any], url: str, base_url: str, per_minute: int
 def make_router(ctx: dict[str, Any], name: str, url: str | None, specs: list[dict], **kwargs: Any):
     """A router in this worker, its providers ``ChatG4F(**spec)``; store at ``url``."""
     store = store_of(ctx, url, **kwargs.pop("store_options", {})) if url else None
-    ctx[name] = ChatG4FRouter(
-        providers=[ChatG4F(**spec) for spec in specs], store=store, **kwargs
-    )
+    ctx[name] = ChatG4FRouter(providers=[ChatG4F(**spec) for spec in specs], store=store, **kwargs)
     return ctx[name].provider_names
 
 

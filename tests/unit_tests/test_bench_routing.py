@@ -17,7 +17,8 @@ from langchain_g4f.providers import OpenAICompatible
 _spec = importlib.util.spec_from_file_location(
     "bench_pool", Path(__file__).resolve().parents[2] / "bench" / "pool.py"
 )
-assert _spec and _spec.loader
+assert _spec
+assert _spec.loader
 pool = importlib.util.module_from_spec(_spec)
 sys.modules["bench_pool"] = pool  # dataclasses resolve their module by name
 _spec.loader.exec_module(pool)
@@ -33,7 +34,7 @@ def continuation(prompt: str, partial: str) -> list[dict[str, str]]:
 
 def repeated_tail(partial: str, reply: str, answer: str) -> str:
     """What ``reply`` repeats of the partial before the rest of ``answer``."""
-    rest = answer[len(partial):]
+    rest = answer[len(partial) :]
     assert reply.endswith(rest)
     head = reply[: len(reply) - len(rest)]
     assert partial.endswith(head)
@@ -65,9 +66,10 @@ def test_a_continuation_gives_the_rest_of_the_answer(cut: int) -> None:
         reply = pool.reply_text(continuation(prompt, partial), random.Random(draw))
         head = repeated_tail(partial, reply, answer)
         if head:  # whole words (a cut word counts), at least three characters
-            assert len(head) >= 3 and len(head.split()) <= 3
+            assert len(head) >= 3
+            assert len(head.split()) <= 3
             assert partial[: len(partial) - len(head)][-1:] in ("", " ")
-        assert partial + reply[len(head):] == answer
+        assert partial + reply[len(head) :] == answer
         repeated += bool(head)
     if len(partial) >= 3:
         assert 0 < repeated < 50  # some continuations repeat a tail, most do not
@@ -98,7 +100,9 @@ def test_fates_are_seeded_and_follow_the_failure_rate() -> None:
 @pytest.mark.loopback
 async def test_the_pool_streams_answers_and_continuations() -> None:
     server_pool = pool.Pool(
-        seed=1, stall=1.0, words_per_second=10_000,
+        seed=1,
+        stall=1.0,
+        words_per_second=10_000,
         providers=(pool.ProviderSpec("ok", 0.0, 0.001),),
     )
     server = await server_pool.start()
@@ -109,10 +113,12 @@ async def test_the_pool_streams_answers_and_continuations() -> None:
         text = "".join([chunk.content async for chunk in chat.astream("question 7")])
         assert text == answer
         partial = answer[:25]
-        reply = (await chat.ainvoke([
-            HumanMessage("question 7"), AIMessage(partial), HumanMessage(CONTINUE_INSTRUCTION)
-        ])).content
-        assert partial + reply[len(repeated_tail(partial, reply, answer)):] == answer
+        reply = (
+            await chat.ainvoke(
+                [HumanMessage("question 7"), AIMessage(partial), HumanMessage(CONTINUE_INSTRUCTION)]
+            )
+        ).content
+        assert partial + reply[len(repeated_tail(partial, reply, answer)) :] == answer
         assert server_pool.requests["t"]["ok"] == 2
         assert server_pool.continuations["t"]["ok"] == 1
     finally:

@@ -17,7 +17,7 @@ from langchain_g4f.redis_store import RedisStore
 from langchain_g4f.store import MemoryStore
 from langchain_g4f.testing import Replica
 
-from .fleet_harness import Fleet, budgeted_calls
+from tests.unit_tests.fleet_harness import Fleet, budgeted_calls
 
 pytestmark = pytest.mark.loopback
 
@@ -47,14 +47,17 @@ def test_local_sliding_window_and_leases() -> None:
     budgets = LocalBudgets(clock, lease_ttl=30)
     limits = Limits(per_window=2, concurrent=1, window=60)
     first = budgets.acquire("p", limits)
-    assert first.granted and first.lease
+    assert first.granted
+    assert first.lease
     refused = budgets.acquire("p", limits)
-    assert not refused.granted and refused.wait > 0  # the one lease is out
+    assert not refused.granted
+    assert refused.wait > 0
     budgets.release(first)
     assert budgets.acquire("p", limits).granted  # second request of the window
     clock.t += 31  # that lease expired (its holder "died"); the window is full though
     refused = budgets.acquire("p", limits)
-    assert not refused.granted and refused.wait == pytest.approx(29)
+    assert not refused.granted
+    assert refused.wait == pytest.approx(29)
     clock.t += 29
     assert budgets.acquire("p", limits).granted
     assert budgets.usage("p", limits) == {"requests": 1, "concurrent": 1}
@@ -82,7 +85,8 @@ def test_redis_budget_is_exact_across_stores_and_threads(redis_url: str) -> None
         thread.join()
     assert sum(granted) == 25
     refused = stores[0].acquire("p", limits)
-    assert not refused.granted and 59 < refused.wait <= 60
+    assert not refused.granted
+    assert 59 < refused.wait <= 60
     assert stores[1].usage("p", limits) == {"requests": 25, "concurrent": 0}
     for store in stores:
         store.close()
@@ -155,7 +159,8 @@ def test_chat_alone_waits_for_a_lease_within_its_timeout(replica: Replica) -> No
     assert len(replica.requests) == 1
     stream.close()  # gives it back
     waiter.join(5)
-    assert done and len(replica.requests) == 2
+    assert done
+    assert len(replica.requests) == 2
 
 
 async def test_async_calls_respect_max_concurrent(replica: Replica) -> None:
@@ -184,7 +189,9 @@ async def test_async_calls_respect_max_concurrent(replica: Replica) -> None:
     budget.holder.acquire = counting_acquire  # type: ignore[method-assign]
     budget.holder.release = counting_release  # type: ignore[method-assign]
     answers = await asyncio.gather(*(model.ainvoke(f"q{i}") for i in range(8)))
-    assert len(answers) == 8 and peak == 2 and in_flight == 0
+    assert len(answers) == 8
+    assert peak == 2
+    assert in_flight == 0
 
 
 def test_a_failed_request_gives_its_lease_back(replica: Replica) -> None:
@@ -245,10 +252,12 @@ def test_router_waits_for_the_only_provider_within_its_deadline(replica: Replica
     waiter = threading.Thread(target=lambda: done.append(router.invoke("waiting").content))
     waiter.start()
     threading.Event().wait(0.3)
-    assert not done and len(replica.requests) == 1  # waiting, nothing sent
+    assert not done
+    assert len(replica.requests) == 1
     stream.close()
     waiter.join(5)
-    assert done and len(replica.requests) == 2
+    assert done
+    assert len(replica.requests) == 2
 
 
 def test_router_gives_up_when_the_budget_frees_after_its_deadline(replica: Replica) -> None:

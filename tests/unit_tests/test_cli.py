@@ -20,8 +20,8 @@ from langchain_core.messages import AIMessageChunk
 
 from langchain_g4f import DISTRIBUTION, providers
 from langchain_g4f.cli import _line_editing, main, session
-from langchain_g4f.strategies import STRATEGIES
 from langchain_g4f.providers import OpenAICompatible
+from langchain_g4f.strategies import STRATEGIES
 from langchain_g4f.testing import Replica, reply_for
 
 pytestmark = pytest.mark.loopback
@@ -77,7 +77,9 @@ def test_chat_reads_the_prompt_from_stdin_and_routes_by_default(
     monkeypatch.setattr(sys, "stdin", io.StringIO("Piped prompt\n"))
     code, out, _ = run(capsys, "chat", "--strategy", "priority")
     assert (code, out) == (0, expected("Piped prompt") + "\n")
-    assert {r["provider"] for r in redirected.requests} == {"gravityengine"}  # streams; first by name
+    assert {r["provider"] for r in redirected.requests} == {
+        "gravityengine"
+    }  # streams; first by name
 
 
 def test_chat_base_url_alone_is_an_openai_compatible_endpoint(
@@ -105,8 +107,10 @@ def test_chat_session_keeps_the_conversation(
     monkeypatch.setenv("HOME", str(tmp_path))  # the session's history file goes there
     monkeypatch.setattr(sys, "stdin", _Terminal("First question\n\nSecond question\n"))
     code, out, err = run(capsys, "chat", "-p", "Lockchat")
-    assert code == 0 and "Lockchat (gpt-4)" in err
-    assert expected("First question") in out and expected("Second question") in out
+    assert code == 0
+    assert "Lockchat (gpt-4)" in err
+    assert expected("First question") in out
+    assert expected("Second question") in out
     last = redirected.requests[-1]["json"]["messages"]
     assert [m["role"] for m in last] == ["user", "assistant", "user"]
 
@@ -117,8 +121,10 @@ def test_chat_unreachable_provider_prints_one_line(
     redirected.set_fault("Lockchat", "refuse")
     url = redirected.base_url("Lockchat")
     code, out, err = run(capsys, "chat", "-p", "Lockchat", "--base-url", url, "Hi")
-    assert code == 1 and out == ""
-    assert err.count("\n") == 1 and err.startswith("langchain-g4f: ProviderConnectionError: Lockchat")
+    assert code == 1
+    assert out == ""
+    assert err.count("\n") == 1
+    assert err.startswith("langchain-g4f: ProviderConnectionError: Lockchat")
 
 
 def test_chat_router_failure_is_one_line_with_the_attempts(
@@ -127,9 +133,11 @@ def test_chat_router_failure_is_one_line_with_the_attempts(
     for name in ("Lockchat", "Aichat"):
         redirected.set_fault(name, "http_401")
     code, _, err = run(capsys, "chat", "-p", "Lockchat", "-p", "Aichat", "Hi")
-    assert code == 1 and err.count("\n") == 1
+    assert code == 1
+    assert err.count("\n") == 1
     assert "AllProvidersFailedError" in err
-    assert "Lockchat AuthenticationError 401" in err and "Aichat AuthenticationError 401" in err
+    assert "Lockchat AuthenticationError 401" in err
+    assert "Aichat AuthenticationError 401" in err
 
 
 @pytest.mark.parametrize(
@@ -153,13 +161,16 @@ def test_bad_command_lines_print_one_line_and_exit_2(
         code = exit.code
     err = capsys.readouterr().err
     assert code == 2
-    assert err.count("\n") == 1 and fragment in err and "Traceback" not in err
+    assert err.count("\n") == 1
+    assert fragment in err
+    assert "Traceback" not in err
 
 
 def _listing(capsys: pytest.CaptureFixture[str]) -> dict[str, list[str]]:
     code, out, _ = run(capsys, "providers")
     header, *rows = out.splitlines()
-    assert code == 0 and header.split() == ["PROVIDER", "MODELS", "STREAM", "AUTH", "BASE", "URL", "PATH"]
+    assert code == 0
+    assert header.split() == ["PROVIDER", "MODELS", "STREAM", "AUTH", "BASE", "URL", "PATH"]
     # the columns are aligned: MODELS may hold spaces, the last two never do
     return {row.split()[0]: row.split()[-2:] for row in rows}
 
@@ -190,7 +201,9 @@ def test_providers_hides_secrets_in_base_urls(capsys: pytest.CaptureFixture[str]
         code, out, _ = run(capsys, "providers")
     finally:
         providers.unregister("private")
-    assert code == 0 and "hunter2" not in out and "sk-secret" not in out
+    assert code == 0
+    assert "hunter2" not in out
+    assert "sk-secret" not in out
     assert "https://bob:***@llm.example/v1?key=***&team=red" in out
 
 
@@ -222,10 +235,12 @@ def test_the_installed_distribution_is_the_one_the_docs_name() -> None:
     }
     assert dist.metadata["License-Expression"] == "MIT"
     license_text = (ROOT / "LICENSE").read_text()
-    assert license_text.startswith("MIT License") and "the langchain-g4f authors" in license_text
+    assert license_text.startswith("MIT License")
+    assert "the langchain-g4f authors" in license_text
 
     readme = (ROOT / "README.md").read_text()
-    assert f"pip install {DISTRIBUTION}" in readme and f'"{DISTRIBUTION}[g4f]"' in readme
+    assert f"pip install {DISTRIBUTION}" in readme
+    assert f'"{DISTRIBUTION}[g4f]"' in readme
     install_lines = [line for line in readme.splitlines() if "pip install" in line]
     for name in ("quickstart", "router", "agents"):
         notebook = (ROOT / "notebooks" / f"{name}.ipynb").read_text()
@@ -277,7 +292,9 @@ def test_ctrl_c_stops_the_answer_and_the_session_goes_on(end: type[BaseException
     # the stopped answer stays in the conversation, as far as it was written
     second = llm.calls[1]
     assert [(m.type, m.content) for m in second] == [
-        ("human", "A story"), ("ai", "Once upon "), ("human", "Go on")
+        ("human", "A story"),
+        ("ai", "Once upon "),
+        ("human", "Go on"),
     ]
 
 
@@ -357,9 +374,20 @@ def test_terminal_session_edits_lines_keeps_history_and_survives_ctrl_c(
     replica.set_fault("Lockchat", "stall", after_chunks=2)  # two chunks, then nothing
     terminal, child = pty.openpty()
     process = subprocess.Popen(
-        [sys.executable, "-m", "langchain_g4f", "chat", "-p", "Lockchat",
-         "--base-url", replica.base_url("Lockchat")],
-        stdin=child, stdout=child, stderr=child, env={**os.environ, "HOME": str(tmp_path)},
+        [
+            sys.executable,
+            "-m",
+            "langchain_g4f",
+            "chat",
+            "-p",
+            "Lockchat",
+            "--base-url",
+            replica.base_url("Lockchat"),
+        ],
+        stdin=child,
+        stdout=child,
+        stderr=child,
+        env={**os.environ, "HOME": str(tmp_path)},
     )
     os.close(child)
     screen = _Screen(terminal)
@@ -395,14 +423,17 @@ def test_providers_check_probes_each_and_reports_status_and_latency(
 ) -> None:
     code, out, err = run(capsys, "providers", "--check", "--timeout", "2")
     rows = {line.split()[0]: line.split() for line in out.splitlines()[1:]}
-    assert code == 0 and err == ""
+    assert code == 0
+    assert err == ""
     assert all(row[1] == "ok" and row[3] == "ms" for row in rows.values())
 
     redirected.set_fault("Gravityengine", "http_503")
     redirected.set_fault("Aichat", "hang")
     code, out, err = run(capsys, "providers", "--check", "--timeout", "0.5")
     rows = {line.split()[0]: line.split() for line in out.splitlines()[1:]}
-    assert code == 1 and "2 of 4 providers failed" in err
+    assert code == 1
+    assert "2 of 4 providers failed" in err
     assert rows["Gravityengine"][1:3] == ["ProviderHTTPError", "503"]
     assert rows["Aichat"][1] == "ProviderTimeoutError"
-    assert rows["Lockchat"][1] == "ok" and rows["Mishalsgpt"][1] == "ok"
+    assert rows["Lockchat"][1] == "ok"
+    assert rows["Mishalsgpt"][1] == "ok"

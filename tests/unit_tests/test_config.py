@@ -56,13 +56,19 @@ def test_router_bad_values(kwargs: dict, field: str) -> None:
 
 def test_pydantic_errors_are_neither_chained_nor_kept_as_context() -> None:
     error = raised(lambda: ChatG4F(provider="Lockchat", temperature="hot"))
-    assert error.__cause__ is None and error.__context__ is None
+    assert error.__cause__ is None
+    assert error.__context__ is None
 
 
 @pytest.mark.parametrize(
     ("typo", "hint"),
-    [("temprature", "temperature"), ("max_token", "max_tokens"), ("base_uri", "base_url"),
-     ("timout", "timeout"), ("stop_sequence", "stop_sequences")],
+    [
+        ("temprature", "temperature"),
+        ("max_token", "max_tokens"),
+        ("base_uri", "base_url"),
+        ("timout", "timeout"),
+        ("stop_sequence", "stop_sequences"),
+    ],
 )
 def test_misspelled_arguments_are_refused_with_a_hint(typo: str, hint: str) -> None:
     error = raised(lambda: ChatG4F(provider="Lockchat", **{typo: 0.5}))
@@ -71,7 +77,8 @@ def test_misspelled_arguments_are_refused_with_a_hint(typo: str, hint: str) -> N
 
 def test_unknown_argument_without_a_close_name() -> None:
     error = raised(lambda: ChatG4F(provider="Lockchat", zzzqqq=1))
-    assert "'zzzqqq'" in str(error) and "did you mean" not in str(error)
+    assert "'zzzqqq'" in str(error)
+    assert "did you mean" not in str(error)
 
 
 def test_router_misspelled_argument() -> None:
@@ -98,12 +105,18 @@ BASE_FIELDS = {
 
 def test_langchain_base_fields_and_aliases_are_accepted() -> None:
     llm = ChatG4F(provider="Lockchat", model="gpt-4", stop_sequences=["x"], **BASE_FIELDS)
-    assert llm.model_name == "gpt-4" and llm.stop == ["x"]
-    assert llm.tags == ["t"] and llm.output_version == "v1"
+    assert llm.model_name == "gpt-4"
+    assert llm.stop == ["x"]
+    assert llm.tags == ["t"]
+    assert llm.output_version == "v1"
     llm = ChatG4F(provider="Lockchat", model_name="gpt-3.5-turbo", stop=["y"])
-    assert llm.model_name == "gpt-3.5-turbo" and llm.stop == ["y"]
-    router = ChatG4FRouter(providers=["Lockchat"], model="gpt-4", stop_sequences=["x"], **BASE_FIELDS)
-    assert router.model_name == "gpt-4" and router.stop == ["x"]
+    assert llm.model_name == "gpt-3.5-turbo"
+    assert llm.stop == ["y"]
+    router = ChatG4FRouter(
+        providers=["Lockchat"], model="gpt-4", stop_sequences=["x"], **BASE_FIELDS
+    )
+    assert router.model_name == "gpt-4"
+    assert router.stop == ["x"]
 
 
 def test_valid_urls_are_kept() -> None:
@@ -114,8 +127,12 @@ def test_valid_urls_are_kept() -> None:
 
 @pytest.mark.parametrize(
     ("option", "field"),
-    [({"temperature": "hot"}, "temperature"), ({"temperature": -1}, "temperature"),
-     ({"max_tokens": -5}, "max_tokens"), ({"max_tokens": 2.5}, "max_tokens")],
+    [
+        ({"temperature": "hot"}, "temperature"),
+        ({"temperature": -1}, "temperature"),
+        ({"max_tokens": -5}, "max_tokens"),
+        ({"max_tokens": 2.5}, "max_tokens"),
+    ],
 )
 def test_bad_call_options_fail_before_any_request(option: dict, field: str) -> None:
     # No server at this address: a request would end in a connection error.

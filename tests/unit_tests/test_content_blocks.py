@@ -65,7 +65,9 @@ def human(*blocks: Any) -> HumanMessage:
 def test_text_blocks_become_text() -> None:
     messages = [
         SystemMessage(content=[{"type": "text", "text": "Be brief."}]),
-        HumanMessage(content=[{"type": "text", "text": "Hi "}, "there", {"type": "text", "text": "!"}]),
+        HumanMessage(
+            content=[{"type": "text", "text": "Hi "}, "there", {"type": "text", "text": "!"}]
+        ),
     ]
     assert convert_messages(messages, "P") == [
         {"role": "system", "content": "Be brief."},
@@ -221,9 +223,7 @@ async def test_a_history_with_v1_blocks_is_accepted(fresh: Replica, mode: str, v
         ),
         HumanMessage(content=[{"type": "text", "text": "And now?"}]),
     ]
-    llm: Any = (
-        ChatG4FRouter(providers=[text_only(fresh)]) if via == "router" else text_only(fresh)
-    )
+    llm: Any = ChatG4FRouter(providers=[text_only(fresh)]) if via == "router" else text_only(fresh)
 
     message = await call(llm, history, mode)
 

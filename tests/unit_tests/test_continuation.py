@@ -56,7 +56,7 @@ def streamed(partial: str, continuation: str, cuts: list[int]) -> str:
     """What a Splicer emits for ``continuation`` cut at ``cuts``."""
     splicer = Splicer(partial)
     out, start = [], 0
-    for cut in sorted(cuts) + [len(continuation)]:
+    for cut in [*sorted(cuts), len(continuation)]:
         out.append(splicer.push(continuation[start:cut]))
         start = max(start, cut)
     out.append(splicer.flush())
@@ -127,17 +127,17 @@ def test_splice_reassembles_the_answer(answer: str, data: st.DataObject) -> None
 def test_streaming_splice_equals_whole_splice(partial: str, continuation: str, cuts: list) -> None:
     cuts = [min(cut, len(continuation)) for cut in cuts]
     assert streamed(partial, continuation, cuts) == splice(partial, continuation)
-    assert overlap(partial, continuation) + len(splice(partial, continuation)) == len(
-        continuation
-    )
+    assert overlap(partial, continuation) + len(splice(partial, continuation)) == len(continuation)
 
 
 def test_continuation_messages_layout() -> None:
     conversation = [HumanMessage("Tell me")]
     messages = continuation_messages(conversation, "Once upon")
     assert messages[:1] == conversation
-    assert isinstance(messages[1], AIMessage) and messages[1].content == "Once upon"
-    assert isinstance(messages[2], HumanMessage) and messages[2].content == CONTINUE_INSTRUCTION
+    assert isinstance(messages[1], AIMessage)
+    assert messages[1].content == "Once upon"
+    assert isinstance(messages[2], HumanMessage)
+    assert messages[2].content == CONTINUE_INSTRUCTION
 
 
 # --- the router, end to end --------------------------------------------------------------
@@ -225,7 +225,8 @@ async def test_break_at_the_first_piece_is_continued_elsewhere(replica: Replica,
         {"role": "user", "content": CONTINUE_INSTRUCTION},
     ]
     stats = router.stats()
-    assert stats["Mishalsgpt"]["failures"] == 1 and stats["Mishalsgpt"]["successes"] == 0
+    assert stats["Mishalsgpt"]["failures"] == 1
+    assert stats["Mishalsgpt"]["successes"] == 0
     assert stats["Lockchat"]["successes"] == 1
 
 
@@ -362,7 +363,9 @@ async def test_on_interrupt_raise_keeps_the_partial_text(replica: Replica, mode:
 
 @pytest.mark.loopback
 @pytest.mark.parametrize("mode", MODES)
-async def test_nobody_left_to_continue_raises_with_all_the_text(replica: Replica, mode: str) -> None:
+async def test_nobody_left_to_continue_raises_with_all_the_text(
+    replica: Replica, mode: str
+) -> None:
     replica.set_fault("Mishalsgpt", "error_event", after_chars=5)
     replica.set_fault("Lockchat", "error_event", after_chars=4)
     router = router_of(replica, "Mishalsgpt", "Lockchat", max_retries=0)
@@ -459,7 +462,8 @@ class Recorder:
 
 def assert_neither(router: ChatG4FRouter, key: str) -> None:
     stats = router.stats()[key]
-    assert stats["successes"] == 0 and stats["failures"] == 0
+    assert stats["successes"] == 0
+    assert stats["failures"] == 0
 
 
 @pytest.mark.loopback
@@ -659,9 +663,7 @@ async def test_a_hedge_loser_is_hung_up_on_at_once(
 
 @pytest.mark.loopback
 @pytest.mark.parametrize("mode", ["sync-stream", "async-stream"])
-async def test_an_attempt_past_the_deadline_is_hung_up_on_at_once(
-    loser: Loser, mode: str
-) -> None:
+async def test_an_attempt_past_the_deadline_is_hung_up_on_at_once(loser: Loser, mode: str) -> None:
     router = ChatG4FRouter(providers=[loser.chat()], timeout=0.3)
 
     with pytest.raises(AllProvidersFailedError):
@@ -808,11 +810,13 @@ async def test_a_stream_stalled_after_text_is_continued_at_once(
         {"provider": "Lockchat", "chars": len(expected(prompt)) - 12},
     ]
     [stalled] = metadata["attempts"]
-    assert stalled["provider"] == "Mishalsgpt" and stalled["error"] == "ProviderTimeoutError"
+    assert stalled["provider"] == "Mishalsgpt"
+    assert stalled["error"] == "ProviderTimeoutError"
     assert "stalled" in stalled["message"]
     assert took < read_timeout / 2  # noticed by the stall limit, not the read timeout
     stats = router.stats()
-    assert stats["Mishalsgpt"]["failures"] == 1 and stats["Lockchat"]["successes"] == 1
+    assert stats["Mishalsgpt"]["failures"] == 1
+    assert stats["Lockchat"]["successes"] == 1
     # no thread or timer outlives the call
     assert await asyncio.to_thread(wait_for, lambda: not stall_watchdogs())
     assert await asyncio.to_thread(wait_for, lambda: own_threads() <= threads)
@@ -843,9 +847,7 @@ async def test_a_stall_with_on_interrupt_raise_keeps_the_partial(
 
 @pytest.mark.loopback
 @pytest.mark.parametrize("mode", ["sync-stream", "async-invoke"])
-async def test_without_a_stall_limit_the_read_timeout_decides(
-    replica: Replica, mode: str
-) -> None:
+async def test_without_a_stall_limit_the_read_timeout_decides(replica: Replica, mode: str) -> None:
     replica.set_fault("Mishalsgpt", "stall", after_chars=8, delay=30)
     first = chat(replica, "Mishalsgpt", timeout=0.5)
     router = ChatG4FRouter(

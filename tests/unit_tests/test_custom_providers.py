@@ -48,7 +48,8 @@ class NDJSONParser:
         try:
             return Delta(text=json.loads(line)["text"])
         except (ValueError, KeyError, TypeError):
-            raise MalformedResponseError(f"bad line {line[:80]!r}", provider=self.provider) from None
+            msg = f"bad line {line[:80]!r}"
+            raise MalformedResponseError(msg, provider=self.provider) from None
 
 
 class LineChat(Provider):
@@ -182,7 +183,11 @@ def test_router_over_builtin_custom_and_openai_compatible(
     line_chat: LineChatServer, redirected: Replica
 ) -> None:
     router = ChatG4FRouter(
-        providers=["LineChat", ChatG4F(provider=local_endpoint(redirected), model="llama3"), "Lockchat"],
+        providers=[
+            "LineChat",
+            ChatG4F(provider=local_endpoint(redirected), model="llama3"),
+            "Lockchat",
+        ],
         strategy="priority",
         max_retries=0,
     )
@@ -200,7 +205,8 @@ def test_router_over_builtin_custom_and_openai_compatible(
 
     redirected.set_fault("openai", "http_503")  # both fail: the built-in Lockchat answers
     chunks = [c.content for c in router.stream("Hi") if c.content]
-    assert "".join(chunks) == reply_for([{"role": "user", "content": "Hi"}]) and len(chunks) > 1
+    assert "".join(chunks) == reply_for([{"role": "user", "content": "Hi"}])
+    assert len(chunks) > 1
     assert redirected.requests[-1]["provider"] == "lockchat"
 
 

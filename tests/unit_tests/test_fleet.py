@@ -14,7 +14,7 @@ import pytest
 from langchain_g4f.testing import Replica
 from langchain_g4f.testing.redis_server import RedisServer
 
-from .fleet_harness import (
+from tests.unit_tests.fleet_harness import (
     Fleet,
     ainvoke_many,
     flush,
@@ -129,7 +129,8 @@ def test_a_connection_error_in_one_process_does_not_cool_the_provider_down_elsew
     assert fleet.one(2, flush, "net")
     time.sleep(REFRESH)
     seen = fleet.one(3, stats, "net")["Mishalsgpt"]
-    assert seen["failures"] >= 1 and seen["circuit"] == "open"
+    assert seen["failures"] >= 1
+    assert seen["circuit"] == "open"
 
 
 def test_processes_with_clocks_minutes_apart_agree_on_every_deadline(
@@ -139,8 +140,15 @@ def test_processes_with_clocks_minutes_apart_agree_on_every_deadline(
     offsets = [300.0, -240.0, 0.0, 90.0]
     for i, offset in enumerate(offsets):
         fleet.one(
-            i, make_router, "skew", redis_url, pool, strategy="priority", timeout=5.0,
-            max_retries=0, cooldown=30.0,
+            i,
+            make_router,
+            "skew",
+            redis_url,
+            pool,
+            strategy="priority",
+            timeout=5.0,
+            max_retries=0,
+            cooldown=30.0,
             store_options={"refresh": REFRESH, "clock_offset": offset},
         )
     replica.set_fault("Mishalsgpt", "rate_limit", retry_after=45)
@@ -192,7 +200,8 @@ def test_shared_counters_equal_the_sum_of_what_the_processes_observed(
     for name in names:
         assert shared[name]["successes"] == seen[f"ok:{name}"], name
         assert shared[name]["failures"] == seen[f"failed:{name}"], name
-    assert shared["Mishalsgpt"]["failures"] > 0 and shared["Gravityengine"]["failures"] > 0
+    assert shared["Mishalsgpt"]["failures"] > 0
+    assert shared["Gravityengine"]["failures"] > 0
 
 
 def test_redis_killed_mid_run_every_call_succeeds_and_sharing_resumes(
@@ -238,8 +247,13 @@ def test_health_command_prints_the_fleets_view(
     from langchain_g4f.cli import main
 
     providers = [
-        ChatG4F(provider="Lockchat", base_url=replica.base_url("Lockchat"), timeout=1.0,
-                requests_per_minute=10, max_concurrent=2),
+        ChatG4F(
+            provider="Lockchat",
+            base_url=replica.base_url("Lockchat"),
+            timeout=1.0,
+            requests_per_minute=10,
+            max_concurrent=2,
+        ),
         ChatG4F(provider="Mishalsgpt", base_url=replica.base_url("Mishalsgpt"), timeout=1.0),
     ]
     router = ChatG4FRouter(providers=providers, strategy="priority", store=redis_url)
@@ -252,12 +266,21 @@ def test_health_command_prints_the_fleets_view(
     assert main(["health", "--store", url, "--prefix", prefix]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == [
-        "provider", "state", "cooldown", "success", "ttft", "calls", "budget", "left"
+        "provider",
+        "state",
+        "cooldown",
+        "success",
+        "ttft",
+        "calls",
+        "budget",
+        "left",
     ]
     rows = {line.split()[0]: line for line in lines[1:]}
     assert set(rows) == {"Lockchat", "Mishalsgpt"}
-    assert "open" in rows["Lockchat"] and "7/10 per 60s, 2/2 at once" in rows["Lockchat"]
-    assert "1/3" in rows["Lockchat"] and "closed" in rows["Mishalsgpt"]
+    assert "open" in rows["Lockchat"]
+    assert "7/10 per 60s, 2/2 at once" in rows["Lockchat"]
+    assert "1/3" in rows["Lockchat"]
+    assert "closed" in rows["Mishalsgpt"]
     assert router.stats()["Lockchat"]["budget"]["requests_left"] == 7
 
 

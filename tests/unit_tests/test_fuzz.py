@@ -57,7 +57,8 @@ def check_delta(delta: Any) -> None:
         assert set(delta.usage) == {"input_tokens", "output_tokens", "total_tokens"}
         assert all(type(v) is int for v in delta.usage.values())
     if delta.tool_calls is not None:
-        assert type(delta.tool_calls) is list and delta.tool_calls
+        assert type(delta.tool_calls) is list
+        assert delta.tool_calls
         for call in delta.tool_calls:
             check_tool_call(call)
 
@@ -94,7 +95,9 @@ def feed_all(parser: Any, pieces: list[bytes]) -> list[Delta]:
 #: Values of every JSON type, including those no field should hold.
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=6), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=6), children, max_size=3)
+    ),
     max_leaves=8,
 )
 
@@ -115,12 +118,23 @@ tool_calls = st.lists(
     ),
     max_size=2,
 )
-usage = shaped({"prompt_tokens": st.integers(0, 9), "completion_tokens": st.integers(0, 9),
-                "total_tokens": st.integers(0, 9)})
+usage = shaped(
+    {
+        "prompt_tokens": st.integers(0, 9),
+        "completion_tokens": st.integers(0, 9),
+        "total_tokens": st.integers(0, 9),
+    }
+)
 choice = shaped(
     {
-        "delta": shaped({"content": st.text(max_size=8), "tool_calls": tool_calls,
-                         "reasoning_content": st.text(max_size=8), "role": st.just("assistant")}),
+        "delta": shaped(
+            {
+                "content": st.text(max_size=8),
+                "tool_calls": tool_calls,
+                "reasoning_content": st.text(max_size=8),
+                "role": st.just("assistant"),
+            }
+        ),
         "message": shaped({"content": st.text(max_size=8), "tool_calls": tool_calls}),
         "finish_reason": st.sampled_from(["stop", "length", "tool_calls"]),
         "index": st.integers(0, 2),
@@ -192,7 +206,14 @@ def test_error_bodies(body: bytes) -> None:
     body=any_body | as_json(chunk_objects) | as_events(chunk_objects),
     cuts=cuts,
     content_type=st.sampled_from(
-        ["", "application/json", "text/event-stream", "text/html", "text/plain", "application/x-ndjson"]
+        [
+            "",
+            "application/json",
+            "text/event-stream",
+            "text/html",
+            "text/plain",
+            "application/x-ndjson",
+        ]
     ),
     stream=st.booleans(),
     bom=st.booleans(),
@@ -201,9 +222,13 @@ def test_error_bodies(body: bytes) -> None:
 def test_content_sniffing(
     body: bytes, cuts: list[int], content_type: str, stream: bool, bom: bool, provider: Provider
 ) -> None:
-    request = provider.build_request(provider.model[0], [{"role": "user", "content": "x"}], stream=stream)
+    request = provider.build_request(
+        provider.model[0], [{"role": "user", "content": "x"}], stream=stream
+    )
     body = b"\xef\xbb\xbf" + body if bom else body
-    outcome(provider.name, lambda: feed_all(provider.parser(request, content_type), split(body, cuts)))
+    outcome(
+        provider.name, lambda: feed_all(provider.parser(request, content_type), split(body, cuts))
+    )
 
 
 # --------------------------------------------------------------------------- round trips
@@ -213,9 +238,19 @@ valid_chunks = st.lists(
         st.text(min_size=1, max_size=12).map(lambda t: {"choices": [{"delta": {"content": t}}]}),
         st.builds(
             lambda i, name, args: {
-                "choices": [{"delta": {"tool_calls": [{"index": i, "function": {"name": name, "arguments": args}}]}}]
+                "choices": [
+                    {
+                        "delta": {
+                            "tool_calls": [
+                                {"index": i, "function": {"name": name, "arguments": args}}
+                            ]
+                        }
+                    }
+                ]
             },
-            st.integers(0, 2), st.text(max_size=4), st.text(max_size=6),
+            st.integers(0, 2),
+            st.text(max_size=4),
+            st.text(max_size=6),
         ),
     ),
     min_size=1,
@@ -245,7 +280,12 @@ def serialise(chunks: list[dict[str, Any]], ending: bytes, bom: bool, comments: 
     trailer=st.binary(max_size=20),
 )
 def test_a_valid_stream_split_anywhere_parses_the_same(
-    chunks: list[dict[str, Any]], ending: bytes, bom: bool, comments: bool, cuts: list[int], trailer: bytes
+    chunks: list[dict[str, Any]],
+    ending: bytes,
+    bom: bool,
+    comments: bool,
+    cuts: list[int],
+    trailer: bytes,
 ) -> None:
     body = serialise(chunks, ending, bom, comments)
     whole = feed_all(SSEParser("Lockchat"), [serialise(chunks, b"\n", False, False)])

@@ -95,8 +95,10 @@ def _clear(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_declarations_come_from_the_g4f_class() -> None:
     provider = G4FPackageProvider(Echo)
-    assert provider.name == "g4f:Echo" and provider.url == "https://echo.example"
-    assert provider.model == ["echo-1", "echo-2"] and not provider.accepts_any_model
+    assert provider.name == "g4f:Echo"
+    assert provider.url == "https://echo.example"
+    assert provider.model == ["echo-1", "echo-2"]
+    assert not provider.accepts_any_model
     assert provider.supports_stream
     assert G4FPackageProvider(Failing).accepts_any_model  # declares no model
 
@@ -112,9 +114,11 @@ def test_invoke_stream_and_the_seed_adapter() -> None:
 
     pieces = [c.content for c in llm.stream("a b", model="echo-2") if c.content]
     assert pieces == ["echo-2 ", "says: ", "a ", "b "]
-    assert list(G4FPackageProvider(Echo)._create_completion("echo-1", [{"role": "user", "content": "x"}], True)) == [
-        "echo-1 ", "says: ", "x "
-    ]
+    assert list(
+        G4FPackageProvider(Echo)._create_completion(
+            "echo-1", [{"role": "user", "content": "x"}], True
+        )
+    ) == ["echo-1 ", "says: ", "x "]
 
 
 async def test_native_async() -> None:
@@ -128,7 +132,8 @@ async def test_a_provider_that_cannot_stream_answers_in_one_chunk() -> None:
     llm = ChatG4F(provider=G4FPackageProvider(Whole))
     assert [c.content for c in llm.stream("hi") if c.content] == ["echo-1 says: hi "]
     assert [c.content async for c in llm.astream("hi") if c.content] == ["echo-1 says: hi "]
-    assert Whole.calls[-1]["stream"] is True and Whole.calls[-1]["ignore_stream"] is True
+    assert Whole.calls[-1]["stream"] is True
+    assert Whole.calls[-1]["ignore_stream"] is True
 
 
 def test_bad_input_fails_before_g4f_is_called() -> None:
@@ -143,7 +148,9 @@ def test_bad_input_fails_before_g4f_is_called() -> None:
 
 def test_an_unknown_g4f_name_lists_the_close_ones() -> None:
     # Blackbox is gone from g4f 8; its paid twin is what a user most likely means
-    with pytest.raises(ConfigurationError, match=r"no provider named 'Blackbox' \(did you mean 'BlackboxPro'"):
+    with pytest.raises(
+        ConfigurationError, match=r"no provider named 'Blackbox' \(did you mean 'BlackboxPro'"
+    ):
         G4FPackageProvider("Blackbox")
 
 
@@ -153,7 +160,8 @@ def test_the_readme_example_names_a_provider_the_pinned_g4f_has() -> None:
     assert named
     for name in named:
         provider = G4FPackageProvider(name)
-        assert provider.name == f"g4f:{name}" and not provider.needs_auth
+        assert provider.name == f"g4f:{name}"
+        assert not provider.needs_auth
 
 
 @pytest.mark.parametrize(

@@ -70,7 +70,8 @@ def test_a_failure_rate_opens_the_circuit_without_a_streak(clock: Clock, pattern
 
     view = health.view("a")
     assert view.consecutive_failures <= 1  # no streak ever
-    assert view.circuit == "open" and view.cooldown_left > 0
+    assert view.circuit == "open"
+    assert view.cooldown_left > 0
 
 
 def test_concurrent_successes_do_not_reset_a_failing_provider(clock: Clock) -> None:
@@ -146,14 +147,16 @@ def test_retry_after_is_the_floor_of_a_cooldown(clock: Clock) -> None:
     health.record_failure("a", RESET)
     assert health.record_failure("a", limited) == 42.0
     view = health.view("a")
-    assert view.circuit == "open" and view.cooldown_left == 42.0
+    assert view.circuit == "open"
+    assert view.cooldown_left == 42.0
 
 
 def test_retry_after_is_honoured_up_to_the_longest_cooldown(clock: Clock) -> None:
     health = health_of(clock, max_cooldown=60.0)
     health.record_failure("a", RESET)
-    health.record_failure("a", RateLimitError("tomorrow", provider="a", status=429,
-                                              retry_after=86400.0))
+    health.record_failure(
+        "a", RateLimitError("tomorrow", provider="a", status=429, retry_after=86400.0)
+    )
     assert health.view("a").cooldown_left == 60.0
 
 
@@ -162,7 +165,8 @@ def test_one_429_does_not_hold_a_healthy_provider_for_every_call(clock: Clock) -
     feed(health, "a", "s" * 10, clock=clock)
     health.record_failure("a", RateLimitError("wait", provider="a", status=429, retry_after=3.0))
     view = health.view("a")
-    assert view.circuit == "closed" and view.cooldown_left == 0.0
+    assert view.circuit == "closed"
+    assert view.cooldown_left == 0.0
     assert health.claim("a") == 0.0
 
 
@@ -171,7 +175,8 @@ def test_a_429_while_the_circuit_is_open_extends_the_cooldown(clock: Clock) -> N
     feed(health, "a", "ff", clock=clock)
     assert health.view("a").cooldown_left == 5.0
     health.record_failure("a", RateLimitError("wait", provider="a", status=429, retry_after=9.0))
-    assert health.view("a").circuit == "open" and health.view("a").cooldown_left == 9.0
+    assert health.view("a").circuit == "open"
+    assert health.view("a").cooldown_left == 9.0
 
 
 def test_half_open_admits_exactly_one_probe(clock: Clock) -> None:
@@ -242,7 +247,8 @@ def test_mid_stream_failures_count_as_failures(clock: Clock) -> None:
     health.record_failure("a", RESET, after_text=True)
     health.record_failure("a", RESET, after_text=True)
     view = health.view("a")
-    assert view.failures == 2 and view.circuit == "open"
+    assert view.failures == 2
+    assert view.circuit == "open"
     assert view.last_error == f"ProviderConnectionError: {RESET}"
 
 
@@ -305,8 +311,10 @@ def test_missing_fields_take_their_defaults(clock: Clock) -> None:
     store = MemoryStore(clock)
     store.update("a", lambda old, now: {"v": STATE_VERSION, "n_ok": 4, "tripped": 1})
     view = Health(["a"], store=store).view("a")
-    assert view.successes == 4 and view.recent_successes == 0.0
-    assert view.circuit == "half_open" and view.ttft is None
+    assert view.successes == 4
+    assert view.recent_successes == 0.0
+    assert view.circuit == "half_open"
+    assert view.ttft is None
 
 
 def test_changes_are_pure_and_states_are_numbers() -> None:
@@ -356,7 +364,8 @@ def test_fastest_prefers_a_reliable_provider_over_a_fast_flaky_one(clock: Clock)
             health.record_ttft("fast", 0.05)
             health.record_success("fast", chars=500, seconds=1.0)
     views = health.views()
-    assert views["fast"].ttft < views["steady"].ttft and views["fast"].circuit == "closed"
+    assert views["fast"].ttft < views["steady"].ttft
+    assert views["fast"].circuit == "closed"
 
     assert FastestStrategy(explore=0).order(["fast", "steady"], views) == ["steady", "fast"]
 
@@ -396,8 +405,15 @@ def test_exploration_is_bounded() -> None:
 
 
 def test_fastest_ranks_a_recovering_provider_by_its_cost_failures_included() -> None:
-    recovering = HealthView(ttft=0.05, successes=10, failures=4, recent_successes=10.0,
-                            recent_failures=4.0, failure_cost=0.01, circuit="half_open")
+    recovering = HealthView(
+        ttft=0.05,
+        successes=10,
+        failures=4,
+        recent_successes=10.0,
+        recent_failures=4.0,
+        failure_cost=0.01,
+        circuit="half_open",
+    )
     views = {"recovering": recovering, "slow": measured(0.8), "new": HealthView()}
     strategy = FastestStrategy(explore=0)
     assert strategy.order(["slow", "new", "recovering"], views) == ["recovering", "slow", "new"]
@@ -414,8 +430,15 @@ def test_fastest_keeps_the_given_order_when_nothing_is_measured() -> None:
 
 def test_priority_demotes_a_failing_first_provider_and_restores_it(clock: Clock) -> None:
     # a breaker that never opens, so the strategy alone must notice
-    health = health_of(clock, "first", "second", "third", failure_threshold=1.0,
-                       cooldown_after=10**6, half_life=30.0)
+    health = health_of(
+        clock,
+        "first",
+        "second",
+        "third",
+        failure_threshold=1.0,
+        cooldown_after=10**6,
+        half_life=30.0,
+    )
     strategy = PriorityStrategy(explore=0)
     names = ["first", "second", "third"]
     assert strategy.order(names, health.views()) == names
@@ -429,12 +452,12 @@ def test_priority_demotes_a_failing_first_provider_and_restores_it(clock: Clock)
 
 
 def test_priority_moves_an_open_circuit_behind_and_explores_it(clock: Clock) -> None:
-    views = {"a": HealthView(circuit="half_open", failures=2), "b": HealthView(),
-             "c": HealthView()}
+    views = {"a": HealthView(circuit="half_open", failures=2), "b": HealthView(), "c": HealthView()}
     assert PriorityStrategy(explore=0).order(["a", "b", "c"], views) == ["b", "c", "a"]
     strategy = PriorityStrategy(rng=random.Random(3))
     firsts = Counter(strategy.order(["a", "b", "c"], views)[0] for _ in range(1000))
-    assert 20 < firsts["a"] < 80 and firsts["a"] + firsts["b"] == 1000
+    assert 20 < firsts["a"] < 80
+    assert firsts["a"] + firsts["b"] == 1000
     everyone_failing = {name: HealthView(circuit="half_open") for name in "ab"}
     assert PriorityStrategy().order(["b", "a"], everyone_failing) == ["b", "a"]
 
@@ -472,12 +495,14 @@ def test_a_retryable_failure_moves_on_at_once(clock: Clock, error: Exception) ->
     health = health_of(clock, "a", "b")
     schedule = schedule_of(health, entries("a", "b"))
     first = schedule.next_action(0.0)
-    assert isinstance(first, Attempt) and first.entry.key == "a"
+    assert isinstance(first, Attempt)
+    assert first.entry.key == "a"
 
     schedule.failed(first, error, 0.1)
 
     second = schedule.next_action(0.1)
-    assert isinstance(second, Attempt) and (second.entry.key, second.number) == ("b", 0)
+    assert isinstance(second, Attempt)
+    assert (second.entry.key, second.number) == ("b", 0)
 
 
 def test_the_retry_comes_when_nobody_else_can_start(clock: Clock) -> None:
@@ -493,7 +518,8 @@ def test_the_retry_comes_when_nobody_else_can_start(clock: Clock) -> None:
     assert wait == pytest.approx(2.9)  # a's Retry-After
     clock.now = 3.1
     retry = schedule.next_action(3.1)
-    assert isinstance(retry, Attempt) and (retry.entry.key, retry.number) == ("a", 1)
+    assert isinstance(retry, Attempt)
+    assert (retry.entry.key, retry.number) == ("a", 1)
 
 
 def test_a_provider_due_goes_before_a_retry_due(clock: Clock) -> None:
@@ -504,7 +530,8 @@ def test_a_provider_due_goes_before_a_retry_due(clock: Clock) -> None:
     assert schedule.next_action(0.1) == pytest.approx(0.2)  # b's turn comes first
     clock.now = 1.0  # the retry (0.25-0.5 s after the failure) is due too
     b = schedule.next_action(1.0)
-    assert isinstance(b, Attempt) and b.entry.key == "b"
+    assert isinstance(b, Attempt)
+    assert b.entry.key == "b"
 
 
 def test_a_retry_does_not_wait_for_a_provider_cooling_down_longer(clock: Clock) -> None:
@@ -516,7 +543,8 @@ def test_a_retry_does_not_wait_for_a_provider_cooling_down_longer(clock: Clock) 
     assert 0.25 <= wait <= 0.5  # the backoff, not b's 8 s
     clock.now = 0.7
     retry = schedule.next_action(0.7)
-    assert isinstance(retry, Attempt) and (retry.entry.key, retry.number) == ("a", 1)
+    assert isinstance(retry, Attempt)
+    assert (retry.entry.key, retry.number) == ("a", 1)
 
 
 def test_no_retry_once_the_circuit_opened(clock: Clock) -> None:
@@ -712,8 +740,9 @@ def test_a_slow_provider_first_is_hedged_once_the_faster_next_one_is_late(clock:
     health.record_ttft("fast", 0.1)
     late_slow, late_fast = health.late_after("slow"), health.late_after("fast")
     assert late_fast < late_slow
-    schedule = schedule_of(health, entries("slow"), waiting=[(0.2, entries("fast")[0])],
-                           hedge_after="auto")
+    schedule = schedule_of(
+        health, entries("slow"), waiting=[(0.2, entries("fast")[0])], hedge_after="auto"
+    )
 
     assert schedule.next_action(0.0).entry.key == "slow"
     assert schedule.next_action(0.0) == pytest.approx(late_fast)  # not slow's own limit

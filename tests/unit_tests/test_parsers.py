@@ -661,9 +661,7 @@ def test_canonical_url(provider: Provider, url: str) -> None:
     ["http://127.0.0.1:8080/x", "http://127.0.0.1:8080/x/", "http://127.0.0.1:8080/x//"],
 )
 def test_base_url_override(provider: Provider, path: str, base_url: str) -> None:
-    request = provider.build_request(
-        provider.model[0], MESSAGES, stream=False, base_url=base_url
-    )
+    request = provider.build_request(provider.model[0], MESSAGES, stream=False, base_url=base_url)
     assert request.url == "http://127.0.0.1:8080/x" + path
     # The override is per request: the provider keeps its own URL.
     assert request_for(provider, stream=False).url.startswith(provider.url)
@@ -671,9 +669,7 @@ def test_base_url_override(provider: Provider, path: str, base_url: str) -> None
 
 def test_headers() -> None:
     for provider in (Mishalsgpt, Gravityengine):
-        assert request_for(provider, stream=False).headers == {
-            "Content-Type": "application/json"
-        }
+        assert request_for(provider, stream=False).headers == {"Content-Type": "application/json"}
     lockchat = request_for(Lockchat, stream=False).headers
     assert lockchat["user-agent"] == "ChatX/39 CFNetwork/1408.0.4 Darwin/22.5.0"
     assert lockchat["Content-Type"] == "application/json"
@@ -812,9 +808,7 @@ def test_openai_compatible_request() -> None:
     provider = OpenAICompatible(
         "local", "http://127.0.0.1:11434/v1/", needs_auth=True, headers={"X-Test": "1"}
     )
-    request = provider.build_request(
-        "llama3", MESSAGES, stream=False, api_key="sk-local"
-    )
+    request = provider.build_request("llama3", MESSAGES, stream=False, api_key="sk-local")
     assert request.url == "http://127.0.0.1:11434/v1/chat/completions"
     assert request.headers == {
         "Content-Type": "application/json",
@@ -857,11 +851,10 @@ def test_unknown_model_is_refused_before_anything(provider: Provider) -> None:
 def test_unknown_model_never_reaches_the_transport(provider: Provider) -> None:
     class NoTransport:
         def deltas(self, *args: Any) -> Any:
-            raise AssertionError("a request was sent")
+            msg = "a request was sent"
+            raise AssertionError(msg)
 
-    pieces = provider._create_completion(
-        "gpt-5-ultra", MESSAGES, False, transport=NoTransport()
-    )
+    pieces = provider._create_completion("gpt-5-ultra", MESSAGES, False, transport=NoTransport())
     with pytest.raises(UnsupportedModelError):
         next(pieces)
 
@@ -1003,7 +996,7 @@ def test_stop_split_across_pieces() -> None:
 
 
 def test_stop_split_across_many_pieces() -> None:
-    out, tail, stopped = scan(["<END>"], ["x<", "E", "N", "D", ">y"])
+    out, _tail, stopped = scan(["<END>"], ["x<", "E", "N", "D", ">y"])
     assert "".join(out) == "x"
     assert stopped
 
@@ -1047,7 +1040,13 @@ def test_stop_scanner_matches_a_plain_cut(size: int) -> None:
 
 @pytest.mark.parametrize(
     "after",
-    [event(chunk(" more")), b"not an event\n", b"data: {broken\n\n", HTML, event({"error": "late"})],
+    [
+        event(chunk(" more")),
+        b"not an event\n",
+        b"data: {broken\n\n",
+        HTML,
+        event({"error": "late"}),
+    ],
 )
 @pytest.mark.parametrize("split", [False, True])
 def test_sse_nothing_after_done_is_read(after: bytes, split: bool) -> None:
@@ -1146,7 +1145,14 @@ def test_sse_tool_calls_of_the_wrong_type_are_malformed(tool_calls: Any) -> None
 @pytest.mark.parametrize("tool_calls", BAD_TOOL_CALLS)
 def test_completion_tool_calls_of_the_wrong_type_are_malformed(tool_calls: Any) -> None:
     body = json.dumps(
-        {"choices": [{"message": {"content": None, "tool_calls": tool_calls}, "finish_reason": "tool_calls"}]}
+        {
+            "choices": [
+                {
+                    "message": {"content": None, "tool_calls": tool_calls},
+                    "finish_reason": "tool_calls",
+                }
+            ]
+        }
     ).encode()
     with pytest.raises(MalformedResponseError) as info:
         parse_completion("Mishalsgpt", body)
@@ -1156,7 +1162,9 @@ def test_completion_tool_calls_of_the_wrong_type_are_malformed(tool_calls: Any) 
 @pytest.mark.parametrize("finish", [[], 5, {"a": 1}, True])
 def test_finish_reason_of_the_wrong_type_is_malformed(finish: Any) -> None:
     with pytest.raises(MalformedResponseError):
-        run(sse_parser(), event({"choices": [{"delta": {"content": "x"}, "finish_reason": finish}]}))
+        run(
+            sse_parser(), event({"choices": [{"delta": {"content": "x"}, "finish_reason": finish}]})
+        )
     body = json.dumps({"choices": [{"message": {"content": "x"}, "finish_reason": finish}]})
     with pytest.raises(MalformedResponseError):
         parse_completion("Mishalsgpt", body.encode())
@@ -1165,15 +1173,22 @@ def test_finish_reason_of_the_wrong_type_is_malformed(finish: Any) -> None:
 @pytest.mark.parametrize("model", [[], 5, {"a": 1}])
 def test_model_of_the_wrong_type_is_malformed(model: Any) -> None:
     with pytest.raises(MalformedResponseError):
-        run(sse_parser(), event({"model": model, "choices": [{"delta": {}, "finish_reason": "stop"}]}))
+        run(
+            sse_parser(),
+            event({"model": model, "choices": [{"delta": {}, "finish_reason": "stop"}]}),
+        )
 
 
 def test_good_tool_calls_keep_their_shape() -> None:
-    calls = [{"index": 0, "id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]
+    calls = [
+        {"index": 0, "id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    ]
     deltas = run(sse_parser(), event(tool_chunk(calls)), event(chunk(None, finish="tool_calls")))
     assert deltas[0].tool_calls == calls
     whole = [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": {"a": 1}}}]
-    body = json.dumps({"choices": [{"message": {"tool_calls": whole}, "finish_reason": "tool_calls"}]})
+    body = json.dumps(
+        {"choices": [{"message": {"tool_calls": whole}, "finish_reason": "tool_calls"}]}
+    )
     assert parse_completion("Mishalsgpt", body.encode())[0].tool_calls == whole
 
 
@@ -1181,7 +1196,8 @@ def test_good_tool_calls_keep_their_shape() -> None:
 
 PACKAGE = Path(__file__).resolve().parents[2] / "langchain_g4f"
 PROVIDER_MODULES = sorted(
-    f"langchain_g4f.providers.{p.stem}" for p in (PACKAGE / "providers").glob("*.py")
+    f"langchain_g4f.providers.{p.stem}"
+    for p in (PACKAGE / "providers").glob("*.py")
     if p.stem != "__init__"
 )
 
@@ -1198,7 +1214,9 @@ def imported_modules(path: Path, *, module_level: bool) -> set[str]:
         for child in ast.iter_child_nodes(node):
             if module_level and isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 continue
-            if isinstance(child, ast.ImportFrom) and (child.module or "").startswith("langchain_g4f"):
+            if isinstance(child, ast.ImportFrom) and (child.module or "").startswith(
+                "langchain_g4f"
+            ):
                 found.add(child.module)
                 found.update(f"{child.module}.{alias.name}" for alias in child.names)
             elif isinstance(child, ast.Import):
@@ -1228,10 +1246,7 @@ def test_providers_do_not_import_transports_or_chat_models(module: str) -> None:
     "module", [*PROVIDER_MODULES, "langchain_g4f.transport", "langchain_g4f.chat_models"]
 )
 def test_each_module_imports_alone_and_providers_load_no_transport(module: str) -> None:
-    code = (
-        f"import sys, {module}\n"
-        "print('langchain_g4f.transport' in sys.modules)\n"
-    )
+    code = f"import sys, {module}\nprint('langchain_g4f.transport' in sys.modules)\n"
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
     )

@@ -32,7 +32,8 @@ def test_offline_by_default_every_seed_answers_from_the_replica(
     monkeypatch.delenv(playground.ENV, raising=False)
     endpoints = playground.connect()
     restored.append(endpoints)
-    assert endpoints.mode == "offline" and endpoints.replica is not None
+    assert endpoints.mode == "offline"
+    assert endpoints.replica is not None
     assert str(endpoints) == (
         f"offline: the seed providers are served by the local replica at {endpoints.replica.url}"
     )
@@ -73,7 +74,9 @@ def test_one_model_for_every_seed_name(
     replica.reset()
     endpoints = playground.connect(replica.base_url("openai") + "/v1", model="llama3.2")
     restored.append(endpoints)
-    assert str(endpoints) == f"live: every seed provider is served by {replica.base_url('openai')}/v1"
+    assert (
+        str(endpoints) == f"live: every seed provider is served by {replica.base_url('openai')}/v1"
+    )
     ChatG4F(provider="Lockchat").invoke("Hi")
     assert replica.requests[-1]["json"]["model"] == "llama3.2"
 
@@ -111,7 +114,8 @@ def test_bad_choices_are_configuration_errors(
 ) -> None:
     with pytest.raises(ConfigurationError) as raised:
         playground.connect(choice, model=model)
-    assert message in str(raised.value) and "hunter2" not in str(raised.value)
+    assert message in str(raised.value)
+    assert "hunter2" not in str(raised.value)
 
 
 def test_the_offline_replica_stops_with_close(restored: list[playground.Endpoints]) -> None:
@@ -119,4 +123,6 @@ def test_the_offline_replica_stops_with_close(restored: list[playground.Endpoint
     redirected = providers.get("Lockchat").url
     endpoints.close()
     with pytest.raises(ProviderConnectionError):
-        ChatG4F(provider="Lockchat", base_url=redirected.rsplit("/v1", 1)[0], max_retries=0).invoke("Hi")
+        ChatG4F(provider="Lockchat", base_url=redirected.rsplit("/v1", 1)[0], max_retries=0).invoke(
+            "Hi"
+        )

@@ -46,7 +46,8 @@ def test_built_in_providers_declare_text_only_and_their_windows(
     profile = ChatG4F(provider=provider, model=model).profile
     assert profile is not None
     assert profile["max_input_tokens"] == window
-    assert profile["image_inputs"] is False and profile["reasoning_output"] is False
+    assert profile["image_inputs"] is False
+    assert profile["reasoning_output"] is False
     assert profile["text_inputs"] is True
     # what the package adds on every provider
     assert {k: profile[k] for k in PACKAGE_CAPABILITIES} == PACKAGE_CAPABILITIES
@@ -54,7 +55,8 @@ def test_built_in_providers_declare_text_only_and_their_windows(
 
 def test_openai_compatible_takes_a_profile_from_the_user() -> None:
     provider = OpenAICompatible(
-        "Vision", "http://127.0.0.1:9/v1",
+        "Vision",
+        "http://127.0.0.1:9/v1",
         profile={"image_inputs": True, "reasoning_output": True, "max_input_tokens": 32000},
     )
     profile = ChatG4F(provider=provider, model="m").profile
@@ -66,13 +68,18 @@ def test_openai_compatible_takes_a_profile_from_the_user() -> None:
     plain = ChatG4F(provider=OpenAICompatible("Plain", "http://127.0.0.1:9/v1"), model="m")
     assert plain.profile is not None
     assert plain.profile["text_inputs"] is True
-    assert "image_inputs" not in plain.profile and "max_input_tokens" not in plain.profile
+    assert "image_inputs" not in plain.profile
+    assert "max_input_tokens" not in plain.profile
 
 
 @pytest.mark.parametrize(
     "profile",
-    [[("image_inputs", True)], {"max_input_tokens": 0}, {"max_input_tokens": "8k"},
-     {"image_inputs": "yes"}],
+    [
+        [("image_inputs", True)],
+        {"max_input_tokens": 0},
+        {"max_input_tokens": "8k"},
+        {"image_inputs": "yes"},
+    ],
 )
 def test_a_bad_profile_is_a_configuration_error(profile: Any) -> None:
     with pytest.raises(ConfigurationError, match="profile"):
@@ -92,11 +99,13 @@ def test_a_per_call_model_has_its_own_profile() -> None:
 
 def test_the_router_profile_is_the_union_of_its_candidates() -> None:
     vision = OpenAICompatible(
-        "Vision", "http://127.0.0.1:9/v1",
+        "Vision",
+        "http://127.0.0.1:9/v1",
         profile={"image_inputs": True, "max_input_tokens": 32000},
     )
     thinker = OpenAICompatible(
-        "Thinker", "http://127.0.0.1:9/v1",
+        "Thinker",
+        "http://127.0.0.1:9/v1",
         profile={"reasoning_output": True, "max_input_tokens": 64000},
     )
     router = ChatG4FRouter(
@@ -108,12 +117,14 @@ def test_the_router_profile_is_the_union_of_its_candidates() -> None:
     )
     profile = router.profile
     assert profile is not None
-    assert profile["image_inputs"] is True and profile["reasoning_output"] is True
+    assert profile["image_inputs"] is True
+    assert profile["reasoning_output"] is True
     assert profile["max_input_tokens"] == 64000
     assert profile["tool_calling"] is True
     only_text = ChatG4FRouter(providers=["Lockchat", "Aichat"]).profile
     assert only_text is not None
-    assert only_text["image_inputs"] is False and only_text["max_input_tokens"] == 8192
+    assert only_text["image_inputs"] is False
+    assert only_text["max_input_tokens"] == 8192
 
 
 def test_the_union_of_an_unknown_window_is_unknown() -> None:
@@ -123,7 +134,8 @@ def test_the_union_of_an_unknown_window_is_unknown() -> None:
 
 def test_a_router_on_one_model_describes_the_providers_of_that_model() -> None:
     router = ChatG4FRouter(providers=["Lockchat", "Mishalsgpt"], model="gpt-3.5-turbo")
-    assert router.profile is not None and router.profile["max_input_tokens"] == 4096
+    assert router.profile is not None
+    assert router.profile["max_input_tokens"] == 4096
 
 
 # --- the estimate --------------------------------------------------------------------------
@@ -131,7 +143,9 @@ def test_a_router_on_one_model_describes_the_providers_of_that_model() -> None:
 
 def test_the_estimate_is_characters_over_four_plus_overhead() -> None:
     messages = [SystemMessage("a" * 10), HumanMessage("b" * 401)]
-    assert estimate_tokens(messages) == math.ceil(10 / 4) + math.ceil(401 / 4) + 2 * MESSAGE_OVERHEAD
+    assert (
+        estimate_tokens(messages) == math.ceil(10 / 4) + math.ceil(401 / 4) + 2 * MESSAGE_OVERHEAD
+    )
 
 
 def test_the_estimate_counts_images_and_tool_calls_not_reasoning() -> None:
@@ -194,7 +208,8 @@ async def test_when_no_window_fits_the_router_says_so_before_any_request(
     )
     with pytest.raises(NoProviderAvailableError, match="a context window of at least") as info:
         await call(router, LONG, mode)
-    assert "Lockchat lacks" in str(info.value) and "Aichat lacks" in str(info.value)
+    assert "Lockchat lacks" in str(info.value)
+    assert "Aichat lacks" in str(info.value)
     assert fresh.requests == []
 
 
@@ -206,7 +221,9 @@ class Events(BaseCallbackHandler):
         self.custom: list[tuple[str, Any, UUID]] = []
         self.starts: list[UUID] = []
 
-    def on_chat_model_start(self, serialized: Any, messages: Any, *, run_id: UUID, **kw: Any) -> None:
+    def on_chat_model_start(
+        self, serialized: Any, messages: Any, *, run_id: UUID, **kw: Any
+    ) -> None:
         self.starts.append(run_id)
 
     def on_custom_event(self, name: str, data: Any, *, run_id: UUID, **kw: Any) -> None:
@@ -294,7 +311,8 @@ async def test_events_inside_a_chain_attach_to_the_router_run(fresh: Replica) ->
     events = [e async for e in chain.astream_events("Hi", version="v2")]
     model_runs = {e["run_id"] for e in events if e["event"] == "on_chat_model_start"}
     custom = [e for e in events if e["event"] == "on_custom_event"]
-    assert len(custom) == 2 and {e["run_id"] for e in custom} == model_runs
+    assert len(custom) == 2
+    assert {e["run_id"] for e in custom} == model_runs
     assert "".join(
         e["data"]["chunk"] for e in events if e["event"] == "on_parser_stream"
     ) == reply_for([{"role": "user", "content": "Hi"}])

@@ -24,7 +24,10 @@ def lockchat_url(**kwargs: object) -> str:
 
 def test_lockchat_sends_the_seed_endpoint_by_default() -> None:
     assert lockchat_url() == SEED_URL
-    assert ChatG4F(provider="Lockchat")._prepare([HumanMessage("Hi")], None, True, {}).request.url == SEED_URL
+    assert (
+        ChatG4F(provider="Lockchat")._prepare([HumanMessage("Hi")], None, True, {}).request.url
+        == SEED_URL
+    )
 
 
 def test_lockchat_later_form_has_no_query() -> None:
@@ -69,7 +72,9 @@ def test_the_seed_query_belongs_to_the_seed_url_only() -> None:
     assert "auth=" not in redirected.endpoint()
 
 
-@pytest.mark.parametrize("base_url", ["localhost:8080", "127.0.0.1:8080/v1", "ftp://h/x", "http://", "/v1"])
+@pytest.mark.parametrize(
+    "base_url", ["localhost:8080", "127.0.0.1:8080/v1", "ftp://h/x", "http://", "/v1"]
+)
 def test_a_base_url_without_scheme_or_host_is_refused_before_any_request(base_url: str) -> None:
     with pytest.raises(ConfigurationError, match="base_url"):
         Lockchat.build_request("gpt-4", MESSAGES, stream=True, base_url=base_url)

@@ -71,11 +71,7 @@ def test_reasoning_is_emitted_as_it_arrives() -> None:
 
 @pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])
 def test_parsers_read_reasoning_fields(field: str) -> None:
-    body = {
-        "choices": [
-            {"message": {"content": "4", field: "2+2"}, "finish_reason": "stop"}
-        ]
-    }
+    body = {"choices": [{"message": {"content": "4", field: "2+2"}, "finish_reason": "stop"}]}
     [delta] = parse_completion("P", json.dumps(body).encode())
     assert (delta.reasoning, delta.text) == ("2+2", "4")
 
@@ -181,8 +177,10 @@ async def test_output_version_v1_gives_reasoning_blocks(
 @pytest.mark.parametrize("mode", ["stream", "astream"])
 @pytest.mark.parametrize("via", ["chat", "router"])
 async def test_reasoning_streams_before_the_answer(fresh: Replica, mode: str, via: str) -> None:
-    llm: Any = router_with(fresh, "deepseek-r1") if via == "router" else reasoning_chat(
-        fresh, "deepseek-r1"
+    llm: Any = (
+        router_with(fresh, "deepseek-r1")
+        if via == "router"
+        else reasoning_chat(fresh, "deepseek-r1")
     )
 
     chunks = await chunks_of(llm, PROMPT, mode)
@@ -216,9 +214,7 @@ async def test_an_unclosed_think_section_is_reasoning_and_the_answer_is_empty(
 @pytest.mark.loopback
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("via", ["chat", "router"])
-async def test_stop_sequences_apply_to_the_answer_only(
-    fresh: Replica, mode: str, via: str
-) -> None:
+async def test_stop_sequences_apply_to_the_answer_only(fresh: Replica, mode: str, via: str) -> None:
     # "user" is in the reasoning ("The user said: ..."), "replica" in the answer.
     chunks = ["<think>", "The user said hi.", "</think>", "Hello from the replica, user!"]
     fresh.set_reply("OpenAI", None, chunks=chunks)
@@ -252,7 +248,7 @@ def test_the_client_cuts_the_answer_at_a_stop_sequence_never_the_reasoning(strea
         Delta(text="er! More."),
     ]
     if stream:
-        chunks = answer.chunks(batch) + [answer.final_chunk()]
+        chunks = [*answer.chunks(batch), answer.final_chunk()]
         message: Any = chunks[0].message
         for chunk in chunks[1:]:
             message = message + chunk.message
@@ -270,7 +266,9 @@ async def test_stream_events_v3_carries_reasoning_and_text(fresh: Replica, via: 
     from langchain_tests.integration_tests.chat_models import assert_valid_event_stream
 
     llm: Any = (
-        router_with(fresh, "deepseek-r1") if via == "router" else reasoning_chat(fresh, "deepseek-r1")
+        router_with(fresh, "deepseek-r1")
+        if via == "router"
+        else reasoning_chat(fresh, "deepseek-r1")
     )
     stream = llm.stream_events(PROMPT, version="v3")
     assert_valid_event_stream(list(stream))

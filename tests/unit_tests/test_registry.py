@@ -40,7 +40,9 @@ def test_several_close_names_are_all_offered() -> None:
     for name in ("local-a", "local-b"):
         providers.register(providers.OpenAICompatible(name, "http://127.0.0.1:9/v1"))
     try:
-        with pytest.raises(UnknownProviderError, match="did you mean 'local-b' or 'local-a' or 'Lockchat'"):
+        with pytest.raises(
+            UnknownProviderError, match="did you mean 'local-b' or 'local-a' or 'Lockchat'"
+        ):
             providers.get("local")
     finally:
         for name in ("local-a", "local-b"):

@@ -292,7 +292,8 @@ def test_native_call(replica: Replica, session: requests.Session) -> None:
     choice = obj["choices"][0]
     assert choice["finish_reason"] == "tool_calls"
     message = choice["message"]
-    assert message["role"] == "assistant" and message["content"] is None
+    assert message["role"] == "assistant"
+    assert message["content"] is None
     arguments = '{"location": "San Francisco, CA"}'
     digest = hashlib.sha1(("get_weather" + arguments).encode()).hexdigest()[:24]
     assert message["tool_calls"] == [
@@ -315,10 +316,13 @@ def test_native_stream_assembles(replica: Replica, session: requests.Session) ->
     }
     chunks = events(post(replica, session, "openai", body))
     first = chunks[0]["choices"][0]["delta"]
-    assert first["role"] == "assistant" and first["content"] is None
+    assert first["role"] == "assistant"
+    assert first["content"] is None
     head = first["tool_calls"][0]
-    assert head["index"] == 0 and head["type"] == "function"
-    assert head["id"].startswith("call_") and len(head["id"]) == 29
+    assert head["index"] == 0
+    assert head["type"] == "function"
+    assert head["id"].startswith("call_")
+    assert len(head["id"]) == 29
     assert head["function"] == {"name": "Company", "arguments": ""}
     pieces = []
     for chunk in chunks[1:]:
@@ -331,7 +335,8 @@ def test_native_stream_assembles(replica: Replica, session: requests.Session) ->
     assert "".join(pieces) == '{"name": "你好啊集团"}'
     end = chunks[1 + len(pieces)]
     assert end["choices"][0] == {"index": 0, "delta": {}, "finish_reason": "tool_calls"}
-    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 2
+    assert chunks[-1]["choices"] == []
+    assert chunks[-1]["usage"]["completion_tokens"] == 2
 
 
 def test_native_choice_none_and_required(replica: Replica, session: requests.Session) -> None:
@@ -380,9 +385,7 @@ def test_native_tools_ignored_off_the_openai_route(
     assert text == reply_for(messages)
 
 
-def test_script_and_faults_apply_to_tool_calls(
-    replica: Replica, session: requests.Session
-) -> None:
+def test_script_and_faults_apply_to_tool_calls(replica: Replica, session: requests.Session) -> None:
     messages = [{"role": "user", "content": MAGIC_Q}]
     body = {"model": "m", "messages": messages, "tools": [native(MAGIC)], "stream": True}
     replica.set_reply("openai", "scripted")
@@ -391,7 +394,8 @@ def test_script_and_faults_apply_to_tool_calls(
     replica.set_reply("openai", None)
     replica.set_fault("openai", "error_event", times=1, after_chunks=1)
     text = post(replica, session, "openai", body).content.decode()
-    assert text.count("tool_calls") == 1 and "upstream overloaded" in text
+    assert text.count("tool_calls") == 1
+    assert "upstream overloaded" in text
     replica.set_fault("openai", "empty", times=1)
     assert chat(replica, session, messages, **kwargs) == ""
 

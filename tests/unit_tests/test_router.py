@@ -166,7 +166,8 @@ async def test_fault_before_text_falls_back(replica: Replica, fault: str, mode: 
     assert answer.failed == [("Mishalsgpt", error)]
     (attempt,) = answer.metadata["attempts"]
     assert attempt["status"] == STATUS.get(fault)
-    assert attempt["message"] and attempt["elapsed"] >= 0
+    assert attempt["message"]
+    assert attempt["elapsed"] >= 0
     assert answer.elapsed < 3.0 + MARGIN
 
 
@@ -295,7 +296,8 @@ async def test_configuration_error_for_every_provider_surfaces_as_itself(
         await router.ainvoke([audio])
 
     assert not isinstance(sync_info.value, AllProvidersFailedError)
-    assert "'audio'" in str(sync_info.value) and "'audio'" in str(async_info.value)
+    assert "'audio'" in str(sync_info.value)
+    assert "'audio'" in str(async_info.value)
     assert replica.requests == []
     assert router.stats()["Mishalsgpt"]["failures"] == 0  # the request's fault, not theirs
 
@@ -304,11 +306,13 @@ class Broken(ChatG4F):
     """A provider model with a bug: every call raises RuntimeError."""
 
     def _stream(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
-        raise RuntimeError("a bug")
+        msg = "a bug"
+        raise RuntimeError(msg)
         yield
 
     async def _astream(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-        raise RuntimeError("a bug")
+        msg = "a bug"
+        raise RuntimeError(msg)
         yield
 
 
@@ -395,7 +399,8 @@ def test_cooldown_skips_a_failing_provider_then_tries_it_again(replica: Replica)
         assert router.invoke("hi").response_metadata["provider"] == "Lockchat"
     assert requested(replica)["mishalsgpt"] == 2
     stats = router.stats()["Mishalsgpt"]
-    assert stats["consecutive_failures"] == 2 and 0 < stats["cooldown_left"] <= 0.3
+    assert stats["consecutive_failures"] == 2
+    assert 0 < stats["cooldown_left"] <= 0.3
 
     message = router.invoke("hi")  # cooling down: skipped, no request
     assert message.response_metadata["attempts"] == []
@@ -408,7 +413,8 @@ def test_cooldown_skips_a_failing_provider_then_tries_it_again(replica: Replica)
     message = router.invoke("hi")  # the cooldown is over: probed as the fallback; recovered
     assert message.response_metadata["provider"] == "Mishalsgpt"
     stats = router.stats()["Mishalsgpt"]
-    assert stats["consecutive_failures"] == 0 and stats["cooldown_left"] == 0.0
+    assert stats["consecutive_failures"] == 0
+    assert stats["cooldown_left"] == 0.0
     assert stats["circuit"] == "closed"
     assert router.invoke("hi").response_metadata["provider"] == "Mishalsgpt"  # first again
 
@@ -426,8 +432,13 @@ async def test_all_cooling_down_and_a_short_deadline(replica: Replica, mode: str
     replica.set_fault("Mishalsgpt", "http_500")
     replica.set_fault("Lockchat", "http_500")
     router = router_of(
-        replica, "Mishalsgpt", "Lockchat",
-        max_retries=0, cooldown_after=1, cooldown=5.0, timeout=0.5,
+        replica,
+        "Mishalsgpt",
+        "Lockchat",
+        max_retries=0,
+        cooldown_after=1,
+        cooldown=5.0,
+        timeout=0.5,
     )
     with pytest.raises(AllProvidersFailedError) as first:
         await ask(router, "one", mode)
@@ -440,7 +451,8 @@ async def test_all_cooling_down_and_a_short_deadline(replica: Replica, mode: str
 
     assert time.monotonic() - start < 0.5
     assert second.value.attempts == []
-    assert "cooling down" in str(second.value) and "of the 0.5s deadline" in str(second.value)
+    assert "cooling down" in str(second.value)
+    assert "of the 0.5s deadline" in str(second.value)
     assert len(replica.requests) == sent
 
 
@@ -449,8 +461,13 @@ async def test_all_cooling_down_waits_for_the_first_to_recover(replica: Replica,
     replica.set_fault("Mishalsgpt", "http_500", times=1)
     replica.set_fault("Lockchat", "http_500", times=1)
     router = router_of(
-        replica, "Mishalsgpt", "Lockchat",
-        max_retries=0, cooldown_after=1, cooldown=0.3, timeout=2.0,
+        replica,
+        "Mishalsgpt",
+        "Lockchat",
+        max_retries=0,
+        cooldown_after=1,
+        cooldown=0.3,
+        timeout=2.0,
     )
     with pytest.raises(AllProvidersFailedError):
         await ask(router, "one", mode)
@@ -471,18 +488,36 @@ def test_stats_shape(replica: Replica) -> None:
     assert list(stats) == ["Mishalsgpt", "Lockchat", "Aichat"]
     for record in stats.values():
         assert set(record) == {
-            "successes", "failures", "consecutive_failures", "cooldown_left", "ttft", "last_error",
-            "success_rate", "recent_calls", "throughput", "failure_cost", "circuit",
+            "successes",
+            "failures",
+            "consecutive_failures",
+            "cooldown_left",
+            "ttft",
+            "last_error",
+            "success_rate",
+            "recent_calls",
+            "throughput",
+            "failure_cost",
+            "circuit",
         }
         assert isinstance(record["cooldown_left"], float)
     assert stats["Mishalsgpt"]["failures"] == 1
     assert stats["Mishalsgpt"]["last_error"].startswith("ProviderHTTPError")
-    assert stats["Lockchat"]["successes"] == 1 and stats["Lockchat"]["ttft"] > 0
-    assert stats["Mishalsgpt"]["failure_cost"] >= 0 and stats["Mishalsgpt"]["circuit"] == "closed"
+    assert stats["Lockchat"]["successes"] == 1
+    assert stats["Lockchat"]["ttft"] > 0
+    assert stats["Mishalsgpt"]["failure_cost"] >= 0
+    assert stats["Mishalsgpt"]["circuit"] == "closed"
     assert stats["Aichat"] == {
-        "successes": 0, "failures": 0, "consecutive_failures": 0,
-        "cooldown_left": 0.0, "ttft": None, "last_error": None,
-        "success_rate": 0.5, "recent_calls": 0.0, "throughput": None, "failure_cost": None,
+        "successes": 0,
+        "failures": 0,
+        "consecutive_failures": 0,
+        "cooldown_left": 0.0,
+        "ttft": None,
+        "last_error": None,
+        "success_rate": 0.5,
+        "recent_calls": 0.0,
+        "throughput": None,
+        "failure_cost": None,
         "circuit": "closed",
     }
 
@@ -531,7 +566,8 @@ def test_fastest_orders_by_ttft_and_explores() -> None:
     assert firsts == {"d": 300}  # exploring: the unmeasured one first
     firsts = Counter(explorer.order(["a", "b", "c"], views)[0] for _ in range(300))
     assert firsts["b"] == 0  # all measured: anyone but the best
-    assert firsts["a"] > 50 and firsts["c"] > 50
+    assert firsts["a"] > 50
+    assert firsts["c"] > 50
 
     sometimes = FastestStrategy(explore=0.1, rng=random.Random(5))
     firsts = Counter(sometimes.order(["a", "b"], views)[0] for _ in range(2000))
@@ -586,8 +622,10 @@ def test_strategy_names_and_objects(replica: Replica) -> None:
 @pytest.mark.parametrize("where", ["router", "call"])
 async def test_a_model_routes_only_to_providers_serving_it(replica: Replica, where: str) -> None:
     names = ("Mishalsgpt", "Gravityengine", "Lockchat")
-    router = router_of(replica, *names, model="gpt-4") if where == "router" else router_of(
-        replica, *names
+    router = (
+        router_of(replica, *names, model="gpt-4")
+        if where == "router"
+        else router_of(replica, *names)
     )
     kwargs = {"model": "gpt-4"} if where == "call" else {}
 
@@ -620,7 +658,8 @@ async def test_a_model_nobody_serves_fails_before_any_request(replica: Replica) 
         await router.ainvoke("hi", model="gpt-5")
     with pytest.raises(NoProviderAvailableError):
         list(router.stream("hi", model="gpt-5"))
-    assert "gpt-5" in str(info.value) and "gpt-4 (Lockchat)" in str(info.value)
+    assert "gpt-5" in str(info.value)
+    assert "gpt-4 (Lockchat)" in str(info.value)
     assert replica.requests == []
 
 
@@ -673,7 +712,8 @@ async def test_hedge_starts_the_next_provider_and_closes_the_slow_one(
         assert len(ClosingSpy.closed) == 1
         assert ClosingSpy.closed[0].startswith("g4f-router")
     stats = router.stats()
-    assert stats["Mishalsgpt"]["failures"] == 0 and stats["Lockchat"]["successes"] == 1
+    assert stats["Mishalsgpt"]["failures"] == 0
+    assert stats["Lockchat"]["successes"] == 1
 
 
 @pytest.mark.parametrize("mode", ["sync-stream", "async-stream"])
@@ -772,8 +812,10 @@ def test_construction_and_langchain_metadata(replica: Replica) -> None:
     assert router._identifying_params["strategy"] == "fastest"
     assert router._identifying_params["providers"] == router.provider_names
     params = router._get_ls_params(model="gpt-4", temperature=0.2)
-    assert params["ls_provider"] == "g4f" and params["ls_model_name"] == "gpt-4"
-    assert params["ls_temperature"] == 0.2 and params["ls_model_type"] == "chat"
+    assert params["ls_provider"] == "g4f"
+    assert params["ls_model_name"] == "gpt-4"
+    assert params["ls_temperature"] == 0.2
+    assert params["ls_model_type"] == "chat"
 
     # every registered provider, the streaming ones first
     assert ChatG4FRouter().provider_names == ["Gravityengine", "Lockchat", "Mishalsgpt", "Aichat"]
@@ -786,7 +828,8 @@ def test_router_options_pass_through(replica: Replica) -> None:
     message = router.invoke("count with me please")
     assert message.content == "".join(pieces_of(expected("count with me please"))[:3])
     body = replica.requests[-1]["json"]
-    assert body["temperature"] == 0.3 and body["max_tokens"] == 3
+    assert body["temperature"] == 0.3
+    assert body["max_tokens"] == 3
 
     stopping = router_of(replica, "Lockchat", stop=["replica"])
     assert stopping.invoke("hi").content == "Hello from the "
@@ -797,7 +840,9 @@ def test_metadata_attempts_are_on_one_chunk_only(replica: Replica) -> None:
     router = router_of(replica, "Mishalsgpt", "Lockchat", max_retries=0)
     chunks = list(router.stream("metadata"))
     carriers = [c for c in chunks if "attempts" in c.response_metadata]
-    assert carriers == [chunks[-1]] and chunks[-1].chunk_position == "last"
+    assert carriers == [chunks[-1]]
+    assert chunks[-1].chunk_position == "last"
     merged = reduce(operator.add, chunks).response_metadata
-    assert merged["provider"] == "Lockchat" and merged["finish_reason"] == "stop"
+    assert merged["provider"] == "Lockchat"
+    assert merged["finish_reason"] == "stop"
     assert len(merged["attempts"]) == 1

@@ -21,9 +21,15 @@ SEEDS = ["Mishalsgpt", "Gravityengine", "Lockchat", "Aichat"]
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("G4F_API_KEY", "G4F_MISHALSGPT_API_KEY", "G4F_GRAVITYENGINE_API_KEY",
-                 "G4F_LOCKCHAT_API_KEY", "G4F_AICHAT_API_KEY", "G4F_SECURE_API_KEY",
-                 "MY_SECURE_KEY"):
+    for name in (
+        "G4F_API_KEY",
+        "G4F_MISHALSGPT_API_KEY",
+        "G4F_GRAVITYENGINE_API_KEY",
+        "G4F_LOCKCHAT_API_KEY",
+        "G4F_AICHAT_API_KEY",
+        "G4F_SECURE_API_KEY",
+        "MY_SECURE_KEY",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -49,7 +55,9 @@ def test_the_shared_env_key_never_goes_to_keyless_providers(
     assert llm.api_key is None
 
 
-def test_the_shared_env_key_goes_to_providers_that_need_one(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_shared_env_key_goes_to_providers_that_need_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("G4F_API_KEY", KEY)
     assert authorization(ChatG4F(provider=secure(needs_auth=True))) == f"Bearer {KEY}"
 
@@ -175,7 +183,10 @@ def test_repr_str_and_dumps_hide_url_secrets() -> None:
 def test_traced_params_hide_url_secrets() -> None:
     llm = secret_model(temperature=0.5)
     assert_clean(llm._identifying_params)
-    assert llm._identifying_params["base_url"] == "http://bob:***@127.0.0.1:9/lockchat/?auth=***&lang=en"
+    assert (
+        llm._identifying_params["base_url"]
+        == "http://bob:***@127.0.0.1:9/lockchat/?auth=***&lang=en"
+    )
     assert_clean(llm._get_ls_params())
     assert_clean(llm._get_invocation_params(stop=None))
     assert_clean(llm.asdict())
@@ -214,7 +225,8 @@ def test_callbacks_see_no_secret_in_a_real_call(replica: Any, credentials: str) 
     assert serialized["type"] == "not_implemented"
     assert "auth=***" in serialized["repr"]
     assert_clean(recorder.seen)  # ...and shown nowhere
-    assert "ls_provider" in kwargs["metadata"] and "invocation_params" in kwargs
+    assert "ls_provider" in kwargs["metadata"]
+    assert "invocation_params" in kwargs
 
 
 @pytest.mark.loopback
@@ -228,8 +240,13 @@ def test_router_repr_dumps_and_callbacks_hide_url_secrets() -> None:
         router.invoke("hi")
     assert_clean(str(info.value))
     assert recorder.seen
-    assert_clean([(item[0], item[1].get("invocation_params"))
-                  for item in recorder.seen if isinstance(item[1], dict)])
+    assert_clean(
+        [
+            (item[0], item[1].get("invocation_params"))
+            for item in recorder.seen
+            if isinstance(item[1], dict)
+        ]
+    )
 
 
 def test_configuration_errors_hide_url_secrets() -> None:
@@ -254,8 +271,12 @@ def test_provider_repr_hides_url_secrets() -> None:
 
 
 def test_request_repr_hides_keys_and_url_secrets() -> None:
-    llm = ChatG4F(provider="Lockchat", base_url=SECRET_URL.replace(f"bob:{PASSWORD}@", ""), api_key=KEY)
+    llm = ChatG4F(
+        provider="Lockchat", base_url=SECRET_URL.replace(f"bob:{PASSWORD}@", ""), api_key=KEY
+    )
     request = llm._prepare([HumanMessage("hi")], None, True, {}).request
-    assert request.headers["Authorization"] == f"Bearer {KEY}" and URL_SECRET in request.url
+    assert request.headers["Authorization"] == f"Bearer {KEY}"
+    assert URL_SECRET in request.url
     assert_clean(repr(request))
-    assert "Authorization': '***'" in repr(request) and "auth=***" in repr(request)
+    assert "Authorization': '***'" in repr(request)
+    assert "auth=***" in repr(request)

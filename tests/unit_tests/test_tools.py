@@ -148,8 +148,12 @@ def test_emulated_results_point_at_their_call_by_position_not_by_random_id() -> 
         ],
     )
     wire = convert_messages(
-        [turn, ToolMessage("6", tool_call_id="9d1e-random"), ToolMessage("3", tool_call_id="3f2c-random"),
-         ToolMessage("?", tool_call_id="unknown", name="div")],
+        [
+            turn,
+            ToolMessage("6", tool_call_id="9d1e-random"),
+            ToolMessage("3", tool_call_id="3f2c-random"),
+            ToolMessage("?", tool_call_id="unknown", name="div"),
+        ],
         "Lockchat",
     )
     assert [m["content"] for m in wire[1:]] == [
@@ -165,7 +169,11 @@ def test_native_history_uses_the_openai_fields() -> None:
     assert [m["role"] for m in wire] == ["system", "user", "assistant", "tool", "tool"]
     assert wire[2]["content"] is None
     assert wire[2]["tool_calls"] == [
-        {"id": "call_1", "type": "function", "function": {"name": "add", "arguments": '{"a": 1, "b": 2}'}}
+        {
+            "id": "call_1",
+            "type": "function",
+            "function": {"name": "add", "arguments": '{"a": 1, "b": 2}'},
+        }
     ]
     assert wire[3] == {"role": "tool", "content": "3", "tool_call_id": "call_1"}
 
@@ -180,7 +188,8 @@ def test_ai_tool_use_blocks_are_sent_as_tool_calls_not_refused() -> None:
     )
     (wire,) = convert_messages([message], "Lockchat")
     text, _, block = wire["content"].partition("\n")
-    assert text == "Adding." and json.loads(block) == CALL
+    assert text == "Adding."
+    assert json.loads(block) == CALL
 
 
 def chunks_through(stream: ToolReplyStream, pieces: list[str]) -> tuple[str, str, list]:
@@ -200,7 +209,8 @@ def test_stream_holds_a_tool_call_split_in_pieces() -> None:
     body = json.dumps(CALL)
     pieces = [body[i : i + 5] for i in range(0, len(body), 5)]
     shown, rest, calls = chunks_through(ToolReplyStream(NAMES), pieces)
-    assert shown == "" and rest == ""
+    assert shown == ""
+    assert rest == ""
     assert [(c["name"], c["args"]) for c in calls] == [("add", {"a": 1, "b": 2})]
 
 
@@ -208,7 +218,8 @@ def test_stream_shows_prose_then_holds_a_fenced_call() -> None:
     pieces = ["Let me ", "add. `", "``json\n", json.dumps(CALL), "\n```"]
     shown, rest, calls = chunks_through(ToolReplyStream(NAMES), pieces)
     assert shown == "Let me add. "
-    assert rest == "" and calls[0]["name"] == "add"
+    assert rest == ""
+    assert calls[0]["name"] == "add"
 
 
 def test_stream_releases_held_text_that_is_no_call() -> None:
@@ -271,7 +282,9 @@ def test_json_mode_sends_a_native_endpoint_no_schema() -> None:
     provider = OpenAICompatible("native", "http://127.0.0.1:9/v1", native_tools=True)
     llm = ChatG4F(provider=provider, model="m")
     options = _bound_options(llm.with_structured_output(Joke, method="json_mode"))
-    body = json.loads(llm._prepare([HumanMessage("Tell me a joke")], None, True, options).request.body)
+    body = json.loads(
+        llm._prepare([HumanMessage("Tell me a joke")], None, True, options).request.body
+    )
     assert body["response_format"] == {"type": "json_object"}
     assert [m["role"] for m in body["messages"]] == ["user"]
 
@@ -281,4 +294,6 @@ def test_json_mode_sends_a_native_endpoint_no_schema() -> None:
 def test_json_mode_answers_with_the_schema_keys_unprompted(replica: Replica, name: str) -> None:
     llm = ChatG4F(provider=name, base_url=replica.base_url(name))
     joke = llm.with_structured_output(Joke, method="json_mode").invoke("Tell me a joke about cats")
-    assert isinstance(joke, Joke) and joke.setup and joke.punchline
+    assert isinstance(joke, Joke)
+    assert joke.setup
+    assert joke.punchline

@@ -99,9 +99,7 @@ def request_for(replica: Replica, provider: Provider, *, stream: bool, model: st
     )
 
 
-def run_sync(
-    replica: Replica, name: str, *, stream: bool, **transport_options: Any
-) -> Outcome:
+def run_sync(replica: Replica, name: str, *, stream: bool, **transport_options: Any) -> Outcome:
     provider = providers.get(name)
     request = request_for(replica, provider, stream=stream)
     transport = SyncTransport(**{"timeout": TIMEOUT, **transport_options})
@@ -629,7 +627,9 @@ def secret_request(replica: Replica, fault: str, options: dict[str, Any]) -> HTT
     return request
 
 
-@pytest.mark.parametrize(("fault", "cls", "options"), SECRET_CASES, ids=[c[0] for c in SECRET_CASES])
+@pytest.mark.parametrize(
+    ("fault", "cls", "options"), SECRET_CASES, ids=[c[0] for c in SECRET_CASES]
+)
 def test_sync_url_secrets_stay_out_of_errors_and_logs(
     replica: Replica, caplog: pytest.LogCaptureFixture, fault: str, cls: type, options: dict
 ) -> None:
@@ -639,10 +639,13 @@ def test_sync_url_secrets_stay_out_of_errors_and_logs(
         list(SyncTransport(timeout=TIMEOUT).deltas(providers.get("Lockchat"), request))
     check_error_chain(info.value)
     check_log_records(caplog)
-    assert "lang=en" in str(info.value) and "auth=***" in str(info.value)
+    assert "lang=en" in str(info.value)
+    assert "auth=***" in str(info.value)
 
 
-@pytest.mark.parametrize(("fault", "cls", "options"), SECRET_CASES, ids=[c[0] for c in SECRET_CASES])
+@pytest.mark.parametrize(
+    ("fault", "cls", "options"), SECRET_CASES, ids=[c[0] for c in SECRET_CASES]
+)
 async def test_async_url_secrets_stay_out_of_errors_and_logs(
     replica: Replica, caplog: pytest.LogCaptureFixture, fault: str, cls: type, options: dict
 ) -> None:
@@ -653,7 +656,8 @@ async def test_async_url_secrets_stay_out_of_errors_and_logs(
             pass
     check_error_chain(info.value)
     check_log_records(caplog)
-    assert "lang=en" in str(info.value) and "auth=***" in str(info.value)
+    assert "lang=en" in str(info.value)
+    assert "auth=***" in str(info.value)
 
 
 @pytest.mark.parametrize("how", ["sync", "async"])
@@ -773,7 +777,9 @@ async def fetch(server: RawServer, how: str, *, stream: bool = True, **options: 
     outcome = Outcome()
     try:
         if how == "sync":
-            outcome.deltas = list(SyncTransport(**{"timeout": 5, **options}).deltas(provider, request))
+            outcome.deltas = list(
+                SyncTransport(**{"timeout": 5, **options}).deltas(provider, request)
+            )
         else:
             transport = AsyncTransport(**{"timeout": 5, **options})
             outcome.deltas = [d async for d in transport.adeltas(provider, request)]
@@ -819,8 +825,11 @@ async def test_compressed_answers_are_decoded(raw_server: RawServer, how: str, c
     compressor = zlib.compressobj(6, zlib.DEFLATED, wbits[coding])
     data = compressor.compress(body) + compressor.flush()
     pieces = [data[i : i + 7] for i in range(0, len(data), 7)]
-    raw_server.reply = (200, {"Content-Type": "text/event-stream",
-                              "Content-Encoding": coding.removeprefix("raw-")}, pieces)
+    raw_server.reply = (
+        200,
+        {"Content-Type": "text/event-stream", "Content-Encoding": coding.removeprefix("raw-")},
+        pieces,
+    )
     outcome = await fetch(raw_server, how)
     assert outcome.error is None
     assert outcome.text == "Hello wörld"
@@ -828,10 +837,14 @@ async def test_compressed_answers_are_decoded(raw_server: RawServer, how: str, c
 
 @pytest.mark.parametrize("how", SIDES)
 async def test_corrupt_gzip_is_a_typed_error(raw_server: RawServer, how: str) -> None:
-    raw_server.reply = (200, {"Content-Type": "text/event-stream", "Content-Encoding": "gzip"},
-                        [b"\x1f\x8b\x08\x00 certainly not gzip"])
+    raw_server.reply = (
+        200,
+        {"Content-Type": "text/event-stream", "Content-Encoding": "gzip"},
+        [b"\x1f\x8b\x08\x00 certainly not gzip"],
+    )
     outcome = await fetch(raw_server, how)
-    assert isinstance(outcome.error, ProviderError) and outcome.error.provider == "Raw"
+    assert isinstance(outcome.error, ProviderError)
+    assert outcome.error.provider == "Raw"
 
 
 FULL_SSE = (
@@ -840,7 +853,9 @@ FULL_SSE = (
     b'data: {"choices": [{"delta": {}, "finish_reason": "stop"}]}\n\n'
     b"data: [DONE]\n\n"
 )
-COMPLETION = b'{"choices": [{"message": {"content": "Hello w\xc3\xb6rld"}, "finish_reason": "stop"}]}'
+COMPLETION = (
+    b'{"choices": [{"message": {"content": "Hello w\xc3\xb6rld"}, "finish_reason": "stop"}]}'
+)
 
 
 @pytest.mark.parametrize("how", SIDES)
@@ -856,8 +871,16 @@ COMPLETION = b'{"choices": [{"message": {"content": "Hello w\xc3\xb6rld"}, "fini
         ("text/event-stream", b"\xef\xbb\xbf" + FULL_SSE, True),
         ("text/event-stream", FULL_SSE.replace(b"\n", b"\r") + b"data: more\r", True),
     ],
-    ids=["sse-as-json", "sse-as-html", "bom-sse-as-json", "json-as-html-stream", "json-as-html",
-         "json-as-text", "bom-sse", "cr-sse-then-junk"],
+    ids=[
+        "sse-as-json",
+        "sse-as-html",
+        "bom-sse-as-json",
+        "json-as-html-stream",
+        "json-as-html",
+        "json-as-text",
+        "bom-sse",
+        "cr-sse-then-junk",
+    ],
 )
 async def test_answers_are_read_by_what_they_are(
     raw_server: RawServer, how: str, label: str, body: bytes, stream: bool
@@ -871,22 +894,37 @@ async def test_answers_are_read_by_what_they_are(
 
 @pytest.mark.parametrize("how", SIDES)
 async def test_an_html_page_is_still_an_html_error(raw_server: RawServer, how: str) -> None:
-    raw_server.reply = (200, {"Content-Type": "application/json"},
-                        [b"\n<!DOCTYPE html><html><body>Just a moment</body></html>"])
+    raw_server.reply = (
+        200,
+        {"Content-Type": "application/json"},
+        [b"\n<!DOCTYPE html><html><body>Just a moment</body></html>"],
+    )
     expect(await fetch(raw_server, how), HTMLResponseError, "Raw")
 
 
 BAD_BODIES = [
     ("application/json", b"[" * 100_000, False),
     ("text/event-stream", b"data: " + b"[" * 100_000 + b"\n\n", True),
-    ("text/event-stream",
-     b'data: {"choices": [{"delta": {"tool_calls": true}, "finish_reason": null}]}\n\n', True),
-    ("text/event-stream",
-     b'data: {"choices": [{"delta": {"tool_calls": [{"index": [], "function": null}]}}]}\n\n', True),
-    ("application/json",
-     b'{"choices": [{"message": {"content": "x"}, "finish_reason": []}]}', False),
-    ("application/json",
-     b'{"choices": [{"message": {"tool_calls": [null]}, "finish_reason": "stop"}]}', False),
+    (
+        "text/event-stream",
+        b'data: {"choices": [{"delta": {"tool_calls": true}, "finish_reason": null}]}\n\n',
+        True,
+    ),
+    (
+        "text/event-stream",
+        b'data: {"choices": [{"delta": {"tool_calls": [{"index": [], "function": null}]}}]}\n\n',
+        True,
+    ),
+    (
+        "application/json",
+        b'{"choices": [{"message": {"content": "x"}, "finish_reason": []}]}',
+        False,
+    ),
+    (
+        "application/json",
+        b'{"choices": [{"message": {"tool_calls": [null]}, "finish_reason": "stop"}]}',
+        False,
+    ),
 ]
 
 
@@ -894,7 +932,14 @@ BAD_BODIES = [
 @pytest.mark.parametrize(
     ("label", "body", "stream"),
     BAD_BODIES,
-    ids=["deep-body", "deep-event", "tool-calls-true", "index-list", "finish-list", "tool-call-null"],
+    ids=[
+        "deep-body",
+        "deep-event",
+        "tool-calls-true",
+        "index-list",
+        "finish-list",
+        "tool-call-null",
+    ],
 )
 async def test_bad_bytes_are_malformed_through_chat_model_and_router(
     raw_server: RawServer, how: str, label: str, body: bytes, stream: bool
@@ -908,7 +953,8 @@ async def test_bad_bytes_are_malformed_through_chat_model_and_router(
     with pytest.raises(AllProvidersFailedError) as failed:
         await answer(router, how)
     [attempt] = failed.value.attempts
-    assert attempt["provider"] == "Raw" and attempt["error"] == "MalformedResponseError"
+    assert attempt["provider"] == "Raw"
+    assert attempt["error"] == "MalformedResponseError"
     assert isinstance(failed.value.__cause__, MalformedResponseError)
 
 
@@ -1017,6 +1063,7 @@ def test_each_event_loop_gets_its_client_and_closed_loops_are_dropped(replica: R
 def test_close_shared_pools_closes_clients_of_idle_loops(replica: Replica) -> None:
     loop = asyncio.new_event_loop()
     try:
+
         async def client() -> Any:
             return AsyncTransport(timeout=4.25).client()
 
@@ -1032,10 +1079,17 @@ def test_close_shared_pools_closes_clients_of_idle_loops(replica: Replica) -> No
 
 
 def tool_call_body(arguments: str, *, stream: bool) -> bytes:
-    call = {"index": 0, "id": "c1", "type": "function", "function": {"name": "f", "arguments": arguments}}
+    call = {
+        "index": 0,
+        "id": "c1",
+        "type": "function",
+        "function": {"name": "f", "arguments": arguments},
+    }
     if not stream:
         message = {"content": None, "tool_calls": [call]}
-        return json.dumps({"choices": [{"message": message, "finish_reason": "tool_calls"}]}).encode()
+        return json.dumps(
+            {"choices": [{"message": message, "finish_reason": "tool_calls"}]}
+        ).encode()
     return (
         b"data: " + json.dumps({"choices": [{"delta": {"tool_calls": [call]}}]}).encode() + b"\n\n"
         b'data: {"choices": [{"delta": {}, "finish_reason": "tool_calls"}]}\n\ndata: [DONE]\n\n'
@@ -1048,12 +1102,20 @@ async def test_tool_call_arguments_that_are_not_an_object_are_invalid_calls(
     raw_server: RawServer, how: str, arguments: str
 ) -> None:
     stream = how.endswith("stream")
-    raw_server.reply = (200, {"Content-Type": "text/event-stream" if stream else "application/json"},
-                        [tool_call_body(arguments, stream=stream)])
+    raw_server.reply = (
+        200,
+        {"Content-Type": "text/event-stream" if stream else "application/json"},
+        [tool_call_body(arguments, stream=stream)],
+    )
     provider = OpenAICompatible("Raw", raw_server.url, native_tools=True)
-    llm = ChatG4F(provider=provider, model="m", max_retries=0).bind_tools([{
-        "type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}
-    }])
+    llm = ChatG4F(provider=provider, model="m", max_retries=0).bind_tools(
+        [
+            {
+                "type": "function",
+                "function": {"name": "f", "parameters": {"type": "object", "properties": {}}},
+            }
+        ]
+    )
     if how == "invoke":
         message = llm.invoke("hi")
     elif how == "ainvoke":
@@ -1064,7 +1126,8 @@ async def test_tool_call_arguments_that_are_not_an_object_are_invalid_calls(
         message = functools.reduce(operator.add, [c async for c in llm.astream("hi")])
     assert message.tool_calls == []
     [invalid] = message.invalid_tool_calls
-    assert invalid["name"] == "f" and invalid["id"] == "c1"
+    assert invalid["name"] == "f"
+    assert invalid["id"] == "c1"
 
 
 def test_cli_404_names_the_url_it_tried_without_its_secret(
@@ -1124,7 +1187,11 @@ print(loop.run_until_complete(first_chunk()).content)
 
 def test_shared_clients_are_closed_at_exit_leaving_nothing_pending() -> None:
     result = subprocess.run(
-        [sys.executable, "-c", EXIT_SCRIPT], capture_output=True, text=True, timeout=120, check=False
+        [sys.executable, "-c", EXIT_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     assert "closed at exit: True" in result.stdout
