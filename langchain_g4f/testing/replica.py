@@ -28,12 +28,13 @@ instructions arrive as system-message text on any route (for Aichat inside the f
 prompt), native ones as ``tools``/``tool_choice``/``response_format`` on the "openai" route,
 which then answers with OpenAI ``tool_calls``. Without them the answer is :func:`reply_for`.
 
-Standard library only (besides the continuation instruction it recognises); works on
-Python 3.10+.
+Standard library only, besides the package's continuation instruction (which it recognises)
+and provider registry (which ``redirect_providers`` repoints); works on Python 3.10+.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -42,17 +43,25 @@ import socket
 import struct
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from socketserver import TCPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 from urllib.parse import parse_qsl, urlsplit
 
+from langchain_g4f import providers
 from langchain_g4f.continuation import CONTINUE_INSTRUCTION
+from langchain_g4f.providers.base import Provider
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = [
     "FAULTS",
     "PROVIDERS",
+    "Redirect",
     "Replica",
     "args_for",
     "describe_images",
@@ -99,9 +108,40 @@ _MODELS: dict[str, tuple[str, ...] | None] = {
     "openai": None,
 }
 
+
+class _FaultOptions(TypedDict):
+    retry_after: float
+    delay: float
+    after_chunks: int
+    after_chars: int | None
+
+
+@dataclass
+class _Fault:
+    name: str
+    left: int | None  # requests it still applies to; None: all
+    options: _FaultOptions
+
+
+class _Tool(TypedDict):
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+
+class _ToolCall(TypedDict):
+    name: str
+    arguments: dict[str, Any]
+
+
+class _Answer(TypedDict, total=False):
+    text: str
+    tool_call: _ToolCall
+
+
 _DEFAULT_DELAY = {"hang": 30.0, "stall": 30.0, "slow": 0.05}
 _OPTIONS = ("retry_after", "delay", "after_chunks", "after_chars")
-_NO_OPTIONS: dict[str, Any] = {
+_NO_OPTIONS: _FaultOptions = {
     "retry_after": 1,
     "delay": 0.0,
     "after_chunks": 2,
@@ -125,6 +165,7 @@ _HTTP_ERRORS = {
 }
 _OVERLOADED = "upstream overloaded"
 _END = b"0\r\n\r\n"
+_HeaderPairs = tuple[tuple[str, str], ...]
 _BATCH_BYTES = 65536
 
 
@@ -150,7 +191,7 @@ def _text_of(content: Any) -> str:
     return str(content)
 
 
-def reply_for(messages: list[dict]) -> str:
+def reply_for(messages: list[dict[str, Any]]) -> str:
     """The replica's deterministic answer to a conversation of OpenAI-style role/content dicts.
 
     ``"Hello from the replica — you said: <last user text, stripped, first 200 chars>"``
@@ -168,7 +209,7 @@ def reply_for(messages: list[dict]) -> str:
     return f"Hello from the replica — you said: {said}"
 
 
-def _aichat_messages(prompt: str) -> list[dict]:
+def _aichat_messages(prompt: str) -> list[dict[str, Any]]:
     """Recover the last user message from Aichat's flattened ``role: content`` prompt.
 
     The last line starting with ``user:`` (any case) opens it; following lines belong to it
@@ -196,19 +237,19 @@ def _aichat_messages(prompt: str) -> list[dict]:
 # them as system-message text; native requests (the "openai" route) as ``tools``,
 # ``tool_choice`` and ``response_format`` in the body.
 
-#: The line the emulated tools' JSON (one line) follows.
-TOOLS_MARKER = "You can call these tools. Each is described by a JSON schema:"
-#: How an emulated tool result (a user message) begins.
-TOOL_RESULT_PREFIX = "Tool result"
-#: The emulated JSON output instruction, after a ``# Output format`` line.
-JSON_MARKER = "Reply with nothing but one JSON object"
+# The line the emulated tools' JSON (one line) follows.
+_TOOLS_MARKER = "You can call these tools. Each is described by a JSON schema:"
+# How an emulated tool result (a user message) begins.
+_TOOL_RESULT_PREFIX = "Tool result"
+# The emulated JSON output instruction, after a ``# Output format`` line.
+_JSON_MARKER = "Reply with nothing but one JSON object"
 
 _REQUIRED_LINE = "You must call at least one tool now."
 # A tool result's header: "Tool result for NAME (call N):" or "... [error]:".
-_RESULT_RE = re.compile(re.escape(TOOL_RESULT_PREFIX) + r"\b[^\n]*:")
+_RESULT_RE = re.compile(re.escape(_TOOL_RESULT_PREFIX) + r"\b[^\n]*:")
 _FORCED_RE = re.compile(r'^You must call the tool "(.+)" now\.[ \t]*$', re.MULTILINE)
 _JSON_RE = re.compile(
-    r"^# Output format[ \t]*\n" + re.escape(JSON_MARKER) + r"(?:\.|"
+    r"^# Output format[ \t]*\n" + re.escape(_JSON_MARKER) + r"(?:\.|"
     r" that matches this JSON schema:[ \t]*\n(?P<schema>[^\n]*))",
     re.MULTILINE,
 )
@@ -223,8 +264,13 @@ _QUOTED_RE = re.compile(
 _KEY_RE = re.compile(r"(?<![A-Za-z0-9])'([A-Za-z_][\w\-]*)'(?![A-Za-z0-9])")
 _PLACE_RE = re.compile(r"location|city|place|town|country|address|destination", re.IGNORECASE)
 _NAME_SPLIT_RE = re.compile(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])")
-_PUNCT = "\"'`.,;:!?()[]{}<>«»“”‘’。，！？：；、"
+# ASCII, typographic and CJK punctuation (the full-width , ! ? : ; escaped).
+_PUNCT = "\"'`.,;:!?()[]{}<>«»“”‘’。\uff0c\uff01\uff1f\uff1a\uff1b、"
 _MAX_DEPTH = 8
+# A tool is picked by a word of its name this long or longer found in the user's text.
+_MIN_NAME_WORD = 4
+# The most pieces a streamed tool call's arguments come in.
+_ARGUMENT_PIECES = 3
 
 
 def _tool_result(text: str) -> str:
@@ -240,14 +286,14 @@ def _tool_answer(result: str) -> str:
     return f"The tool returned: {result}" + ("" if result.endswith((".", "!", "?")) else ".")
 
 
-def _last_user_text(messages: list) -> str:
+def _last_user_text(messages: list[Any]) -> str:
     for message in reversed(messages or []):
         if isinstance(message, dict) and message.get("role") == "user":
             return _text_of(message.get("content"))
     return ""
 
 
-def _system_texts(messages: list) -> list[str]:
+def _system_texts(messages: list[Any]) -> list[str]:
     return [
         _text_of(m.get("content"))
         for m in messages or []
@@ -255,7 +301,7 @@ def _system_texts(messages: list) -> list[str]:
     ]
 
 
-def _as_tool(entry: Any) -> dict | None:
+def _as_tool(entry: Any) -> _Tool | None:
     """``{"name", "description", "parameters"}`` from an emulated or OpenAI tool entry."""
     if not isinstance(entry, dict):
         return None
@@ -273,12 +319,12 @@ def _as_tool(entry: Any) -> dict | None:
     }
 
 
-def _emulated_tools(systems: list[str]) -> tuple[list[dict], str] | None:
+def _emulated_tools(systems: list[str]) -> tuple[list[_Tool], str] | None:
     """The tools and the choice (``"auto"``, ``"required"`` or a name) taught in a system text."""
     for text in reversed(systems):
         lines = text.split("\n")
         for index, line in enumerate(lines[:-1]):
-            if line.strip() != TOOLS_MARKER:
+            if line.strip() != _TOOLS_MARKER:
                 continue
             try:
                 entries = json.loads(lines[index + 1])
@@ -299,7 +345,7 @@ def _emulated_tools(systems: list[str]) -> tuple[list[dict], str] | None:
     return None
 
 
-def _native_tools(body: dict) -> tuple[list[dict], str] | None:
+def _native_tools(body: dict[str, Any]) -> tuple[list[_Tool], str] | None:
     """The tools and the choice (``"auto"``, ``"none"``, ``"required"`` or a name) of a body."""
     entries = body.get("tools")
     if not isinstance(entries, list):
@@ -319,7 +365,7 @@ def _native_tools(body: dict) -> tuple[list[dict], str] | None:
     return tools, "auto"
 
 
-def _json_instruction(systems: list[str]) -> tuple[bool, dict | None]:
+def _json_instruction(systems: list[str]) -> tuple[bool, dict[str, Any] | None]:
     """Whether an emulated JSON output instruction is present, and its schema if any."""
     for text in reversed(systems):
         match = _JSON_RE.search(text)
@@ -336,7 +382,7 @@ def _json_instruction(systems: list[str]) -> tuple[bool, dict | None]:
     return False, None
 
 
-def _native_json(body: dict) -> tuple[bool, dict | None]:
+def _native_json(body: dict[str, Any]) -> tuple[bool, dict[str, Any] | None]:
     """Whether a body's ``response_format`` asks for JSON, and its schema if any."""
     fmt = body.get("response_format")
     if not isinstance(fmt, dict):
@@ -351,10 +397,10 @@ def _native_json(body: dict) -> tuple[bool, dict | None]:
 
 
 def _name_words(name: str) -> list[str]:
-    return [word.lower() for word in _NAME_SPLIT_RE.split(name) if len(word) >= 4]
+    return [word.lower() for word in _NAME_SPLIT_RE.split(name) if len(word) >= _MIN_NAME_WORD]
 
 
-def _pick_tool(tools: list[dict], choice: str, text: str) -> dict | None:
+def _pick_tool(tools: list[_Tool], choice: str, text: str) -> _Tool | None:
     """The tool to call, or None for a plain answer (``choice`` is not ``"none"``)."""
     if choice not in ("auto", "required"):
         for tool in tools:
@@ -381,11 +427,7 @@ def _topic(text: str) -> str:
             word = words[index + 1].strip(_PUNCT)
             if word:
                 return word
-    for word in reversed(words):
-        word = word.strip(_PUNCT)
-        if word:
-            return word
-    return ""
+    return next((word for word in (w.strip(_PUNCT) for w in reversed(words)) if word), "")
 
 
 def _phrase(name: str, text: str) -> str:
@@ -411,7 +453,7 @@ def _place(text: str) -> str | None:
     return value or None
 
 
-def _resolve(schema: Any, root: Any) -> dict:
+def _resolve(schema: Any, root: Any) -> dict[str, Any]:
     """``schema`` with ``$ref`` resolved and a nullable ``anyOf``/``oneOf``/``allOf`` collapsed."""
     for _ in range(32):
         if not isinstance(schema, dict):
@@ -421,8 +463,8 @@ def _resolve(schema: Any, root: Any) -> dict:
             target: Any = root if ref.startswith("#") else None
             path = ref[1:].strip("/")
             for part in path.split("/") if path and target is not None else ():
-                part = part.replace("~1", "/").replace("~0", "~")
-                target = target.get(part) if isinstance(target, dict) else None
+                key = part.replace("~1", "/").replace("~0", "~")
+                target = target.get(key) if isinstance(target, dict) else None
             rest = {k: v for k, v in schema.items() if k != "$ref"}
             schema = {**target, **rest} if isinstance(target, dict) else rest
             continue
@@ -449,7 +491,7 @@ def _resolve(schema: Any, root: Any) -> dict:
     return schema if isinstance(schema, dict) else {}
 
 
-def _type_of(schema: dict) -> str:
+def _type_of(schema: dict[str, Any]) -> str:
     kind = schema.get("type")
     if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), "null")
@@ -514,7 +556,7 @@ def _mentions(name: str, low: str) -> bool:
     return False
 
 
-def _object_args(schema: Any, text: str, root: Any, depth: int = 0) -> dict:
+def _object_args(schema: Any, text: str, root: Any, depth: int = 0) -> dict[str, Any]:
     schema = _resolve(schema, root)
     properties = schema.get("properties")
     if not isinstance(properties, dict) or depth > _MAX_DEPTH:
@@ -530,7 +572,7 @@ def _object_args(schema: Any, text: str, root: Any, depth: int = 0) -> dict:
     }
 
 
-def args_for(schema: Any, user_text: str) -> dict:
+def args_for(schema: Any, user_text: str) -> dict[str, Any]:
     """Deterministic arguments for a JSON schema (a tool's parameters or an output schema).
 
     Every required property is filled, an optional one only when the user's text names it.
@@ -553,7 +595,7 @@ def args_for(schema: Any, user_text: str) -> dict:
     return _object_args(schema, user_text or "", schema)
 
 
-def _json_answer(schema: dict | None, text: str, messages: list) -> str:
+def _json_answer(schema: dict[str, Any] | None, text: str, messages: list[Any]) -> str:
     if schema is not None:
         obj: Any = args_for(schema, text)
     else:
@@ -562,7 +604,7 @@ def _json_answer(schema: dict | None, text: str, messages: list) -> str:
     return json.dumps(obj, ensure_ascii=False)
 
 
-def respond(messages: list[dict], body: dict | None = None) -> dict:
+def respond(messages: list[dict[str, Any]], body: dict[str, Any] | None = None) -> _Answer:
     """The replica's answer to a conversation, tools and JSON instructions included.
 
     Returns ``{"text": str}``, or ``{"tool_call": {"name", "arguments"}}`` for a native tool
@@ -605,7 +647,10 @@ def respond(messages: list[dict], body: dict | None = None) -> dict:
         tools, choice = found
         tool = _pick_tool(tools, choice, text)
         if tool is not None:
-            call = {"name": tool["name"], "arguments": args_for(tool["parameters"], text)}
+            call: _ToolCall = {
+                "name": tool["name"],
+                "arguments": args_for(tool["parameters"], text),
+            }
             if native:
                 return {"tool_call": call}
             return {"text": json.dumps({"tool_calls": [call]}, ensure_ascii=False)}
@@ -618,7 +663,7 @@ def respond(messages: list[dict], body: dict | None = None) -> dict:
 # --------------------------------------------------------------------------- images, reasoning
 
 
-def _image_urls(message: dict) -> list[str]:
+def _image_urls(message: dict[str, Any]) -> list[str]:
     """The ``image_url`` URLs of an OpenAI message, in order; raises ``ValueError`` if malformed."""
     content = message.get("content")
     urls = []
@@ -637,13 +682,15 @@ def _describe(url: str) -> str:
     if not url.startswith("data:"):
         return f"an image at {url}"
     head, _, data = url.partition(",")
-    digest = hashlib.sha1(data.encode("ascii", "replace")).hexdigest()[:8]
+    digest = hashlib.sha1(data.encode("ascii", "replace"), usedforsecurity=False).hexdigest()[:8]
     return f"an {head[5:].split(';')[0]} image of {len(data)} base64 characters ({digest})"
 
 
-def describe_images(message: dict) -> str:
-    """``" I see 2 images: an image at <url>; an image/png image of N base64 characters
-    (<sha1 prefix>)."``; empty when the message has no ``image_url`` parts.
+def describe_images(message: dict[str, Any]) -> str:
+    """What the replica says it sees in a message's ``image_url`` parts; empty if none.
+
+    For example ``" I see 2 images: an image at <url>; an image/png image of N base64
+    characters (<sha1 prefix>)."``
     """
     urls = _image_urls(message)
     if not urls:
@@ -652,10 +699,13 @@ def describe_images(message: dict) -> str:
     return f" I see {len(urls)} {noun}: " + "; ".join(_describe(u) for u in urls) + "."
 
 
-#: Reasoning models of the "openai" route: a model whose name contains "reasoner"
-#: streams its reasoning in ``reasoning_content`` fields; one whose name contains "r1"
-#: opens its text with a ``<think>`` section (tags split across events).
 def reasoning_style(model: str) -> str | None:
+    """How a model of the "openai" route reasons: ``"field"``, ``"think"`` or None.
+
+    A model whose name contains "reasoner" streams its reasoning in ``reasoning_content``
+    fields (``"field"``); one whose name contains "r1" opens its text with a ``<think>``
+    section, the tags split across events (``"think"``).
+    """
     low = model.lower()
     if "reasoner" in low:
         return "field"
@@ -664,21 +714,22 @@ def reasoning_style(model: str) -> str | None:
     return None
 
 
-def reasoning_for(messages: list) -> str:
-    """The replica's deterministic reasoning: ``"The user said: <last user text>. I will
-    answer in kind."``
+def reasoning_for(messages: list[dict[str, Any]]) -> str:
+    """The replica's deterministic reasoning about a conversation.
+
+    ``"The user said: <last user text, stripped, first 80 chars>. I will answer in kind."``
     """
     said = _last_user_text(messages).strip()[:80]
     return f"The user said: {said}. I will answer in kind."
 
 
-def _aichat_conversation(prompt: str) -> list[dict]:
+def _aichat_conversation(prompt: str) -> list[dict[str, Any]]:
     """The messages of Aichat's flattened prompt the replica answers from.
 
     The system blocks (a ``system:`` line and its continuation lines, any case), then the
     last user message exactly as :func:`_aichat_messages` recovers it.
     """
-    systems: list[dict] = []
+    systems: list[list[str]] = []
     current: list[str] | None = None
     for line in prompt.split("\n"):
         match = _ROLE_LINE_RE.match(line)
@@ -687,30 +738,28 @@ def _aichat_conversation(prompt: str) -> list[dict]:
             if match.group(1).lower() == "system":
                 first = line[match.end() :]
                 current = [first.removeprefix(" ")]
-                systems.append({"role": "system", "lines": current})
+                systems.append(current)
         elif current is not None:
             current.append(line)
-    conversation = [{"role": "system", "content": "\n".join(s["lines"])} for s in systems]
+    conversation = [{"role": "system", "content": "\n".join(lines)} for lines in systems]
     return conversation + _aichat_messages(prompt)
 
 
-def _continued(messages: list) -> str | None:
+def _continued(messages: list[Any]) -> str | None:
     """The partial answer a continuation request continues; None for another request."""
-    if len(messages) < 2:
-        return None
-    ask, partial = messages[-1], messages[-2]
-    if not (isinstance(ask, dict) and isinstance(partial, dict)):
-        return None
-    if ask.get("role") != "user" or partial.get("role") != "assistant":
-        return None
-    if _text_of(ask.get("content")).strip() != CONTINUE_INSTRUCTION:
-        return None
-    return _text_of(partial.get("content"))
+    match messages:
+        case [*_, dict() as partial, dict() as ask]:
+            if ask.get("role") != "user" or partial.get("role") != "assistant":
+                return None
+            if _text_of(ask.get("content")).strip() != CONTINUE_INSTRUCTION:
+                return None
+            return _text_of(partial.get("content"))
+    return None
 
 
 def _split_arguments(arguments: str) -> list[str]:
     """A tool call's arguments JSON in 2 or 3 pieces (3 from 3 characters on)."""
-    count = 3 if len(arguments) >= 3 else max(1, len(arguments))
+    count = max(1, min(_ARGUMENT_PIECES, len(arguments)))
     cuts = [len(arguments) * k // count for k in range(count + 1)]
     return [arguments[cuts[k] : cuts[k + 1]] for k in range(count)]
 
@@ -766,7 +815,7 @@ def _frame(data: bytes) -> bytes:
     return b"%x\r\n%b\r\n" % (len(data), data)
 
 
-def _chunk(model: str, delta: dict, finish: str | None) -> dict:
+def _chunk(model: str, delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
     return {
         "id": "chatcmpl-replica",
         "object": "chat.completion.chunk",
@@ -785,18 +834,20 @@ class _Encoder:
         self.first = self._halves(model, {"role": "assistant", "content": self._SENTINEL})
         self.rest = self._halves(model, {"content": self._SENTINEL})
 
-    def _halves(self, model: str, delta: dict) -> tuple[bytes, bytes]:
+    def _halves(self, model: str, delta: dict[str, Any]) -> tuple[bytes, bytes]:
         text = json.dumps(_chunk(model, delta, None), ensure_ascii=False)
         head, tail = text.rsplit(json.dumps(self._SENTINEL), 1)
         return b"data: " + head.encode("utf-8"), tail.encode("utf-8") + b"\n\n"
 
-    def frame(self, piece: str, first: bool = False) -> bytes:
+    def frame(self, piece: str, *, first: bool = False) -> bytes:
         head, tail = self.first if first else self.rest
         return _frame(head + json.dumps(piece, ensure_ascii=False).encode("utf-8") + tail)
 
     def torn(self, piece: str) -> bytes:
-        """The start of the event that would carry ``piece``, cut after the first byte of
-        its first character (inside it, when that character is multi-byte).
+        """The start of the event that would carry ``piece``, cut early.
+
+        The cut is after the first byte of its first character (inside it, when that
+        character is multi-byte).
         """
         head, tail = self.rest
         data = head + json.dumps(piece, ensure_ascii=False).encode("utf-8") + tail
@@ -805,8 +856,9 @@ class _Encoder:
 
 
 def _cut(pieces: list[str], chars: int) -> tuple[list[str], list[str]]:
-    """The pieces holding the first ``chars`` characters, and those after them (a piece
-    across the cut is split in two).
+    """The pieces holding the first ``chars`` characters, and those after them.
+
+    A piece across the cut is split in two.
     """
     used = 0
     for index, piece in enumerate(pieces):
@@ -825,11 +877,11 @@ def _encoder(model: str) -> _Encoder:
 
 def _openai_error(
     message: str, type_: str = "invalid_request_error", code: str | None = None
-) -> dict:
+) -> dict[str, Any]:
     return {"error": {"message": message, "type": type_, "param": None, "code": code}}
 
 
-class _Headers(dict):
+class _Headers(dict[str, str]):
     """A plain dict of request headers whose lookups ignore case."""
 
     def _key(self, key: Any) -> Any:
@@ -853,7 +905,7 @@ class _Headers(dict):
 # --------------------------------------------------------------------------- HTTP
 
 
-class _BadRequest(Exception):
+class _BadRequestError(Exception):
     pass
 
 
@@ -889,14 +941,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _read_body(self) -> bytes:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            parts = []
+            parts: list[bytes] = []
             while True:
                 line = self.rfile.readline(65537)
                 try:
                     size = int(line.split(b";", 1)[0].strip() or b"0", 16)
                 except ValueError as exc:
                     msg = "bad chunked body"
-                    raise _BadRequest(msg) from exc
+                    raise _BadRequestError(msg) from exc
                 if size == 0:
                     while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
                         pass
@@ -907,10 +959,10 @@ class _Handler(BaseHTTPRequestHandler):
             length = int(self.headers.get("Content-Length") or 0)
         except ValueError as exc:
             msg = "bad Content-Length"
-            raise _BadRequest(msg) from exc
+            raise _BadRequestError(msg) from exc
         return self.rfile.read(length) if length > 0 else b""
 
-    def _send(self, status: int, body: bytes, ctype: str, headers: tuple = ()) -> None:
+    def _send(self, status: int, body: bytes, ctype: str, headers: _HeaderPairs = ()) -> None:
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
@@ -920,7 +972,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
-    def _send_json(self, status: int, obj: Any, headers: tuple = ()) -> None:
+    def _send_json(self, status: int, obj: Any, headers: _HeaderPairs = ()) -> None:
         self._send(status, _dumps(obj), "application/json", headers)
 
     def _wait(self, seconds: float) -> None:
@@ -931,28 +983,24 @@ class _Handler(BaseHTTPRequestHandler):
         """Close the socket abruptly (RST): SO_LINGER 0, then close."""
         self.close_connection = True
         sock = self.connection
-        try:
+        with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        except OSError:
-            pass
-        try:
+        with contextlib.suppress(OSError):
             self.rfile.close()  # drop makefile's reference so close() really closes the fd
-        except OSError:
-            pass
         sock.close()
 
     # ------------------------------------------------------------------ routing
 
     def _dispatch(self) -> None:
-        replica = self.server.replica
+        server = self.server
         split = urlsplit(self.path)
         segment, _, rest = re.sub(r"/{2,}", "/", split.path).lstrip("/").partition("/")
-        provider = segment.lower() or None
+        provider = segment.lower()
         subpath = "/" + rest
         try:
             raw = self._read_body()
-        except _BadRequest as exc:
-            replica._log(self.command, provider, subpath, self.headers, None, split.query)
+        except _BadRequestError as exc:
+            server.record(self.command, provider or None, subpath, self.headers, None, split.query)
             self.close_connection = True
             self._send_json(400, _openai_error(str(exc)))
             return
@@ -963,13 +1011,13 @@ class _Handler(BaseHTTPRequestHandler):
                 body = json.loads(raw)
             except ValueError:
                 bad_json = True
-        replica._log(self.command, provider, subpath, self.headers, body, split.query)
+        server.record(self.command, provider or None, subpath, self.headers, body, split.query)
 
-        route = _ROUTES.get(provider or "")
+        route = _ROUTES.get(provider)
         if route is None or self.command != "POST" or subpath.rstrip("/") != route:
             self._send_json(404, {"error": {"message": "not found"}})
             return
-        fault, opts = replica._take_fault(provider)
+        fault, opts = server.take_fault(provider)
         if fault == "refuse":  # reached us through replica.url directly: drop the connection
             self._abort()
             return
@@ -1006,21 +1054,23 @@ class _Handler(BaseHTTPRequestHandler):
 
     # ------------------------------------------------------------------ protocols
 
-    def _aichat(self, body: dict, fault: str | None, opts: dict) -> None:
+    def _aichat(self, body: dict[str, Any], fault: str | None, opts: _FaultOptions) -> None:
         prompt = body.get("message")
         if not isinstance(prompt, str):
             self._send_json(400, {"response": False, "message": "'message' must be a string"})
             return
-        pieces, _, _ = self.server.replica._answer("aichat", _aichat_conversation(prompt), None)
+        pieces, _, _ = self.server.answer("aichat", _aichat_conversation(prompt), None)
         if fault == "error_event":
-            obj = {"response": False, "message": _OVERLOADED}
+            obj: dict[str, Any] = {"response": False, "message": _OVERLOADED}
         elif fault == "empty":
             obj = {"response": True, "message": ""}
         else:
             obj = {"response": True, "message": "".join(pieces)}
         self._send_payload(obj, fault, opts)
 
-    def _openai(self, provider: str, body: dict, fault: str | None, opts: dict) -> None:
+    def _openai(
+        self, provider: str, body: dict[str, Any], fault: str | None, opts: _FaultOptions
+    ) -> None:
         model = body.get("model")
         if not isinstance(model, str) or not model:
             self._send_json(400, _openai_error("you must provide a model parameter"))
@@ -1042,7 +1092,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         native = body if provider == "openai" else None
         try:
-            pieces, benchmark, call = self.server.replica._answer(provider, messages, native)
+            pieces, benchmark, call = self.server.answer(provider, messages, native)
         except ValueError as exc:
             self._send_json(400, _openai_error(str(exc)))
             return
@@ -1064,7 +1114,13 @@ class _Handler(BaseHTTPRequestHandler):
         )
         if call is not None:
             self._tool_call(
-                model, call, prompt_tokens, include_usage, bool(body.get("stream")), fault, opts
+                model,
+                call,
+                prompt_tokens,
+                fault,
+                opts,
+                include_usage=include_usage,
+                stream=bool(body.get("stream")),
             )
             return
         if body.get("stream"):
@@ -1073,11 +1129,11 @@ class _Handler(BaseHTTPRequestHandler):
                 pieces,
                 finish,
                 prompt_tokens,
-                include_usage,
                 fault,
                 opts,
-                benchmark,
-                thoughts,
+                include_usage=include_usage,
+                benchmark=benchmark,
+                thoughts=thoughts,
             )
             return
         if fault == "error_event":
@@ -1109,7 +1165,7 @@ class _Handler(BaseHTTPRequestHandler):
         }
         self._send_payload(obj, fault, opts)
 
-    def _send_payload(self, obj: Any, fault: str | None, opts: dict) -> None:
+    def _send_payload(self, obj: Any, fault: str | None, opts: _FaultOptions) -> None:
         """A non-streaming JSON answer, with the answer-level faults applied."""
         text = json.dumps(obj, ensure_ascii=False)
         if fault == "truncated_json":
@@ -1137,11 +1193,12 @@ class _Handler(BaseHTTPRequestHandler):
         pieces: list[str],
         finish: str,
         prompt_tokens: int,
-        include_usage: bool,
         fault: str | None,
-        opts: dict,
+        opts: _FaultOptions,
+        *,
+        include_usage: bool,
         benchmark: bool,
-        thoughts: list[str] = (),  # type: ignore[assignment]
+        thoughts: Sequence[str] = (),
     ) -> None:
         """Server-sent events over hand-written chunked transfer encoding, one chunk per event.
 
@@ -1172,12 +1229,9 @@ class _Handler(BaseHTTPRequestHandler):
         size = 0
         for index in range(limit):
             piece = pieces[index]
-            if index == 0:
-                frame = encoder.frame(piece, first=True)
-            else:
-                frame = cache.get(piece)
-                if frame is None:
-                    frame = cache[piece] = encoder.frame(piece)
+            frame = encoder.frame(piece, first=True) if index == 0 else cache.get(piece)
+            if frame is None:
+                frame = cache[piece] = encoder.frame(piece)
             if batch:
                 buffer.append(frame)
                 size += len(frame)
@@ -1198,10 +1252,10 @@ class _Handler(BaseHTTPRequestHandler):
             finish,
             lambda: _words("".join(pieces)),
             prompt_tokens,
-            include_usage,
             fault,
             opts,
-            batch,
+            include_usage=include_usage,
+            batch=batch,
         )
 
     def _stream_end(
@@ -1210,9 +1264,10 @@ class _Handler(BaseHTTPRequestHandler):
         finish: str,
         completion_tokens: Callable[[], int],
         prompt_tokens: int,
-        include_usage: bool,
         fault: str | None,
-        opts: dict,
+        opts: _FaultOptions,
+        *,
+        include_usage: bool,
         batch: bool,
     ) -> None:
         """After the content events: the fault's ending, or finish, usage and ``[DONE]``."""
@@ -1257,17 +1312,19 @@ class _Handler(BaseHTTPRequestHandler):
     def _tool_call(
         self,
         model: str,
-        call: dict,
+        call: _ToolCall,
         prompt_tokens: int,
+        fault: str | None,
+        opts: _FaultOptions,
+        *,
         include_usage: bool,
         stream: bool,
-        fault: str | None,
-        opts: dict,
     ) -> None:
         """A native (OpenAI) tool call, as one completion or as tool-call delta events."""
         name = call["name"]
         arguments = json.dumps(call["arguments"], ensure_ascii=False)
-        call_id = "call_" + hashlib.sha1((name + arguments).encode("utf-8")).hexdigest()[:24]
+        digest = hashlib.sha1((name + arguments).encode("utf-8"), usedforsecurity=False)
+        call_id = "call_" + digest.hexdigest()[:24]
         completion_tokens = _words(arguments)
         if not stream:
             if fault == "error_event":
@@ -1300,9 +1357,13 @@ class _Handler(BaseHTTPRequestHandler):
             "type": "function",
             "function": {"name": name, "arguments": ""},
         }
-        deltas = [{"role": "assistant", "content": None, "tool_calls": [head]}]
-        for piece in _split_arguments(arguments):
-            deltas.append({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
+        deltas: list[dict[str, Any]] = [
+            {"role": "assistant", "content": None, "tool_calls": [head]},
+            *(
+                {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}
+                for piece in _split_arguments(arguments)
+            ),
+        ]
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
@@ -1321,10 +1382,10 @@ class _Handler(BaseHTTPRequestHandler):
             "tool_calls",
             lambda: completion_tokens,
             prompt_tokens,
-            include_usage,
             fault,
             opts,
-            False,
+            include_usage=include_usage,
+            batch=False,
         )
 
 
@@ -1336,8 +1397,19 @@ class _Server(ThreadingHTTPServer):
     # clients connect at once (router concurrency tests, benchmarks).
     request_queue_size = 256
 
-    def __init__(self, address: tuple[str, int], replica: Replica) -> None:
-        self.replica = replica
+    def __init__(
+        self,
+        address: tuple[str, int],
+        *,
+        record: Callable[[str, str | None, str, Message, Any, str], None],
+        take_fault: Callable[[str], tuple[str | None, _FaultOptions]],
+        answer: Callable[
+            [str, list[Any], dict[str, Any] | None], tuple[list[str], bool, _ToolCall | None]
+        ],
+    ) -> None:
+        # How the handler talks to its Replica: log a request, take the fault for a request
+        # of a provider, answer one.
+        self.record, self.take_fault, self.answer = record, take_fault, answer
         self.stop_event = threading.Event()
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
@@ -1346,7 +1418,7 @@ class _Server(ThreadingHTTPServer):
     def server_bind(self) -> None:
         # HTTPServer.server_bind calls socket.getfqdn(), a reverse DNS lookup that can be slow.
         TCPServer.server_bind(self)
-        self.server_name, self.server_port = self.server_address[:2]
+        self.server_name, self.server_port = self.socket.getsockname()[:2]
 
     def track(self, sock: socket.socket, *, add: bool) -> None:
         with self._connections_lock:
@@ -1359,10 +1431,8 @@ class _Server(ThreadingHTTPServer):
         with self._connections_lock:
             connections = list(self._connections)
         for sock in connections:
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         if isinstance(sys.exc_info()[1], OSError) or self.stop_event.is_set():
@@ -1378,31 +1448,32 @@ class Redirect:
 
     def __init__(self, replica: Replica) -> None:
         self.replica = replica
-        self._saved: list[tuple[Any, str]] = []
+        self._saved: list[tuple[Provider, str]] = []
 
     def start(self) -> Redirect:
-        from langchain_g4f import providers
-
-        if self.replica._redirect is not None:
+        """Point the seed providers at the replica; raises if it already has a redirect."""
+        if self.replica.redirect is not None:
             msg = "the providers are already redirected to this replica"
             raise RuntimeError(msg)
         self._saved = [
             (p, p.url) for p in providers.all_providers() if p.name.lower() in _SEED_ROUTES
         ]
-        self.replica._redirect = self
+        self.replica.redirect = self
         self.point()
         return self
 
     def point(self) -> None:
+        """Set each saved provider's URL to the replica's current base URL for it."""
         for provider, url in self._saved:
             provider.url = self.replica.base_url(provider.name) + urlsplit(url).path.rstrip("/")
 
     def stop(self) -> None:
+        """Give the providers back their own URLs."""
         for provider, url in self._saved:
             provider.url = url
         self._saved = []
-        if self.replica._redirect is self:
-            self.replica._redirect = None
+        if self.replica.redirect is self:
+            self.replica.redirect = None
 
     def __enter__(self) -> Replica:
         self.start()
@@ -1418,28 +1489,34 @@ class Replica:
     ``requests`` logs every request as ``{"provider", "path", "headers", "json", "query",
     "method"}``: ``path`` is relative to ``base_url(provider)``, ``headers`` a dict with
     case-insensitive lookups, ``json`` the parsed body (or None), ``query`` a dict.
+    ``redirect`` is the started :meth:`redirect_providers`, if any.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.host = host
         self.port = port
-        self.requests: list[dict] = []
+        self.requests: list[dict[str, Any]] = []
+        self.redirect: Redirect | None = None
         self._lock = threading.Lock()
-        self._faults: dict[str, list] = {}
+        self._faults: dict[str, _Fault] = {}
         self._replies: dict[str | None, list[str]] = {}
         self._repeat: dict[str | None, int] = {}
         self._stream_size: tuple[int, str] | None = None
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._dead_port: int | None = None
-        self._redirect: Redirect | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self) -> Replica:
+    def start(self) -> Self:
         """Start serving in a background thread (idempotent); returns self."""
         if self._server is None:
-            server = _Server((self.host, self.port), self)
+            server = _Server(
+                (self.host, self.port),
+                record=self._record,
+                take_fault=self._take_fault,
+                answer=self._answer,
+            )
             thread = threading.Thread(
                 target=server.serve_forever,
                 kwargs={"poll_interval": 0.05},
@@ -1463,7 +1540,7 @@ class Replica:
         if thread is not None:
             thread.join(timeout=1.0)
 
-    def __enter__(self) -> Replica:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -1481,7 +1558,7 @@ class Replica:
         if self._server is None:
             msg = "the replica is not running: call start() first"
             raise RuntimeError(msg)
-        host, port = self._server.server_address[:2]
+        host, port = self._server.server_name, self._server.server_port
         if host in ("", "0.0.0.0"):
             host = "127.0.0.1"
         return f"http://{host}:{port}"
@@ -1491,7 +1568,7 @@ class Replica:
         name = provider.lower()
         with self._lock:
             entry = self._faults.get(name)
-            refused = entry is not None and entry[0] == "refuse"
+            refused = entry is not None and entry.name == "refuse"
         if refused:
             return f"http://127.0.0.1:{self._closed_port()}/{name}"
         return f"{self.url}/{name}"
@@ -1511,7 +1588,7 @@ class Replica:
         return Redirect(self)
 
     def _repoint(self) -> None:
-        redirect = self._redirect
+        redirect = self.redirect
         if redirect is not None:
             redirect.point()
 
@@ -1563,29 +1640,28 @@ class Replica:
             self._repoint()
             return
         after_chars = options.get("after_chars")
-        opts = {
+        opts: _FaultOptions = {
             "retry_after": options.get("retry_after", 1),
             "delay": float(options.get("delay", _DEFAULT_DELAY.get(fault, 0.0))),
             "after_chunks": int(options.get("after_chunks", 2)),
             "after_chars": None if after_chars is None else max(0, int(after_chars)),
         }
         with self._lock:
-            self._faults[name] = [fault, times, opts]
+            self._faults[name] = _Fault(fault, times, opts)
         self._repoint()
 
-    def _take_fault(self, name: str) -> tuple[str | None, dict]:
+    def _take_fault(self, name: str) -> tuple[str | None, _FaultOptions]:
         """The fault for this request of ``name``, counting it down atomically."""
         with self._lock:
             entry = self._faults.get(name)
             if entry is None:
                 return None, _NO_OPTIONS
-            fault, left, opts = entry
-            if left is not None:
-                if left <= 1:
+            if entry.left is not None:
+                if entry.left <= 1:
                     del self._faults[name]
                 else:
-                    entry[1] = left - 1
-            return fault, opts
+                    entry.left -= 1
+            return entry.name, entry.options
 
     def set_reply(
         self, provider: str | None, text: str | None, *, chunks: list[str] | None = None
@@ -1606,8 +1682,10 @@ class Replica:
                 self._replies.pop(key, None)
 
     def set_repeat_tail(self, provider: str | None, chars: int) -> None:
-        """Make a provider's continuations (``None``: every provider's) start by repeating
-        the last ``chars`` characters of the partial answer, as models often do; 0 ends it.
+        """Make continuations repeat the end of the partial answer first, as models often do.
+
+        A provider's continuations (``None``: every provider's) start with the last
+        ``chars`` characters of the partial answer; 0 ends it.
 
         A continuation is a request whose last message is the user message
         :data:`~langchain_g4f.continuation.CONTINUE_INSTRUCTION` after an assistant
@@ -1645,20 +1723,9 @@ class Replica:
 
     # ------------------------------------------------------------------ used by the handler
 
-    def _pieces(self, name: str, messages: list) -> tuple[list[str], bool]:
-        """The answer's pieces for a request, and whether benchmark mode produced them."""
-        with self._lock:
-            scripted = self._replies.get(name, self._replies.get(None))
-            size = self._stream_size
-        if scripted is not None:
-            return list(scripted), False
-        if size is not None:
-            return [size[1]] * size[0], True
-        return _PIECE_RE.findall(reply_for(messages)), False
-
     def _answer(
-        self, name: str, messages: list, body: dict | None
-    ) -> tuple[list[str], bool, dict | None]:
+        self, name: str, messages: list[Any], body: dict[str, Any] | None
+    ) -> tuple[list[str], bool, _ToolCall | None]:
         """A request's answer: text pieces, whether benchmark mode made them, a native call.
 
         A script (``set_reply``) wins, then benchmark mode, then :func:`respond`. A
@@ -1680,10 +1747,11 @@ class Replica:
         return _PIECE_RE.findall(answer["text"]), False, None
 
     def _continuation(
-        self, name: str, messages: list, body: dict | None, partial: str
-    ) -> tuple[list[str], bool, dict | None]:
-        """The rest of the answer to ``messages`` after ``partial``, with the configured
-        repeat of the partial's tail in front.
+        self, name: str, messages: list[Any], body: dict[str, Any] | None, partial: str
+    ) -> tuple[list[str], bool, _ToolCall | None]:
+        """The rest of the answer to ``messages`` after ``partial``.
+
+        The configured repeat of the partial's tail (``set_repeat_tail``) comes first.
         """
         pieces, benchmark, call = self._answer(name, messages, body)
         if call is not None:
@@ -1697,8 +1765,8 @@ class Replica:
         tail = partial[len(partial) - min(repeat, len(partial)) :]
         return _PIECE_RE.findall(tail) + _cut(pieces, done)[1], benchmark, None
 
-    def _log(
-        self, method: str, provider: str | None, path: str, headers: Any, body: Any, query: str
+    def _record(
+        self, method: str, provider: str | None, path: str, headers: Message, body: Any, query: str
     ) -> None:
         entry = {
             "provider": provider,
