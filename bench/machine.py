@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import platform
+from pathlib import Path
 
 
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
-        with open("/proc/cpuinfo") as info:
+        with Path("/proc/cpuinfo").open() as info:
             cpu = next(
                 line.split(":", 1)[1].strip() for line in info if line.startswith("model name")
             )

@@ -5,7 +5,8 @@ One asyncio HTTP/1.1 server on 127.0.0.1 serves six route prefixes,
 requests (0, 5, 20, 40, 70 and 100 %) in the ways free providers do: a reset
 connection, a 5xx, a 429 with ``Retry-After``, a 200 with an HTML page, a stall
 before the first byte or in the middle of the stream, a stream that breaks
-mid-answer (a reset, or a body that ends without ``[DONE]``). Time to first byte is lognormal around each provider's median.
+mid-answer (a reset, or a body that ends without ``[DONE]``). Time to first byte is
+lognormal around each provider's median.
 
 Answers are derived from the prompt alone (:func:`expected_answer`), so a
 client's text can be checked exactly. A continuation request (the last user
@@ -238,9 +239,10 @@ def reply_text(messages: list[dict[str, Any]], rng: random.Random) -> str:
 
 
 def repeated_tail(partial: str, words: int) -> str:
-    """The end of ``partial`` from the start of its last ``words`` words (a cut word
-    counts as one), as a model restarting the cut word or sentence repeats it;
-    at least three characters, or nothing when the partial is shorter.
+    """The end of ``partial`` from the start of its last ``words`` words.
+
+    A cut word counts as one, as a model restarting the cut word or sentence
+    repeats it; at least three characters, or nothing when the partial is shorter.
     """
     starts = [match.start() for match in re.finditer(r"\S+", partial)][::-1]
     for start in starts[words - 1 :] or starts[-1:]:

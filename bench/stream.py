@@ -166,7 +166,10 @@ def table(rows: list[dict[str, Any]], size: int) -> str:
     raw = by_label.get("raw requests loop")
     lines = [
         f"\n{size:,} chunks (median of runs)",
-        f"{'':34} {'chunks/s':>10} {'µs/chunk':>9} {'TTFT ms':>8} {'× ChatOpenAI':>13} {'× raw':>7}",
+        (
+            f"{'':34} {'chunks/s':>10} {'µs/chunk':>9} {'TTFT ms':>8} "
+            f"{'× ChatOpenAI':>13} {'× raw':>7}"
+        ),
     ]
     for row in rows:
         peer_label = (
@@ -209,7 +212,10 @@ def first_calls(build: dict[str, Callable[[], Any]], calls: int) -> str:
         return time.perf_counter() - start + call(model)
 
     lines = [
-        f"\nfirst call: model built then called once (fresh) vs a reused model; median of {calls}, ms",
+        (
+            "\nfirst call: model built then called once (fresh) vs a reused model; "
+            f"median of {calls}, ms"
+        ),
         f"{'':24} {'fresh':>8} {'reused':>8} {'fresh - reused':>15}",
     ]
     for name, make in build.items():
@@ -297,7 +303,8 @@ def main() -> None:
         router = ChatG4FRouter(providers=[g4f], strategy="priority")
         print(f"machine: {machine()}")
         print(
-            f"server: langchain_g4f.testing.Replica at {replica.url}, OpenAI SSE, one event per chunk"
+            f"server: langchain_g4f.testing.Replica at {replica.url}, "
+            "OpenAI SSE, one event per chunk"
         )
         per_chunk: dict[str, list[float]] = {}
         for size in args.sizes:
@@ -305,7 +312,7 @@ def main() -> None:
             floor = PrebuiltChunks(size=size)
             fresh = FreshChunks(size=size)
 
-            def floor_run() -> tuple[int, float, float]:
+            def floor_run(floor: PrebuiltChunks = floor) -> tuple[int, float, float]:
                 return timed_sync(lambda: floor.stream(PROMPT))
 
             cases: list[tuple[str, Callable[[], tuple[int, float, float]]]] = [
@@ -316,14 +323,14 @@ def main() -> None:
                 ("langchain-core floor (prebuilt)", floor_run),
                 (
                     "langchain-core floor (fresh chunks)",
-                    lambda: timed_sync(lambda: fresh.stream(PROMPT)),
+                    lambda fresh=fresh: timed_sync(lambda: fresh.stream(PROMPT)),
                 ),
             ]
             if ChatOpenAI is not None:
                 openai = ChatOpenAI(base_url=root, api_key="bench", model=model, max_retries=0)
                 cases += [
-                    ("ChatOpenAI.stream", lambda: timed_sync(lambda: openai.stream(PROMPT))),
-                    ("ChatOpenAI.astream", lambda: timed_async(lambda: openai.astream(PROMPT))),
+                    ("ChatOpenAI.stream", lambda o=openai: timed_sync(lambda: o.stream(PROMPT))),
+                    ("ChatOpenAI.astream", lambda o=openai: timed_async(lambda: o.astream(PROMPT))),
                 ]
             cases += [
                 ("ChatG4F.stream", lambda: timed_sync(lambda: g4f.stream(PROMPT))),
@@ -379,7 +386,8 @@ def main() -> None:
         except subprocess.CalledProcessError:
             continue
         print(
-            f"  {statement:40} {seconds * 1e3:7.1f} ms  ({seconds / core:.2f}× langchain_core.language_models)"
+            f"  {statement:40} {seconds * 1e3:7.1f} ms  "
+            f"({seconds / core:.2f}× langchain_core.language_models)"
         )
 
 
