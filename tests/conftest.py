@@ -22,6 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from langchain_tests.conftest import base_vcr_config
+from vcr.persisters.filesystem import FilesystemPersister
 
 from langchain_g4f import providers
 from langchain_g4f._redact import is_secret_name
@@ -38,7 +39,12 @@ SECRET_HEADERS = (
     "cookie",
     "set-cookie",
 )
-_replica: Any = None
+
+
+class _Recording:
+    """While recording: the replica every provider is pointed at."""
+
+    replica: Any = None
 
 
 def recording(config: pytest.Config) -> bool:
@@ -46,17 +52,16 @@ def recording(config: pytest.Config) -> bool:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    global _replica
     config.addinivalue_line("markers", "loopback: starts its own server on 127.0.0.1")
     if recording(config):
         from langchain_g4f.testing import Replica
 
-        _replica = Replica().start()
+        _Recording.replica = Replica().start()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    if _replica is not None:
-        _replica.stop()
+    if _Recording.replica is not None:
+        _Recording.replica.stop()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -87,9 +92,11 @@ def _canonical_origins() -> dict[str, str]:
 
 def base_url(provider: str) -> str | None:
     """Where tests point ``provider``: the replica when recording, else its own URL."""
-    if _replica is None:
+    if _Recording.replica is None:
         return None
-    url = _replica.base_url(provider) + urlsplit(_canonical_url(provider)).path.rstrip("/")
+    url = _Recording.replica.base_url(provider) + urlsplit(_canonical_url(provider)).path.rstrip(
+        "/"
+    )
     query = "" if provider.lower() == "openai" else providers.get(provider).query
     return f"{url}/?{query}" if query else url
 
@@ -132,8 +139,8 @@ def canonical_uri(uri: str) -> str:
     """A replica URL -> the canonical URL it stands for; credentials and secrets removed."""
     parts = urlsplit(uri)
     uri = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
-    if _replica is not None and uri.startswith(_replica.url + "/"):
-        name, _, rest = uri[len(_replica.url) + 1 :].partition("/")
+    if _Recording.replica is not None and uri.startswith(_Recording.replica.url + "/"):
+        name, _, rest = uri[len(_Recording.replica.url) + 1 :].partition("/")
         origin = _canonical_origins().get(name)
         if origin is not None:
             uri = f"{origin}/{rest}"
@@ -141,11 +148,23 @@ def canonical_uri(uri: str) -> str:
     return urlunsplit(parts._replace(query=_scrub_query(parts.query)))
 
 
+#: Request headers that depend on the machine that recorded (the replica's port, which
+#: compression libraries are installed), not on the provider's protocol.
+MACHINE_HEADERS = ("host", "accept-encoding", "content-length")
+#: User agents the HTTP libraries set by default, with their version: stored without it.
+LIBRARY_AGENTS = ("python-requests/", "python-httpx/")
+
+
 def scrub_request(request: Any) -> Any:
+    """A request as stored and as matched: canonical URL, no secret, nothing machine-bound."""
     request.uri = canonical_uri(request.uri)
     for name in list(request.headers):
-        if name.lower() in SECRET_HEADERS:
+        lowered = name.lower()
+        if lowered in SECRET_HEADERS or lowered in MACHINE_HEADERS:
             del request.headers[name]
+        elif lowered == "user-agent" and request.headers[name].startswith(LIBRARY_AGENTS):
+            request.headers[name] = request.headers[name].partition("/")[0]
+    request.body = stable_body(request.body)
     return request
 
 
@@ -166,40 +185,63 @@ def _ids_by_position(value: Any, ids: dict[str, str]) -> Any:
     if isinstance(value, dict):
         out = {}
         for key, item in value.items():
-            if (
+            is_id = (
                 key in ("id", "tool_call_id")
                 and isinstance(item, str)
                 and (key == "tool_call_id" or value.get("type") == "function")
-            ):
-                item = ids.setdefault(item, f"call_{len(ids)}")
-            out[key] = _ids_by_position(item, ids)
+            )
+            out[key] = (
+                ids.setdefault(item, f"call_{len(ids)}") if is_id else _ids_by_position(item, ids)
+            )
         return out
     if isinstance(value, list):
         return [_ids_by_position(item, ids) for item in value]
     return value
 
 
-def tool_call_ids_blind_body(r1: Any, r2: Any) -> None:
-    """vcrpy's body matcher, blind to tool-call ids in native (OpenAI) requests.
+def stable_body(body: Any) -> Any:
+    """A JSON body with its tool-call ids numbered by appearance; any other body as is.
 
     Native requests must carry the caller's tool-call ids, and callers such as
-    ``tool_example_to_messages`` draw them at random; the ids still have to
-    pair calls with results the same way.
+    ``tool_example_to_messages`` draw them at random; numbered, the ids still pair
+    calls with results the same way, and a request matches its recording (vcrpy
+    scrubs the request it matches as it scrubbed the one it stored).
     """
-    if r1.body == r2.body:
-        return
     try:
-        b1, b2 = json.loads(r1.body), json.loads(r2.body)
-    except (TypeError, ValueError) as exc:
-        msg = "bodies differ"
-        raise AssertionError(msg) from exc
-    if _ids_by_position(b1, {}) != _ids_by_position(b2, {}):
-        msg = "bodies differ"
-        raise AssertionError(msg)
+        value = json.loads(body)
+    except (TypeError, ValueError):
+        return body
+    stable = _ids_by_position(value, {})
+    if stable == value:
+        return body
+    return json.dumps(stable, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+class OrderedPersister(FilesystemPersister):
+    """Stores a cassette's exchanges in a fixed order, not in the order they finished.
+
+    Concurrent requests (``abatch``) finish in any order; replay matches on method,
+    URI and body, so sorting on them keeps replay exact and re-recording stable.
+    """
+
+    @classmethod
+    def save_cassette(
+        cls, cassette_path: Any, cassette_dict: dict[str, Any], serializer: Any
+    ) -> None:
+        """Save the exchanges sorted by method, URI and body (stable among equals)."""
+        pairs = sorted(
+            zip(cassette_dict["requests"], cassette_dict["responses"], strict=True),
+            key=lambda pair: (pair[0].method, pair[0].uri, repr(pair[0].body)),
+        )
+        ordered = {
+            "requests": [request for request, _ in pairs],
+            "responses": [response for _, response in pairs],
+        }
+        super().save_cassette(cassette_path, ordered, serializer)
 
 
 def pytest_recording_configure(config: pytest.Config, vcr: Any) -> None:
-    vcr.register_matcher("tool_call_ids_blind_body", tool_call_ids_blind_body)
+    vcr.register_persister(OrderedPersister)
 
 
 @pytest.fixture(scope="session")
@@ -209,7 +251,7 @@ def vcr_config() -> dict[str, Any]:
     config.pop("record_mode", None)
     config.pop("cassette_library_dir", None)
     config["filter_headers"] = list(SECRET_HEADERS)
-    config["match_on"] = ["method", "uri", "tool_call_ids_blind_body"]
+    config["match_on"] = ["method", "uri", "body"]
     config["before_record_request"] = scrub_request
     config["before_record_response"] = scrub_response
     return config
