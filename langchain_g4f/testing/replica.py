@@ -723,12 +723,29 @@ def reasoning_for(messages: list[dict[str, Any]]) -> str:
     return f"The user said: {said}. I will answer in kind."
 
 
+#: How a continuation request ends once Aichat has flattened it.
+_AICHAT_CONTINUATION = f"\nuser: {CONTINUE_INSTRUCTION}\nassistant:"
+
+
 def _aichat_conversation(prompt: str) -> list[dict[str, Any]]:
     """The messages of Aichat's flattened prompt the replica answers from.
 
     The system blocks (a ``system:`` line and its continuation lines, any case), then the
-    last user message exactly as :func:`_aichat_messages` recovers it.
+    last user message exactly as :func:`_aichat_messages` recovers it. A continuation
+    (the partial answer as the last ``assistant:`` block, then the continuation
+    instruction) is recovered as the conversation it continues, the partial answer and
+    the instruction, as the other routes receive it.
     """
+    if prompt.endswith(_AICHAT_CONTINUATION):
+        head = prompt[: -len(_AICHAT_CONTINUATION)]
+        cut = head.rfind("\nassistant: ")
+        if cut >= 0:
+            partial = head[cut + len("\nassistant: ") :]
+            return [
+                *_aichat_conversation(head[:cut] + "\nassistant:"),
+                {"role": "assistant", "content": partial},
+                {"role": "user", "content": CONTINUE_INSTRUCTION},
+            ]
     systems: list[list[str]] = []
     current: list[str] | None = None
     for line in prompt.split("\n"):

@@ -371,15 +371,16 @@ async def test_nobody_left_to_continue_raises_with_all_the_text(
     router = router_of(replica, "Mishalsgpt", "Lockchat", max_retries=0)
     pieces: list[str] = []
 
-    with pytest.raises(StreamInterruptedError) as info:
-        if mode.endswith("stream"):
-            stream = router.stream("x") if mode.startswith("sync") else None
-            if stream is not None:
-                pieces.extend(chunk.content for chunk in stream)
-            else:
-                pieces.extend([chunk.content async for chunk in router.astream("x")])
+    async def run() -> None:
+        if mode == "sync-stream":
+            pieces.extend(chunk.content for chunk in router.stream("x"))
+        elif mode == "async-stream":
+            pieces.extend([chunk.content async for chunk in router.astream("x")])
         else:
             await ask(router, "x", mode)
+
+    with pytest.raises(StreamInterruptedError) as info:
+        await run()
 
     assert info.value.partial_text == expected("x")[:9]
     assert info.value.provider == "Lockchat"
@@ -884,7 +885,7 @@ class Steady:
                     b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
                 )
                 try:
-                    for piece, wait in zip(self.pieces, self.waits):
+                    for piece, wait in zip(self.pieces, self.waits, strict=True):
                         time.sleep(wait)
                         delta = {"choices": [{"index": 0, "delta": {"content": piece}}]}
                         conn.sendall(self._event(json.dumps(delta)))
@@ -927,3 +928,21 @@ async def test_a_slow_but_steady_stream_is_not_cut(
         assert isinstance(info.value.__cause__, ProviderTimeoutError)
     finally:
         server.close()
+
+
+@pytest.mark.loopback
+@pytest.mark.parametrize("finisher", ["Mishalsgpt", "Gravityengine", "Aichat"])
+@pytest.mark.parametrize("mode", MODES)
+async def test_every_replica_route_continues_the_answer_it_was_giving(
+    replica: Replica, finisher: str, mode: str
+) -> None:
+    """The playground continues on each route; Aichat's flattened prompt included."""
+    replica.set_fault("Lockchat", "error_event", after_chars=7)
+    router = router_of(replica, "Lockchat", finisher, max_retries=0)
+    message, pieces = await ask(router, "Tell me about lighthouses", mode)
+    assert_exact(message, pieces, "Tell me about lighthouses")
+    assert CONTINUE_INSTRUCTION not in message.content
+    assert [s["provider"] for s in message.response_metadata["segments"]] == [
+        "Lockchat",
+        finisher,
+    ]
