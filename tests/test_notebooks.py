@@ -90,7 +90,8 @@ def value_after(text: str, label: str) -> str:
 
 def assert_ran_cleanly(nb: nbformat.NotebookNode) -> None:
     code = [c for c in nb.cells if c.cell_type == "code"]
-    assert code and all(c.execution_count is not None for c in code), "a cell did not run"
+    assert code, "no code cell"
+    assert all(c.execution_count is not None for c in code), "a cell did not run"
     for c in code:
         for out in c.outputs:
             assert out.output_type != "error", f"cell raised:\n{c.source}\n{out.get('evalue')}"
@@ -192,7 +193,7 @@ def test_quickstart_batch_returns_three_answers_in_order(quickstart: Any) -> Non
     assert count == "3 answers"
     assert len(answers) == 3
     prompts = ["What is 2 + 2?", "Name a primary colour.", "Say hello in French."]
-    for prompt, line in zip(prompts, answers):
+    for prompt, line in zip(prompts, answers, strict=True):
         asked, answer = (ast.literal_eval(s) for s in line.split(" -> "))
         assert asked == prompt
         assert answer.endswith(prompt)
@@ -281,7 +282,7 @@ def _table(nb: Any, tag: str) -> dict[str, dict[str, str]]:
         "last_error",
     ]
     assert all(len(row) == len(header) for row in rows)
-    return {row[0]: dict(zip(header[1:], row[1:])) for row in rows}
+    return {row[0]: dict(zip(header[1:], row[1:], strict=True)) for row in rows}
 
 
 def test_router_stats_table(router: Any) -> None:

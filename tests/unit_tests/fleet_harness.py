@@ -10,6 +10,7 @@ An exception in a worker is raised in the test process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import time
 import traceback
@@ -78,10 +79,8 @@ class Fleet:
 
     def close(self) -> None:
         for pipe in self.pipes:
-            try:
+            with contextlib.suppress(OSError):
                 pipe.send(None)
-            except OSError:
-                pass
         for process in self.processes:
             process.join(timeout=10)
             if process.is_alive():

@@ -12,11 +12,10 @@ import pytest
 
 from langchain_g4f import ChatG4F
 from langchain_g4f.budgets import Budget, Limits, LocalBudgets, budgets_of
-from langchain_g4f.errors import BudgetExhaustedError
+from langchain_g4f.errors import BudgetExhaustedError, ConfigurationError
 from langchain_g4f.redis_store import RedisStore
 from langchain_g4f.store import MemoryStore
 from langchain_g4f.testing import Replica
-
 from tests.unit_tests.fleet_harness import Fleet, budgeted_calls
 
 pytestmark = pytest.mark.loopback
@@ -202,9 +201,9 @@ def test_a_failed_request_gives_its_lease_back(replica: Replica) -> None:
 
 
 def test_budget_fields_are_validated_and_kept_out_of_serialization(redis_url: str) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigurationError, match="requests_per_minute: Input should be greater"):
         ChatG4F(provider="Lockchat", requests_per_minute=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigurationError, match="max_concurrent: Input should be greater"):
         ChatG4F(provider="Lockchat", max_concurrent=-1)
     model = ChatG4F(provider="Lockchat", requests_per_minute=5, store=redis_url)
     assert "store" not in model.model_dump()

@@ -13,7 +13,6 @@ import pytest
 
 from langchain_g4f.testing import Replica
 from langchain_g4f.testing.redis_server import RedisServer
-
 from tests.unit_tests.fleet_harness import (
     Fleet,
     ainvoke_many,

@@ -95,8 +95,10 @@ AICHAT_HEADERS = [
     ("sec-fetch-site", "same-origin"),
     (
         "user-agent",
-        "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 "
-        "(KHTML, like Gecko) Chrome/113.0.0.0 Safari/537.36",
+        (
+            "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 "
+            "(KHTML, like Gecko) Chrome/113.0.0.0 Safari/537.36"
+        ),
     ),
 ]
 

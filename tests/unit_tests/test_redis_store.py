@@ -145,7 +145,7 @@ def test_values_that_make_no_sense_are_ignored_with_one_warning(
     key = lambda name: f"{store.prefix}:v{SCHEMA}:state:{name}"  # noqa: E731
     client.set(key("junk"), b"\xff not json")
     client.set(key("old"), '{"v": 0, "s": {"n": 1}}')
-    client.set(key("types"), '{"v": %d, "s": {"n": "many", "ok": true}}' % SCHEMA)
+    client.set(key("types"), f'{{"v": {SCHEMA}, "s": {{"n": "many", "ok": true}}}}')
     client.rpush(key("list"), "x")
     caplog.set_level(logging.WARNING, logger="langchain_g4f.redis_store")
     names = ["junk", "old", "types", "list"]
@@ -204,7 +204,7 @@ def test_redis_down_local_state_one_warning_then_sharing_resumes(
             assert b.read(["p"])["p"]["n"] == 100
             assert not b.shared
             down = lambda: [r for r in caplog.records if "unreachable" in r.getMessage()]  # noqa: E731
-            wait_for(lambda: down())  # logged by whichever thread noticed first
+            wait_for(down)  # logged by whichever thread noticed first
             assert len(down()) == 1
             assert b._redis.connection_pool.connection_kwargs["socket_timeout"] == 0.05
 

@@ -128,10 +128,11 @@ def post(
 
 
 def events(response: requests.Response) -> list[dict]:
-    out = []
-    for line in response.content.decode("utf-8").split("\n"):
-        if line.startswith("data: ") and line != "data: [DONE]":
-            out.append(json.loads(line[6:]))
+    out = [
+        json.loads(line[6:])
+        for line in response.content.decode("utf-8").split("\n")
+        if line.startswith("data: ") and line != "data: [DONE]"
+    ]
     assert response.content.decode("utf-8").rstrip().endswith("data: [DONE]")
     return out
 
@@ -295,7 +296,9 @@ def test_native_call(replica: Replica, session: requests.Session) -> None:
     assert message["role"] == "assistant"
     assert message["content"] is None
     arguments = '{"location": "San Francisco, CA"}'
-    digest = hashlib.sha1(("get_weather" + arguments).encode()).hexdigest()[:24]
+    digest = hashlib.sha1(("get_weather" + arguments).encode(), usedforsecurity=False).hexdigest()[
+        :24
+    ]
     assert message["tool_calls"] == [
         {
             "id": f"call_{digest}",
