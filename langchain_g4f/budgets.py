@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from langchain_g4f.errors import BudgetExhaustedError
+from langchain_g4f.store import Store
 
 __all__ = ["Budget", "BudgetStore", "Grant", "Limits", "LocalBudgets", "budgets_of"]
 
@@ -68,11 +69,17 @@ class Grant:
 class BudgetStore(Protocol):
     """Holds budgets; every method is atomic."""
 
-    def acquire(self, key: str, limits: Limits) -> Grant: ...
+    def acquire(self, key: str, limits: Limits) -> Grant:
+        """Take one request and one concurrency lease of ``key``'s budget, or nothing."""
+        ...
 
-    def release(self, grant: Grant) -> None: ...
+    def release(self, grant: Grant) -> None:
+        """Give back the grant's concurrency lease, if it has one."""
+        ...
 
-    def usage(self, key: str, limits: Limits) -> dict[str, float]: ...
+    def usage(self, key: str, limits: Limits) -> dict[str, float]:
+        """``{"requests": in the window now, "concurrent": live leases}``."""
+        ...
 
 
 def new_lease() -> str:
@@ -80,8 +87,10 @@ def new_lease() -> str:
 
 
 class LocalBudgets:
-    """Budgets kept in this process: a sliding window of request times and a set of
-    leases per key, under one lock. ``clock`` is seconds, monotonic.
+    """Budgets kept in this process.
+
+    Per key, a sliding window of request times and a set of leases, under one lock.
+    ``clock`` is seconds, monotonic.
     """
 
     def __init__(
@@ -103,6 +112,7 @@ class LocalBudgets:
         return sent, leases
 
     def acquire(self, key: str, limits: Limits) -> Grant:
+        """Take one request and one concurrency lease of ``key``'s budget, or nothing."""
         with self._lock:
             now = self.clock()
             sent, leases = self._prune(key, limits, now)
@@ -112,35 +122,38 @@ class LocalBudgets:
             if limits.concurrent is not None and len(leases) >= limits.concurrent:
                 wait = max(wait, LEASE_POLL)
             if wait > 0:
-                return Grant(key, False, wait)
+                return Grant(key, granted=False, wait=wait)
             if limits.per_window is not None:
                 sent.append(now)
             lease = None
             if limits.concurrent is not None:
                 lease = new_lease()
                 leases[lease] = now + self.lease_ttl
-            return Grant(key, True, lease=lease)
+            return Grant(key, granted=True, lease=lease)
 
     def release(self, grant: Grant) -> None:
+        """Give back the grant's concurrency lease, if it has one."""
         if grant.lease is None:
             return
         with self._lock:
             self._leases.get(grant.key, {}).pop(grant.lease, None)
 
     def usage(self, key: str, limits: Limits) -> dict[str, float]:
+        """``{"requests": in the window now, "concurrent": live leases}``."""
         with self._lock:
             sent, leases = self._prune(key, limits, self.clock())
             return {"requests": len(sent), "concurrent": len(leases)}
 
 
-def budgets_of(store: Any) -> BudgetStore:
-    """The budget holder that goes with a store: the store itself when it holds
-    budgets (a shared store), else budgets in this process on the store's clock.
+def budgets_of(store: Store) -> BudgetStore:
+    """The budget holder that goes with a store.
+
+    The store itself when it holds budgets (a shared store), else budgets in this
+    process on the store's clock.
     """
     if isinstance(store, BudgetStore):
         return store
-    clock = getattr(store, "now", None)
-    return LocalBudgets(clock if callable(clock) else time.monotonic)
+    return LocalBudgets(store.now)
 
 
 class Budget:
@@ -156,8 +169,9 @@ class Budget:
         return f"Budget({self.key!r}, {self.limits})"
 
     def wait_hint(self) -> float:
-        """Seconds until the budget is expected to have room, from the last refusal
-        seen here (0.0: room, or nothing known); no I/O.
+        """Seconds until the budget is expected to have room (0.0: room, or nothing known).
+
+        Judged from the last refusal seen here; no I/O.
         """
         return max(0.0, self._free_at - time.monotonic())
 
@@ -196,6 +210,7 @@ class Budget:
         return grant.wait
 
     def release(self, grant: Grant) -> None:
+        """Give the grant back to its holder, once however often it is called."""
         if not grant.released:
             grant.released = True
             self.holder.release(grant)

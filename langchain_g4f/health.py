@@ -87,9 +87,11 @@ EWMA_ALPHA = 0.3
 #: is read as empty.
 STATE_VERSION = 1
 #: While another call probes a half-open circuit, ask again after this many seconds.
-PROBE_POLL = 0.25
+_PROBE_POLL = 0.25
+#: ``ttft_quantile`` must be above the median: a time below it is not late.
+_MEDIAN = 0.5
 
-CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
+_CLOSED, _OPEN, _HALF_OPEN = "closed", "open", "half_open"
 
 # State fields (all numbers; a missing field is zero / unknown):
 #   v          STATE_VERSION
@@ -130,7 +132,7 @@ class HealthView:
     #: Seconds a failure takes to show (decayed mean); None until one was timed.
     failure_cost: float | None = None
     #: ``"closed"``, ``"open"`` (cooling down) or ``"half_open"`` (one probe call may go).
-    circuit: str = CLOSED
+    circuit: str = _CLOSED
     #: Seconds before a call may try it: its cooldown (a Retry-After at least), or another
     #: call's probe in flight. 0.0: now.
     cooldown_left: float = 0.0
@@ -205,7 +207,7 @@ class HealthPolicy:
             "max_cooldown must be >= cooldown": self.max_cooldown >= self.cooldown,
             "alpha must be within (0, 1]": 0 < self.alpha <= 1,
             "probe_lease must be > 0": self.probe_lease > 0,
-            "ttft_quantile must be within (0.5, 1)": 0.5 < self.ttft_quantile < 1,
+            "ttft_quantile must be within (0.5, 1)": _MEDIAN < self.ttft_quantile < 1,
             "ttft_alpha must be within (0, 1]": 0 < self.ttft_alpha <= 1,
             "ttft_prior_sigma must be >= 0": self.ttft_prior_sigma >= 0,
             "late_floor must be >= 0": self.late_floor >= 0,
@@ -219,11 +221,12 @@ class HealthPolicy:
         """The cooldown of a circuit opening for the ``openings``-th time in a row."""
         if openings < 1:
             return 0.0
-        return min(self.max_cooldown, self.cooldown * 2 ** min(openings - 1, 32))
+        return min(self.max_cooldown, self.cooldown * 2.0 ** min(openings - 1, 32))
 
     # -- reading ------------------------------------------------------------------
 
     def view(self, state: State, now: float, last_error: str | None = None) -> HealthView:
+        """What ``state`` says of the provider at ``now``."""
         s = self._aged(_valid(state), now)
         return HealthView(
             successes=int(s.get("n_ok", 0)),
@@ -241,8 +244,9 @@ class HealthPolicy:
         )
 
     def late_after(self, view: HealthView) -> float:
-        """Seconds without text after which an attempt on the provider is late:
-        its time-to-first-token quantile, never less than ``late_floor``;
+        """Seconds without text after which an attempt on the provider is late.
+
+        Its time-to-first-token quantile, never less than ``late_floor``;
         ``late_unmeasured`` until it was measured.
         """
         if view.ttft_quantile is None:
@@ -254,27 +258,33 @@ class HealthPolicy:
         return _circuit(_valid(state), now)
 
     def wait(self, state: State, now: float, token: float = 0.0) -> float:
-        """Seconds before a call may start on this provider (0.0: now); ``token``
-        names the caller that claimed a half-open circuit's probe.
+        """Seconds before a call may start on this provider (0.0: now).
+
+        ``token`` names the caller that claimed a half-open circuit's probe.
         """
         s = _valid(state)
         left = 0.0
         circuit = _circuit(s, now)
-        if circuit == OPEN:
+        if circuit == _OPEN:
             left = max(left, s["open_until"] - now)
-        elif circuit == HALF_OPEN and s.get("probe_until", 0.0) > now:
-            if not (token and s.get("probe") == token):
-                left = max(left, min(PROBE_POLL, s["probe_until"] - now))
+        elif (
+            circuit == _HALF_OPEN
+            and s.get("probe_until", 0.0) > now
+            and not (token and s.get("probe") == token)
+        ):
+            left = max(left, min(_PROBE_POLL, s["probe_until"] - now))
         return left
 
     # -- changes ------------------------------------------------------------------
 
     def claimed(self, state: State, now: float, *, token: float) -> State:
-        """A call wants to start: a half-open circuit with no probe in flight
-        becomes this call's probe (``token`` tells whose).
+        """A call wants to start.
+
+        A half-open circuit with no probe in flight becomes this call's probe
+        (``token`` tells whose).
         """
         s = _valid(state)
-        if _circuit(s, now) == HALF_OPEN and s.get("probe_until", 0.0) <= now:
+        if _circuit(s, now) == _HALF_OPEN and s.get("probe_until", 0.0) <= now:
             s["probe_until"] = now + self.probe_lease
             s["probe"] = token
         return s
@@ -289,9 +299,9 @@ class HealthPolicy:
         s["streak"] = 0
         if chars > 0 and seconds > 0:
             self._average(s, "tput", chars / seconds)
-        if _circuit(s, now) == HALF_OPEN:
+        if _circuit(s, now) == _HALF_OPEN:
             _close(s)
-        if _circuit(s, now) == CLOSED:
+        if _circuit(s, now) == _CLOSED:
             s.pop("openings", None)  # a complete answer: the next opening starts afresh
         return s
 
@@ -303,11 +313,13 @@ class HealthPolicy:
         seconds: float | None = None,
         retry_after: float | None = None,
     ) -> State:
-        """A failed call, ``seconds`` after it started (when known); ``retry_after``:
-        the server asked not to be called again before that many seconds. It is the
-        floor of the cooldown when the circuit opens or is open (up to
-        ``max_cooldown``); one 429 alone does not hold the provider for every call
-        (the failed attempt's own retry waits for it, see :mod:`langchain_g4f._race`).
+        """A failed call, ``seconds`` after it started (when known).
+
+        ``retry_after``: the server asked not to be called again before that many
+        seconds. It is the floor of the cooldown when the circuit opens or is open
+        (up to ``max_cooldown``); one 429 alone does not hold the provider for every
+        call (the failed attempt's own retry waits for it, see
+        :mod:`langchain_g4f._race`).
         """
         s = self._aged(_valid(state), now)
         s["n_bad"] = s.get("n_bad", 0) + 1
@@ -320,9 +332,9 @@ class HealthPolicy:
             s["fnum"] += 1
         hold = min(retry_after or 0.0, self.max_cooldown)
         circuit = _circuit(s, now)
-        if circuit == HALF_OPEN or (circuit == CLOSED and self._trips(s)):
+        if circuit == _HALF_OPEN or (circuit == _CLOSED and self._trips(s)):
             self._open(s, now, hold)
-        elif circuit == OPEN:
+        elif circuit == _OPEN:
             s["open_until"] = max(s["open_until"], now + hold)
         return s
 
@@ -334,21 +346,23 @@ class HealthPolicy:
         return s
 
     def timed_first_token(self, state: State, now: float, *, seconds: float) -> State:
-        """The first text came ``seconds`` after the attempt started. A half-open
-        circuit closes: its probe got an answer going.
+        """The first text came ``seconds`` after the attempt started.
+
+        A half-open circuit closes: its probe got an answer going.
         """
         s = _valid(state)
         self._average(s, "ttft", seconds)
         self._log_ttft(s, seconds)
-        if _circuit(s, now) == HALF_OPEN:
+        if _circuit(s, now) == _HALF_OPEN:
             _close(s)
         return s
 
     def censored_first_token(self, state: State, now: float, *, seconds: float) -> State:
-        """The attempt lost a race after ``seconds`` without text: its time to first
-        token is at least that. The attempt ends without an outcome. A bound above
-        the typical time to first token counts as a measurement of it (it widens
-        the quantile); one below says nothing new.
+        """The attempt lost a race after ``seconds`` without text.
+
+        Its time to first token is at least that; the attempt ends without an
+        outcome. A bound above the typical time to first token counts as a
+        measurement of it (it widens the quantile); one below says nothing new.
         """
         s = self.cancelled(state, now)
         if seconds > s.get("ttft", 0.0):
@@ -422,8 +436,8 @@ def _number(value: object) -> bool:
 
 def _circuit(s: State, now: float) -> str:
     if not s.get("tripped"):
-        return CLOSED
-    return OPEN if now < s.get("open_until", 0.0) else HALF_OPEN
+        return _CLOSED
+    return _OPEN if now < s.get("open_until", 0.0) else _HALF_OPEN
 
 
 def _close(s: State) -> None:
@@ -471,6 +485,7 @@ class Health:
         return {name: self.policy.view(states[name], now, errors.get(name)) for name in self.names}
 
     def view(self, key: str) -> HealthView:
+        """A snapshot of ``key``'s health."""
         state = self.store.read([key])[key]
         with self._lock:
             error = self._errors.get(key)
@@ -481,29 +496,34 @@ class Health:
         return self.view(key).cooldown_left
 
     def cooldown_seconds(self, openings: int) -> float:
+        """The policy's cooldown for the ``openings``-th opening in a row."""
         return self.policy.cooldown_seconds(openings)
 
     def late_after(self, key: str) -> float:
-        """Seconds without text after which an attempt on ``key`` is late (see
-        :meth:`HealthPolicy.late_after`).
+        """Seconds without text after which an attempt on ``key`` is late.
+
+        See :meth:`HealthPolicy.late_after`.
         """
         return self.policy.late_after(self.view(key))
 
     def claim(self, key: str) -> float:
-        """Ask to start a call on ``key`` now: 0.0 if it may (if its circuit is
-        half-open, this call is now its one probe), else seconds to wait before
-        asking again.
+        """Ask to start a call on ``key`` now.
+
+        Returns 0.0 if it may (if its circuit is half-open, this call is now its one
+        probe), else seconds to wait before asking again.
         """
         state, now = self.store.read([key])[key], self.store.now()
         wait = self.policy.wait(state, now)
-        if wait > 0 or self.policy.circuit(state, now) == CLOSED:
+        if wait > 0 or self.policy.circuit(state, now) == _CLOSED:
             return wait
         token = float(self._tokens.getrandbits(52) + 1)
         state = self.store.update(key, partial(self.policy.claimed, token=token), sync=True)
         return self.policy.wait(state, self.store.now(), token)
 
     def stats(self) -> dict[str, dict[str, object]]:
-        """Per provider: ``successes``, ``failures``, ``consecutive_failures``,
+        """Every provider's figures, for operators.
+
+        Per provider: ``successes``, ``failures``, ``consecutive_failures``,
         ``cooldown_left`` (s), ``ttft`` (s or None), ``last_error``, ``success_rate``
         (decayed, smoothed), ``recent_calls`` (decayed), ``throughput`` (chars/s or
         None), ``failure_cost`` (s or None), ``circuit``.
@@ -532,8 +552,9 @@ class Health:
         self.store.update(key, partial(self.policy.timed_first_token, seconds=seconds))
 
     def record_censored_ttft(self, key: str, seconds: float) -> None:
-        """The attempt lost a hedge race, still without text ``seconds`` after it
-        started; it ends without an outcome (a probe frees its slot).
+        """The attempt lost a hedge race, still without text ``seconds`` after it started.
+
+        It ends without an outcome (a probe frees its slot).
         """
         self.store.update(key, partial(self.policy.censored_first_token, seconds=seconds))
 
@@ -549,12 +570,14 @@ class Health:
         after_text: bool = False,
         seconds: float | None = None,
     ) -> float:
-        """Count a failure (``after_text``: the stream broke after text had started;
-        ``seconds``: how long after the attempt started it showed). A
+        """Count a failure; return the seconds before the provider may be tried again.
+
+        ``after_text``: the stream broke after text had started; ``seconds``: how long
+        after the attempt started it showed. A
         :class:`~langchain_g4f.errors.ConfigurationError` is the request's fault and
         counts as nothing. A connection error or a timeout may be this host's own
         fault: with a shared store it counts for the fleet only once two hosts saw
-        one. Returns the seconds before the provider may be tried again.
+        one.
         """
         if isinstance(error, ConfigurationError):
             self.record_cancelled(key)
@@ -571,7 +594,8 @@ class Health:
         return self.policy.wait(state, self.store.now())
 
     def record_cancelled(self, key: str) -> None:
-        """The caller abandoned the call: neither a success nor a failure; a probe
-        frees its slot.
+        """The caller abandoned the call: neither a success nor a failure.
+
+        A probe frees its slot.
         """
         self.store.update(key, self.policy.cancelled)

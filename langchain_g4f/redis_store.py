@@ -39,6 +39,7 @@ redis-py is imported when a store is created: ``pip install "langchain-g4f-route
 from __future__ import annotations
 
 import atexit
+import contextlib
 import itertools
 import json
 import logging
@@ -50,13 +51,18 @@ import time
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from langchain_g4f._redact import redact_url
 from langchain_g4f.budgets import LEASE_POLL, LEASE_TTL, Grant, Limits, LocalBudgets, new_lease
 from langchain_g4f.errors import ConfigurationError
 from langchain_g4f.store import Change, MemoryStore, State, Store
+
+if TYPE_CHECKING:
+    from redis import Redis
+    from redis.client import Pipeline, PubSub
+    from redis.commands.core import Script
 
 __all__ = ["SCHEMA", "RedisStore", "open_store"]
 
@@ -227,6 +233,9 @@ class RedisStore:
         self._pid = 0
         self._closed = False
         self._writer: threading.Thread | None = None
+        if hasattr(os, "register_at_fork"):  # a pre-forking server's workers start afresh
+            forget = weakref.WeakMethod(self._forget_parent)
+            os.register_at_fork(after_in_child=lambda: (method := forget()) and method())
         self._connect()
         self._start()
 
@@ -256,6 +265,7 @@ class RedisStore:
         return self.clock() + self._offset
 
     def read(self, keys: Sequence[str]) -> dict[str, State]:
+        """Each key's state, fetched from Redis first if its copy is older than ``refresh``."""
         self._start()
         if self._up:
             now = self.clock()
@@ -298,8 +308,9 @@ class RedisStore:
             return dict(state)
 
     def _view(self, key: str) -> State:
-        """This process's view of a key (under the lock): Redis's state as last seen,
-        plus the changes on their way there and those kept here.
+        """This process's view of a key (under the lock).
+
+        Redis's state as last seen, plus the changes on their way there and those kept here.
         """
         base = dict(self._base.get(key, {}))
         local = self._local.get(key)
@@ -310,8 +321,9 @@ class RedisStore:
         return _fold(entries, base) if entries else base
 
     def _fetch(self, keys: Sequence[str]) -> None:
-        """One ``MGET`` of ``keys`` into the cache (skipped while another thread fetches,
-        unless a key was never fetched).
+        """One ``MGET`` of ``keys`` into the cache.
+
+        Skipped while another thread fetches, unless a key was never fetched.
         """
         first = any(key not in self._fetched for key in keys)
         if not self._fetch_lock.acquire(timeout=self.timeout if first else 0):
@@ -333,7 +345,7 @@ class RedisStore:
                     redact_url(self._url),
                 )
                 return
-            states = {key: self._decode(key, raw) for key, raw in zip(keys, raws)}
+            states = {key: self._decode(key, raw) for key, raw in zip(keys, raws, strict=True)}
             with self._lock:
                 for key, state in states.items():
                     if self._up and self._generation.get(key, 0) == generations[key]:
@@ -383,7 +395,7 @@ class RedisStore:
         )
         return {}
 
-    def _warn_once(self, tag: tuple[str, str], message: str, *args: Any) -> None:
+    def _warn_once(self, tag: tuple[str, str], message: str, *args: object) -> None:
         if tag not in self._warned:
             self._warned.add(tag)
             logger.warning(message, *args)
@@ -396,7 +408,7 @@ class RedisStore:
         if self._up:
             lease = new_lease()
             names = [self._key(kind, key) for kind in ("rate", "lease", "limits")]
-            args = [
+            args: list[int | str] = [
                 limits.per_window or 0,
                 int(limits.window * 1000),
                 limits.concurrent or 0,
@@ -411,15 +423,16 @@ class RedisStore:
             else:
                 if int(granted) == 1:
                     if limits.concurrent is None:
-                        return Grant(key, True, holder="redis")
+                        return Grant(key, granted=True, holder="redis")
                     with self._lock:
                         self._held.setdefault(key, set()).add(lease)
-                    return Grant(key, True, lease=lease, holder="redis")
+                    return Grant(key, granted=True, lease=lease, holder="redis")
                 wait = max(int(wait_ms) / 1000, LEASE_POLL if int(full) else 0.0)
-                return Grant(key, False, wait)
+                return Grant(key, granted=False, wait=wait)
         return self._budgets.acquire(key, limits)
 
     def release(self, grant: Grant) -> None:
+        """Give back the grant's concurrency lease (to Redis soon after, if it is Redis's)."""
         if grant.holder != "redis":
             self._budgets.release(grant)
             return
@@ -430,9 +443,11 @@ class RedisStore:
             self._releases.append((grant.key, grant.lease))
             self._wake.notify()
 
-    def _answer(self, script: Any, names: list[str], args: list[Any]) -> list[int]:
-        """Run a budget script; keys of ours that hold something else (another
-        version's, a stray write) are nonsense: replaced, with one warning.
+    def _answer(self, script: Script, names: list[str], args: list[int | str]) -> list[int]:
+        """Run a budget script; return its answer as numbers.
+
+        Keys of ours that hold something else (another version's, a stray write) are
+        nonsense: replaced, with one warning.
         """
         import redis
 
@@ -447,13 +462,15 @@ class RedisStore:
             return [int(value) for value in script(keys=names, args=args)]
 
     def usage(self, key: str, limits: Limits) -> dict[str, float]:
+        """``{"requests": in the window now, "concurrent": live leases}``, for the fleet."""
         if self._up:
+            names = [self._key("rate", key), self._key("lease", key)]
             try:
-                names = [self._key("rate", key), self._key("lease", key)]
                 requests, leases = self._answer(self._usage, names, [int(limits.window * 1000)])
-                return {"requests": requests, "concurrent": leases}
             except Exception as exc:  # noqa: BLE001 - any failure of Redis: carry on locally
                 self._went_down(exc)
+            else:
+                return {"requests": requests, "concurrent": leases}
         return self._budgets.usage(key, limits)
 
     # -- for operators ------------------------------------------------------------
@@ -548,10 +565,25 @@ class RedisStore:
             threading.Thread(target=self._listen, name="g4f-redis-listener", daemon=True).start()
         _STORES.add(self)
 
+    def _forget_parent(self) -> None:
+        """In a forked child: fresh locks, none of the parent's changes in flight.
+
+        The threads start again on first use.
+        """
+        self._lock = threading.Lock()
+        self._fetch_lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._pending.clear()
+        self._releases.clear()
+        self._held.clear()
+        self._writer = None
+
     def _listen(self) -> None:
-        """Take the states other processes commit as they publish them, so a change
-        is seen at once; and fetch, ahead of the reads, the keys read lately whose
-        copy is half its ``refresh`` old, so reads rarely wait for Redis.
+        """Keep the cache current in the background.
+
+        Takes the states other processes commit as they publish them, so a change is
+        seen at once; and fetches, ahead of the reads, the keys read lately whose copy
+        is half its ``refresh`` old, so reads rarely wait for Redis.
         """
         subscription = None
         pause = max(0.05, self.refresh / 2)
@@ -586,12 +618,10 @@ class RedisStore:
             self._fetch(stale)
 
     @staticmethod
-    def _unsubscribe(subscription: Any) -> None:
+    def _unsubscribe(subscription: PubSub | None) -> None:
         if subscription is not None:
-            try:
+            with contextlib.suppress(Exception):  # a connection already gone
                 subscription.close()
-            except Exception:  # noqa: BLE001 - a connection already gone
-                pass
 
     def _published(self, data: Any) -> None:
         try:
@@ -610,14 +640,14 @@ class RedisStore:
 
     def _run(self) -> None:
         renew_at = self.clock() + self.lease_ttl / 3
-        while not self._closed:
+        while True:
             with self._lock:
-                if not (self._pending or self._releases) or not self._up:
+                if not self._closed and (not (self._pending or self._releases) or not self._up):
                     now = self.clock()
                     wake = renew_at if self._up else self._retry_at
                     self._wake.wait(timeout=max(0.0, min(wake - now, 1.0)))
-            if self._closed:
-                return
+                if self._closed:
+                    return
             try:
                 if not self._up:
                     if self.clock() >= self._retry_at:
@@ -677,8 +707,9 @@ class RedisStore:
             self._commit(batch)
 
     def _keep_local(self, batch: dict[str, list[_Entry]]) -> dict[str, list[_Entry]]:
-        """Report this host's network failures; those fewer than ``hosts`` hosts have
-        seen stay in this process. Returns the entries to share.
+        """Report this host's network failures; return the entries to share.
+
+        Those fewer than ``hosts`` hosts have seen stay in this process.
         """
         quorum = {key: max(e.hosts for e in entries) for key, entries in batch.items()}
         reported = [key for key, hosts in quorum.items() if hosts > 1]
@@ -695,7 +726,7 @@ class RedisStore:
                 pipe.pexpire(hosts_key, window_ms)
             replies = pipe.execute(raise_on_error=False)
         seen = {}
-        for key, count in zip(reported, replies[2::4]):
+        for key, count in zip(reported, replies[2::4], strict=True):
             if isinstance(count, int):
                 seen[key] = count
             else:  # not a set of hosts: replaced; this report counts as one host's
@@ -724,9 +755,10 @@ class RedisStore:
     def _commit(
         self, batch: dict[str, list[_Entry]], deadline: float | None = None
     ) -> dict[str, State] | None:
-        """Apply the batch's changes in Redis in one optimistic transaction; the new
-        states. None, with nothing written, after too many conflicts or once past
-        ``deadline`` (``time.monotonic()``) before the commit.
+        """Apply the batch's changes in Redis in one optimistic transaction.
+
+        Returns the new states; None, with nothing written, after too many conflicts
+        or once past ``deadline`` (``time.monotonic()``) before the commit.
         """
         import redis
 
@@ -736,16 +768,16 @@ class RedisStore:
         with self._redis.pipeline() as pipe:
             for _ in range(_MAX_CONFLICTS):
                 try:
-                    pipe.watch(*names)
+                    pipe.watch(*names)  # type: ignore[no-untyped-call]  # unannotated in redis-py
                     raws = self._get_all(pipe, keys, names)
                     if deadline is not None and time.monotonic() > deadline:
                         return None  # Redis is slow: the caller goes on locally
                     states = {
                         key: _fold(batch[key], self._decode(key, raw))
-                        for key, raw in zip(keys, raws)
+                        for key, raw in zip(keys, raws, strict=True)
                     }
                     pipe.multi()
-                    for key, name in zip(keys, names):
+                    for key, name in zip(keys, names, strict=True):
                         value = self._encode(states[key])
                         pipe.set(name, value, px=ttl_ms)
                         pipe.publish(self._channel, json.dumps([key, value]))
@@ -756,9 +788,10 @@ class RedisStore:
                 return states
         return None
 
-    def _get_all(self, pipe: Any, keys: list[str], names: list[str]) -> list[Any]:
-        """The watched values; a key of the wrong type reads as nothing (and is
-        overwritten by the commit).
+    def _get_all(self, pipe: Pipeline, keys: list[str], names: list[str]) -> list[Any]:
+        """The watched values.
+
+        A key of the wrong type reads as nothing (and is overwritten by the commit).
         """
         import redis
 
@@ -794,7 +827,7 @@ class RedisStore:
             pipe.execute()
 
 
-def _client(url: str, timeout: float) -> Any:
+def _client(url: str, timeout: float) -> Redis:
     try:
         import redis
         from redis.backoff import NoBackoff
@@ -821,28 +854,14 @@ def _flush_all() -> None:
         store.close()
 
 
-def _after_fork() -> None:
-    """In a forked child (a pre-forking server's worker): fresh locks, none of the
-    parent's changes in flight; the threads start again on first use.
-    """
-    for store in list(_STORES):
-        store._lock = threading.Lock()
-        store._fetch_lock = threading.Lock()
-        store._wake = threading.Condition(store._lock)
-        store._pending.clear()
-        store._releases.clear()
-        store._held.clear()
-        store._writer = None
+def open_store(spec: object) -> Store:
+    """A store from a router's ``store=`` argument.
 
+    ``None`` for a new :class:`~langchain_g4f.store.MemoryStore`, a ``redis://`` /
+    ``rediss://`` / ``unix://`` URL for a :class:`RedisStore`, or a store object as it is.
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork)
-
-
-def open_store(spec: Store | str | None) -> Store:
-    """A store from a router's ``store=`` argument: ``None`` for a new
-    :class:`~langchain_g4f.store.MemoryStore`, a ``redis://`` / ``rediss://`` /
-    ``unix://`` URL for a :class:`RedisStore`, or a store object as it is.
+    Raises:
+        ConfigurationError: for anything else.
     """
     if spec is None:
         return MemoryStore()

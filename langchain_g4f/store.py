@@ -61,13 +61,16 @@ class MemoryStore:
         self._states: dict[str, State] = {}
 
     def now(self) -> float:
+        """Seconds on ``clock``."""
         return self.clock()
 
     def read(self, keys: Sequence[str]) -> dict[str, State]:
+        """Each key's state (an empty dict for a key never changed); a copy."""
         with self._lock:
             return {key: dict(self._states.get(key, {})) for key in keys}
 
     def update(self, key: str, change: Change, *, hosts: int = 1, sync: bool = False) -> State:
+        """Replace the key's state by ``change(state, now)``; return a copy of it."""
         with self._lock:
             state = change(dict(self._states.get(key, {})), self.clock())
             self._states[key] = state

@@ -54,7 +54,7 @@ __all__ = [
 ]
 
 #: Share of calls that explore by default.
-EXPLORE = 0.05
+_EXPLORE = 0.05
 
 
 @runtime_checkable
@@ -101,7 +101,7 @@ class PriorityStrategy:
         self,
         demote_rate: float = 0.2,
         min_calls: int = 10,
-        explore: float = EXPLORE,
+        explore: float = _EXPLORE,
         rng: random.Random | None = None,
     ) -> None:
         if not 0.0 < demote_rate <= 1.0:
@@ -112,6 +112,7 @@ class PriorityStrategy:
         self._explorer = _Explorer(explore, rng)
 
     def failing(self, view: HealthView | None) -> bool:
+        """Whether ``view`` shows a failing provider (None: never seen, not failing)."""
         if view is None:
             return False
         if view.circuit != "closed":
@@ -120,6 +121,7 @@ class PriorityStrategy:
         return calls >= self.min_calls and view.failure_rate >= self.demote_rate
 
     def order(self, candidates: Sequence[str], health: Mapping[str, HealthView]) -> list[str]:
+        """``candidates`` in the given order, failing ones last (bar one, when exploring)."""
         failing = [name for name in candidates if self.failing(health.get(name))]
         if not failing or len(failing) == len(candidates):
             return list(candidates)
@@ -136,6 +138,7 @@ class RoundRobinStrategy:
         self._turn = 0
 
     def order(self, candidates: Sequence[str], health: Mapping[str, HealthView]) -> list[str]:
+        """``candidates`` rotated by one more place than on the last call."""
         if not candidates:
             return []
         with self._lock:
@@ -164,11 +167,13 @@ class RandomStrategy:
         self._lock = threading.Lock()
 
     def weight(self, name: str, view: HealthView | None) -> float:
+        """The weight of ``name`` in the draw."""
         if self.weights is not None:
             return self.weights.get(name, 1.0)
         return view.success_rate if view is not None else 0.5
 
     def order(self, candidates: Sequence[str], health: Mapping[str, HealthView]) -> list[str]:
+        """``candidates`` drawn one by one by weight; those of weight 0 last."""
         left = list(candidates)
         weights = [self.weight(name, health.get(name)) for name in left]
         ordered = []
@@ -203,7 +208,7 @@ class FastestStrategy:
 
     def __init__(
         self,
-        explore: float = EXPLORE,
+        explore: float = _EXPLORE,
         rng: random.Random | None = None,
         *,
         answer_chars: int = 1000,
@@ -222,6 +227,10 @@ class FastestStrategy:
         self._explorer = _Explorer(explore, rng)
 
     def order(self, candidates: Sequence[str], health: Mapping[str, HealthView]) -> list[str]:
+        """``candidates`` by expected seconds per answer, then those never measured.
+
+        On an ``explore`` share of calls one of the others goes first.
+        """
         known = [name for name in candidates if _measured(health.get(name))]
         others = [name for name in candidates if name not in known]
         if not known:
@@ -272,8 +281,15 @@ STRATEGIES: dict[str, Callable[[], Strategy]] = {
 }
 
 
-def resolve_strategy(strategy: str | Strategy) -> Strategy:
-    """A strategy object from a name (a fresh one, so its state is the router's own)."""
+def resolve_strategy(strategy: object) -> Strategy:
+    """A strategy from a name or an object with an ``order`` method.
+
+    A name in :data:`STRATEGIES` makes a fresh strategy, so its state is the router's
+    own; an object is returned as it is.
+
+    Raises:
+        ConfigurationError: an unknown name, or an object without an ``order`` method.
+    """
     if isinstance(strategy, str):
         factory = STRATEGIES.get(strategy.lower().replace("-", "_"))
         if factory is None:
