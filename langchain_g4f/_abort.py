@@ -15,12 +15,15 @@ import functools
 import socket
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import requests
+    from requests.adapters import HTTPAdapter
+    from urllib3._base_connection import BaseHTTPConnection
+    from urllib3.connectionpool import HTTPConnectionPool
 
 __all__ = ["AbortScope", "abort_scope", "abortable", "watched"]
 
@@ -38,17 +41,17 @@ class AbortScope:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._open: set[Any] = set()
+        self._open: set[object] = set()
         self.aborted = False
 
-    def opened(self, connection: Any) -> None:
+    def opened(self, connection: object) -> None:
         with self._lock:
             if not self.aborted:
                 self._open.add(connection)
                 return
         _shut_down(connection)
 
-    def closed(self, connection: Any) -> None:
+    def closed(self, connection: object) -> None:
         with self._lock:
             self._open.discard(connection)
 
@@ -81,43 +84,39 @@ def watched(response: requests.Response) -> Iterator[None]:
         scope.closed(connection)
 
 
-def _shut_down(connection: Any) -> None:
+def _shut_down(connection: object) -> None:
     """Shut down a connection's socket: a read blocked on it returns."""
     sock = getattr(connection, "sock", None)
     if sock is not None:
-        try:
+        with suppress(OSError):  # closed meanwhile by its reader
             sock.shutdown(socket.SHUT_RDWR)
-        except OSError:  # closed meanwhile by its reader
-            pass
 
 
-def abortable(adapter: Any) -> Any:
-    """``adapter``, its pools registering each connection they lend in the
-    thread's :class:`AbortScope`.
-    """
+def abortable(adapter: HTTPAdapter) -> HTTPAdapter:
+    """``adapter``, its pools registering each connection they lend in the thread's scope."""
     adapter.poolmanager.pool_classes_by_scheme = _abortable_pools()
     return adapter
 
 
 @functools.cache
-def _abortable_pools() -> dict[str, type]:
+def _abortable_pools() -> dict[str, type[HTTPConnectionPool]]:
     from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-    class Lending:
-        def _get_conn(self, timeout: float | None = None) -> Any:
-            connection = super()._get_conn(timeout)  # type: ignore[misc]
+    class AbortableHTTPConnectionPool(HTTPConnectionPool):
+        def _get_conn(self, timeout: float | None = None) -> BaseHTTPConnection:
+            connection = super()._get_conn(timeout)
             scope = abort_scope.get()
             if scope is not None:
                 scope.opened(connection)
             return connection
 
-        def _put_conn(self, connection: Any) -> None:
+        def _put_conn(self, conn: BaseHTTPConnection | None) -> None:
             scope = abort_scope.get()
-            if scope is not None and connection is not None:
-                scope.closed(connection)
-            super()._put_conn(connection)  # type: ignore[misc]
+            if scope is not None and conn is not None:
+                scope.closed(conn)
+            super()._put_conn(conn)
 
-    return {
-        "http": type("AbortableHTTPConnectionPool", (Lending, HTTPConnectionPool), {}),
-        "https": type("AbortableHTTPSConnectionPool", (Lending, HTTPSConnectionPool), {}),
-    }
+    class AbortableHTTPSConnectionPool(AbortableHTTPConnectionPool, HTTPSConnectionPool):
+        pass
+
+    return {"http": AbortableHTTPConnectionPool, "https": AbortableHTTPSConnectionPool}

@@ -29,7 +29,8 @@ import heapq
 import itertools
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Generator
+from typing import Any
 
 from langchain_core.outputs import ChatGenerationChunk as Chunk
 
@@ -77,15 +78,20 @@ def _stalled(key: str, limit: float, waited: float) -> ProviderTimeoutError:
 
 
 class Watched:
-    """A sync stream read under a stall limit; raises :class:`ProviderTimeoutError`
-    (naming ``key``) when a chunk does not come in time. :meth:`close` closes the
-    stream.
+    """A sync stream read under a stall limit.
+
+    Raises :class:`ProviderTimeoutError` (naming ``key``) when a chunk does not
+    come in time. :meth:`close` closes the stream.
     """
 
     __slots__ = ("_key", "_scope", "_stream", "closed", "deadline", "fired", "limit", "reading")
 
     def __init__(
-        self, stream: Iterator[Chunk], key: str, limit: StallLimit, scope: AbortScope | None
+        self,
+        stream: Generator[Chunk, None, None],
+        key: str,
+        limit: StallLimit,
+        scope: AbortScope | None,
     ) -> None:
         self._stream = stream
         self._key = key
@@ -132,7 +138,7 @@ class Watched:
     def close(self) -> None:
         """No longer watched; the stream is closed."""
         _watchdog.unwatch(self)
-        self._stream.close()  # type: ignore[attr-defined]
+        self._stream.close()
 
 
 class _Watchdog:
@@ -210,9 +216,10 @@ _watchdog = _Watchdog()
 
 
 class AWatched:
-    """An async stream read under a stall limit, in the current task; raises
-    :class:`ProviderTimeoutError` (naming ``key``) when a chunk does not come in
-    time. :meth:`aclose` closes the stream.
+    """An async stream read under a stall limit, in the current task.
+
+    Raises :class:`ProviderTimeoutError` (naming ``key``) when a chunk does not
+    come in time. :meth:`aclose` closes the stream.
     """
 
     __slots__ = (
@@ -228,12 +235,14 @@ class AWatched:
         "reading",
     )  # fmt: skip
 
-    def __init__(self, stream: AsyncIterator[Chunk], key: str, limit: StallLimit) -> None:
+    #: The task of the current read (set by each read, before anything uses it).
+    _task: asyncio.Task[Any]
+
+    def __init__(self, stream: AsyncGenerator[Chunk, None], key: str, limit: StallLimit) -> None:
         self._stream = stream
         self._key = key
         self.limit = limit
         self._loop = asyncio.get_running_loop()
-        self._task: asyncio.Task | None = None  # the task of the current read
         self._cancelling = 0  # its cancellations pending before the read
         self._handle: asyncio.TimerHandle | None = None
         self.deadline = 0.0
@@ -244,8 +253,13 @@ class AWatched:
 
     async def __anext__(self) -> Chunk:
         limit, loop = self.limit, self._loop
-        task = self._task = asyncio.current_task()
-        self._cancelling = task.cancelling()  # type: ignore[union-attr]
+        task = asyncio.current_task()
+        if task is None:
+            msg = "a watched stream is read outside an asyncio task"
+            raise RuntimeError(msg)
+        self._task = task
+        # Task.cancelling/uncancel are Python 3.11+; 3.10 support is a separate issue.
+        self._cancelling = task.cancelling()  # type: ignore[attr-defined]
         started = loop.time()
         self.deadline = started + limit.seconds()
         self.reading = True
@@ -268,9 +282,8 @@ class AWatched:
             return
         # The cancellation was this watch's own: taken back, unless the caller's
         # own came too (then the caller's stands).
-        if self._task.uncancel() > self._cancelling and isinstance(  # type: ignore[union-attr]
-            cause, asyncio.CancelledError
-        ):
+        pending = self._task.uncancel()  # type: ignore[attr-defined]  # 3.11+, as above
+        if pending > self._cancelling and isinstance(cause, asyncio.CancelledError):
             return
         raise _stalled(self._key, self.limit.seconds(), self._loop.time() - started) from cause
 
@@ -284,11 +297,11 @@ class AWatched:
             return
         self._handle = None
         self.fired = True
-        self._task.cancel()  # type: ignore[union-attr]
+        self._task.cancel()
 
     async def aclose(self) -> None:
         """No longer watched; the stream is closed."""
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
-        await self._stream.aclose()  # type: ignore[attr-defined]
+        await self._stream.aclose()

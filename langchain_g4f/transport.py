@@ -30,8 +30,9 @@ import logging
 import threading
 import time
 import zlib
-from collections.abc import AsyncIterator, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator, Mapping
+from http import HTTPStatus
+from typing import TYPE_CHECKING
 
 from langchain_g4f._abort import abortable, watched
 from langchain_g4f._redact import redact_text, redact_url
@@ -54,6 +55,8 @@ if TYPE_CHECKING:  # both are imported on first use: keeps `import langchain_g4f
     import httpx
     import requests
 
+__all__ = ["DEFAULT_MAX_RESPONSE_BYTES", "AsyncTransport", "SyncTransport", "close_shared_pools"]
+
 #: Default cap on the bytes of one response (after decompression).
 DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 #: How much of an error body is read to explain a non-2xx status.
@@ -64,7 +67,7 @@ _READ_BYTES = 65536
 _ACCEPT_ENCODING = "gzip, deflate"
 
 
-def parse_retry_after(value: str | None) -> float | None:
+def _parse_retry_after(value: str | None) -> float | None:
     """``Retry-After`` as seconds (it may be a number or an HTTP date)."""
     if not value:
         return None
@@ -79,18 +82,24 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def status_error(
-    provider: Provider, status: int, headers: Any, body: bytes, url: str
+def _success(status: int) -> bool:
+    """Whether ``status`` is a 2xx status."""
+    return HTTPStatus.OK <= status < HTTPStatus.MULTIPLE_CHOICES
+
+
+def _status_error(
+    provider: Provider, status: int, headers: Mapping[str, str], body: bytes, url: str
 ) -> ProviderHTTPError:
-    """The typed error for a non-2xx answer: the URL tried, redacted, and the
-    server's own explanation.
+    """The typed error for a non-2xx answer.
+
+    It names the URL tried, redacted, and gives the server's own explanation.
     """
     name = provider.name
     detail = redact_text(provider.error_text(body))
     text = f"HTTP {status} from {redact_url(url)}" + (f": {detail[:300]}" if detail else "")
     body_text = redact_text(body[:2000].decode("utf-8", "replace"))
-    if status == 429:
-        retry_after = parse_retry_after(headers.get("retry-after"))
+    if status == HTTPStatus.TOO_MANY_REQUESTS:
+        retry_after = _parse_retry_after(headers.get("retry-after"))
         hint = f"; retry after {retry_after:g}s" if retry_after is not None else ""
         return RateLimitError(
             f"rate limited ({text}){hint}",
@@ -99,7 +108,7 @@ def status_error(
             retry_after=retry_after,
             body=body_text,
         )
-    if status in (401, 403):
+    if status in (HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN):
         return AuthenticationError(
             f"refused the credentials ({text}); check api_key",
             provider=name,
@@ -127,10 +136,11 @@ _HTTP_LOGGERS = (
 )
 
 
-class RedactURLs(logging.Filter):
+class _RedactURLs(logging.Filter):
     """Redacts the URLs in a record's message; never drops a record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """Redact ``record``'s message in place; keep the record."""
         message = record.getMessage()
         redacted = redact_text(message)
         if redacted != message:
@@ -139,9 +149,9 @@ class RedactURLs(logging.Filter):
 
 
 @functools.cache
-def redact_http_logs() -> None:
-    """Attach :class:`RedactURLs` to the HTTP libraries' loggers (once)."""
-    redactor = RedactURLs()
+def _redact_http_logs() -> None:
+    """Attach :class:`_RedactURLs` to the HTTP libraries' loggers (once)."""
+    redactor = _RedactURLs()
     for name in _HTTP_LOGGERS:
         logging.getLogger(name).addFilter(redactor)
 
@@ -149,8 +159,12 @@ def redact_http_logs() -> None:
 # --------------------------------------------------------------------------- shared pools
 
 
+#: The settings a pool is shared by: ``(timeout, proxy, verify)``.
+_Settings = tuple[float | None, str | None, bool]
+
+
 @functools.cache
-def _ssl_context(verify: bool) -> ssl.SSLContext:
+def _ssl_context(*, verify: bool) -> ssl.SSLContext:
     """One TLS context per ``verify`` setting (building one takes ~20 ms)."""
     import httpx
 
@@ -167,12 +181,15 @@ class _Pools:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._sessions: dict[tuple[Any, ...], requests.Session] = {}
+        self._sessions: dict[_Settings, requests.Session] = {}
+        #: Keyed by the settings and the ``id`` of the loop.
         self._clients: dict[
-            tuple[Any, ...], tuple[asyncio.AbstractEventLoop, httpx.AsyncClient]
+            tuple[float | None, str | None, bool, int],
+            tuple[asyncio.AbstractEventLoop, httpx.AsyncClient],
         ] = {}
 
-    def session(self, key: tuple[Any, ...]) -> requests.Session:
+    def session(self, key: _Settings) -> requests.Session:
+        """The session of these settings."""
         session = self._sessions.get(key)
         if session is None:
             with self._lock:
@@ -181,14 +198,16 @@ class _Pools:
                     session = self._sessions[key] = _new_session()
         return session
 
-    def client(self, key: tuple[Any, ...], loop: asyncio.AbstractEventLoop) -> httpx.AsyncClient:
-        entry = self._clients.get((*key, id(loop)))
+    def client(self, key: _Settings, loop: asyncio.AbstractEventLoop) -> httpx.AsyncClient:
+        """The client of these settings on ``loop``."""
+        loop_key = (*key, id(loop))
+        entry = self._clients.get(loop_key)
         if entry is not None and entry[0] is loop and not entry[1].is_closed:
             return entry[1]
         with self._lock:
             self._drop_closed_loops()
-            client = _new_client(*key)
-            self._clients[(*key, id(loop))] = (loop, client)
+            client = _new_client(key)
+            self._clients[loop_key] = (loop, client)
         return client
 
     def _drop_closed_loops(self) -> None:
@@ -209,9 +228,10 @@ class _Pools:
 
 
 async def _aclose(client: httpx.AsyncClient) -> None:
-    """Close ``client`` on its idle loop at exit, letting the loop's pending
-    tasks (async generators being finalised, which may still read from the
-    client) finish first and after, for at most a second in all.
+    """Close ``client`` on its idle loop at exit.
+
+    The loop's pending tasks (async generators being finalised, which may still
+    read from the client) may finish first and after, for at most a second in all.
     """
     deadline = asyncio.get_running_loop().time() + 1.0
     await _settle(deadline)
@@ -254,13 +274,14 @@ def _new_session() -> requests.Session:
     return session
 
 
-def _new_client(timeout: float | None, proxy: str | None, verify: bool) -> httpx.AsyncClient:
+def _new_client(settings: _Settings) -> httpx.AsyncClient:
     import httpx
 
+    timeout, proxy, verify = settings
     return httpx.AsyncClient(
         timeout=timeout,
         proxy=proxy,
-        verify=_ssl_context(verify),
+        verify=_ssl_context(verify=verify),
         limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
         headers={"Accept-Encoding": _ACCEPT_ENCODING},
     )
@@ -297,6 +318,7 @@ class _Decoder:
             )
 
     def decode(self, data: bytes) -> Iterator[bytes]:
+        """The decoded bytes of ``data``, in steps of at most ``_READ_BYTES``."""
         if self._unsure is not None:
             self._unsure += data
         while data:
@@ -315,10 +337,11 @@ class _Decoder:
                 yield out
 
     def flush(self) -> bytes:
+        """What remains decoded once the body has ended."""
         return self._zlib.flush()
 
 
-def _decoder_for(provider: str, headers: Any) -> _Decoder | None:
+def _decoder_for(provider: str, headers: Mapping[str, str]) -> _Decoder | None:
     """The decoder of a response's content coding (``None`` for none)."""
     codings = [
         c.strip().lower()
@@ -342,7 +365,9 @@ class _BodyReader:
 
     __slots__ = ("_decoder", "_limit", "_parser", "_provider", "_seen", "_size")
 
-    def __init__(self, provider: Provider, request: HTTPRequest, headers: Any, limit: int) -> None:
+    def __init__(
+        self, provider: Provider, request: HTTPRequest, headers: Mapping[str, str], limit: int
+    ) -> None:
         self._provider = provider.name
         self._decoder = _decoder_for(provider.name, headers)
         self._parser = provider.parser(request, headers.get("content-type", ""))
@@ -351,6 +376,7 @@ class _BodyReader:
         self._seen = False
 
     def feed(self, data: bytes) -> list[Delta]:
+        """The deltas of the next raw bytes of the body."""
         if self._decoder is None:
             return self._feed(data)
         out: list[Delta] = []
@@ -382,6 +408,7 @@ class _BodyReader:
         return getattr(self._parser, "done", False)
 
     def close(self) -> list[Delta]:
+        """The last deltas, once the body has ended; raises if it had no answer."""
         deltas = (
             self._feed(self._decoder.flush()) if self._decoder is not None and not self.done else []
         )
@@ -397,7 +424,7 @@ class _ErrorBody:
 
     __slots__ = ("_decoder", "data")
 
-    def __init__(self, provider: Provider, headers: Any) -> None:
+    def __init__(self, provider: Provider, headers: Mapping[str, str]) -> None:
         self._decoder = _decoder_for(provider.name, headers)
         self.data = b""
 
@@ -438,10 +465,11 @@ class SyncTransport:
         self.max_response_bytes = max_response_bytes
         self._key = (timeout, proxy, verify)
         self._session = session
-        redact_http_logs()
+        _redact_http_logs()
 
     @property
     def session(self) -> requests.Session:
+        """The session requests go through: the one given, else the shared one."""
         return self._session if self._session is not None else _POOLS.session(self._key)
 
     def close(self) -> None:
@@ -455,7 +483,9 @@ class SyncTransport:
         for batch in self.batches(provider, request):
             yield from batch
 
-    def batches(self, provider: Provider, request: HTTPRequest) -> Iterator[list[Delta]]:
+    def batches(
+        self, provider: Provider, request: HTTPRequest
+    ) -> Generator[list[Delta], None, None]:
         """Send ``request``; yield the deltas of each read, as a non-empty list.
 
         One list per network read rather than one item per delta keeps the
@@ -491,11 +521,11 @@ class SyncTransport:
 
         try:
             read1 = _raw_reader(response)
-            if not 200 <= response.status_code < 300:
+            if not _success(response.status_code):
                 body = _ErrorBody(provider, response.headers)
                 while (data := read1(_READ_BYTES)) and not body.add(data):
                     pass
-                raise status_error(
+                raise _status_error(
                     provider, response.status_code, response.headers, body.data, request.url
                 )
             reader = _BodyReader(provider, request, response.headers, self.max_response_bytes)
@@ -504,7 +534,6 @@ class SyncTransport:
                     yield batch
             if batch := reader.close():
                 yield batch
-            return
         except ProviderError:
             raise
         except (
@@ -513,10 +542,12 @@ class SyncTransport:
             OSError,
         ) as exc:
             error = _requests_error(provider.name, exc, self.timeout, request.url)
+        else:
+            return
         raise error  # outside the handler, as in _send
 
 
-def _raw_reader(response: requests.Response) -> Any:
+def _raw_reader(response: requests.Response) -> Callable[[int], bytes]:
     """A ``read1`` of the body's bytes as sent (content coding not decoded).
 
     The standard library's response underneath urllib3 is read directly when
@@ -612,9 +643,10 @@ class AsyncTransport:
         self.verify = verify
         self.max_response_bytes = max_response_bytes
         self._key = (timeout, proxy, verify)
-        redact_http_logs()
+        _redact_http_logs()
 
     def client(self) -> httpx.AsyncClient:
+        """The shared client of this transport's settings on the running loop."""
         return _POOLS.client(self._key, asyncio.get_running_loop())
 
     async def aclose(self) -> None:
@@ -632,7 +664,7 @@ class AsyncTransport:
 
     async def abatches(
         self, provider: Provider, request: HTTPRequest
-    ) -> AsyncIterator[list[Delta]]:
+    ) -> AsyncGenerator[list[Delta], None]:
         """Send ``request``; yield the deltas of each read, as a non-empty list."""
         import httpx
 
@@ -642,23 +674,24 @@ class AsyncTransport:
             ) as response:
                 async for batch in self._aread(provider, request, response):
                     yield batch
-            return
         except ProviderError:
             raise
         except (httpx.TransportError, httpx.DecodingError, OSError) as exc:
             error = _httpx_error(provider.name, exc, self.timeout, request.url)
+        else:
+            return
         raise error  # outside the handler: the library's error (and its URL) is not chained
 
     async def _aread(
         self, provider: Provider, request: HTTPRequest, response: httpx.Response
     ) -> AsyncIterator[list[Delta]]:
         """The body as sent, decoded by :class:`_BodyReader` a bounded step at a time."""
-        if not 200 <= response.status_code < 300:
+        if not _success(response.status_code):
             body = _ErrorBody(provider, response.headers)
             async for data in response.aiter_raw():
                 if body.add(data):
                     break
-            raise status_error(
+            raise _status_error(
                 provider, response.status_code, response.headers, body.data, request.url
             )
         reader = _BodyReader(provider, request, response.headers, self.max_response_bytes)

@@ -35,8 +35,9 @@ _registry: dict[str, Provider] = {p.name: p for p in (Mishalsgpt, Gravityengine,
 
 def register(provider: Provider, *, replace: bool = False) -> Provider:
     """Make ``provider`` available by its name; returns it."""
-    if not isinstance(provider, Provider):
-        msg = f"expected a Provider instance, got {type(provider).__name__}"
+    given: object = provider  # checked for callers without a type checker
+    if not isinstance(given, Provider):
+        msg = f"expected a Provider instance, got {type(given).__name__}"
         raise TypeError(msg)
     if not provider.name:
         msg = "a provider needs a non-empty name"

@@ -17,8 +17,10 @@ from langchain_g4f.errors import MalformedResponseError, ProviderResponseError
 from langchain_g4f.profiles import TEXT_ONLY, context_windows
 from langchain_g4f.providers.base import Delta, Message, Provider, load_json
 
+__all__ = ["Aichat"]
 
-def flatten(messages: Sequence[Message]) -> str:
+
+def _flatten(messages: Sequence[Message]) -> str:
     """``role: content`` lines (the role as given) and a final ``assistant:`` line."""
     lines = [f"{m['role']}: {m.get('content') or ''}" for m in messages]
     lines.append("assistant:")
@@ -26,6 +28,8 @@ def flatten(messages: Sequence[Message]) -> str:
 
 
 class Aichat(Provider):
+    """The seed Aichat provider: a flattened prompt, a JSON answer, no streaming."""
+
     name = "Aichat"
     url = "https://chat-gpt.org"
     path = "/api/text"
@@ -63,8 +67,9 @@ class Aichat(Provider):
         max_tokens: int | None,
         stop: list[str] | None,
     ) -> dict[str, Any]:
+        """The flattened prompt, with the seed module's sampling fields."""
         return {
-            "message": flatten(messages),
+            "message": _flatten(messages),
             "temperature": 1 if temperature is None else temperature,
             "presence_penalty": 0,
             "top_p": 1,
@@ -72,6 +77,7 @@ class Aichat(Provider):
         }
 
     def parse_body(self, data: bytes) -> list[Delta]:
+        """The ``message`` of a ``{"response": true, ...}`` answer."""
         obj = load_json(self.name, data)
         if not isinstance(obj, dict) or "response" not in obj:
             msg = f"sent JSON without a 'response' field: {data[:120]!r}"

@@ -17,8 +17,10 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit, urlunsplit
+
+from langchain_core.language_models import ModelProfile
 
 from langchain_g4f._redact import REDACTED, is_secret_name, redact_url
 from langchain_g4f.errors import (
@@ -27,6 +29,26 @@ from langchain_g4f.errors import (
     MalformedResponseError,
     UnsupportedModelError,
 )
+
+__all__ = [
+    "BOM",
+    "AsyncTransportProtocol",
+    "BodyParser",
+    "Delta",
+    "HTTPRequest",
+    "Message",
+    "Provider",
+    "ProviderTransport",
+    "ResponseParser",
+    "SyncTransportProtocol",
+    "check_http_url",
+    "error_message",
+    "html_error",
+    "join_url",
+    "load_json",
+    "loads",
+    "looks_like_html",
+]
 
 #: A message as providers see it: ``{"role": ..., "content": ...}`` (OpenAI style).
 Message = dict[str, Any]
@@ -90,26 +112,52 @@ class ResponseParser(Protocol):
 
 #: The UTF-8 byte order mark some servers put before a body.
 BOM = b"\xef\xbb\xbf"
+#: How many bytes of a body's head tell an HTML page by its first tag.
+_HTML_HEAD_BYTES = 15
+#: The field that starts each event of an event stream.
+_DATA_FIELD = b"data:"
 
 
-class Transport(Protocol):
-    """What sends a request and reads its answer: the HTTP transports of
-    :mod:`langchain_g4f.transport`, or the I/O a provider brings itself.
+@runtime_checkable
+class SyncTransportProtocol(Protocol):
+    """What sends a request and reads its answer, blocking.
+
+    :class:`~langchain_g4f.transport.SyncTransport` is one; ``_create_completion``
+    takes any as its ``transport`` argument.
     """
 
     def batches(self, provider: Provider, request: HTTPRequest) -> Iterator[list[Delta]]:
         """Send ``request``; yield the answer's deltas, one non-empty list per read."""
 
+
+@runtime_checkable
+class AsyncTransportProtocol(Protocol):
+    """What sends a request and reads its answer, natively async.
+
+    :class:`~langchain_g4f.transport.AsyncTransport` is one.
+    """
+
     def abatches(self, provider: Provider, request: HTTPRequest) -> AsyncIterator[list[Delta]]:
-        """:meth:`batches`, natively async."""
+        """Send ``request``; yield the answer's deltas, one non-empty list per read."""
+
+
+@runtime_checkable
+class ProviderTransport(SyncTransportProtocol, AsyncTransportProtocol, Protocol):
+    """The I/O a provider brings itself (its ``transport``): both paths.
+
+    ``ChatG4F`` calls :meth:`batches` on the sync path and :meth:`abatches` on
+    the async one; each may return any iterator, not only a generator.
+    """
 
 
 def looks_like_html(data: bytes) -> bool:
-    head = data.removeprefix(BOM).lstrip()[:15].lower()
+    """Whether ``data`` starts, after a byte order mark and whitespace, as an HTML page."""
+    head = data.removeprefix(BOM).lstrip()[:_HTML_HEAD_BYTES].lower()
     return head.startswith((b"<!doctype", b"<html", b"<head", b"<body"))
 
 
 def html_error(provider: str, data: bytes) -> HTMLResponseError:
+    """The error for an HTML page where an answer was expected, quoting its start."""
     return HTMLResponseError(
         "returned an HTML page instead of an answer (the endpoint may be down, "
         f"moved, or behind a bot check): {data[:120]!r}",
@@ -195,10 +243,12 @@ class BodyParser:
         self._parse = parse
 
     def feed(self, data: bytes) -> list[Delta]:
+        """Keep ``data``; nothing is parsed before the body ends."""
         self._chunks.append(data)
         return []
 
     def close(self) -> list[Delta]:
+        """Parse the whole body."""
         return self._parse(b"".join(self._chunks))
 
 
@@ -215,7 +265,7 @@ _STREAM_MEDIA_TYPES = frozenset(
 )
 
 
-class SniffingParser:
+class _SniffingParser:
     """Reads a body by what it is, not by the content type a server gave it.
 
     Free providers mislabel their answers: an event stream as
@@ -235,6 +285,7 @@ class SniffingParser:
         self._chosen: ResponseParser | None = None
 
     def feed(self, data: bytes) -> list[Delta]:
+        """Feed the chosen parser, once the head of the body has chosen one."""
         if self._chosen is not None:
             return self._chosen.feed(data)
         self._head += data
@@ -245,6 +296,7 @@ class SniffingParser:
         return chosen.feed(self._head)
 
     def close(self) -> list[Delta]:
+        """Close the chosen parser (choosing one now if the body was too short to)."""
         if self._chosen is None:
             self._chosen = self._choose(final=True) or self._fallback
             deltas = self._chosen.feed(self._head)
@@ -253,6 +305,7 @@ class SniffingParser:
 
     @property
     def done(self) -> bool:
+        """Whether the chosen parser has the whole answer."""
         return getattr(self._chosen, "done", False)
 
     def _choose(self, *, final: bool) -> ResponseParser | None:
@@ -263,14 +316,14 @@ class SniffingParser:
         if head[:1] in (b"{", b"["):
             return BodyParser(self._provider.parse_body)
         if head[:1] == b"<":
-            if not final and len(head) < 15:
+            if not final and len(head) < _HTML_HEAD_BYTES:
                 return None
             return (
-                BodyParser(self._provider._raise_html) if looks_like_html(head) else self._fallback
+                BodyParser(self._provider.raise_html) if looks_like_html(head) else self._fallback
             )
-        if b"data:".startswith(head[:5]) and not final and len(head) < 5:
+        if not final and len(head) < len(_DATA_FIELD) and _DATA_FIELD.startswith(head):
             return None
-        if head.startswith(b"data:"):
+        if head.startswith(_DATA_FIELD):
             return self._provider.stream_parser()
         return self._fallback
 
@@ -307,14 +360,14 @@ class Provider:
     #: The transport of a provider that does its own I/O, such as those of the
     #: ``g4f`` package (:mod:`langchain_g4f.providers.g4f_package`); ``None``
     #: for sans-I/O providers, which the chat model's transports serve.
-    transport: Transport | None = None
+    transport: ProviderTransport | None = None
     headers: dict[str, str] = {"Content-Type": "application/json"}
     #: What the provider can do, as a LangChain model profile (see
     #: :mod:`langchain_g4f.profiles`); ``model_profiles`` adds per-model entries
     #: such as each model's ``max_input_tokens``. A capability left out is not
     #: offered: no request with images goes to a profile without ``image_inputs``.
-    profile: dict[str, Any] = {"text_inputs": True, "text_outputs": True}
-    model_profiles: dict[str, dict[str, Any]] = {}
+    profile: ModelProfile = {"text_inputs": True, "text_outputs": True}
+    model_profiles: dict[str, ModelProfile] = {}
 
     def __init__(self, url: str | None = None) -> None:
         if url is not None:
@@ -347,7 +400,7 @@ class Provider:
                 provider=self.name,
             )
 
-    def profile_for(self, model: str | None) -> dict[str, Any]:
+    def profile_for(self, model: str | None) -> ModelProfile:
         """The provider's profile, with ``model``'s own entries on top."""
         return {**self.profile, **self.model_profiles.get(model or "", {})}
 
@@ -384,7 +437,7 @@ class Provider:
                 msg,
                 provider=self.name,
             )
-        wire_stream = self.wire_stream(stream)
+        wire_stream = self.wire_stream(stream=stream)
         payload = self.build_payload(
             model,
             messages,
@@ -406,7 +459,7 @@ class Provider:
             stream=wire_stream,
         )
 
-    def wire_stream(self, stream: bool) -> bool:
+    def wire_stream(self, *, stream: bool) -> bool:
         """Whether to ask the server for an event stream for this call."""
         return stream and self.supports_stream
 
@@ -420,6 +473,7 @@ class Provider:
         max_tokens: int | None,
         stop: list[str] | None,
     ) -> dict[str, Any]:
+        """The JSON body of one completion request."""
         raise NotImplementedError
 
     # -- response -----------------------------------------------------------
@@ -429,24 +483,25 @@ class Provider:
 
         A stream labelled as one (an event stream, newline-delimited JSON) goes
         straight to :meth:`stream_parser`; any other label is checked against
-        the body's first bytes (:class:`SniffingParser`), since free providers
+        the body's first bytes (:class:`_SniffingParser`), since free providers
         mislabel both ways.
         """
         media = content_type.split(";", maxsplit=1)[0].strip().lower()
         if request.stream and media in _STREAM_MEDIA_TYPES:
             return self.stream_parser()
-        return SniffingParser(self, self._labelled_parser(request, media))
+        return _SniffingParser(self, self._labelled_parser(request, media))
 
     def _labelled_parser(self, request: HTTPRequest, media: str) -> ResponseParser:
         """The parser the content type alone calls for."""
         if "html" in media:
-            return BodyParser(self._raise_html)
+            return BodyParser(self.raise_html)
         whole_json = media in ("application/json", "text/json") or media.endswith("+json")
         if request.stream and not whole_json:  # NDJSON, plain text...
             return self.stream_parser()
         return BodyParser(self.parse_body)
 
-    def _raise_html(self, data: bytes) -> list[Delta]:
+    def raise_html(self, data: bytes) -> list[Delta]:
+        """Refuse a body that is an HTML page (a parse hook for one)."""
         raise html_error(self.name, data)
 
     def parse_body(self, data: bytes) -> list[Delta]:
@@ -491,13 +546,15 @@ class Provider:
 
         Keyword arguments are those of :meth:`build_request` (``base_url``,
         ``api_key``, ``temperature``, ...) plus ``transport``, the
-        :class:`Transport` to use instead of the provider's own or a shared
-        :class:`~langchain_g4f.transport.SyncTransport`.
+        :class:`SyncTransportProtocol` to use instead of the provider's own or a
+        shared :class:`~langchain_g4f.transport.SyncTransport`.
         """
         if stream and not self.supports_stream:
             msg = "cannot stream; call with stream=False"
             raise ConfigurationError(msg, provider=self.name)
-        transport = kwargs.pop("transport", None) or self.transport or _sync_transport()
+        transport: SyncTransportProtocol = (
+            kwargs.pop("transport", None) or self.transport or _sync_transport()
+        )
         request = self.build_request(model, messages, stream=stream, **kwargs)
         for batch in transport.batches(self, request):
             for delta in batch:
@@ -505,7 +562,7 @@ class Provider:
                     yield delta.text
 
 
-def _sync_transport() -> Transport:
+def _sync_transport() -> SyncTransportProtocol:
     """The seed contract's default transport.
 
     Imported here, on a call, so that the provider modules never depend on

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator, Sequence
+from http import HTTPStatus
 from typing import Any
 
 from langchain_g4f.errors import (
@@ -40,6 +41,8 @@ from langchain_g4f.errors import (
 )
 from langchain_g4f.providers.base import Delta, HTTPRequest, Message, Provider
 
+__all__ = ["G4FPackageProvider", "G4FPackageTransport"]
+
 
 def _g4f() -> Any:
     try:
@@ -50,13 +53,23 @@ def _g4f() -> Any:
     return g4f
 
 
+def _served(provider: Provider) -> G4FPackageProvider:
+    """``provider``, if it is one this transport can serve."""
+    if not isinstance(provider, G4FPackageProvider):
+        msg = f"G4FPackageTransport serves only a G4FPackageProvider, not {type(provider).__name__}"
+        raise ConfigurationError(msg, provider=provider.name)
+    return provider
+
+
 class G4FPackageTransport:
-    """The I/O of a :class:`G4FPackageProvider`: g4f's ``ChatCompletion``, one
-    batch per piece it yields.
+    """The I/O of a :class:`G4FPackageProvider`: g4f's ``ChatCompletion``.
+
+    One batch per piece it yields.
     """
 
     def batches(self, provider: Provider, request: HTTPRequest) -> Iterator[list[Delta]]:
-        assert isinstance(provider, G4FPackageProvider)
+        """Run g4f's ``ChatCompletion.create``; yield one batch per delta it gives."""
+        provider = _served(provider)
         has_text = False
         try:
             for piece in _g4f().ChatCompletion.create(**provider.arguments(request)):
@@ -76,7 +89,7 @@ class G4FPackageTransport:
         self, provider: Provider, request: HTTPRequest
     ) -> AsyncIterator[list[Delta]]:
         """:meth:`batches` on g4f's async path (with ``stream=True``, an async generator)."""
-        assert isinstance(provider, G4FPackageProvider)
+        provider = _served(provider)
         has_text = False
         try:
             async for piece in _g4f().ChatCompletion.create_async(**provider.arguments(request)):
@@ -153,20 +166,24 @@ class G4FPackageProvider(Provider):
         if not messages:
             msg = "no messages to send"
             raise ConfigurationError(msg, provider=self.name)
-        body: dict[str, Any] = {"model": model, "messages": list(messages), **(extra or {})}
-        for key, value in (
-            ("temperature", temperature),
-            ("max_tokens", max_tokens),
-            ("stop", stop),
-            ("api_key", api_key),
-        ):
-            if value is not None:
-                body[key] = value
+        options = {
+            "temperature": temperature,
+            "max_tokens": max_tokens,
+            "stop": stop,
+            "api_key": api_key,
+        }
+        body: dict[str, Any] = {
+            "model": model,
+            "messages": list(messages),
+            **(extra or {}),
+            **{key: value for key, value in options.items() if value is not None},
+        }
         return HTTPRequest("POST", self.url, {}, json.dumps(body).encode(), stream)
 
     # -- the provider's own I/O ----------------------------------------------------
 
     def arguments(self, request: HTTPRequest) -> dict[str, Any]:
+        """The keyword arguments of g4f's ``ChatCompletion`` for ``request``."""
         payload = json.loads(request.body)
         arguments = {**payload, "provider": self.g4f_provider, "stream": True}
         if not self.supports_stream:
@@ -175,8 +192,10 @@ class G4FPackageProvider(Provider):
         return arguments
 
     def delta(self, piece: Any) -> Delta | None:
-        """Text as text, reasoning tokens as reasoning, a finish reason as one;
-        g4f's other responses (status lines, titles, sources...) are not text.
+        """A piece g4f yielded as a delta, or ``None`` for one that carries no answer.
+
+        Text is text, reasoning tokens reasoning, a finish reason one; g4f's
+        other responses (status lines, titles, sources...) are not text.
         """
         if isinstance(piece, BaseException):
             raise self.error(piece)
@@ -207,7 +226,7 @@ class G4FPackageProvider(Provider):
         if kind in ("MissingAuthError", "PaymentRequiredError"):
             return AuthenticationError(text, provider=self.name, status=401)
         status = getattr(exc, "status", None) or getattr(exc, "status_code", None)
-        if isinstance(status, int) and status >= 400:
+        if isinstance(status, int) and status >= HTTPStatus.BAD_REQUEST:
             return ProviderHTTPError(text, provider=self.name, status=status)
         if isinstance(exc, (TimeoutError, asyncio.TimeoutError)) or "Timeout" in kind:
             return ProviderTimeoutError(text, provider=self.name)

@@ -8,8 +8,12 @@ deployment) as ``base_url``. Later forks wanted ``Authorization: Bearer``: pass
 from langchain_g4f.profiles import TEXT_ONLY, context_windows
 from langchain_g4f.providers.openai import OpenAIProtocol
 
+__all__ = ["Gravityengine"]
+
 
 class Gravityengine(OpenAIProtocol):
+    """The seed Gravityengine provider."""
+
     name = "Gravityengine"
     url = "https://gpt4.gravityengine.cc"
     path = "/api/openai/v1/chat/completions"

@@ -16,15 +16,19 @@ stream and joins it.
 from langchain_g4f.profiles import TEXT_ONLY, context_windows
 from langchain_g4f.providers.openai import OpenAIProtocol
 
+__all__ = ["Lockchat"]
+
 #: The seed's public query token (written into the original provider code).
-SEED_QUERY = "auth=FnMNPlwZEnGFqvEc9470Vw=="
+_SEED_QUERY = "auth=FnMNPlwZEnGFqvEc9470Vw=="
 
 
 class Lockchat(OpenAIProtocol):
+    """The seed Lockchat provider, with its public query token."""
+
     name = "Lockchat"
     url = "http://super.lockchat.app"
     path = "/v1/chat/completions"
-    query = SEED_QUERY
+    query = _SEED_QUERY
     model = ["gpt-4", "gpt-3.5-turbo"]
     profile = TEXT_ONLY
     model_profiles = context_windows(model)
@@ -34,5 +38,6 @@ class Lockchat(OpenAIProtocol):
         "user-agent": "ChatX/39 CFNetwork/1408.0.4 Darwin/22.5.0",
     }
 
-    def wire_stream(self, stream: bool) -> bool:
+    def wire_stream(self, *, stream: bool) -> bool:
+        """Always: Lockchat's body asks for a stream."""
         return True

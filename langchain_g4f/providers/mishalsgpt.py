@@ -3,8 +3,12 @@
 from langchain_g4f.profiles import TEXT_ONLY, context_windows
 from langchain_g4f.providers.openai import OpenAIProtocol
 
+__all__ = ["Mishalsgpt"]
+
 
 class Mishalsgpt(OpenAIProtocol):
+    """The seed Mishalsgpt provider."""
+
     name = "Mishalsgpt"
     url = "https://mishalsgpt.vercel.app"
     path = "/api/openai/v1/chat/completions"

@@ -28,8 +28,13 @@ from langchain_g4f.providers.base import (
     looks_like_html,
 )
 
+__all__ = ["OpenAICompatible", "OpenAIProtocol", "SSEParser", "parse_completion"]
 
-def convert_usage(usage: Any) -> dict[str, int] | None:
+#: How many stray (non-event) lines are kept to explain a stream with no events.
+_STRAY_LINES = 8
+
+
+def _convert_usage(usage: Any) -> dict[str, int] | None:
     """OpenAI usage -> LangChain usage, only when the figures are real integers."""
     if not isinstance(usage, dict):
         return None
@@ -45,7 +50,8 @@ def convert_usage(usage: Any) -> dict[str, int] | None:
     }
 
 
-def raise_error_object(provider: str, obj: dict[str, Any]) -> None:
+def _raise_error_object(provider: str, obj: dict[str, Any]) -> None:
+    """Raise :class:`ProviderResponseError` if ``obj`` carries an ``error``."""
     error = obj.get("error")
     if error:
         code = error.get("code") or error.get("type") if isinstance(error, dict) else None
@@ -82,7 +88,7 @@ def _valid_tool_call(call: Any, arguments: type | tuple[type, ...]) -> bool:
     )
 
 
-def checked_tool_calls(
+def _checked_tool_calls(
     provider: str, value: Any, *, whole: bool = False
 ) -> list[dict[str, Any]] | None:
     """``tool_calls`` as sent, once every fragment is checked; ``None`` for none.
@@ -121,12 +127,12 @@ def parse_completion(provider: str, data: bytes) -> list[Delta]:
     if not isinstance(obj, dict):
         msg = f"sent JSON that is not an object: {data[:120]!r}"
         raise MalformedResponseError(msg, provider=provider)
-    return completion_deltas(provider, obj, data)
+    return _completion_deltas(provider, obj, data)
 
 
-def completion_deltas(provider: str, obj: dict[str, Any], data: bytes) -> list[Delta]:
+def _completion_deltas(provider: str, obj: dict[str, Any], data: bytes) -> list[Delta]:
     """The deltas of a parsed ``chat.completion`` object (``data`` is its source)."""
-    raise_error_object(provider, obj)
+    _raise_error_object(provider, obj)
     choices = obj.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         msg = f"sent a completion without choices: {data[:120]!r}"
@@ -139,17 +145,17 @@ def completion_deltas(provider: str, obj: dict[str, Any], data: bytes) -> list[D
     content = message.get("content")
     return [
         Delta(
-            reasoning=reasoning_of(message),
+            reasoning=_reasoning_of(message),
             text=content if isinstance(content, str) else "",
             finish_reason=_checked_str(provider, choice, "finish_reason"),
-            usage=convert_usage(obj.get("usage")),
+            usage=_convert_usage(obj.get("usage")),
             model=_checked_str(provider, obj, "model"),
-            tool_calls=checked_tool_calls(provider, message.get("tool_calls"), whole=True),
+            tool_calls=_checked_tool_calls(provider, message.get("tool_calls"), whole=True),
         )
     ]
 
 
-class LineSplitter:
+class _LineSplitter:
     """Splits bytes fed in arbitrary slices into lines, in linear time.
 
     A line ends at LF, CR or CRLF (as the server-sent-events specification
@@ -213,7 +219,7 @@ class SSEParser:
 
     def __init__(self, provider: str) -> None:
         self.provider = provider
-        self.lines = LineSplitter()
+        self.lines = _LineSplitter()
         self._started = False
         #: ``data: [DONE]`` has arrived: the rest of the body is not read.
         self.done = False
@@ -221,11 +227,13 @@ class SSEParser:
         self._stray: list[bytes] = []
 
     def feed(self, data: bytes) -> list[Delta]:
+        """The deltas of the events ``data`` completes."""
         if self.done:
             return []
         return self._lines(self.lines.feed(data))
 
     def close(self) -> list[Delta]:
+        """The last event's deltas; raises if the stream ended incomplete."""
         if self.done:
             return []
         out = self._lines([self.lines.rest()])
@@ -296,7 +304,7 @@ class SSEParser:
             finish = choice.get("finish_reason")
             tool_calls = delta.get("tool_calls")
             usage = obj.get("usage")
-            reasoning = reasoning_of(delta)
+            reasoning = _reasoning_of(delta)
             if finish is None and usage is None and tool_calls is None and not reasoning:
                 # The hot path: one piece of text and nothing else.
                 if content:
@@ -310,14 +318,14 @@ class SSEParser:
                     reasoning=reasoning,
                     text=content or "",
                     finish_reason=finish,
-                    usage=convert_usage(usage),
+                    usage=_convert_usage(usage),
                     model=_checked_str(self.provider, obj, "model"),
-                    tool_calls=checked_tool_calls(self.provider, tool_calls),
+                    tool_calls=_checked_tool_calls(self.provider, tool_calls),
                 )
             )
             return
-        raise_error_object(self.provider, obj)
-        usage = convert_usage(obj.get("usage"))
+        _raise_error_object(self.provider, obj)
+        usage = _convert_usage(obj.get("usage"))
         if usage is not None:
             out.append(Delta(usage=usage))
 
@@ -341,16 +349,16 @@ class SSEParser:
             except ValueError:
                 obj = None
             if isinstance(obj, dict):
-                raise_error_object(self.provider, obj)
+                _raise_error_object(self.provider, obj)
                 if "choices" in obj:
-                    out.extend(completion_deltas(self.provider, obj, line))
+                    out.extend(_completion_deltas(self.provider, obj, line))
                     self._finished = True
                     return
-        if len(self._stray) < 8:
+        if len(self._stray) < _STRAY_LINES:
             self._stray.append(line)
 
 
-def reasoning_of(message: dict[str, Any]) -> str:
+def _reasoning_of(message: dict[str, Any]) -> str:
     """The reasoning text of a message or delta: ``reasoning_content`` or ``reasoning``.
 
     DeepSeek-style servers send ``reasoning_content``, others (OpenRouter, vLLM)
@@ -386,6 +394,7 @@ class OpenAIProtocol(Provider):
         max_tokens: int | None,
         stop: list[str] | None,
     ) -> dict[str, Any]:
+        """The OpenAI chat-completions body."""
         payload: dict[str, Any] = {"model": model, **self.payload_defaults}
         if temperature is not None:
             payload["temperature"] = temperature
@@ -403,9 +412,11 @@ class OpenAIProtocol(Provider):
         return payload
 
     def parse_body(self, data: bytes) -> list[Delta]:
+        """Parse one ``chat.completion`` object."""
         return parse_completion(self.name, data)
 
     def stream_parser(self) -> SSEParser:
+        """A fresh :class:`SSEParser`."""
         return SSEParser(self.name)
 
 

@@ -27,7 +27,12 @@ from langchain_g4f.errors import (  # noqa: E402
     RateLimitError,
     UnsupportedModelError,
 )
-from langchain_g4f.providers.g4f_package import G4FPackageProvider  # noqa: E402
+from langchain_g4f.providers import Lockchat  # noqa: E402
+from langchain_g4f.providers.base import ProviderTransport  # noqa: E402
+from langchain_g4f.providers.g4f_package import (  # noqa: E402
+    G4FPackageProvider,
+    G4FPackageTransport,
+)
 
 
 class Echo(AsyncGeneratorProvider):
@@ -137,7 +142,7 @@ async def test_a_provider_that_cannot_stream_answers_in_one_chunk() -> None:
 
 
 def test_bad_input_fails_before_g4f_is_called() -> None:
-    with pytest.raises(UnsupportedModelError, match="g4f:Echo.*'gpt-9'"):
+    with pytest.raises(UnsupportedModelError, match=r"g4f:Echo.*'gpt-9'"):
         ChatG4F(provider=G4FPackageProvider(Echo), model="gpt-9")
     with pytest.raises(ConfigurationError, match="base_url does not apply"):
         ChatG4F(provider=G4FPackageProvider(Echo), base_url="http://x").invoke("hi")
@@ -230,3 +235,18 @@ async def test_g4f_reasoning_tokens_are_reasoning(mode: str) -> None:
     message = await call(llm, "2+2?", mode)
     assert message.content == "Four."
     assert message.additional_kwargs["reasoning_content"] == "Two and two."
+
+
+def test_the_g4f_transport_is_a_provider_transport() -> None:
+    transport = G4FPackageProvider(Echo).transport
+    assert isinstance(transport, G4FPackageTransport)
+    assert isinstance(transport, ProviderTransport)
+
+
+async def test_the_g4f_transport_refuses_another_provider() -> None:
+    transport = G4FPackageTransport()
+    request = Lockchat.build_request("gpt-4", [{"role": "user", "content": "hi"}], stream=False)
+    with pytest.raises(ConfigurationError, match="serves only a G4FPackageProvider"):
+        next(transport.batches(Lockchat, request))
+    with pytest.raises(ConfigurationError, match="serves only a G4FPackageProvider"):
+        await anext(transport.abatches(Lockchat, request))

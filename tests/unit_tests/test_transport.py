@@ -49,7 +49,13 @@ from langchain_g4f.errors import (
     UnsupportedModelError,
 )
 from langchain_g4f.providers import OpenAICompatible, Provider
-from langchain_g4f.providers.base import Delta, HTTPRequest
+from langchain_g4f.providers.base import (
+    AsyncTransportProtocol,
+    Delta,
+    HTTPRequest,
+    ProviderTransport,
+    SyncTransportProtocol,
+)
 from langchain_g4f.testing import Replica, reply_for
 from langchain_g4f.transport import AsyncTransport, SyncTransport
 
@@ -158,7 +164,7 @@ class Case:
     @property
     def mid_stream(self) -> bool:
         """Whether the replica sends two text pieces before failing."""
-        wire_stream = providers.get(self.provider).wire_stream(self.stream)
+        wire_stream = providers.get(self.provider).wire_stream(stream=self.stream)
         return wire_stream and self.fault in ("stall", "reset", "truncated_json", "error_event")
 
 
@@ -286,7 +292,7 @@ async def test_async_response_too_large(replica: Replica, name: str, stream: boo
 
 
 def test_response_at_the_limit_is_fine(replica: Replica) -> None:
-    size = len(('{"response": true, "message": "%s"}' % ANSWER).encode())
+    size = len(f'{{"response": true, "message": "{ANSWER}"}}'.encode())
     assert run_sync(replica, "Aichat", stream=False, max_response_bytes=size).text == ANSWER
     outcome = run_sync(replica, "Aichat", stream=False, max_response_bytes=size - 1)
     expect(outcome, ResponseTooLargeError, "Aichat")
@@ -697,7 +703,7 @@ async def test_http_error_names_the_url_it_tried(replica: Replica, how: str) -> 
     check_error_chain(error)
 
 
-# --------------------------------------------------------------------------- bodies as servers send them
+# ------------------------------------------------------------------- bodies as servers send them
 
 
 SIDES = ["sync", "async"]
@@ -1197,3 +1203,29 @@ def test_shared_clients_are_closed_at_exit_leaving_nothing_pending() -> None:
     assert "closed at exit: True" in result.stdout
     assert "Task was destroyed" not in result.stderr
     assert "Unclosed" not in result.stderr
+
+
+# --------------------------------------------------------------------------- protocols
+
+
+def test_each_transport_is_the_protocol_it_is_typed_as() -> None:
+    sync: SyncTransportProtocol = SyncTransport()  # mypy checks these two assignments
+    async_: AsyncTransportProtocol = AsyncTransport()
+    assert isinstance(sync, SyncTransportProtocol)  # structural: fails if a method is missing
+    assert isinstance(async_, AsyncTransportProtocol)
+
+
+def test_a_provider_transport_brings_both_paths() -> None:
+    class SyncOnly:
+        def batches(self, provider: Provider, request: HTTPRequest) -> Iterator[list[Delta]]:
+            return iter([[Delta(text="hi")]])
+
+    class Both(SyncOnly):
+        def abatches(self, provider: Provider, request: HTTPRequest) -> Any:
+            raise NotImplementedError
+
+    assert isinstance(SyncOnly(), SyncTransportProtocol)
+    assert not isinstance(SyncOnly(), AsyncTransportProtocol)
+    assert not isinstance(SyncOnly(), ProviderTransport)
+    own: ProviderTransport = Both()
+    assert isinstance(own, ProviderTransport)
