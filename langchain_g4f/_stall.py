@@ -16,6 +16,9 @@ the answering model's own read timeout.
 - Async (:class:`AWatched`): one timer handle per stream, re-armed lazily in
   the same way, cancels the reading task when the limit passes; the
   cancellation is turned into the stall error, as ``asyncio.timeout`` does.
+  On Python 3.11+ a cancellation of the caller's own that comes with it stands
+  (``Task.cancelling``); Python 3.10 keeps no such count, so there a
+  cancellation that comes during a stalled read is taken to be the stall's.
 
 Once a stream's limit has passed, nothing more is taken from it: a chunk that
 came at that very moment is dropped with the rest, and the answer is continued
@@ -27,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import sys
 import threading
 import time
 from collections.abc import AsyncGenerator, Generator
@@ -38,6 +42,26 @@ from langchain_g4f._abort import AbortScope
 from langchain_g4f.errors import ProviderTimeoutError
 
 __all__ = ["FACTOR", "FLOOR", "AWatched", "StallLimit", "Watched"]
+
+if sys.version_info >= (3, 11):
+
+    def _cancelling(task: asyncio.Task[Any]) -> int:
+        """The cancellations pending on ``task``."""
+        return task.cancelling()
+
+    def _uncancel(task: asyncio.Task[Any]) -> int:
+        """Take back one cancellation of ``task``; the ones still pending."""
+        return task.uncancel()
+
+else:  # Python 3.10 counts no cancellations: each is taken to be the stall's own
+
+    def _cancelling(_task: asyncio.Task[Any]) -> int:
+        """No count on 3.10."""
+        return 0
+
+    def _uncancel(_task: asyncio.Task[Any]) -> int:
+        """Nothing to take back on 3.10."""
+        return 0
 
 clock = time.monotonic
 
@@ -258,8 +282,7 @@ class AWatched:
             msg = "a watched stream is read outside an asyncio task"
             raise RuntimeError(msg)
         self._task = task
-        # Task.cancelling/uncancel are Python 3.11+; 3.10 support is a separate issue.
-        self._cancelling = task.cancelling()  # type: ignore[attr-defined]
+        self._cancelling = _cancelling(task)
         started = loop.time()
         self.deadline = started + limit.seconds()
         self.reading = True
@@ -282,8 +305,7 @@ class AWatched:
             return
         # The cancellation was this watch's own: taken back, unless the caller's
         # own came too (then the caller's stands).
-        pending = self._task.uncancel()  # type: ignore[attr-defined]  # 3.11+, as above
-        if pending > self._cancelling and isinstance(cause, asyncio.CancelledError):
+        if _uncancel(self._task) > self._cancelling and isinstance(cause, asyncio.CancelledError):
             return
         raise _stalled(self._key, self.limit.seconds(), self._loop.time() - started) from cause
 

@@ -822,7 +822,8 @@ async def test_a_stream_stalled_after_text_is_continued_at_once(
     assert await asyncio.to_thread(wait_for, lambda: not stall_watchdogs())
     assert await asyncio.to_thread(wait_for, lambda: own_threads() <= threads)
     assert not stall_timers()
-    assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+    if sys.version_info >= (3, 11):  # 3.10 keeps no count
+        assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
 
 
 @pytest.mark.loopback
