@@ -9,6 +9,7 @@ a JSON body in, either one ``chat.completion`` object or server-sent events of
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,6 +30,8 @@ from langchain_g4f.providers.base import (
 )
 
 __all__ = ["OpenAICompatible", "OpenAIProtocol", "SSEParser", "parse_completion"]
+
+_log = logging.getLogger(__name__)
 
 #: How many stray (non-event) lines are kept to explain a stream with no events.
 _STRAY_LINES = 8
@@ -208,7 +211,9 @@ class SSEParser:
     Each ``data:`` line carries one JSON chunk (``data:`` with or without the
     space); blank lines, comments (``:``) and other fields are skipped; a byte
     order mark before the first line is skipped; ``data: [DONE]`` ends the
-    stream, and nothing after it is read. Lines are split on bytes and decoded
+    stream, and nothing after it is read. After a ``finish_reason`` only usage
+    is taken: text that follows it (free providers append promotions after the
+    answer) is dropped, and logged at debug level. Lines are split on bytes and decoded
     as a whole, so a multi-byte character split between two reads arrives
     intact. Lines that are not server-sent events at all (a plain JSON error,
     an HTML page, a bare text line) are never dropped silently: they raise, or,
@@ -290,6 +295,9 @@ class SSEParser:
             )
 
     def _chunk(self, obj: dict[str, Any], out: list[Delta]) -> None:
+        if self._finished:
+            self._after_finish(obj, out)
+            return
         choices = obj.get("choices")
         if choices and isinstance(choices, list):
             choice = choices[0]
@@ -328,6 +336,16 @@ class SSEParser:
         usage = _convert_usage(obj.get("usage"))
         if usage is not None:
             out.append(Delta(usage=usage))
+
+    def _after_finish(self, obj: dict[str, Any], out: list[Delta]) -> None:
+        """An event after the finish reason: its usage only; anything else is dropped."""
+        usage = _convert_usage(obj.get("usage"))
+        if usage is not None:
+            out.append(Delta(usage=usage))
+        if obj.get("choices") or "error" in obj:
+            _log.debug(
+                "%s: dropped an event after the finish reason: %s", self.provider, _preview(obj)
+            )
 
     def _not_a_chunk(self, obj: Any) -> MalformedResponseError:
         return MalformedResponseError(
