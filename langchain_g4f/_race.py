@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import queue
@@ -29,11 +30,11 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatGenerationChunk as Chunk
 
 from langchain_g4f._abort import AbortScope, abort_scope
+from langchain_g4f.chat_models import ChatG4F
 from langchain_g4f.errors import (
     AllProvidersFailedError,
     BudgetExhaustedError,
@@ -46,6 +47,19 @@ from langchain_g4f.health import Health
 from langchain_g4f.providers.base import Provider
 from langchain_g4f.retry import backoff_delay
 
+__all__ = [
+    "Attempt",
+    "Entry",
+    "Request",
+    "Schedule",
+    "Won",
+    "aclose",
+    "arace",
+    "attempt_record",
+    "clock",
+    "race",
+]
+
 clock = time.monotonic
 _NEVER = float("inf")
 
@@ -55,7 +69,7 @@ class Entry:
     """One provider of a router: its health key, and its model with retries off."""
 
     key: str
-    chat: BaseChatModel
+    chat: ChatG4F
     provider: Provider
 
     def serves(self, model: str) -> bool:
@@ -68,6 +82,10 @@ class Attempt:
     number: int  # 0 for the first try on this provider, 1 for its first retry...
     started: float = 0.0
     late_at: float = _NEVER  # when, still without text, the next provider starts too
+
+
+#: A queued attempt: when it may start, a tie-breaker keeping the order, the attempt.
+_Queued = tuple[float, int, Attempt]
 
 
 @dataclass(eq=False)
@@ -146,8 +164,8 @@ class Schedule:
         self.hedge_after = hedge_after
         self._order = itertools.count()  # ties in the queues keep their order
         self._fresh = deque(Attempt(entry, 0) for entry in ready)
-        self._waiting: list[tuple[float, int, Attempt]] = []  # other providers, by time
-        self._retries: list[tuple[float, int, Attempt]] = []
+        self._waiting: list[_Queued] = []  # other providers, by time
+        self._retries: list[_Queued] = []
         for at, entry in waiting:
             self._queue(self._waiting, at, Attempt(entry, 0))
         self.running: list[Attempt] = []
@@ -158,8 +176,9 @@ class Schedule:
     # -- what to do now --
 
     def next_action(self, now: float) -> Attempt | float | None:
-        """An attempt to start now, or how long to wait for news (None: no limit);
-        raises when the call is over.
+        """An attempt to start now, or how long to wait for news (``None``: no limit).
+
+        Raises when the call is over. The wait is never ``None`` while no attempt runs.
         """
         deadline = self.request.deadline
         if now >= deadline:
@@ -169,10 +188,10 @@ class Schedule:
         latest = self.running[-1] if self.running else None
         hedge_at = self._hedge_at(latest) if latest is not None else now
         if hedge_at <= now:
-            attempt = self._due(now)
-            if attempt is not None:
-                self._start(attempt, now)
-                return attempt
+            start = self._due(now)
+            if start is not None:
+                self._start(start, now)
+                return start
         due = self._next_due()
         if latest is None:  # nothing running: wait for the next candidate or retry
             if due is None or due >= deadline:
@@ -212,8 +231,9 @@ class Schedule:
         return min(queued)[2] if queued else None
 
     def _due(self, now: float) -> Attempt | None:
-        """The next attempt that may start now: another provider if one can, else a
-        retry that is due.
+        """The next attempt that may start now.
+
+        Another provider if one can, else a retry that is due.
         """
         while self._fresh:
             attempt = self._fresh.popleft()
@@ -229,9 +249,10 @@ class Schedule:
                 return attempt
         return None
 
-    def _admitted(self, attempt: Attempt, now: float, queue: list) -> bool:
-        """Whether the health model lets the attempt start now; if not, it is queued
-        for when it may.
+    def _admitted(self, attempt: Attempt, now: float, queue: list[_Queued]) -> bool:
+        """Whether the health model lets the attempt start now.
+
+        If not, it is queued for when it may.
         """
         wait = self.health.claim(attempt.entry.key)
         if wait <= 0:
@@ -239,7 +260,7 @@ class Schedule:
         self._queue(queue, now + wait, attempt)
         return False
 
-    def _queue(self, queue: list, at: float, attempt: Attempt) -> None:
+    def _queue(self, queue: list[_Queued], at: float, attempt: Attempt) -> None:
         heapq.heappush(queue, (at, next(self._order), attempt))
 
     def _next_due(self) -> float | None:
@@ -256,14 +277,17 @@ class Schedule:
             self.health.record_censored_ttft(loser.entry.key, max(0.0, at - loser.started))
 
     def abandon(self) -> None:
-        """The caller gave up on the call: the attempts still running end with no
-        outcome (each frees its probe slot, if it held one).
+        """The caller gave up on the call.
+
+        The attempts still running end with no outcome (each frees its probe slot,
+        if it held one).
         """
         for attempt in self.running:
             self.health.record_cancelled(attempt.entry.key)
         self.running.clear()
 
     def failed(self, attempt: Attempt, error: BaseException, at: float) -> None:
+        """``attempt`` failed with ``error`` at ``at``: health hears of it; a retry may queue."""
         if attempt in self.running:
             self.running.remove(attempt)
         self.attempts.append(attempt_record(attempt, error, at))
@@ -297,9 +321,10 @@ class Schedule:
         )
 
     def error(self, now: float, cooling_until: float | None = None) -> BaseException:
-        """What ends the call: :class:`AllProvidersFailedError` with the attempts so far;
-        or, when every attempt failed on the caller's side (a configuration error, or
-        a bug rather than a provider error), that error itself.
+        """What ends the call: :class:`AllProvidersFailedError` with the attempts so far.
+
+        When every attempt failed on the caller's side (a configuration error, or a
+        bug rather than a provider error), that error itself.
         """
         errors, request = self._errors, self.request
         if errors and not any(_provider_side(e) for e in errors):
@@ -340,7 +365,7 @@ def _has_content(chunk: Chunk) -> bool:
     )
 
 
-def read_ahead(stream: Iterator[Chunk], key: str) -> list[Chunk]:
+def _read_ahead(stream: Iterator[Chunk], key: str) -> list[Chunk]:
     """Chunks up to and including the first with text (or the final one)."""
     head = []
     for chunk in stream:
@@ -351,8 +376,8 @@ def read_ahead(stream: Iterator[Chunk], key: str) -> list[Chunk]:
     raise EmptyResponseError(msg, provider=key)
 
 
-async def aread_ahead(stream: AsyncIterator[Chunk], key: str) -> tuple[list[Chunk], float]:
-    """:func:`read_ahead` for an async stream; also returns when the text came."""
+async def _aread_ahead(stream: AsyncIterator[Chunk], key: str) -> tuple[list[Chunk], float]:
+    """:func:`_read_ahead` for an async stream; also returns when the text came."""
     head = []
     async for chunk in stream:
         head.append(chunk)
@@ -377,7 +402,7 @@ class Won:
         attempt: Attempt,
         head: list[Chunk],
         stream: Any,
-        attempts: list[dict],
+        attempts: list[dict[str, Any]],
         at: float,
         scope: AbortScope | None = None,
     ) -> None:
@@ -388,6 +413,10 @@ class Won:
         self.attempts = attempts
         self.at = at
         self.scope = scope
+
+
+#: An attempt's read-ahead, run as a task: the head and when its text came.
+_ReadAhead = asyncio.Task[tuple[list[Chunk], float]]
 
 
 # --- sync: a worker thread per attempt ---------------------------------------------
@@ -407,7 +436,7 @@ class _Worker:
         self,
         attempt: Attempt,
         open_stream: Callable[[Attempt], Iterator[Chunk]],
-        inbox: queue.SimpleQueue,
+        inbox: queue.SimpleQueue[_Worker],
     ) -> None:
         self.attempt = attempt
         self.stream: Iterator[Chunk] | None = None
@@ -425,12 +454,12 @@ class _Worker:
         ).start()
 
     def _run(
-        self, open_stream: Callable[[Attempt], Iterator[Chunk]], inbox: queue.SimpleQueue
+        self, open_stream: Callable[[Attempt], Iterator[Chunk]], inbox: queue.SimpleQueue[_Worker]
     ) -> None:
         abort_scope.set(self.scope)  # this thread's own context
         try:
             self.stream = open_stream(self.attempt)
-            self.head = read_ahead(self.stream, self.attempt.entry.key)
+            self.head = _read_ahead(self.stream, self.attempt.entry.key)
         except BaseException as exc:  # noqa: BLE001 - reported to the caller's thread
             self.error = exc
         self.finished = clock()
@@ -452,11 +481,11 @@ class _Worker:
             self.scope.abort()
 
     def close(self) -> None:
-        if self.stream is not None:
-            try:
-                self.stream.close()  # type: ignore[attr-defined]
-            except Exception:  # noqa: BLE001 - closing a loser must not hide the winner
-                pass
+        close = getattr(self.stream, "close", None)  # None: not started, or nothing to close
+        if close is not None:
+            # closing a loser must not hide the winner
+            with contextlib.suppress(Exception):
+                close()
 
 
 def race(schedule: Schedule, open_stream: Callable[[Attempt], Iterator[Chunk]]) -> Won:
@@ -496,17 +525,17 @@ def race(schedule: Schedule, open_stream: Callable[[Attempt], Iterator[Chunk]]) 
 
 async def arace(schedule: Schedule, open_stream: Callable[[Attempt], AsyncIterator[Chunk]]) -> Won:
     """Run the schedule's attempts as tasks until one has text."""
-    tasks: dict[asyncio.Task, tuple[Attempt, Any]] = {}
+    tasks: dict[_ReadAhead, tuple[Attempt, Any]] = {}
     try:
         while True:
             action = schedule.next_action(clock())
             if isinstance(action, Attempt):
                 stream = open_stream(action)
-                task = asyncio.ensure_future(aread_ahead(stream, action.entry.key))
+                task = asyncio.ensure_future(_aread_ahead(stream, action.entry.key))
                 tasks[task] = (action, stream)
                 continue
-            if not tasks:
-                await asyncio.sleep(action)
+            if not tasks:  # nothing runs: the schedule named a wait (never None then)
+                await asyncio.sleep(action or 0.0)
                 continue
             done, _ = await asyncio.wait(tasks, timeout=action, return_when=asyncio.FIRST_COMPLETED)
             # Failures first, so the attempts are complete; then the earliest started wins.
@@ -532,20 +561,19 @@ async def arace(schedule: Schedule, open_stream: Callable[[Attempt], AsyncIterat
             await _abandon(tasks)
 
 
-def _task_error(task: asyncio.Task) -> BaseException | None:
+def _task_error(task: _ReadAhead) -> BaseException | None:
     if task.cancelled():
         return asyncio.CancelledError()
     return task.exception()
 
 
 async def aclose(stream: Any) -> None:
-    try:
+    """Close an async stream; an error in closing (a loser's) must not hide the outcome."""
+    with contextlib.suppress(Exception):
         await stream.aclose()
-    except Exception:  # noqa: BLE001 - closing a loser must not hide the outcome
-        pass
 
 
-async def _abandon(tasks: dict[asyncio.Task, tuple[Attempt, Any]]) -> None:
+async def _abandon(tasks: dict[_ReadAhead, tuple[Attempt, Any]]) -> None:
     """Cancel the attempts still reading ahead, wait for them, close their streams."""
     for task in tasks:
         task.cancel()

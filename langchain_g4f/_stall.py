@@ -63,6 +63,7 @@ else:  # Python 3.10 counts no cancellations: each is taken to be the stall's ow
         """Nothing to take back on 3.10."""
         return 0
 
+
 clock = time.monotonic
 
 #: The shortest stall limit of ``stall_after="auto"``, seconds.

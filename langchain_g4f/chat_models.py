@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Generator, Iterator
 from itertools import chain
-from typing import Any
+from typing import Any, Protocol
 
 from langchain_core.callbacks import (
     AsyncCallbackManagerForLLMRun,
@@ -18,20 +18,10 @@ from langchain_core.language_models import (
     LangSmithParams,
     ModelProfile,
 )
-from langchain_core.messages import (
-    AIMessage,
-    AIMessageChunk,
-    BaseMessage,
-    ChatMessage,
-    FunctionMessage,
-    HumanMessage,
-    SystemMessage,
-    ToolMessage,
-)
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import ConfigDict, Field, SecretStr, field_serializer, field_validator
 
-from langchain_g4f import content as blocks
 from langchain_g4f import profiles
 from langchain_g4f import providers as registry
 from langchain_g4f import reasoning as thinking
@@ -43,16 +33,11 @@ from langchain_g4f._config import (
     env_api_key,
     init_model,
 )
+from langchain_g4f._messages import StopScanner, convert_messages, ls_params, stop_list
 from langchain_g4f._redact import redact_url
 from langchain_g4f.budgets import AsyncHeld, Budget, Grant, Held, Limits, budgets_of
-from langchain_g4f.errors import ConfigurationError, ProviderError
-from langchain_g4f.providers.base import (
-    Delta,
-    HTTPRequest,
-    Message,
-    Provider,
-    check_http_url,
-)
+from langchain_g4f.errors import ConfigurationError, MalformedResponseError, ProviderError
+from langchain_g4f.providers.base import Delta, HTTPRequest, Provider, check_http_url
 from langchain_g4f.redis_store import open_store
 from langchain_g4f.retry import backoff_delay
 from langchain_g4f.transport import (
@@ -60,6 +45,8 @@ from langchain_g4f.transport import (
     AsyncTransport,
     SyncTransport,
 )
+
+__all__ = ["ChatG4F"]
 
 #: Per-call keyword arguments ``ChatG4F`` understands (besides ``stop``).
 _CALL_OPTIONS = frozenset(
@@ -73,199 +60,9 @@ _CALL_OPTIONS = frozenset(
         "parallel_tool_calls",
     }
 )
-#: Content blocks that restate ``AIMessage.tool_calls``; sent as tool calls instead.
-_TOOL_BLOCKS = frozenset({"tool_use", "tool_call", "function_call", "server_tool_call"})
-
-
-# --- messages --------------------------------------------------------------
-
-
-def _content(message: BaseMessage, provider: str, images: bool) -> str | list[dict[str, Any]]:
-    """A message's content for the wire: its text, or OpenAI parts when it has images.
-
-    Text blocks become text; reasoning blocks of earlier answers are left out; image
-    blocks become ``image_url`` parts for providers that take images and are a
-    :class:`ConfigurationError` elsewhere (see :mod:`langchain_g4f.content`).
-    """
-    content = message.content
-    if isinstance(content, str):
-        return content
-    parts: list[dict[str, Any]] = []
-    for block in content:
-        if isinstance(block, str):
-            parts.append({"type": "text", "text": block})
-        elif blocks.block_type(block) == "text":
-            parts.append({"type": "text", "text": block.get("text", "")})
-        elif blocks.is_reasoning(block):
-            blocks.check_reasoning(block, provider)
-        elif blocks.is_image(block):
-            _check_image_allowed(message, block, provider, images)
-            parts.append(blocks.image_part(block, provider))
-        elif blocks.block_type(block) in _TOOL_BLOCKS and isinstance(message, AIMessage):
-            continue
-        elif isinstance(message, ToolMessage) and isinstance(block, dict):
-            parts.append({"type": "text", "text": json.dumps(block, ensure_ascii=False)})
-        else:
-            kind = block.get("type") if isinstance(block, dict) else type(block).__name__
-            msg = f"accepts text only; the message has a {kind!r} content block"
-            raise ConfigurationError(
-                msg,
-                provider=provider,
-            )
-    if any(part["type"] == "image_url" for part in parts):
-        return parts
-    return "".join(part["text"] for part in parts)
-
-
-def _check_image_allowed(
-    message: BaseMessage, block: dict[str, Any], provider: str, images: bool
-) -> None:
-    if not images:
-        msg = (
-            "does not take image input (its profile has no image_inputs); "
-            f"the message has a {block['type']!r} content block"
-        )
-        raise ConfigurationError(
-            msg,
-            provider=provider,
-        )
-    if not isinstance(message, HumanMessage):
-        msg = (
-            f"takes images in human messages only; a {message.type!r} message "
-            f"has a {block['type']!r} content block"
-        )
-        raise ConfigurationError(
-            msg,
-            provider=provider,
-        )
-
-
-def convert_messages(
-    messages: Sequence[BaseMessage],
-    provider: str,
-    *,
-    native_tools: bool = False,
-    images: bool = False,
-) -> list[Message]:
-    """LangChain messages -> OpenAI-style ``{"role", "content"}`` dicts.
-
-    Tool calls and tool results go out natively (``tool_calls``, role ``tool``)
-    for providers with native tools, and in the emulated text format otherwise.
-    With ``images``, a message with image blocks goes out as a list of OpenAI
-    ``text`` and ``image_url`` parts.
-    """
-    out: list[Message] = []
-    calls: dict[str, tuple[str, int]] = {}  # tool call id -> (name, 1-based position)
-    for message in messages:
-        content = _content(message, provider, images)
-        if isinstance(message, HumanMessage):
-            item: Message = {"role": "user", "content": content}
-        elif isinstance(message, AIMessage):
-            item = {"role": "assistant", "content": content}
-            if message.tool_calls:
-                calls.update(
-                    (c["id"], (c["name"], i))
-                    for i, c in enumerate(message.tool_calls, 1)
-                    if c["id"]
-                )
-                if native_tools:
-                    item = {
-                        "role": "assistant",
-                        "content": content or None,
-                        "tool_calls": tool_calling.native_calls(message),
-                    }
-                else:
-                    item["content"] = tool_calling.emulated_call_text(message, content)
-        elif isinstance(message, SystemMessage):
-            item = {"role": "system", "content": content}
-        elif isinstance(message, ToolMessage):
-            if native_tools:
-                item = {"role": "tool", "content": content, "tool_call_id": message.tool_call_id}
-            else:
-                name, position = calls.get(message.tool_call_id, (None, None))
-                text = tool_calling.emulated_result_text(
-                    message, message.name or name, position, content
-                )
-                item = {"role": "user", "content": text}
-        elif isinstance(message, ChatMessage):
-            item = {"role": message.role, "content": content}
-        elif isinstance(message, FunctionMessage):
-            item = {"role": "function", "content": content, "name": message.name}
-        else:
-            msg = f"cannot send a message of type {message.type!r}"
-            raise ConfigurationError(msg, provider=provider)
-        if message.name and "name" not in item and item["role"] in ("user", "assistant", "system"):
-            item["name"] = message.name
-        out.append(item)
-    return out
-
-
-def stop_list(stop: list[str] | None, default: list[str] | str | None) -> list[str] | None:
-    """The call's stop sequences, else the model's, as a list (``None``: none)."""
-    stops = stop if stop is not None else default
-    if isinstance(stops, str):
-        return [stops]
-    return list(stops) if stops else None
-
-
-def ls_params(model: Any, stop: list[str] | None, kwargs: dict[str, Any]) -> LangSmithParams:
-    """LangSmith's params for ``ChatG4F`` and the router (same field names)."""
-    params = LangSmithParams(ls_provider="g4f", ls_model_type="chat")
-    name = kwargs.get("model") or model.model_name
-    if name:
-        params["ls_model_name"] = name
-    temperature = kwargs.get("temperature", model.temperature)
-    if temperature is not None:
-        params["ls_temperature"] = temperature
-    max_tokens = kwargs.get("max_tokens", model.max_tokens)
-    if max_tokens is not None:
-        params["ls_max_tokens"] = max_tokens
-    stops = stop_list(stop, model.stop)
-    if stops:
-        params["ls_stop"] = stops
-    return params
 
 
 # --- answers ---------------------------------------------------------------
-
-
-class StopScanner:
-    """Cuts text at the first stop sequence, also across chunk boundaries.
-
-    ``push`` returns the text that is safe to emit: anything that could still
-    be the start of a stop sequence is held back until the next piece decides.
-    """
-
-    __slots__ = ("_held", "_keep", "stopped", "stops")
-
-    def __init__(self, stops: Sequence[str]) -> None:
-        self.stops = [s for s in stops if s]
-        self._held = ""
-        self._keep = max((len(s) for s in self.stops), default=1) - 1
-        self.stopped = False
-
-    def push(self, text: str) -> str:
-        if self.stopped:
-            return ""
-        text = self._held + text
-        cut = min((i for i in (text.find(s) for s in self.stops) if i >= 0), default=-1)
-        if cut >= 0:
-            self.stopped = True
-            self._held = ""
-            return text[:cut]
-        # Hold back the longest tail that is a prefix of some stop sequence.
-        hold = 0
-        for n in range(min(self._keep, len(text)), 0, -1):
-            tail = text[-n:]
-            if any(s.startswith(tail) for s in self.stops):
-                hold = n
-                break
-        self._held = text[len(text) - hold :] if hold else ""
-        return text[: len(text) - hold]
-
-    def flush(self) -> str:
-        held, self._held = self._held, ""
-        return "" if self.stopped else held
 
 
 class _Answer:
@@ -341,11 +138,13 @@ class _Answer:
                 out.append(ChatGenerationChunk(message=AIMessageChunk(content=text)))
             if delta.tool_calls:
                 self.calls = True
+                fragments = _checked_fragments(self.provider, delta.tool_calls)
+                self.native.extend(fragments)
                 out.append(
                     ChatGenerationChunk(
                         message=AIMessageChunk(
                             content="",
-                            tool_call_chunks=tool_calling.native_chunks(delta.tool_calls),
+                            tool_call_chunks=tool_calling.native_chunks(fragments),
                         )
                     )
                 )
@@ -358,10 +157,10 @@ class _Answer:
             self.thoughts.append(reasoning)
             self.parts.append(text)
             if delta.tool_calls:
-                self.native.extend(delta.tool_calls)
+                self.native.extend(_checked_fragments(self.provider, delta.tool_calls))
 
-    @property
     def stopped(self) -> bool:
+        """Whether a stop sequence has ended the answer (a call: it changes as text comes)."""
         return self.scanner is not None and self.scanner.stopped
 
     def _tail(self) -> tuple[str, str]:
@@ -376,7 +175,7 @@ class _Answer:
     def metadata(self) -> dict[str, Any]:
         if self.calls:
             finish = "tool_calls"
-        elif self.stopped:
+        elif self.stopped():
             finish = "stop"
         else:
             finish = self.finish_reason or "stop"
@@ -388,7 +187,12 @@ class _Answer:
         }
 
     def final_chunk(self) -> ChatGenerationChunk:
-        """The last chunk: held-back text and tool calls, and all the metadata."""
+        """The last chunk: held-back text and tool calls, and all the metadata.
+
+        Raises :class:`MalformedResponseError` when the streamed tool-call
+        fragments, merged, make a call without a name.
+        """
+        _merge_fragments(self.provider, self.native)
         reasoning, text = self._tail()
         call_chunks = []
         if self.held is not None:
@@ -417,7 +221,8 @@ class _Answer:
         calls: list[Any] = []
         invalid: list[Any] = []
         if self.native:
-            calls, invalid = tool_calling.native_message_calls(_merge_fragments(self.native))
+            merged = _merge_fragments(self.provider, self.native)
+            calls, invalid = tool_calling.native_message_calls(merged)
         elif self.tool_names:
             found = tool_calling.parse_tool_calls(text, self.tool_names)
             if found is not None:
@@ -429,7 +234,7 @@ class _Answer:
             tool_calls=calls,
             invalid_tool_calls=invalid,
             response_metadata=self.metadata(),
-            usage_metadata=self.usage,  # type: ignore[arg-type]
+            usage_metadata=self.usage,
         )
 
 
@@ -443,21 +248,120 @@ def _reasoning_chunk(reasoning: str) -> ChatGenerationChunk:
     )
 
 
-def _merge_fragments(fragments: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """OpenAI tool calls, whole or streamed in fragments, merged by index."""
+def _checked_fragments(provider: str, fragments: list[Any]) -> list[dict[str, Any]]:
+    """Native tool-call fragments, each checked by :func:`_checked_fragment`."""
+    return [_checked_fragment(provider, f, position) for position, f in enumerate(fragments)]
+
+
+def _checked_fragment(provider: str, fragment: Any, position: int) -> dict[str, Any]:
+    """An OpenAI tool-call fragment whose fields have their declared types.
+
+    The result has an ``index`` (``position`` when it had none) and its
+    ``arguments`` as text (the object of a whole call is written as JSON).
+    Raises :class:`MalformedResponseError` for a fragment of another shape.
+    """
+    function = fragment.get("function") if isinstance(fragment, dict) else None
+    if not isinstance(fragment, dict) or not _is_optional(function, dict):
+        raise _malformed_call(provider, fragment)
+    function = function or {}
+    index, arguments = fragment.get("index"), function.get("arguments")
+    if not (
+        _is_optional(index, int)
+        and _is_optional(fragment.get("id"), str)
+        and _is_optional(function.get("name"), str)
+        and _is_optional(arguments, (str, dict))
+    ):
+        raise _malformed_call(provider, fragment)
+    if index is not None and not isinstance(arguments, dict):
+        return fragment
+    if isinstance(arguments, dict):
+        function = {**function, "arguments": json.dumps(arguments, ensure_ascii=False)}
+    return {**fragment, "index": position if index is None else index, "function": function}
+
+
+def _is_optional(value: Any, kind: type | tuple[type, ...]) -> bool:
+    """Whether ``value`` is ``None`` or of ``kind`` (a bool is no number here)."""
+    return value is None or (isinstance(value, kind) and not isinstance(value, bool))
+
+
+def _malformed_call(provider: str, fragment: Any) -> MalformedResponseError:
+    msg = f"sent a tool call of the wrong shape: {fragment!r:.120}"
+    return MalformedResponseError(msg, provider=provider)
+
+
+def _merge_fragments(provider: str, fragments: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Checked tool-call fragments (see :func:`_checked_fragments`) merged by index.
+
+    Raises :class:`MalformedResponseError` for a call left without a name.
+    """
     merged: dict[int, dict[str, Any]] = {}
-    for position, fragment in enumerate(fragments):
-        index = fragment.get("index", position)
+    for fragment in fragments:
         function = fragment.get("function") or {}
-        call = merged.setdefault(index, {"id": None, "function": {"name": None, "arguments": ""}})
+        call = merged.setdefault(
+            fragment["index"], {"id": None, "function": {"name": None, "arguments": ""}}
+        )
         call["id"] = call["id"] or fragment.get("id")
         call["function"]["name"] = call["function"]["name"] or function.get("name")
         call["function"]["arguments"] += function.get("arguments") or ""
-    return [merged[i] for i in sorted(merged)]
+    calls = [merged[i] for i in sorted(merged)]
+    for call in calls:
+        if not call["function"]["name"]:
+            msg = f"sent a tool call without a name: {call!r:.120}"
+            raise MalformedResponseError(msg, provider=provider)
+    return calls
 
 
 def _has_content(batch: list[Delta]) -> bool:
     return any(d.text or d.tool_calls or d.reasoning for d in batch)
+
+
+class _Batches(Protocol):
+    """The rest of an answer: its batches of deltas, and a way to stop reading them."""
+
+    def __iter__(self) -> Iterator[list[Delta]]: ...
+
+    def close(self) -> None:
+        """Stop reading: free the connection (and the budget's share, if held)."""
+
+
+class _ABatches(Protocol):
+    """:class:`_Batches`, async."""
+
+    def __aiter__(self) -> AsyncIterator[list[Delta]]: ...
+
+    def aclose(self) -> Awaitable[None]:
+        """Stop reading: free the connection (and the budget's share, if held)."""
+
+
+def _closable(batches: Iterator[list[Delta]]) -> Generator[list[Delta], None, None]:
+    """A transport's batches as a generator; closing it closes them if they can be.
+
+    A transport may return any iterator: a provider doing its own I/O, a list's.
+    """
+    if isinstance(batches, Generator):
+        return batches
+    return _delegate(batches)
+
+
+def _delegate(batches: Iterator[list[Delta]]) -> Generator[list[Delta], None, None]:
+    yield from batches  # closing the generator calls batches.close(), if it has one
+
+
+def _aclosable(batches: AsyncIterator[list[Delta]]) -> AsyncGenerator[list[Delta], None]:
+    """:func:`_closable` for an async transport."""
+    if isinstance(batches, AsyncGenerator):
+        return batches
+    return _adelegate(batches)
+
+
+async def _adelegate(batches: AsyncIterator[list[Delta]]) -> AsyncGenerator[list[Delta], None]:
+    try:
+        async for batch in batches:
+            yield batch
+    finally:
+        aclose = getattr(batches, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 class _Call:
@@ -477,6 +381,12 @@ class _Call:
         self.stop = stop
         #: Names of the tools an emulated reply may call.
         self.tool_names = tool_names
+
+
+def _give_back(taken: tuple[Budget, Grant] | None) -> None:
+    if taken is not None:
+        budget, grant = taken
+        budget.release(grant)
 
 
 # --- the chat model --------------------------------------------------------
@@ -691,9 +601,8 @@ class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
 
     def __repr_args__(self) -> Any:
         for name, value in super().__repr_args__():
-            if name in ("base_url", "proxy") and isinstance(value, str):
-                value = redact_url(value)
-            yield name, value
+            secret = name in ("base_url", "proxy") and isinstance(value, str)
+            yield name, redact_url(value) if secret else value
 
     def __init__(self, **kwargs: Any) -> None:
         init_model(super().__init__, type(self), kwargs)
@@ -701,9 +610,6 @@ class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
         # the caller as they are (pydantic would wrap them).
         provider = self.provider
         self._provider = registry.get(provider) if isinstance(provider, str) else provider
-        if not isinstance(self._provider, Provider):
-            msg = f"provider must be a name or a Provider, not {type(provider).__name__}"
-            raise ConfigurationError(msg)
         if self.model_name is None:
             if not self._provider.model:
                 msg = "serves any model; pass model=..."
@@ -730,6 +636,21 @@ class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
         """The declared budget (falsy when there is none)."""
         return Limits(self.requests_per_minute, self.max_concurrent)
 
+    @property
+    def budget(self) -> Budget | None:
+        """Where each request takes its share of the budget (``None``: no budget)."""
+        return self._budget
+
+    def hold_budget(self, budget: Budget, *, wait: bool) -> None:
+        """Take each request's share from ``budget`` from now on.
+
+        With ``wait=False`` a spent budget raises
+        :class:`~langchain_g4f.errors.BudgetExhaustedError` at once instead of
+        waiting within ``timeout``: a router does the waiting in its schedule.
+        """
+        self._budget = budget
+        self._budget_waits = wait
+
     # -- LangChain metadata -------------------------------------------------
 
     @property
@@ -738,10 +659,12 @@ class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
 
     @property
     def lc_secrets(self) -> dict[str, str]:
+        """The key's environment variable, named in serialized models instead of the key."""
         return {"api_key": self._key_env or "G4F_API_KEY"}
 
     @property
     def provider_name(self) -> str:
+        """The provider's registry name."""
         return self._provider.name
 
     @property
@@ -781,6 +704,7 @@ class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
         self,
         messages: list[BaseMessage],
         stop: list[str] | None,
+        *,
         stream: bool,
         kwargs: dict[str, Any],
     ) -> _Call:
@@ -797,7 +721,9 @@ class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
         check_call_values(kwargs, self._provider.name)
         self._check_key_destination()
         model = kwargs.get("model") or self.model_name
-        assert model is not None
+        if model is None:  # model_name was set to None after construction
+            msg = "no model to ask for; pass model=..."
+            raise ConfigurationError(msg, provider=self._provider.name)
         stops = stop_list(stop, self.stop)
         native = self._provider.native_tools
         images = bool(self.profile_for(model).get("image_inputs"))
@@ -841,6 +767,7 @@ class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
 
     @property
     def sync_transport(self) -> SyncTransport:
+        """The HTTP transport of sync calls, made on first use."""
         if self._sync is None:
             self._sync = SyncTransport(
                 timeout=self.timeout,
@@ -852,6 +779,7 @@ class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
 
     @property
     def async_transport(self) -> AsyncTransport:
+        """The HTTP transport of async calls, made on first use."""
         if self._async is None:
             self._async = AsyncTransport(
                 timeout=self.timeout,
@@ -863,7 +791,7 @@ class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
 
     # -- sending, with retries before the first delta -------------------------
 
-    def _open(self, call: _Call) -> tuple[list[list[Delta]], Iterator[list[Delta]]]:
+    def _open(self, call: _Call) -> tuple[list[list[Delta]], _Batches]:
         """Send the call and read up to its first text, retrying what can heal.
 
         Returns the batches read so far and the rest of the answer. Nothing has
@@ -873,9 +801,11 @@ class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
         """
         attempt = 0
         while True:
-            grant = self._take_budget()
-            batches = (self._provider.transport or self.sync_transport).batches(
-                self._provider, call.request
+            taken = self._take_budget()
+            batches = _closable(
+                (self._provider.transport or self.sync_transport).batches(
+                    self._provider, call.request
+                )
             )
             head: list[list[Delta]] = []
             try:
@@ -884,25 +814,25 @@ class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
                     if _has_content(batch):
                         break
             except ProviderError as exc:
-                self._give_back(grant)
+                _give_back(taken)
                 if not exc.retryable or attempt >= self.max_retries:
                     raise
                 time.sleep(backoff_delay(attempt, exc))
                 attempt += 1
                 continue
             except BaseException:
-                self._give_back(grant)
+                _give_back(taken)
                 raise
-            return head, batches if grant is None else Held(batches, self._budget, grant)
+            return head, batches if taken is None else Held(batches, *taken)
 
-    async def _aopen(
-        self, call: _Call
-    ) -> tuple[list[list[Delta]], AsyncGenerator[list[Delta], None]]:
+    async def _aopen(self, call: _Call) -> tuple[list[list[Delta]], _ABatches]:
         attempt = 0
         while True:
-            grant = await self._atake_budget()
-            batches = (self._provider.transport or self.async_transport).abatches(
-                self._provider, call.request
+            taken = await self._atake_budget()
+            batches = _aclosable(
+                (self._provider.transport or self.async_transport).abatches(
+                    self._provider, call.request
+                )
             )
             head: list[list[Delta]] = []
             try:
@@ -911,34 +841,31 @@ class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
                     if _has_content(batch):
                         break
             except ProviderError as exc:
-                self._give_back(grant)
+                _give_back(taken)
                 if not exc.retryable or attempt >= self.max_retries:
                     raise
                 await asyncio.sleep(backoff_delay(attempt, exc))
                 attempt += 1
                 continue
             except BaseException:
-                self._give_back(grant)
+                _give_back(taken)
                 raise
-            if grant is None:
-                return head, batches
-            return head, AsyncHeld(batches, self._budget, grant)  # type: ignore[return-value]
+            return head, batches if taken is None else AsyncHeld(batches, *taken)
 
-    def _take_budget(self) -> Grant | None:
+    def _take_budget(self) -> tuple[Budget, Grant] | None:
+        """The budget and this request's share of it (``None``: no budget)."""
         budget = self._budget
         if budget is None:
             return None
-        return budget.acquire(self.timeout) if self._budget_waits else budget.take()
+        grant = budget.acquire(self.timeout) if self._budget_waits else budget.take()
+        return budget, grant
 
-    async def _atake_budget(self) -> Grant | None:
+    async def _atake_budget(self) -> tuple[Budget, Grant] | None:
         budget = self._budget
         if budget is None:
             return None
-        return await budget.aacquire(self.timeout) if self._budget_waits else budget.take()
-
-    def _give_back(self, grant: Grant | None) -> None:
-        if grant is not None and self._budget is not None:
-            self._budget.release(grant)
+        grant = await budget.aacquire(self.timeout) if self._budget_waits else budget.take()
+        return budget, grant
 
     # -- BaseChatModel --------------------------------------------------------
 
@@ -949,7 +876,7 @@ class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        call = self._prepare(messages, stop, True, kwargs)
+        call = self._prepare(messages, stop, stream=True, kwargs=kwargs)
         answer = _Answer(self._provider.name, call, stream=True)
         head, rest = self._open(call)
         try:
@@ -958,7 +885,7 @@ class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
                     if run_manager:
                         run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                     yield chunk
-                if answer.stopped:
+                if answer.stopped():
                     break
         finally:
             rest.close()
@@ -974,7 +901,7 @@ class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        call = self._prepare(messages, stop, True, kwargs)
+        call = self._prepare(messages, stop, stream=True, kwargs=kwargs)
         answer = _Answer(self._provider.name, call, stream=True)
         head, rest = await self._aopen(call)
         try:
@@ -985,13 +912,13 @@ class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
                     if run_manager:
                         await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                     yield chunk
-            if not answer.stopped:
+            if not answer.stopped():
                 async for batch in rest:
                     for chunk in answer.chunks(batch):
                         if run_manager:
                             await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                         yield chunk
-                    if answer.stopped:
+                    if answer.stopped():
                         break
         finally:
             await rest.aclose()
@@ -1007,13 +934,13 @@ class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        call = self._prepare(messages, stop, False, kwargs)
+        call = self._prepare(messages, stop, stream=False, kwargs=kwargs)
         answer = _Answer(self._provider.name, call, stream=False)
         head, rest = self._open(call)
         try:
             for batch in chain(head, rest):
                 answer.collect(batch)
-                if answer.stopped:
+                if answer.stopped():
                     break
         finally:
             rest.close()
@@ -1026,16 +953,16 @@ class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        call = self._prepare(messages, stop, False, kwargs)
+        call = self._prepare(messages, stop, stream=False, kwargs=kwargs)
         answer = _Answer(self._provider.name, call, stream=False)
         head, rest = await self._aopen(call)
         try:
             for batch in head:
                 answer.collect(batch)
-            if not answer.stopped:
+            if not answer.stopped():
                 async for batch in rest:
                     answer.collect(batch)
-                    if answer.stopped:
+                    if answer.stopped():
                         break
         finally:
             await rest.aclose()

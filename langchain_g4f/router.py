@@ -24,8 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from functools import partial
 from itertools import chain
@@ -50,6 +49,7 @@ from pydantic import ConfigDict, Field, PrivateAttr
 from langchain_g4f import profiles, traces
 from langchain_g4f import providers as registry
 from langchain_g4f._config import init_model
+from langchain_g4f._messages import ls_params, stop_list
 from langchain_g4f._race import (
     Attempt,
     Entry,
@@ -64,7 +64,7 @@ from langchain_g4f._race import (
 )
 from langchain_g4f._stall import AWatched, StallLimit, Watched
 from langchain_g4f.budgets import Budget, budgets_of
-from langchain_g4f.chat_models import ChatG4F, ls_params, stop_list
+from langchain_g4f.chat_models import ChatG4F
 from langchain_g4f.content import check_blocks
 from langchain_g4f.continuation import Splicer, continuation_messages
 from langchain_g4f.errors import (
@@ -296,9 +296,8 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
         # attempt: a provider whose budget is spent waits its turn in the schedule.
         budgets = budgets_of(self._store)
         for entry in self._entries:
-            if isinstance(entry.chat, ChatG4F) and entry.chat.limits:
-                entry.chat._budget = Budget(entry.key, entry.chat.limits, budgets)
-                entry.chat._budget_waits = False
+            if entry.chat.limits:
+                entry.chat.hold_budget(Budget(entry.key, entry.chat.limits, budgets), wait=False)
         self._health = Health(
             [entry.key for entry in self._entries],
             HealthPolicy(
@@ -313,28 +312,20 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
         )
 
     def _build_entries(self) -> list[Entry]:
-        implicit = self.providers is None
-        specs: list[ChatG4F | str] = (
+        if self.providers is None:
             # every registered provider, those that stream first
-            sorted(registry.names(), key=lambda name: not registry.get(name).supports_stream)
-            if implicit
-            else list(self.providers or [])
-        )
-        chats = []
-        for spec in specs:
-            try:
-                chats.append(self._chat_for(spec))
-            except ConfigurationError as exc:
-                if not implicit:
-                    raise
-                # e.g. a registered provider that needs a model nobody gave: left out, said once
-                logger.warning("router leaves out provider %s: %s", spec, exc)
+            names = sorted(
+                registry.names(), key=lambda name: not registry.get(name).supports_stream
+            )
+            chats = [chat for chat in map(self._registered_chat, names) if chat is not None]
+        else:
+            chats = [self._chat_for(spec) for spec in self.providers]
         if not chats:
             msg = "the router has no providers; pass providers=[...]"
             raise ConfigurationError(msg)
         names = [chat.provider_name for chat in chats]
         entries, seen = [], dict.fromkeys(names, 0)
-        for chat, name in zip(chats, names):
+        for chat, name in zip(chats, names, strict=True):
             seen[name] += 1
             key = name if names.count(name) == 1 else f"{name}#{seen[name]}"
             entries.append(Entry(key, chat, _provider_of(chat)))
@@ -346,12 +337,20 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
         entries = [e for e in self._entries if model is None or e.serves(model)]
         return profiles.union([_profile_of(e, model) for e in entries or self._entries])
 
+    def _registered_chat(self, name: str) -> ChatG4F | None:
+        """The chat model of a registered provider; ``None`` when it cannot serve here.
+
+        A provider that needs a model nobody gave, for example, is left out, said once.
+        """
+        try:
+            return self._chat_for(name)
+        except ConfigurationError as exc:
+            logger.warning("router leaves out provider %s: %s", name, exc)
+            return None
+
     def _chat_for(self, spec: ChatG4F | str) -> ChatG4F:
         if isinstance(spec, ChatG4F):
             return spec.model_copy(update={"max_retries": 0})
-        if not isinstance(spec, str):
-            msg = f"providers must be ChatG4F models or provider names, not {type(spec).__name__}"
-            raise ConfigurationError(msg)
         provider = registry.get(spec)
         model = self.model_name
         serves = model is not None and (provider.accepts_any_model or model in provider.model)
@@ -390,23 +389,25 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
         params = ls_params(self, stop, kwargs)
         if "ls_model_name" not in params:
             # no model named for the call: the candidates' own, when they all ask the same
-            asked = {entry.chat.model_name for entry in self._entries}  # type: ignore[attr-defined]
-            if len(asked) == 1 and None not in asked:
-                params["ls_model_name"] = asked.pop()
+            asked = {entry.chat.model_name for entry in self._entries}
+            name = asked.pop() if len(asked) == 1 else None
+            if name is not None:
+                params["ls_model_name"] = name
         return params
 
     def stats(self) -> dict[str, dict[str, Any]]:
-        """Health per provider: ``{"successes", "failures", "consecutive_failures",
-        "cooldown_left" (s), "ttft" (average s or None), "last_error",
-        "success_rate" (recent, smoothed), "recent_calls" (decayed count),
-        "throughput" (chars/s or None), "failure_cost" (s or None), "circuit"
-        ("closed", "open" or "half_open")}``, and for a provider with a budget
-        ``"budget": {"requests", "requests_left", "concurrent", "concurrent_left"}``.
-        With a shared store these are the fleet's figures.
+        """Health per provider (with a shared store, the fleet's figures).
+
+        ``{"successes", "failures", "consecutive_failures", "cooldown_left" (s),
+        "ttft" (average s or None), "last_error", "success_rate" (recent,
+        smoothed), "recent_calls" (decayed count), "throughput" (chars/s or
+        None), "failure_cost" (s or None), "circuit" ("closed", "open" or
+        "half_open")}``, and for a provider with a budget ``"budget":
+        {"requests", "requests_left", "concurrent", "concurrent_left"}``.
         """
         stats = self._health.stats()
         for entry in self._entries:
-            budget = getattr(entry.chat, "_budget", None)
+            budget = entry.chat.budget
             if budget is not None:
                 stats[entry.key]["budget"] = budget.usage()
         return stats
@@ -517,6 +518,7 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
         stop: list[str] | None = None,
         **kwargs: Any,
     ) -> Iterator[AIMessageChunk]:
+        """Stream the answer; the router's events attach to the run it names."""
         # The base class does not hand _stream its run manager: name the run here so
         # that the router's custom events attach to it.
         config, trace = self._traced(config, is_async=False)
@@ -534,16 +536,21 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
         stop: list[str] | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[AIMessageChunk]:
+        """Stream the answer, async; the router's events attach to the run it names."""
         config, trace = self._traced(config, is_async=True)
         token = traces.enter(trace)
+        chunks = super().astream(input, config, stop=stop, **kwargs)
         try:
-            # aclosing: a caller that stops early closes the stream now, not at garbage
-            # collection, so the provider is told of the cancellation at once
-            async with aclosing(super().astream(input, config, stop=stop, **kwargs)) as chunks:
-                async for chunk in chunks:
-                    yield chunk
+            async for chunk in chunks:
+                yield chunk
         finally:
-            traces.leave(token)
+            # a caller that stops early closes the stream now, not at garbage
+            # collection, so the provider is told of the cancellation at once
+            try:
+                if isinstance(chunks, AsyncGenerator):
+                    await chunks.aclose()
+            finally:
+                traces.leave(token)
 
     def _traced(
         self, config: RunnableConfig | None, *, is_async: bool
@@ -552,6 +559,19 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
         run_id = config.get("run_id") or uuid7()
         config["run_id"] = run_id
         return config, traces.Trace.for_config(self, config, run_id, is_async=is_async)
+
+    def _relay(self, request: Request) -> _Relay:
+        return _Relay(
+            request,
+            self._health,
+            self._candidate_keys,
+            continues=self.on_interrupt == "continue",
+            max_retries=self.max_retries,
+        )
+
+    def _candidate_keys(self, request: Request) -> list[str]:
+        """The providers that could serve ``request`` at all."""
+        return [entry.key for entry in self._capable(self._serving(request.model), request)]
 
     # -- the stall watch -----------------------------------------------------------
 
@@ -581,7 +601,7 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
     ) -> Iterator[ChatGenerationChunk]:
         request = self._request(messages, stop, kwargs)
         trace = traces.current(run_manager)
-        relay = _Relay(self, request)
+        relay = self._relay(request)
         won = self._win(request, trace)
         while True:
             relay.begin(won)
@@ -594,19 +614,23 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
                         yield out
                 for out in relay.end():
                     yield out
-                return
             except Exception as exc:
                 traces.dispatch_attempts(trace, [relay.broke(exc)])
-                request = relay.resume()  # or raises: the answer cannot go on
+                resumed = relay.resume()
+                if resumed is None:  # the answer cannot go on
+                    raise relay.interrupted() from exc
+                request = resumed
             except BaseException:
                 relay.cancelled()
                 raise
+            else:
+                return
             finally:
                 stream.close()
             try:
                 won = self._win(request, trace)
             except Exception as exc:
-                raise relay.unfinished(exc) from exc
+                raise relay.interrupted(exc) from exc
             traces.dispatch_continue(trace, relay.continued_by(won))
 
     async def _astream(
@@ -618,7 +642,7 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
     ) -> AsyncIterator[ChatGenerationChunk]:
         request = self._request(messages, stop, kwargs)
         trace = traces.current(run_manager)
-        relay = _Relay(self, request)
+        relay = self._relay(request)
         won = await self._awin(request, trace)
         while True:
             relay.begin(won)
@@ -636,19 +660,23 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
                         yield out
                 for out in relay.end():
                     yield out
-                return
             except Exception as exc:
                 await traces.adispatch_attempts(trace, [relay.broke(exc)])
-                request = relay.resume()  # or raises: the answer cannot go on
+                resumed = relay.resume()
+                if resumed is None:  # the answer cannot go on
+                    raise relay.interrupted() from exc
+                request = resumed
             except BaseException:
                 relay.cancelled()
                 raise
+            else:
+                return
             finally:
                 await aclose(stream)
             try:
                 won = await self._awin(request, trace)
             except Exception as exc:
-                raise relay.unfinished(exc) from exc
+                raise relay.interrupted(exc) from exc
             await traces.adispatch_continue(trace, relay.continued_by(won))
 
     def _generate(
@@ -694,18 +722,29 @@ class _Relay:
     segment: a success, a failure after text, or a cancellation by the caller.
     """
 
-    def __init__(self, router: ChatG4FRouter, request: Request) -> None:
-        self.router = router
+    #: The current segment's winner (set by :meth:`begin`, which comes first).
+    won: Won
+    #: The latest break (set by :meth:`broke`, which comes before any use of it).
+    error: BaseException
+
+    def __init__(
+        self,
+        request: Request,
+        health: Health,
+        candidates: Callable[[Request], list[str]],
+        *,
+        continues: bool,
+        max_retries: int,
+    ) -> None:
         self.request = request
-        self.health = router._health
-        self.continues = router.on_interrupt == "continue"
-        self.max_retries = router.max_retries
+        self.health = health
+        self.candidates = candidates  # the keys of the providers that could serve a request
+        self.continues = continues
+        self.max_retries = max_retries
         self.texts: list[str] = []  # all text given to the caller
         self.segments: list[dict[str, Any]] = []
         self.attempts: list[dict[str, Any]] = []
         self.breaks: Counter[str] = Counter()
-        self.error: BaseException | None = None  # the latest break
-        self.won: Won | None = None
         self.splicer: Splicer | None = None
         self.tools: list[ChatGenerationChunk] = []
         self.chars = 0  # of the current segment
@@ -721,11 +760,12 @@ class _Relay:
     def feed(self, chunk: ChatGenerationChunk) -> list[ChatGenerationChunk]:
         """What to yield for a chunk of the current segment."""
         message = chunk.message
-        if message.chunk_position == "last":  # type: ignore[attr-defined]
-            return self._last(chunk)
-        if self.continues and message.tool_call_chunks:  # type: ignore[attr-defined]
-            self.tools.append(chunk)
-            return []
+        if isinstance(message, AIMessageChunk):  # as every chunk of a ChatG4F is
+            if message.chunk_position == "last":
+                return self._last(chunk)
+            if self.continues and message.tool_call_chunks:
+                self.tools.append(chunk)
+                return []
         text = chunk.text
         if self.splicer is not None and text and isinstance(message.content, str):
             new = self.splicer.push(text)
@@ -752,7 +792,7 @@ class _Relay:
             if content != message.content:
                 update["content"] = content
         self._given(update.get("content", chunk.text))
-        won = self._won
+        won = self.won
         metadata = dict(message.response_metadata)
         metadata["provider"] = won.key  # as in attempts and stats()
         metadata["attempts"] = self.attempts
@@ -769,22 +809,17 @@ class _Relay:
             self.texts.append(text)
             self.chars += len(text)
 
-    @property
-    def _won(self) -> Won:
-        assert self.won is not None  # begin() comes first
-        return self.won
-
     # -- the end of a segment --
 
     def cancelled(self) -> None:
         """The caller abandoned the answer."""
         if not self.done:
             self.done = True
-            self.health.record_cancelled(self._won.key)
+            self.health.record_cancelled(self.won.key)
 
     def broke(self, error: BaseException) -> dict[str, Any]:
         """The current segment broke: health hears of it; returns its attempt record."""
-        won = self._won
+        won = self.won
         self.health.record_failure(won.key, error, after_text=True)
         record = attempt_record(won.attempt, error, clock())
         self.attempts.append(record)
@@ -794,14 +829,16 @@ class _Relay:
             self.segments.append({"provider": won.key, "chars": self.chars})
         return record
 
-    def resume(self) -> Request:
-        """After a break: the request that continues the answer (or restarts it, when
-        no text was given); raises :class:`StreamInterruptedError` when it cannot.
+    def resume(self) -> Request | None:
+        """After a break: the request that continues the answer.
+
+        The request restarts it when no text was given; ``None`` when the answer
+        cannot go on (see :meth:`interrupted`).
         """
-        keys = self._keys()
+        keys = self.candidates(self.request)
         exclude = self._exclude(keys)
         if not self.continues or len(exclude) == len(keys):
-            raise self._interrupted(None) from self.error
+            return None
         partial = "".join(self.texts)
         messages = self.request.messages
         if partial:
@@ -810,14 +847,10 @@ class _Relay:
         deadline = clock() + timeout if timeout is not None else float("inf")
         return replace(self.request, messages=messages, deadline=deadline, exclude=exclude)
 
-    def _keys(self) -> list[str]:
-        """The providers that could serve this call at all."""
-        router, request = self.router, self.request
-        return [e.key for e in router._capable(router._serving(request.model), request)]
-
     def _exclude(self, keys: list[str]) -> frozenset[str]:
-        """Who may not continue: those that broke this answer, unless nobody else is
-        left; then those that broke it more often than their retries.
+        """Who may not continue: those that broke this answer.
+
+        When nobody else is left: those that broke it more often than their retries.
         """
         if any(key not in self.breaks for key in keys):
             return frozenset(self.breaks)
@@ -827,15 +860,14 @@ class _Relay:
         """The ``g4f_continue`` event's data when ``won`` continues given text."""
         if not self.texts:
             return None  # a restart: nothing had reached the caller
-        return {"provider": won.key, "after": self._won.key, "chars": sum(map(len, self.texts))}
+        return {"provider": won.key, "after": self.won.key, "chars": sum(map(len, self.texts))}
 
-    def unfinished(self, error: BaseException) -> StreamInterruptedError:
-        """No provider could continue the answer (``error`` says why)."""
-        return self._interrupted(error)
+    def interrupted(self, failed: BaseException | None = None) -> StreamInterruptedError:
+        """The error for an answer that broke and is not continued.
 
-    def _interrupted(self, failed: BaseException | None) -> StreamInterruptedError:
+        ``failed``: why no provider could continue it (``None``: none was asked).
+        """
         error = self.error
-        assert error is not None  # a segment broke
         partial = "".join(self.texts)
         if failed is not None:
             why = f"no provider could continue it: {failed}"
@@ -846,7 +878,7 @@ class _Relay:
         return StreamInterruptedError(
             f"the stream broke after {len(partial)} characters of text "
             f"({type(error).__name__}: {error}); {why}",
-            provider=self._won.key,
+            provider=self.won.key,
             partial_text=partial,
             cause=error,
         )
@@ -864,7 +896,7 @@ def _open_astream(request: Request, attempt: Attempt) -> AsyncIterator[ChatGener
 
 def _budget_wait(entry: Entry) -> float:
     """Seconds until the provider's budget is expected to have room (0.0: now)."""
-    budget = getattr(entry.chat, "_budget", None)
+    budget = entry.chat.budget
     return budget.wait_hint() if budget is not None else 0.0
 
 
@@ -881,8 +913,7 @@ def _provider_of(chat: ChatG4F) -> Provider:
 
 
 def _profile_of(entry: Entry, model: str | None) -> ModelProfile:
-    chat = entry.chat
-    return chat.profile_for(model) if isinstance(chat, ChatG4F) else chat.profile or {}
+    return entry.chat.profile_for(model)
 
 
 def _result(chunks: list[ChatGenerationChunk]) -> ChatResult:

@@ -9,7 +9,7 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 
 from langchain_g4f import ChatG4F, ChatG4FRouter
-from langchain_g4f.chat_models import convert_messages
+from langchain_g4f._messages import convert_messages
 from langchain_g4f.errors import ConfigurationError, NoProviderAvailableError
 from langchain_g4f.providers import OpenAICompatible
 from langchain_g4f.testing import Replica, describe_images, reply_for

@@ -169,7 +169,7 @@ async def test_a_registered_provider_streams_async(line_chat: LineChatServer) ->
 def test_a_registered_provider_checks_its_models_before_any_request(
     line_chat: LineChatServer,
 ) -> None:
-    with pytest.raises(ConfigurationError, match="LineChat.*does not serve model 'gpt-4'"):
+    with pytest.raises(ConfigurationError, match=r"LineChat.*does not serve model 'gpt-4'"):
         ChatG4F(provider="LineChat", model="gpt-4")
     assert line_chat.bodies == []
 
@@ -223,3 +223,66 @@ def test_router_model_routes_across_custom_and_builtin(
     # only the endpoint that takes any model serves an unknown one
     assert router.invoke("Hi", model="qwen2.5").response_metadata["provider"] == "local"
     assert redirected.requests[-1]["json"]["model"] == "qwen2.5"
+
+
+# --- a provider with its own transport of plain iterators ------------------------------
+
+
+class _PlainBatches:
+    """An async iterator that is not a generator: no ``aclose``."""
+
+    def __init__(self, batches: list[list[Delta]]) -> None:
+        self.batches = iter(batches)
+
+    def __aiter__(self) -> _PlainBatches:
+        return self
+
+    async def __anext__(self) -> list[Delta]:
+        try:
+            return next(self.batches)
+        except StopIteration:
+            raise StopAsyncIteration from None
+
+
+class PlainTransport:
+    """A transport whose ``batches``/``abatches`` return plain iterators (no close)."""
+
+    answer = (
+        [Delta(text="Hello ")],
+        [Delta(text="plain world", finish_reason="stop")],
+    )
+
+    def batches(self, provider: Provider, request: Any) -> Iterator[list[Delta]]:
+        return iter(list(self.answer))
+
+    def abatches(self, provider: Provider, request: Any) -> _PlainBatches:
+        return _PlainBatches(list(self.answer))
+
+
+class PlainIO(LineChat):
+    name = "PlainIO"
+    transport = PlainTransport()
+
+
+@pytest.mark.parametrize("limits", [{}, {"max_concurrent": 1}], ids=["no-budget", "budget"])
+def test_a_transport_of_plain_iterators_works_sync(limits: dict[str, int]) -> None:
+    llm = ChatG4F(provider=PlainIO(), timeout=1, **limits)
+    for _ in range(2):  # with a budget, the first call gave its grant back
+        assert llm.invoke("hi").content == "Hello plain world"
+        chunks = [c.content for c in llm.stream("hi") if c.content]
+        assert chunks == ["Hello ", "plain world"]
+
+
+@pytest.mark.parametrize("limits", [{}, {"max_concurrent": 1}], ids=["no-budget", "budget"])
+async def test_a_transport_of_plain_iterators_works_async(limits: dict[str, int]) -> None:
+    llm = ChatG4F(provider=PlainIO(), timeout=1, **limits)
+    for _ in range(2):
+        assert (await llm.ainvoke("hi")).content == "Hello plain world"
+        chunks = [c.content async for c in llm.astream("hi") if c.content]  # type: ignore[misc]
+        assert chunks == ["Hello ", "plain world"]
+
+
+def test_a_transport_of_plain_iterators_stops_early_at_a_stop_sequence() -> None:
+    llm = ChatG4F(provider=PlainIO(), stop=["plain"])
+    assert llm.invoke("hi").content == "Hello "
+    assert "".join(c.content for c in llm.stream("hi")) == "Hello "  # type: ignore[misc]

@@ -9,13 +9,15 @@ import ast
 import json
 import subprocess
 import sys
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from langchain_core.messages import BaseMessage
 
-from langchain_g4f import providers
-from langchain_g4f.chat_models import StopScanner
+from langchain_g4f import ChatG4F, providers
+from langchain_g4f._messages import StopScanner
 from langchain_g4f.errors import (
     ConfigurationError,
     HTMLResponseError,
@@ -1291,3 +1293,146 @@ def test_a_short_body_decided_at_its_end_keeps_its_deltas(body: bytes) -> None:
     provider = PlainText()
     parser = provider.parser(provider.build_request("m", MESSAGES, stream=True), "text/plain")
     assert text(run(parser, *byte_by_byte(body))) == body.decode("utf-8", "replace")
+
+
+# --------------------------------------------------------------------------- tool calls, merged
+
+
+class WireTransport:
+    """Answers with the given tool calls, as an OpenAI SSE stream or one JSON body,
+    read by the provider's own parsers (no socket).
+    """
+
+    def __init__(self, calls: list[Any]) -> None:
+        self.calls = calls
+
+    def batches(self, provider: Provider, request: HTTPRequest) -> Iterator[list[Delta]]:
+        if request.stream:
+            parser = provider.stream_parser()
+            data = event(tool_chunk(self.calls)) + event(chunk(None, finish="tool_calls"))
+            yield from [
+                batch
+                for batch in (parser.feed(data + b"data: [DONE]\n\n"), parser.close())
+                if batch
+            ]
+        else:
+            whole = [{k: v for k, v in call.items() if k != "index"} for call in self.calls]
+            message = {"content": None, "tool_calls": whole}
+            body = {"choices": [{"message": message, "finish_reason": "tool_calls"}]}
+            yield provider.parse_body(json.dumps(body).encode())
+
+    async def abatches(
+        self, provider: Provider, request: HTTPRequest
+    ) -> AsyncIterator[list[Delta]]:
+        for batch in self.batches(provider, request):
+            yield batch
+
+
+class DeltaTransport(WireTransport):
+    """Hands the tool calls on as deltas, one each, unparsed: a provider doing its own I/O."""
+
+    def batches(self, provider: Provider, request: HTTPRequest) -> Iterator[list[Delta]]:
+        for call in self.calls:
+            yield [Delta(tool_calls=[call])]
+        yield [Delta(finish_reason="tool_calls")]
+
+
+def wire_model(transport: WireTransport, *, stream: bool = True) -> ChatG4F:
+    provider = type(providers.get("Mishalsgpt"))()
+    provider.transport = transport  # type: ignore[assignment]
+    provider.supports_stream = stream
+    return ChatG4F(provider=provider)
+
+
+def named(name: Any, **fields: Any) -> dict[str, Any]:
+    call = {"index": 0, "id": "c1", "type": "function", "function": {"arguments": "{}"}}
+    if name != "absent":
+        call["function"]["name"] = name
+    call.update(fields)
+    return call
+
+
+async def answers(llm: ChatG4F) -> list[BaseMessage]:
+    """The answers of invoke, stream, ainvoke and astream (the chunks added up)."""
+    chunks = list(llm.stream("hi"))
+    achunks = [c async for c in llm.astream("hi")]
+    return [
+        llm.invoke("hi"),
+        sum(chunks[1:], chunks[0]),
+        await llm.ainvoke("hi"),
+        sum(achunks[1:], achunks[0]),
+    ]
+
+
+async def assert_malformed(llm: ChatG4F) -> None:
+    """Invoke, stream, ainvoke and astream each raise MalformedResponseError."""
+    errors = []
+    with pytest.raises(MalformedResponseError) as info:
+        llm.invoke("hi")
+    errors.append(info.value)
+    with pytest.raises(MalformedResponseError) as info:
+        list(llm.stream("hi"))
+    errors.append(info.value)
+    with pytest.raises(MalformedResponseError) as info:
+        await llm.ainvoke("hi")
+    errors.append(info.value)
+    with pytest.raises(MalformedResponseError) as info:
+        [c async for c in llm.astream("hi")]
+    errors.append(info.value)
+    assert [error.provider for error in errors] == ["Mishalsgpt"] * 4
+
+
+@pytest.mark.parametrize("name", [None, "absent"])
+async def test_a_tool_call_from_the_wire_without_a_name_is_malformed(name: Any) -> None:
+    await assert_malformed(wire_model(WireTransport([named(name)])))
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        named(None),
+        named(5),
+        named(["f"]),
+        named("f", id=7),
+        named("f", function={"name": "f", "arguments": 3}),
+        named("f", function={"name": "f", "arguments": ["a"]}),
+        named("f", function="f"),
+        named("f", index="0"),
+        "f",
+    ],
+    ids=[
+        "null-name",
+        "numeric-name",
+        "list-name",
+        "numeric-id",
+        "numeric-arguments",
+        "list-arguments",
+        "function-string",
+        "string-index",
+        "not-an-object",
+    ],
+)
+async def test_a_tool_call_delta_of_the_wrong_type_is_malformed(call: Any) -> None:
+    await assert_malformed(wire_model(DeltaTransport([call])))
+
+
+async def test_a_later_fragment_may_leave_out_the_name() -> None:
+    fragments = [
+        {"index": 0, "id": "c1", "function": {"name": "f", "arguments": '{"a"'}},
+        {"index": 0, "function": {"arguments": ": 1}"}},
+    ]
+    for message in await answers(wire_model(DeltaTransport(fragments))):
+        assert message.tool_calls == [
+            {"name": "f", "args": {"a": 1}, "id": "c1", "type": "tool_call"}
+        ]
+
+
+async def test_whole_tool_call_arguments_may_be_an_object() -> None:
+    call = named("f", function={"name": "f", "arguments": {"a": 1}})
+    expected = [{"name": "f", "args": {"a": 1}, "id": "c1", "type": "tool_call"}]
+    # a provider that cannot stream answers every call with one body
+    for message in await answers(wire_model(WireTransport([call]), stream=False)):
+        assert message.tool_calls == expected
+    streaming = wire_model(WireTransport([call]))
+    assert streaming.invoke("hi").tool_calls == expected
+    assert (await streaming.ainvoke("hi")).tool_calls == expected

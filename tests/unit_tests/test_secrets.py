@@ -10,7 +10,7 @@ from langchain_core.load import dumpd, dumps
 from langchain_core.messages import HumanMessage
 
 from langchain_g4f import ChatG4F, ChatG4FRouter
-from langchain_g4f.errors import ConfigurationError
+from langchain_g4f.errors import ConfigurationError, G4FError
 from langchain_g4f.providers import OpenAICompatible
 
 KEY = "sk-env-key-0123456789SECRET"
@@ -34,7 +34,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def authorization(llm: ChatG4F) -> str | None:
-    headers = llm._prepare([HumanMessage("hi")], None, False, {}).request.headers
+    headers = llm._prepare([HumanMessage("hi")], None, stream=False, kwargs={}).request.headers
     return {k.lower(): v for k, v in headers.items()}.get("authorization")
 
 
@@ -236,7 +236,7 @@ def test_router_repr_dumps_and_callbacks_hide_url_secrets() -> None:
     assert_clean(repr(router))
     assert_clean(dumps(router))
     assert_clean(router._identifying_params)
-    with pytest.raises(Exception) as info:  # nothing listens at 127.0.0.1:9
+    with pytest.raises(G4FError) as info:  # nothing listens at 127.0.0.1:9
         router.invoke("hi")
     assert_clean(str(info.value))
     assert recorder.seen
@@ -274,7 +274,7 @@ def test_request_repr_hides_keys_and_url_secrets() -> None:
     llm = ChatG4F(
         provider="Lockchat", base_url=SECRET_URL.replace(f"bob:{PASSWORD}@", ""), api_key=KEY
     )
-    request = llm._prepare([HumanMessage("hi")], None, True, {}).request
+    request = llm._prepare([HumanMessage("hi")], None, stream=True, kwargs={}).request
     assert request.headers["Authorization"] == f"Bearer {KEY}"
     assert URL_SECRET in request.url
     assert_clean(repr(request))

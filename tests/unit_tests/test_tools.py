@@ -10,7 +10,7 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, Tool
 from pydantic import BaseModel, Field
 
 from langchain_g4f import ChatG4F
-from langchain_g4f.chat_models import convert_messages
+from langchain_g4f._messages import convert_messages
 from langchain_g4f.errors import ConfigurationError
 from langchain_g4f.providers import OpenAICompatible
 from langchain_g4f.testing import Replica
