@@ -45,7 +45,11 @@ SEEDS = ("Aichat", "Gravityengine", "Lockchat", "Mishalsgpt")
 
 
 class Endpoints:
-    """What :func:`connect` set up; ``close()`` puts the registry back as it was."""
+    """What :func:`connect` set up; ``close()`` puts the registry back as it was.
+
+    Only one is open at a time: :func:`connect` closes the one before, so running a
+    notebook's first cell again starts afresh. ``close()`` may be called more than once.
+    """
 
     def __init__(
         self, mode: str, where: str, replaced: list[Provider], replica: Replica | None
@@ -64,14 +68,23 @@ class Endpoints:
 
     def close(self) -> None:
         """Restore the seed providers; stop the replica if one was started."""
+        if _Connection.current is self:
+            _Connection.current = None
         if self._redirect is not None:
             self._redirect.stop()
             self._redirect = None
         if self.replica is not None:
             self.replica.stop()
+            self.replica = None
         for provider in self._replaced:
             providers.register(provider, replace=True)
         self._replaced = []
+
+
+class _Connection:
+    """The endpoints :func:`connect` opened last, until they are closed."""
+
+    current: Endpoints | None = None
 
 
 def connect(choice: str | None = None, *, model: str | None = None) -> Endpoints:
@@ -80,20 +93,30 @@ def connect(choice: str | None = None, *, model: str | None = None) -> Endpoints
     ``choice``: ``"offline"``, ``"live"``, an ``http(s)://`` URL of an
     OpenAI-compatible API root, or ``"g4f:<provider>"``; ``None`` reads
     ``LANGCHAIN_G4F_ENDPOINTS`` (default ``"offline"``). ``model`` (URL and g4f
-    choices only): the one model every seed name asks for.
+    choices only): the one model every seed name asks for. The endpoints opened
+    by an earlier call are closed first (after the new choice is checked), so
+    calling it again, as a notebook's first cell run twice does, is safe.
     """
+    build = _chosen(choice, model)  # a bad choice raises here and changes nothing
+    if _Connection.current is not None:
+        _Connection.current.close()
+    _Connection.current = build()
+    return _Connection.current
+
+
+def _chosen(choice: str | None, model: str | None) -> Callable[[], Endpoints]:
+    """The checked choice, as what opens its endpoints."""
     choice = (choice if choice is not None else os.environ.get(ENV, "")).strip() or "offline"
     if choice == "offline":
         if model is not None:
             msg = "model= applies to an endpoint URL or a g4f provider"
             raise ConfigurationError(msg)
-        replica = Replica().start()
-        where = f"the seed providers are served by the local replica at {replica.url}"
-        return Endpoints("offline", where, [], replica)
+        return _offline
     if choice == "live":
-        return Endpoints("live", "the seed providers' own endpoints", [], None)
+        return lambda: Endpoints("live", "the seed providers' own endpoints", [], None)
     if choice.startswith("g4f:"):
-        return _replace_seeds(_g4f_stand_in(choice[len("g4f:") :]), model)
+        g4f = _g4f_stand_in(choice[len("g4f:") :])
+        return lambda: _replace_seeds(g4f, model)
     parts = urlsplit(choice)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         msg = (
@@ -101,7 +124,14 @@ def connect(choice: str | None = None, *, model: str | None = None) -> Endpoints
             f"API or 'g4f:<provider>', not {redact_url(choice)!r}"
         )
         raise ConfigurationError(msg)
-    return _replace_seeds(_openai_stand_in(choice), model)
+    openai = _openai_stand_in(choice)
+    return lambda: _replace_seeds(openai, model)
+
+
+def _offline() -> Endpoints:
+    replica = Replica().start()
+    where = f"the seed providers are served by the local replica at {replica.url}"
+    return Endpoints("offline", where, [], replica)
 
 
 #: Builds the provider that answers under a seed's name, given the seed and ``model``.

@@ -13,9 +13,11 @@ A cell that raises fails the run (nbclient's ``CellExecutionError``).
 from __future__ import annotations
 
 import ast
+import copy
 import re
 import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ from jupyter_client.kernelspec import KernelSpecManager
 from nbclient import NotebookClient
 
 from langchain_g4f import playground
+from langchain_g4f.testing import Replica
 
 pytestmark = pytest.mark.loopback
 
@@ -39,21 +42,30 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # --- running and reading -------------------------------------------------------
 
 
-def execute(name: str) -> nbformat.NotebookNode:
+def execute(
+    name: str, env: dict[str, str] | None = None, *, first_cell_twice: bool = False
+) -> nbformat.NotebookNode:
+    """Run a notebook as stored; ``env``: the documented variables the kernel sees."""
     # the kernel is this interpreter, so it runs this checkout's package
     kernel = KernelSpecManager().get_kernel_spec("python3").argv[0]
     kernel = shutil.which(kernel) or kernel  # a bare "python" is looked up on PATH
     assert Path(kernel).resolve() == Path(sys.executable).resolve()
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    if first_cell_twice:  # as a user who runs the first cell again
+        first = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code")
+        nb.cells.insert(first + 1, copy.deepcopy(nb.cells[first]))
+        nb.cells[first + 1].metadata["tags"] = ["playground-again"]
     client = NotebookClient(
         nb,
         timeout=120,
         kernel_name="python3",
         resources={"metadata": {"path": str(NOTEBOOKS)}},
     )
-    with pytest.MonkeyPatch.context() as env:  # the kernel inherits this environment
+    with pytest.MonkeyPatch.context() as environ:  # the kernel inherits this environment
         for variable in (playground.ENV, "LANGCHAIN_G4F_MODEL"):
-            env.delenv(variable, raising=False)
+            environ.delenv(variable, raising=False)
+        for variable, value in (env or {}).items():
+            environ.setenv(variable, value)
         client.execute()  # raises CellExecutionError if a cell raises
     return nb
 
@@ -415,3 +427,45 @@ def test_agents_structured_output_strategy_follows_the_profile(agents: Any) -> N
     provider, tool = lines(agents, "check-agent-structured")[1:]
     assert provider.startswith("structured_output=True: JSON answer -> Weather(location='Paris'")
     assert tool.startswith("structured_output=False: tool call Weather -> Weather(location='Paris'")
+
+
+# --- the documented modes, and the first cell run twice -------------------------------
+
+
+def test_running_the_first_cell_twice_keeps_the_seed_names_working() -> None:
+    nb = execute("quickstart.ipynb", first_cell_twice=True)
+    assert_ran_cleanly(nb)
+    again = stdout(cell(nb, "playground-again")).strip()
+    assert again.startswith("offline: the seed providers are served by the local replica")
+    assert again != stdout(cell(nb, PLAYGROUND_TAG)).strip()  # a fresh replica
+    content, _ = lines(nb, "check-invoke")
+    assert content.endswith("Hello! What can you do?")
+
+
+@pytest.fixture(scope="module")
+def openai_server() -> Iterator[str]:
+    """An OpenAI-compatible server on 127.0.0.1, as a user's LANGCHAIN_G4F_ENDPOINTS."""
+    with Replica() as server:
+        yield server.base_url("openai") + "/v1"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_notebook_runs_against_an_openai_compatible_url(
+    name: str, openai_server: str
+) -> None:
+    """The README's second notebook command: an endpoint URL and a model of its own."""
+    nb = execute(
+        name, {playground.ENV: openai_server, "LANGCHAIN_G4F_MODEL": "deepseek-r1-distill"}
+    )
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    for c in code:
+        for out in c.outputs:
+            assert out.output_type != "error", f"cell raised:\n{c.source}\n{out.get('evalue')}"
+            assert not (out.output_type == "stream" and out.name == "stderr"), out.text
+    said = stdout(code[0]).strip()
+    assert said == f"live: every seed provider is served by {openai_server}"
+    if name == "quickstart.ipynb":
+        assert stdout(cell(nb, "check-setup")).split() == ["Lockchat", "deepseek-r1-distill"]
+    if name == "agents.ipynb":  # the reasoning cell asked the endpoint, not a local default
+        reasoning = value_after(stdout(cell(nb, "check-reasoning")), "reasoning:")
+        assert reasoning.startswith("The user said: Why is the sky blue?")

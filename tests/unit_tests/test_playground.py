@@ -126,3 +126,51 @@ def test_the_offline_replica_stops_with_close(restored: list[playground.Endpoint
         ChatG4F(provider="Lockchat", base_url=redirected.rsplit("/v1", 1)[0], max_retries=0).invoke(
             "Hi"
         )
+
+
+@pytest.mark.parametrize("second", ["offline", "live", "url"])
+def test_connecting_again_replaces_the_last_connection(
+    replica: Replica, restored: list[playground.Endpoints], second: str
+) -> None:
+    """A notebook's first cell run twice: the seed names keep answering, nothing nests."""
+    first = playground.connect("offline")
+    restored.append(first)
+    assert first.replica is not None
+    old = first.replica.url
+    choice = replica.base_url("openai") + "/v1" if second == "url" else second
+    again = playground.connect(choice)
+    restored.append(again)
+    assert first.replica is None  # closed: its replica stopped
+    assert all(old not in providers.get(name).url for name in SEEDS)
+    if second == "live":
+        assert providers.get("Lockchat").url.startswith("http://super.lockchat.app")
+        return
+    for name in SEEDS:
+        assert ChatG4F(provider=name).invoke("Hi").content == reply_for(
+            [{"role": "user", "content": "Hi"}]
+        )
+    if second == "offline":
+        assert again.replica is not None
+        url = providers.get("Lockchat").url
+        assert url.startswith(again.replica.base_url("lockchat"))
+        assert "/lockchat/lockchat" not in url
+
+
+def test_connecting_after_close_serves_the_seed_names(
+    restored: list[playground.Endpoints],
+) -> None:
+    playground.connect("offline").close()
+    endpoints = playground.connect("offline")
+    restored.append(endpoints)
+    assert ChatG4F(provider="Lockchat").invoke("Hi").content.endswith("you said: Hi")
+    endpoints.close()
+    endpoints.close()  # twice is fine
+
+
+def test_a_bad_choice_keeps_the_open_connection(restored: list[playground.Endpoints]) -> None:
+    endpoints = playground.connect("offline")
+    restored.append(endpoints)
+    with pytest.raises(ConfigurationError):
+        playground.connect("ftp://nowhere")
+    assert endpoints.replica is not None
+    assert ChatG4F(provider="Lockchat").invoke("Hi").content.endswith("you said: Hi")
