@@ -92,7 +92,7 @@ def store(redis_url: str) -> Any:
 
 def _stall(url: str, seconds: float) -> threading.Thread:
     """Make Redis sleep ``seconds`` (``DEBUG SLEEP``) from another client."""
-    client = redis.Redis.from_url(url.split("?")[0])
+    client = redis.Redis.from_url(url.split("?", maxsplit=1)[0])
     thread = threading.Thread(target=client.execute_command, args=("DEBUG", "SLEEP", seconds))
     thread.start()
     return thread
