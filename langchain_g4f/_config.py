@@ -21,7 +21,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
-import re
+import threading
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,18 +32,31 @@ from langchain_g4f._redact import redact_text, redact_url
 from langchain_g4f.errors import ConfigurationError, did_you_mean
 from langchain_g4f.providers.base import Provider
 
-#: The key every provider that needs one may use.
-SHARED_KEY_ENV = "G4F_API_KEY"
+__all__ = [
+    "MAX_SECONDS",
+    "check_call_values",
+    "check_env_key_destination",
+    "check_proxy_url",
+    "env_api_key",
+    "init_model",
+]
+
+#: The longest wait the platform's timers accept (``threading.TIMEOUT_MAX``, about 292
+#: years): a longer timeout would fail deep inside the HTTP library, so it is refused.
+MAX_SECONDS = threading.TIMEOUT_MAX
+
 
 #: Fields whose values are never shown in an error message, and those shown redacted.
 _SECRET_FIELDS = frozenset({"api_key"})
 _URL_FIELDS = frozenset({"base_url", "proxy"})
+#: How much of an invalid value an error message shows.
+_SHOWN_CHARS = 60
 
 
 # --- constructor arguments -------------------------------------------------------
 
 
-def accepted_arguments(cls: type[BaseModel]) -> set[str]:
+def _accepted_arguments(cls: type[BaseModel]) -> set[str]:
     """Every keyword ``cls(...)`` takes: field names and their aliases."""
     names = set()
     for name, field in cls.model_fields.items():
@@ -58,20 +71,15 @@ def accepted_arguments(cls: type[BaseModel]) -> set[str]:
     return names
 
 
-def check_arguments(cls: type[BaseModel], kwargs: dict[str, Any]) -> None:
+def _check_arguments(cls: type[BaseModel], kwargs: dict[str, Any]) -> None:
     """Refuse keywords ``cls`` does not take, suggesting the closest real one."""
-    accepted = accepted_arguments(cls)
+    accepted = _accepted_arguments(cls)
     unknown = [name for name in kwargs if name not in accepted]
     if not unknown:
         return
-    problems = []
-    for name in unknown:
-        problems.append(f"{name!r}{did_you_mean(name, sorted(accepted), n=1)}")
+    problems = [f"{name!r}{did_you_mean(name, sorted(accepted), n=1)}" for name in unknown]
     msg = f"{cls.__name__} got unknown argument(s): {', '.join(problems)}"
-    raise ConfigurationError(
-        msg,
-        provider=_provider_name(kwargs),
-    )
+    raise ConfigurationError(msg, provider=_provider_name(kwargs))
 
 
 def _provider_name(kwargs: dict[str, Any]) -> str | None:
@@ -87,21 +95,28 @@ def _shown(field: str, value: Any) -> str:
     if field in _URL_FIELDS and isinstance(value, str):
         return f" (got {redact_url(value)!r})"
     text = redact_text(repr(value))
-    return f" (got {text[:60]}{'...' if len(text) > 60 else ''})"
+    shown = text[:_SHOWN_CHARS]
+    return f" (got {shown}{'...' if len(text) > _SHOWN_CHARS else ''})"
 
 
-def describe(cls: type[BaseModel], error: ValidationError) -> str:
+def _describe(cls: type[BaseModel], error: ValidationError) -> str:
     """One line per invalid field: its name, what is wrong, the value (secrets hidden)."""
-    lines = []
+    # One entry per field: a value that fits no member of a union (a number or "auto")
+    # fails once per member, under pydantic's names for them; they are joined with "or".
+    fields: dict[str, tuple[list[str], str]] = {}
     for item in error.errors(include_url=False, include_input=True):
         loc = item.get("loc") or ("?",)
         field = str(loc[0])
-        where = ".".join(str(part) for part in loc)
+        where = field if field in cls.model_fields else ".".join(str(part) for part in loc)
         message = item.get("msg", "invalid")
         if item.get("type") == "value_error":  # our own check; its message says it all
-            lines.append(f"{where}: {message.removeprefix('Value error, ')}")
+            message, shown = message.removeprefix("Value error, "), ""
         else:
-            lines.append(f"{where}: {message}{_shown(field, item.get('input'))}")
+            shown = _shown(field, item.get("input"))
+        messages, _ = fields.setdefault(where, ([], shown))
+        if message not in messages:
+            messages.append(message)
+    lines = [f"{where}: {' or '.join(msgs)}{shown}" for where, (msgs, shown) in fields.items()]
     return f"invalid {cls.__name__} argument(s): " + "; ".join(lines)
 
 
@@ -111,12 +126,13 @@ def init_model(init: Callable[..., None], cls: type[BaseModel], kwargs: dict[str
     The pydantic error is neither chained nor left as the context: its text
     repeats the inputs, secrets included.
     """
-    check_arguments(cls, kwargs)
+    _check_arguments(cls, kwargs)
     try:
         init(**kwargs)
-        return
     except ValidationError as exc:
-        error = ConfigurationError(describe(cls, exc), provider=_provider_name(kwargs))
+        error = ConfigurationError(_describe(cls, exc), provider=_provider_name(kwargs))
+    else:
+        return
     raise error
 
 
@@ -164,24 +180,15 @@ def _is_number(value: Any) -> bool:
 # --- API keys from the environment -------------------------------------------------
 
 
-def provider_key_env(provider: Provider) -> str:
-    """``G4F_<PROVIDER>_API_KEY`` for ``provider``."""
-    return f"G4F_{re.sub(r'[^A-Z0-9]+', '_', provider.name.upper()).strip('_')}_API_KEY"
-
-
 def env_api_key(provider: Provider) -> tuple[str, str] | None:
     """``(variable, key)`` from the environment that may go to ``provider``, if any."""
-    named = [provider.api_key_env] if provider.api_key_env else []
-    named.append(provider_key_env(provider))
-    for variable in named:
+    for variable in provider.key_variables():
         if os.environ.get(variable):
             return variable, os.environ[variable]
-    if provider.needs_auth and os.environ.get(SHARED_KEY_ENV):
-        return SHARED_KEY_ENV, os.environ[SHARED_KEY_ENV]
     return None
 
 
-def is_plain_http_to_another_host(url: str) -> bool:
+def _is_plain_http_to_another_host(url: str) -> bool:
     """Whether ``url`` is ``http://`` to a host other than this machine's loopback."""
     parts = urlsplit(url)
     if parts.scheme.lower() != "http":
@@ -197,13 +204,10 @@ def is_plain_http_to_another_host(url: str) -> bool:
 
 def check_env_key_destination(variable: str, url: str, provider: str) -> None:
     """Refuse to send a key from the environment over plain HTTP to another host."""
-    if is_plain_http_to_another_host(url):
+    if _is_plain_http_to_another_host(url):
         msg = (
             f"will not send the API key from ${variable} over plain http to "
             f"{redact_url(url)}; use an https:// base_url, or pass api_key=... "
             "explicitly to send it there anyway"
         )
-        raise ConfigurationError(
-            msg,
-            provider=provider,
-        )
+        raise ConfigurationError(msg, provider=provider)

@@ -20,12 +20,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
+
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 
 from langchain_g4f import DISTRIBUTION, __version__, providers
 from langchain_g4f._redact import redact_url
@@ -33,17 +38,24 @@ from langchain_g4f.errors import (
     AllProvidersFailedError,
     ConfigurationError,
     G4FError,
+    did_you_mean,
 )
+from langchain_g4f.health import HealthPolicy
+from langchain_g4f.providers.base import check_http_url
+from langchain_g4f.redis_store import RedisStore
 from langchain_g4f.strategies import STRATEGIES
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
-    from langchain_core.messages import BaseMessage
 
-PROG = "langchain-g4f"
+__all__ = ["main", "session"]
+
+_PROG = "langchain-g4f"
 #: The interactive session's history, under the user's home.
-HISTORY_FILE = os.path.join("~", ".langchain_g4f_history")
-HISTORY_LENGTH = 1000
+_HISTORY_FILE = "~/.langchain_g4f_history"
+_HISTORY_LENGTH = 1000
+#: The exit status of a command whose output pipe closed early: 128 + SIGPIPE, as the shell's.
+_BROKEN_PIPE = 141
 
 
 class _Parser(argparse.ArgumentParser):
@@ -65,6 +77,8 @@ def _chat_model(args: argparse.Namespace) -> BaseChatModel:
     if args.api_key:
         options["api_key"] = args.api_key
     names = args.provider or []
+    if args.base_url:
+        check_http_url(args.base_url)  # the API's own check and message
     if args.base_url and len(names) > 1:
         msg = "--base-url applies to one --provider"
         raise _UsageError(msg)
@@ -103,8 +117,6 @@ class _Stopped(KeyboardInterrupt):
 
 
 def _chat(args: argparse.Namespace) -> int:
-    from langchain_core.messages import HumanMessage, SystemMessage
-
     llm = _chat_model(args)
     history: list[BaseMessage] = [SystemMessage(args.system)] if args.system else []
     prompt = " ".join(args.prompt)
@@ -116,7 +128,7 @@ def _chat(args: argparse.Namespace) -> int:
     if prompt:
         _stream_answer(llm, [*history, HumanMessage(prompt)], sys.stdout)
         return 0
-    save_history = _line_editing(os.path.expanduser(HISTORY_FILE), sys.stderr)
+    save_history = _line_editing(str(Path(_HISTORY_FILE).expanduser()), sys.stderr)
     sys.stderr.write(
         f"{_describe(llm)}; Ctrl-C stops an answer, "
         "Ctrl-D or Ctrl-C at the prompt ends the session\n"
@@ -141,8 +153,6 @@ def session(
     ends the session with status 0. Provider failures print one line and ask
     again. Empty lines are skipped.
     """
-    from langchain_core.messages import AIMessage, HumanMessage
-
     while True:
         try:
             line = read_line("you> ").strip()
@@ -156,7 +166,7 @@ def session(
             history.append(AIMessage(_stream_answer(llm, history, out)))
         except _Stopped as stopped:
             out.write("\n")
-            err.write(f"{PROG}: answer stopped\n")
+            err.write(f"{_PROG}: answer stopped\n")
             partial = stopped.args[0]
             if partial:
                 history.append(AIMessage(partial))
@@ -164,7 +174,7 @@ def session(
                 history.pop()
         except G4FError as exc:
             history.pop()
-            err.write(f"{PROG}: {_one_line(exc)}\n")
+            err.write(f"{_PROG}: {_one_line(exc)}\n")
 
 
 def _line_editing(path: str, err: TextIO) -> Callable[[], None]:
@@ -178,19 +188,19 @@ def _line_editing(path: str, err: TextIO) -> Callable[[], None]:
         import readline
     except ImportError:
         return lambda: None
-    readline.set_history_length(HISTORY_LENGTH)
+    readline.set_history_length(_HISTORY_LENGTH)
     try:
         readline.read_history_file(path)
     except FileNotFoundError:
         pass
     except OSError as exc:
-        err.write(f"{PROG}: history not read from {path}: {exc.strerror or exc}\n")
+        err.write(f"{_PROG}: history not read from {path}: {exc.strerror or exc}\n")
 
     def save() -> None:
         try:
             readline.write_history_file(path)
         except OSError as exc:
-            err.write(f"{PROG}: history not saved to {path}: {exc.strerror or exc}\n")
+            err.write(f"{_PROG}: history not saved to {path}: {exc.strerror or exc}\n")
 
     return save
 
@@ -212,20 +222,21 @@ def _probe(name: str, timeout: float) -> tuple[str, float | None]:
     started = time.perf_counter()
     try:
         llm = ChatG4F(provider=name, timeout=timeout, max_retries=0)
-        for chunk in llm.stream("Say OK."):
-            if chunk.content:
-                return "ok", time.perf_counter() - started
-        return "EmptyResponseError", None
+        first = next((chunk for chunk in llm.stream("Say OK.") if chunk.content), None)
     except G4FError as exc:
         status = getattr(exc, "status", None)
         return type(exc).__name__ + (f" {status}" if status else ""), None
+    if first is None:
+        return "EmptyResponseError", None
+    return "ok", time.perf_counter() - started
 
 
 def _table(rows: Iterable[Sequence[str]], out: TextIO) -> None:
     rows = [list(row) for row in rows]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     out.writelines(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() + "\n"
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        + "\n"
         for row in rows
     )
 
@@ -249,30 +260,27 @@ def _providers(args: argparse.Namespace) -> int:
         return 0
     with ThreadPoolExecutor(max_workers=len(found) or 1) as pool:
         probes = list(pool.map(lambda p: _probe(p.name, args.timeout), found))
-    for row, (status, latency) in zip(rows, probes):
+    for row, (status, latency) in zip(rows, probes, strict=True):
         row[1:1] = [status, f"{latency * 1000:.0f} ms" if latency is not None else "-"]
     _table([[header[0], "STATUS", "FIRST TEXT", *header[1:]], *rows], sys.stdout)
     failed = sum(latency is None for _, latency in probes)
     if failed:
-        sys.stderr.write(f"{PROG}: {failed} of {len(probes)} providers failed the check\n")
+        sys.stderr.write(f"{_PROG}: {failed} of {len(probes)} providers failed the check\n")
     return 1 if failed else 0
 
 
 # --- demo --------------------------------------------------------------------------
 
 
-def get_weather(location: str) -> str:
-    """Get the current weather at a location."""
-    return f"It is sunny in {location}."
-
-
 def _demo(args: argparse.Namespace) -> int:
-    from langchain_core.messages import HumanMessage, ToolMessage
-
     from langchain_g4f import ChatG4F, ChatG4FRouter
     from langchain_g4f.testing import Replica
 
     out = sys.stdout
+
+    def get_weather(location: str) -> str:
+        """Get the current weather at a location."""
+        return f"It is sunny in {location}."
 
     def show_stream(chunks: Iterable[Any]) -> Any:
         total = None
@@ -298,13 +306,13 @@ def _demo(args: argparse.Namespace) -> int:
             out.write(f"{name:<14} ")
             show_stream(llm.stream(args.prompt))
 
-            async def astream() -> None:
+            async def astream(llm: ChatG4F) -> None:
                 out.write(f"{'':<14} ")
-                async for chunk in llm.astream(args.prompt):  # noqa: B023 - awaited at once
+                async for chunk in llm.astream(args.prompt):
                     out.write(f"{chunk.content}|" if chunk.content else "")
                 out.write("\n")
 
-            asyncio.run(astream())
+            asyncio.run(astream(llm))
         out.write("(Aichat's protocol cannot stream: its answer is one chunk)\n")
 
         out.write("\n== router fallback: Mishalsgpt answers 503, Lockchat takes over\n")
@@ -347,49 +355,80 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-# --- entry point -------------------------------------------------------------------
-
-
 # --- health ----------------------------------------------------------------------
 
 
 def _health(args: argparse.Namespace) -> int:
-    """The fleet's view of its providers, from a shared store."""
-    from langchain_g4f._redact import redact_url
-    from langchain_g4f.health import HealthPolicy
-    from langchain_g4f.redis_store import RedisStore
+    """The fleet's view of its providers, from a shared store.
 
-    store = RedisStore(args.store, prefix=args.prefix)
+    ``calls`` and ``success`` are what was observed (successful calls of all calls);
+    ``recent`` is the observed rate with recent calls weighing more (halving every
+    minute), as the router's circuit breaker sees it.
+    """
+    store_log = logging.getLogger("langchain_g4f.redis_store")
+    level = store_log.level
+    store_log.setLevel(logging.ERROR)  # its outage warning speaks to a router; one line here
+    try:
+        store = RedisStore(args.store, prefix=args.prefix)
+    finally:
+        store_log.setLevel(level)
     try:
         if not store.shared:
             msg = f"Redis at {redact_url(args.store)} does not answer"
             raise G4FError(msg)
-        keys = args.provider or store.keys()
+        shared = store.keys()
+        keys = args.provider or shared
+        known = sorted({*shared, *providers.names()})
+        unknown = [key for key in keys if key not in known]
+        if unknown:
+            msg = (
+                f"no provider named {unknown[0]!r}{did_you_mean(unknown[0], known)} under "
+                f"prefix {store.prefix!r}; known: {', '.join(known)}"
+            )
+            raise _UsageError(msg)
         if not keys:
             print(f"no provider has shared state under prefix {store.prefix!r} yet")
             return 0
-        states, now, policy = store.read(keys), store.now(), HealthPolicy()
-        rows = [("provider", "state", "cooldown", "success", "ttft", "calls", "budget left")]
-        for key in keys:
-            view = policy.view(states[key], now)
-            rows.append(
-                (
-                    key,
-                    view.circuit.replace("_", "-"),
-                    f"{view.cooldown_left:.1f}s" if view.cooldown_left > 0 else "-",
-                    f"{view.success_rate:.0%}" if view.measured else "-",
-                    f"{view.ttft:.2f}s" if view.ttft is not None else "-",
-                    f"{view.successes}/{view.successes + view.failures}",
-                    _budget_left(store, key),
-                )
-            )
-        _table(rows, sys.stdout)
+        _table([_HEALTH_HEADER, *_health_rows(store, keys)], sys.stdout)
     finally:
         store.close()
     return 0
 
 
-def _budget_left(store: Any, key: str) -> str:
+_HEALTH_HEADER = (
+    "provider",
+    "state",
+    "cooldown",
+    "calls",
+    "success",
+    "recent",
+    "ttft",
+    "budget left",
+)
+
+
+def _health_rows(store: RedisStore, keys: Sequence[str]) -> list[tuple[str, ...]]:
+    states, now, policy = store.read(list(keys)), store.now(), HealthPolicy()
+    rows: list[tuple[str, ...]] = []
+    for key in keys:
+        view = policy.view(states[key], now)
+        calls = view.successes + view.failures
+        rows.append(
+            (
+                key,
+                view.circuit.replace("_", "-"),
+                f"{view.cooldown_left:.1f}s" if view.cooldown_left > 0 else "-",
+                f"{view.successes}/{calls}",
+                f"{view.successes / calls:.0%}" if calls else "-",
+                f"{view.recent_successes / view.volume:.0%}" if view.volume > 0 else "-",
+                f"{view.ttft:.2f}s" if view.ttft is not None else "-",
+                _budget_left(store, key),
+            )
+        )
+    return rows
+
+
+def _budget_left(store: RedisStore, key: str) -> str:
     limits = store.limits(key)
     if limits is None:
         return "-"
@@ -404,9 +443,11 @@ def _budget_left(store: Any, key: str) -> str:
     return ", ".join(parts)
 
 
-def _add_health(commands: Any) -> None:
+def _add_health(commands: Any, switch: _Parser) -> None:
     health = commands.add_parser(
-        "health", help="the providers' shared health and budgets, from a Redis store"
+        "health",
+        parents=[switch],
+        help="the providers' shared health and budgets, from a Redis store",
     )
     health.add_argument(
         "--store", required=True, help="the routers' store: redis://host:port/db (or rediss://)"
@@ -416,12 +457,48 @@ def _add_health(commands: Any) -> None:
     health.set_defaults(run=_health)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description="LangChain chat models for gpt4free-style providers.")
+# --- entry point -------------------------------------------------------------------
+
+
+def _endpoints_option() -> _Parser:
+    """``--endpoints``, shared by the commands that reach providers."""
+    parent = _Parser(add_help=False)
+    parent.add_argument(
+        "--endpoints",
+        help="where the seed provider names lead: offline (the local replica), live, an "
+        "OpenAI-compatible URL, or g4f:<Provider> (default: $LANGCHAIN_G4F_ENDPOINTS; unset: "
+        "the providers as registered)",
+    )
+    return parent
+
+
+@contextlib.contextmanager
+def _switched(args: argparse.Namespace) -> Iterator[None]:
+    """The playground switch for this command, as ``--endpoints`` or the environment say."""
+    from langchain_g4f import playground
+
+    choice = getattr(args, "endpoints", None) or os.environ.get(playground.ENV)
+    if not choice:
+        yield
+        return
+    # A URL or a g4f provider serves the model asked for under every seed name.
+    model = None if choice.strip() in ("offline", "live") else getattr(args, "model", None)
+    endpoints = playground.connect(choice, model=model)
+    try:
+        yield
+    finally:
+        endpoints.close()
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=_PROG, description="LangChain chat models for gpt4free-style providers.")
     parser.add_argument("--version", action="version", version=f"{DISTRIBUTION} {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    chat = commands.add_parser("chat", help="chat with a provider or the router, streamed")
+    switch = _endpoints_option()
+    chat = commands.add_parser(
+        "chat", parents=[switch], help="chat with a provider or the router, streamed"
+    )
     chat.add_argument("prompt", nargs="*", help="the prompt; none: read stdin, or a session")
     chat.add_argument(
         "-p", "--provider", action="append", help="a registered provider (repeat for a router)"
@@ -443,7 +520,9 @@ def build_parser() -> argparse.ArgumentParser:
     chat.set_defaults(run=_chat)
 
     listing = commands.add_parser(
-        "providers", help="list the providers and their base URLs; --check probes them"
+        "providers",
+        parents=[switch],
+        help="list the providers and their base URLs; --check probes them",
     )
     listing.add_argument("--check", action="store_true", help="probe each provider now")
     listing.add_argument("--timeout", type=_seconds, default=10.0, help="probe timeout (10 s)")
@@ -452,7 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="offline demo against the local replica")
     demo.add_argument("--prompt", default="Say hello to LangChain — café ☕")
     demo.set_defaults(run=_demo)
-    _add_health(commands)
+    _add_health(commands, switch)
     return parser
 
 
@@ -480,18 +559,25 @@ def _one_line(exc: BaseException) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run the command line on ``argv`` (default: ``sys.argv[1:]``); the exit status."""
+    args = _build_parser().parse_args(argv)
     run: Callable[[argparse.Namespace], int] = args.run
     try:
-        return run(args)
+        with _switched(args):
+            return run(args)
+    except BrokenPipeError:
+        # The reader went away (``| head``): no traceback, and none at exit either.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return _BROKEN_PIPE
     except (_UsageError, ConfigurationError) as exc:
         print(
-            f"{PROG}: error: {_one_line(exc) if isinstance(exc, G4FError) else exc}",
+            f"{_PROG}: error: {_one_line(exc) if isinstance(exc, G4FError) else exc}",
             file=sys.stderr,
         )
         return 2
     except G4FError as exc:
-        print(f"{PROG}: {_one_line(exc)}", file=sys.stderr)
+        print(f"{_PROG}: {_one_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
