@@ -167,10 +167,17 @@ def _db(url: str, value: str) -> int:
 
 def settings_from_client(client: object) -> Settings | None:
     """The settings of a redis-py client (sync or asyncio, server or cluster); None if none."""
-    if isinstance(client, (redis.cluster.RedisCluster, redis.asyncio.cluster.RedisCluster)):
+    options: dict[str, Any]
+    if isinstance(client, redis.cluster.RedisCluster):
+        manager: Any = client.nodes_manager
+        options = manager.connection_kwargs
+    elif isinstance(client, redis.asyncio.cluster.RedisCluster):
         manager = client.nodes_manager
+        options = client.connection_kwargs
+    else:
+        manager = None
+    if manager is not None:
         nodes = [(node.host, int(node.port)) for node in manager.startup_nodes.values()]
-        options = getattr(manager, "connection_kwargs", None) or client.connection_kwargs
         host, port = nodes[0]
         return replace(
             _from_kwargs(options), host=host, port=port, seeds=tuple(nodes), cluster=True
@@ -236,7 +243,7 @@ def owner(settings: Settings, key: str, timeout: float) -> Settings:
     for host, port in dict.fromkeys([(settings.host, settings.port), *settings.seeds]):
         client = sync_client(settings.at(host, port), timeout)
         try:
-            ranges = client.execute_command("CLUSTER SLOTS")
+            ranges = client.execute_command("CLUSTER SLOTS")  # type: ignore[no-untyped-call]  # unannotated in redis-py
         except FAILURES as exc:
             failure = exc
             continue
@@ -247,7 +254,7 @@ def owner(settings: Settings, key: str, timeout: float) -> Settings:
         for (first, last, *_), node in zip(ranges, nodes, strict=True):
             if first <= slot <= last:
                 return replace(settings.at(*node), seeds=seeds)
-        failure = redis.ClusterDownError(f"no node of the cluster serves slot {slot}")
+        failure = redis.exceptions.ClusterDownError(f"no node of the cluster serves slot {slot}")
     raise failure
 
 

@@ -54,6 +54,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import importlib.util
 import itertools
 import json
 import logging
@@ -65,7 +66,6 @@ import time
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from langchain_g4f._redis_scripts import ACQUIRE, USAGE
@@ -101,6 +101,11 @@ def _failures() -> tuple[type[BaseException], ...]:
     from langchain_g4f._redis_link import FAILURES
 
     return FAILURES
+
+
+def _script_failures() -> tuple[type[BaseException], ...]:
+    """What a budget script may fail with: Redis not answering, or an answer of no sense."""
+    return (*_failures(), TypeError, ValueError)
 
 
 def _on_loop() -> bool:
@@ -221,7 +226,9 @@ class RedisStore:
         self._cluster = settings.cluster
         # The node in use (on a cluster, the one serving the keys' slot) and its clients.
         self._node = settings
-        self._redis: Redis = _link().sync_client(settings, timeout)
+        from langchain_g4f._redis_link import sync_client
+
+        self._redis: Redis = sync_client(settings, timeout)
         self._acquire: Script = self._redis.register_script(ACQUIRE)
         self._usage: Script = self._redis.register_script(USAGE)
         self._async: dict[int, _AsyncLink] = {}  # per event loop, by id
@@ -535,7 +542,7 @@ class RedisStore:
         """
         try:
             return _numbers(script(keys=names, args=args))
-        except (*_failures(), TypeError, ValueError) as exc:
+        except _script_failures() as exc:
             if not self._wrong_type(exc, names):
                 raise
         self._redis.delete(*names)
@@ -547,7 +554,7 @@ class RedisStore:
         """:meth:`_answer` on this event loop's client."""
         try:
             return _numbers(await script(keys=names, args=args))
-        except (*_failures(), TypeError, ValueError) as exc:
+        except _script_failures() as exc:
             if not self._wrong_type(exc, names):
                 raise
         await self._async_link().client.delete(*names)
@@ -606,9 +613,11 @@ class RedisStore:
 
         The node must serve the keys' slot (on a cluster that is up), not only answer.
         """
+        from langchain_g4f._redis_link import owner
+
         try:
             if self._cluster:
-                self._use(_link().owner(self._node, self._key("state", ""), self.timeout))
+                self._use(owner(self._node, self._key("state", ""), self.timeout))
             with self._redis.pipeline(transaction=False) as pipe:
                 pipe.time()
                 pipe.exists(self._key("state", ""))
@@ -635,10 +644,12 @@ class RedisStore:
 
     def _use(self, node: Settings) -> None:
         """Talk to ``node`` from now on (the cluster node serving the keys' slot)."""
+        from langchain_g4f._redis_link import sync_client
+
         moved = (node.host, node.port) != (self._node.host, self._node.port)
         self._node = node  # its list of the cluster's nodes may have grown
         if moved:
-            self._redis = _link().sync_client(node, self.timeout)
+            self._redis = sync_client(node, self.timeout)
             self._acquire = self._redis.register_script(ACQUIRE)
             self._usage = self._redis.register_script(USAGE)
 
@@ -956,21 +967,21 @@ class RedisStore:
             pipe.execute()
 
 
-def _link() -> ModuleType:
-    """The store's connections module (it imports redis-py)."""
-    try:
-        from langchain_g4f import _redis_link
-    except ImportError as exc:
+def _require_redis() -> None:
+    """Raise :class:`ConfigurationError` without redis-py."""
+    if importlib.util.find_spec("redis") is None:
         msg = 'a Redis store needs redis-py: pip install "langchain-g4f-router[redis]"'
-        raise ConfigurationError(msg) from exc
-    return _redis_link
+        raise ConfigurationError(msg)
 
 
 def _settings(spec: object) -> Settings:
     """A store's settings from a URL or a redis-py client."""
+    _require_redis()
+    from langchain_g4f._redis_link import settings_from_client, settings_from_url
+
     if isinstance(spec, str):
-        return _link().settings_from_url(spec)
-    settings = _link().settings_from_client(spec) if _is_redis_client(spec) else None
+        return settings_from_url(spec)
+    settings = settings_from_client(spec) if _is_redis_client(spec) else None
     if settings is None:
         msg = (
             "a Redis store needs a redis://, rediss:// or unix:// URL or a redis-py client, "
