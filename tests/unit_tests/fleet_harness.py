@@ -111,7 +111,7 @@ def budgeted_calls(ctx: dict[str, Any], url: str, base_url: str, per_minute: int
         base_url=base_url,
         requests_per_minute=per_minute,
         store=store_of(ctx, url),
-        timeout=2.0,  # a refusal is at once (the window frees in a minute); a slow answer is no retry
+        timeout=2.0,  # refusals come at once; a slow answer is not retried (spending twice)
     )
     answers = refusals = 0
     for i in range(calls):
