@@ -419,6 +419,8 @@ def parse_tool_calls(text: str, names: set[str]) -> tuple[str, list[ToolCall]] |
     around it. Returns ``None`` when the reply is plain text. The time taken
     is linear in the length of the reply, whatever it holds.
     """
+    if not _may_hold_calls(text):  # no object in it can name a call: one scan of the text
+        return None
     for begin, end, body in sorted([*_fenced_blocks(text), *_json_objects(text)]):
         if not _may_hold_calls(body):
             continue
