@@ -471,3 +471,20 @@ def test_a_native_call_without_a_name_is_an_invalid_call() -> None:
     assert [(i["name"], i["id"], i["error"]) for i in invalid] == [
         (None, "c1", "the call names no function")
     ]
+
+
+def test_a_tool_is_described_the_same_way_on_every_python() -> None:
+    def adder(a: int, b: int) -> int:
+        """Add two integers.
+
+        Takes two integers and returns their sum.
+        """
+        return a + b
+
+    raw = {"type": "function", "function": {"name": "f", "description": "  One.\n    Two."}}
+    [tool, kept] = tools.convert_tools([adder, raw])
+    assert tool["function"]["description"] == (
+        "Add two integers.\n\nTakes two integers and returns their sum."
+    )
+    assert kept["function"]["description"] == "One.\nTwo."
+    assert raw["function"]["description"] == "  One.\n    Two."  # the caller's dict untouched
