@@ -32,7 +32,9 @@ or on a Redis Cluster.
   thread the sync methods never wait for Redis either: a read takes the cached copy
   (the background thread keeps it fresh) and a claim (``update(..., sync=True)``) is
   shared just after, like any update. Only a sync :meth:`acquire` waits there,
-  within ``timeout``: a budget needs Redis's answer.
+  within ``timeout``: a budget needs Redis's answer. An async call whose answer is
+  late goes on locally that once (its timeout also counts the loop's busy time);
+  whether Redis is down is the background threads' call.
 - **Redis Cluster** (``?cluster=true``, or a cluster client): every key carries the
   prefix as its hash tag (``{prefix}:v2:...``), so a store's keys share one hash
   slot and its transactions and scripts stay atomic; the store talks to the node
@@ -384,9 +386,22 @@ class RedisStore:
         try:
             raws = await self._async_link().client.mget([self._key("state", key) for key in keys])
         except _failures() as exc:
-            self._went_down(exc)
+            self._missed(exc)
             return
         self._fetched_states(keys, raws, generations, fetched_at)
+
+    def _missed(self, exc: BaseException) -> None:
+        """An async call went on without Redis's answer (this once, locally).
+
+        No proof of an outage: an asyncio timeout also counts the time the event loop
+        was busy elsewhere. The background threads, on the sync client, judge that.
+        """
+        logger.debug(
+            "Redis store %s: an async call went on without Redis's answer (%s: %s)",
+            self._url,
+            type(exc).__name__,
+            exc,
+        )
 
     def _generations(self, keys: Sequence[str]) -> dict[str, int]:
         with self._lock:
@@ -492,7 +507,7 @@ class RedisStore:
             try:
                 answer = await self._aanswer(self._async_link().acquire, names, args)
             except _failures() as exc:
-                self._went_down(exc)
+                self._missed(exc)
             else:
                 return self._granted(key, limits, lease, answer)
         return self._budgets.acquire(key, limits)
