@@ -494,7 +494,7 @@ class OpenAICompatible(OpenAIProtocol):
             self.profile = {**self.profile, **check_profile(profile, name)}
 
     @classmethod
-    def from_catalog(cls, name: str, **overrides: Any) -> OpenAICompatible:
+    def from_catalog(cls, name: str, /, **overrides: Any) -> OpenAICompatible:
         """The endpoint the catalog knows as ``name`` (see :mod:`langchain_g4f.providers.catalog`).
 
         Its key is read by ``ChatG4F`` from the entry's own environment variable
