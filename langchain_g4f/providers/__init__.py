@@ -91,8 +91,7 @@ def get(name: str) -> Provider:
     if name[:4].lower() == "g4f:" and name[4:] != "*":
         return g4f_package.G4FPackageProvider(name[4:])
     msg = (
-        f"no provider named {name!r}{did_you_mean(name, names())}; "
-        f"registered: {', '.join(names())}"
+        f"no provider named {name!r}{did_you_mean(name, names())}; registered: {', '.join(names())}"
     )
     raise UnknownProviderError(msg)
 

@@ -190,8 +190,7 @@ def entry(name: str) -> CatalogEntry:
     if found is None:
         names = sorted(CATALOG)
         msg = (
-            f"no catalog entry named {name!r}{did_you_mean(name, names)}; "
-            f"known: {', '.join(names)}"
+            f"no catalog entry named {name!r}{did_you_mean(name, names)}; known: {', '.join(names)}"
         )
         raise UnknownProviderError(msg)
     return found

@@ -32,7 +32,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from http import HTTPStatus
 from typing import Any
 
-from langchain_g4f._config import SHARED_KEY_ENV, env_api_key
+from langchain_g4f._config import _SHARED_KEY_ENV, env_api_key
 from langchain_g4f.errors import (
     AuthenticationError,
     ConfigurationError,
@@ -98,21 +98,22 @@ def _g4f_class(name: str) -> type:
     """g4f's provider class ``name`` (case-insensitive), loaded quietly; typed errors."""
     module = _g4f(f"g4f:{name}").Provider
     known = g4f_names()
-    canonical = next((known_name for known_name in known if known_name.lower() == name.lower()), None)
-    if canonical is None:
+    canonical = next((known_name for known_name in known if known_name.lower() == name.lower()), "")
+    provider = f"g4f:{canonical or name}"
+    if not canonical:
         msg = f"g4f has no provider named {name!r}{did_you_mean(name, known)}"
-        raise UnknownProviderError(msg, provider=f"g4f:{name}")
+        raise UnknownProviderError(msg, provider=provider)
     try:
         with _quiet():
             found = getattr(module, canonical)
     except AttributeError as exc:  # g4f lists it but cannot import it
         msg = f"g4f lists {canonical!r} but cannot load it ({exc})"
-        raise ConfigurationError(msg, provider=f"g4f:{canonical}") from exc
+        raise ConfigurationError(msg, provider=provider) from exc
     except Exception as exc:  # g4f reaches the network to build some providers
-        raise g4f_error(f"g4f:{canonical}", exc) from exc
+        raise g4f_error(provider, exc) from exc
     if not isinstance(found, type):
         msg = f"g4f's {canonical!r} is not a provider class but a {type(found).__name__}"
-        raise ConfigurationError(msg, provider=f"g4f:{canonical}")
+        raise ConfigurationError(msg, provider=provider)
     return found
 
 
@@ -141,7 +142,7 @@ def _keyed_if_needed(provider: Provider) -> bool:
     if not provider.needs_auth:
         return True
     found = env_api_key(provider)
-    return found is not None and found[0] != SHARED_KEY_ENV
+    return found is not None and found[0] != _SHARED_KEY_ENV
 
 
 def g4f_error(provider: str, exc: BaseException) -> ProviderError | ConfigurationError:

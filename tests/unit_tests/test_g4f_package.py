@@ -409,7 +409,7 @@ def test_discovery_needs_a_model_and_a_match(listing: Callable[..., None]) -> No
     listing(Echo, Down)
     with pytest.raises(ConfigurationError, match=r"providers='g4f:\*' needs model="):
         ChatG4FRouter(providers="g4f:*")
-    with pytest.raises(ConfigurationError, match="no g4f provider .* serves model 'gpt-9'"):
+    with pytest.raises(ConfigurationError, match=r"no g4f provider .* serves model 'gpt-9'"):
         ChatG4FRouter(providers="g4f:*", model="gpt-9")
 
 
