@@ -204,7 +204,8 @@ def test_an_unknown_g4f_name_lists_the_close_ones() -> None:
 def test_the_readme_example_names_a_provider_the_pinned_g4f_has() -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     named = re.findall(r'G4FPackageProvider\("(\w+)"\)', readme)
-    assert named
+    named += re.findall(r'"g4f:(\w+)"', readme)
+    assert len(named) >= 2
     for name in named:
         provider = G4FPackageProvider(name)
         assert provider.name == f"g4f:{name}"
