@@ -95,18 +95,22 @@ def g4f_names() -> list[str]:
 
 
 def _g4f_class(name: str) -> type:
-    """g4f's provider class ``name`` (case-insensitive), loaded quietly; typed errors."""
+    """g4f's provider class ``name`` (case-insensitive), loaded quietly; typed errors.
+
+    A name g4f does not list is still looked up in ``g4f.Provider`` as given (a
+    class set there by hand).
+    """
     module = _g4f(f"g4f:{name}").Provider
     known = g4f_names()
-    canonical = next((known_name for known_name in known if known_name.lower() == name.lower()), "")
-    provider = f"g4f:{canonical or name}"
-    if not canonical:
-        msg = f"g4f has no provider named {name!r}{did_you_mean(name, known)}"
-        raise UnknownProviderError(msg, provider=provider)
+    canonical = next((listed for listed in known if listed.lower() == name.lower()), name)
+    provider = f"g4f:{canonical}"
     try:
         with _quiet():
             found = getattr(module, canonical)
-    except AttributeError as exc:  # g4f lists it but cannot import it
+    except AttributeError as exc:
+        if canonical not in known:
+            msg = f"g4f has no provider named {name!r}{did_you_mean(name, known)}"
+            raise UnknownProviderError(msg, provider=provider) from None
         msg = f"g4f lists {canonical!r} but cannot load it ({exc})"
         raise ConfigurationError(msg, provider=provider) from exc
     except Exception as exc:  # g4f reaches the network to build some providers
