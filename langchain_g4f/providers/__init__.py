@@ -114,7 +114,15 @@ def discover(spec: str, model: str | None) -> list[Provider]:
             raise ConfigurationError(msg)
         return found
     if spec.lower() == "catalog":
-        return [OpenAICompatible.from_catalog(entry.name) for entry in catalog.available()]
+        entries = catalog.available()
+        if model is None and not any(entry.model for entry in entries):
+            keys = ", ".join(f"${name}" for entry in CATALOG.values() for name in entry.key_env)
+            msg = (
+                "no catalog entry can answer: set the key of one "
+                f"({keys}), or pass model=... for the local servers"
+            )
+            raise ConfigurationError(msg)
+        return [OpenAICompatible.from_catalog(entry.name) for entry in entries]
     msg = (
         "providers must be a list of chat models or provider names, 'g4f:*' or 'catalog', "
         f"not {spec!r}"

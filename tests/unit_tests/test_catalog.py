@@ -179,6 +179,17 @@ def test_a_catalog_router_with_a_model_asks_every_entry_for_it(stand_ins: Replic
     assert (stats["keyed"]["failures"], stats["open"]["successes"]) == (1, 1)
 
 
+def test_a_catalog_router_with_no_key_and_no_model_says_what_to_do() -> None:
+    # only the local servers are left, and they serve what their user loaded
+    with pytest.raises(ConfigurationError, match=r"set the key of one \(\$GROQ_API_KEY, "):
+        ChatG4FRouter(providers="catalog")
+    assert ChatG4FRouter(providers="catalog", model="llama3.2").provider_names == [
+        "ollama",
+        "lmstudio",
+        "g4f-api",
+    ]
+
+
 def test_an_unknown_providers_string_is_a_configuration_error() -> None:
     with pytest.raises(ConfigurationError, match="'g4f:\\*' or 'catalog', not 'catalogue'"):
         ChatG4FRouter(providers="catalogue")
