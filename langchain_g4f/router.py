@@ -48,7 +48,7 @@ from pydantic import ConfigDict, Field, PrivateAttr
 
 from langchain_g4f import profiles, traces
 from langchain_g4f import providers as registry
-from langchain_g4f._config import init_model
+from langchain_g4f._config import MAX_SECONDS, init_model
 from langchain_g4f._messages import ls_params, stop_list
 from langchain_g4f._race import (
     Attempt,
@@ -244,18 +244,18 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
     """A strategy name or object; see :mod:`langchain_g4f.strategies`."""
     model_name: str | None = Field(default=None, alias="model")
     """Route to providers serving this model; ``None``: each uses its own."""
-    timeout: float | None = Field(default=120.0, gt=0)
+    timeout: float | None = Field(default=120.0, gt=0, le=MAX_SECONDS)
     """Deadline in seconds for a call to reach its first text; ``None``: none."""
     max_retries: int = Field(default=1, ge=0)
     """Retries per provider of healable errors (timeouts, 429, 5xx)."""
-    backoff: float = Field(default=0.5, ge=0)
+    backoff: float = Field(default=0.5, ge=0, le=MAX_SECONDS)
     """First backoff between retries, seconds (doubling, jittered; 429 waits Retry-After)."""
     hedge_after: (
-        Annotated[float, Field(ge=0, allow_inf_nan=False, strict=True)] | Literal["auto"] | None
+        Annotated[float, Field(ge=0, le=MAX_SECONDS, strict=True)] | Literal["auto"] | None
     ) = "auto"
     """When an attempt without text is late and the next provider starts too:
     ``"auto"`` (past its provider's learnt TTFT p99), seconds, or ``None`` (off)."""
-    half_life: float = Field(default=60.0, gt=0)
+    half_life: float = Field(default=60.0, gt=0, le=MAX_SECONDS)
     """Seconds after which an observation counts half as much in the health model."""
     failure_threshold: float = Field(default=0.2, gt=0, le=1)
     """Share of a provider's recent calls failing that opens its circuit."""
@@ -263,9 +263,9 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
     """Calls since a provider's circuit last closed before ``failure_threshold`` applies."""
     cooldown_after: int = Field(default=2, ge=1)
     """Failures in a row that open a provider's circuit whatever the rate."""
-    cooldown: float = Field(default=5.0, ge=0)
+    cooldown: float = Field(default=5.0, ge=0, le=MAX_SECONDS)
     """First cooldown, seconds; doubles with each consecutive opening."""
-    max_cooldown: float = Field(default=300.0, ge=0)
+    max_cooldown: float = Field(default=300.0, ge=0, le=MAX_SECONDS)
     """Longest cooldown, seconds."""
     temperature: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     max_tokens: int | None = Field(default=None, ge=1)
@@ -278,7 +278,7 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
     ``rediss://`` URL (``?prefix=`` optional) or a store object, shared by every
     router and process that uses it; see :mod:`langchain_g4f.redis_store`."""
     stall_after: (
-        Annotated[float, Field(gt=0, allow_inf_nan=False, strict=True)] | Literal["auto"] | None
+        Annotated[float, Field(gt=0, le=MAX_SECONDS, strict=True)] | Literal["auto"] | None
     ) = "auto"
     """Once text flows, seconds without a chunk after which the stream counts as
     broken: ``"auto"`` adapts to the stream, a number is fixed, ``None``: off."""

@@ -23,6 +23,7 @@ from langchain_g4f.providers.base import (
     Delta,
     Message,
     Provider,
+    check_http_url,
     error_message,
     html_error,
     load_json,
@@ -480,7 +481,7 @@ class OpenAICompatible(OpenAIProtocol):
         headers: dict[str, str] | None = None,
         api_key_env: str | None = None,
     ) -> None:
-        super().__init__(url)
+        super().__init__(check_http_url(url, "url", provider=name))
         self.name = name
         self.api_key_env = api_key_env
         self.path = path

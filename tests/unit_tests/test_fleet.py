@@ -268,9 +268,10 @@ def test_health_command_prints_the_fleets_view(
         "provider",
         "state",
         "cooldown",
-        "success",
-        "ttft",
         "calls",
+        "success",
+        "recent",
+        "ttft",
         "budget",
         "left",
     ]
@@ -278,7 +279,8 @@ def test_health_command_prints_the_fleets_view(
     assert set(rows) == {"Lockchat", "Mishalsgpt"}
     assert "open" in rows["Lockchat"]
     assert "7/10 per 60s, 2/2 at once" in rows["Lockchat"]
-    assert "1/3" in rows["Lockchat"]
+    assert rows["Lockchat"].split()[3:5] == ["1/3", "33%"]  # observed, not smoothed
+    assert rows["Mishalsgpt"].split()[3:6] == ["2/2", "100%", "100%"]
     assert "closed" in rows["Mishalsgpt"]
     assert router.stats()["Lockchat"]["budget"]["requests_left"] == 7
 
@@ -289,4 +291,6 @@ def test_health_command_without_redis_says_so(capsys: pytest.CaptureFixture) -> 
     with RedisServer() as server:
         url = server.url
     assert main(["health", "--store", url]) == 1
-    assert "does not answer" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1  # one line, worded for this command
+    assert "does not answer" in err
