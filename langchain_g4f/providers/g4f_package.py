@@ -28,11 +28,11 @@ import contextlib
 import io
 import json
 import logging
+import os
 from collections.abc import AsyncIterator, Iterator, Sequence
 from http import HTTPStatus
 from typing import Any
 
-from langchain_g4f._config import _SHARED_KEY_ENV, env_api_key
 from langchain_g4f.errors import (
     AuthenticationError,
     ConfigurationError,
@@ -48,7 +48,7 @@ from langchain_g4f.errors import (
     UnsupportedModelError,
     did_you_mean,
 )
-from langchain_g4f.providers.base import Delta, HTTPRequest, Message, Provider
+from langchain_g4f.providers.base import SHARED_KEY_ENV, Delta, HTTPRequest, Message, Provider
 
 __all__ = ["G4FPackageProvider", "G4FPackageTransport", "discover", "g4f_error", "g4f_names"]
 
@@ -143,10 +143,9 @@ def discover(model: str) -> list[G4FPackageProvider]:
 
 
 def _keyed_if_needed(provider: Provider) -> bool:
-    if not provider.needs_auth:
-        return True
-    found = env_api_key(provider)
-    return found is not None and found[0] != _SHARED_KEY_ENV
+    """Whether ``provider`` needs no key, or a key of its own is set."""
+    own = [name for name in provider.key_variables() if name != SHARED_KEY_ENV]
+    return not provider.needs_auth or any(os.environ.get(name) for name in own)
 
 
 def g4f_error(provider: str, exc: BaseException) -> ProviderError | ConfigurationError:
