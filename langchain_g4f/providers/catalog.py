@@ -79,8 +79,9 @@ CATALOG: dict[str, CatalogEntry] = _entries(
         "llama-3.1-8b-instant",
         "https://console.groq.com/docs/openai",
         note=(
-            "model id from https://console.groq.com/docs/models (production models); "
-            "the free plan's per-model limits are on the account's limits page"
+            "model id not confirmed on Groq's own models page "
+            "(https://console.groq.com/docs/models, whose table could not be read); "
+            "it is the model Groq-based guides name for the free plan"
         ),
     ),
     CatalogEntry(
