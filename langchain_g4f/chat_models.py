@@ -865,7 +865,7 @@ class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
         budget = self._budget
         if budget is None:
             return None
-        grant = await budget.aacquire(self.timeout) if self._budget_waits else budget.take()
+        grant = await (budget.aacquire(self.timeout) if self._budget_waits else budget.atake())
         return budget, grant
 
     # -- BaseChatModel --------------------------------------------------------

@@ -76,7 +76,7 @@ from langchain_g4f.errors import (
 from langchain_g4f.health import Health, HealthPolicy
 from langchain_g4f.providers.base import Provider
 from langchain_g4f.redis_store import open_store
-from langchain_g4f.store import Store
+from langchain_g4f.store import Store, prefetch
 from langchain_g4f.strategies import Strategy, resolve_strategy
 from langchain_g4f.tools import ToolCallingMixin
 
@@ -510,6 +510,9 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
         return won
 
     async def _awin(self, request: Request, trace: traces.Trace | None) -> Won:
+        # The store's copy is brought up to date here, awaited: the race's reads then
+        # never wait for a shared store on the event loop.
+        await prefetch(self._store, self.provider_names)
         try:
             won = await arace(self._schedule(request), partial(_open_astream, request))
         except AllProvidersFailedError as exc:

@@ -16,6 +16,7 @@ from langchain_g4f.testing.redis_server import RedisServer
 from tests.unit_tests.fleet_harness import (
     Fleet,
     ainvoke_many,
+    call_many,
     flush,
     invoke,
     invoke_many,
@@ -201,6 +202,56 @@ def test_shared_counters_equal_the_sum_of_what_the_processes_observed(
         assert shared[name]["failures"] == seen[f"failed:{name}"], name
     assert shared["Mishalsgpt"]["failures"] > 0
     assert shared["Gravityengine"]["failures"] > 0
+
+
+def test_sync_and_async_processes_share_health_and_budgets(
+    fleet: Fleet, replica: Replica, redis_url: str
+) -> None:
+    check_sync_and_async_processes_share(fleet, replica, redis_url)
+
+
+def check_sync_and_async_processes_share(
+    fleet: Fleet, replica: Replica, url: str, **options: Any
+) -> float:
+    """Workers 0 and 2 call through ``ainvoke``, 1 and 3 through ``invoke``: a cooldown
+    opened on either path is honoured on both, a budget holds across both. Returns the
+    seconds until every process honoured the first cooldown."""
+    use_async = [True, False, True, False]
+    names = ("Mishalsgpt", "Gravityengine", "Lockchat")
+    pool = [spec(replica, name, timeout=5.0) for name in names]
+    routers(fleet, "mixed", url, pool, cooldown=30.0, timeout=10.0, **options)
+    replica.set_fault("Mishalsgpt", "http_500")
+    replica.set_fault("Gravityengine", "http_500")
+    first = fleet.one(0, call_many, "mixed", ["a", "b"], use_async=True)
+    assert [r["provider"] for r in first] == ["Lockchat"] * 2
+    opened = time.monotonic()
+    wait_for(lambda: {s["Mishalsgpt"]["circuit"] for s in fleet.run(stats, "mixed")} == {"open"})
+    honoured = time.monotonic() - opened
+    fleet.one(1, call_many, "mixed", ["c", "d"], use_async=False)  # Gravityengine: sync
+    wait_for(lambda: {s["Gravityengine"]["circuit"] for s in fleet.run(stats, "mixed")} == {"open"})
+    before = requested(replica)
+    for i, mode in enumerate(use_async):
+        answers = fleet.one(i, call_many, "mixed", ["e", "f"], use_async=mode)
+        assert [(r["provider"], r["attempts"]) for r in answers] == [("Lockchat", [])] * 2
+    after = requested(replica)
+    assert (after["mishalsgpt"], after["gravityengine"]) == (
+        before["mishalsgpt"],
+        before["gravityengine"],
+    )
+
+    budgeted = [spec(replica, "Lockchat", requests_per_minute=5), spec(replica, "Mishalsgpt")]
+    replica.reset()
+    # a prefix of its own (the url ends with the prefix)
+    routers(fleet, "mixed_budget", f"{url}-budget", budgeted, **options)
+    answers = [
+        r
+        for i, mode in enumerate(use_async)
+        for r in fleet.one(i, call_many, "mixed_budget", ["q1", "q2", "q3"], use_async=mode)
+    ]
+    assert all("provider" in r for r in answers)  # every call answered
+    assert requested(replica)["lockchat"] == 5
+    assert sum(r["provider"] == "Lockchat" for r in answers) == 5
+    return honoured
 
 
 def test_redis_killed_mid_run_every_call_succeeds_and_sharing_resumes(

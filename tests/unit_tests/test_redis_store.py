@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from functools import partial
 from typing import Any
 
 import pytest
@@ -107,7 +108,7 @@ def test_read_through_cache_one_round_trip_at_most_and_fresh_within_refresh(
     assert calls == ["MGET"]  # with no round trip of a's own
 
     # A change that was not published (another client wrote it) is seen at the refresh.
-    raw(b._url).set(f"{b.prefix}:v{SCHEMA}:state:q", b._encode({"n": 7}))
+    raw(b._url).set(b._key("state", "q"), b._encode({"n": 7}))
     assert a.read(["q"])["q"] == {}  # a's copy is not older than its refresh
     a.refresh = 0
     assert a.read(["q"])["q"] == {"n": 7}
@@ -129,10 +130,10 @@ def test_every_key_has_a_ttl_and_a_schema_version(stores: Any, redis_url: str) -
     grant = store.acquire("p", Limits(per_window=5, concurrent=2))
     assert store.flush()
     client = raw(redis_url)
-    names = list(client.scan_iter(match=f"{store.prefix}:*"))
+    names = list(client.scan_iter(match=f"{{{store.prefix}}}:*"))
     assert len(names) == 5  # state, hosts, rate, lease, limits
     for name in names:
-        assert name.decode().startswith(f"{store.prefix}:v{SCHEMA}:")
+        assert name.decode().startswith(f"{{{store.prefix}}}:v{SCHEMA}:")
         assert client.pttl(name) > 0, name
     store.release(grant)
 
@@ -142,7 +143,7 @@ def test_values_that_make_no_sense_are_ignored_with_one_warning(
 ) -> None:
     store = stores(refresh=0)
     client = raw(redis_url)
-    key = lambda name: f"{store.prefix}:v{SCHEMA}:state:{name}"  # noqa: E731
+    key = partial(store._key, "state")
     client.set(key("junk"), b"\xff not json")
     client.set(key("old"), '{"v": 0, "s": {"n": 1}}')
     client.set(key("types"), f'{{"v": {SCHEMA}, "s": {{"n": "many", "ok": true}}}}')
@@ -271,7 +272,7 @@ def test_budget_and_host_keys_of_the_wrong_type_are_replaced_with_a_warning(
 
     store = stores()
     client = raw(redis_url)
-    name = lambda kind: f"{store.prefix}:v{SCHEMA}:{kind}:p"  # noqa: E731
+    name = lambda kind: store._key(kind, "p")  # noqa: E731
     client.set(name("rate"), "not a sorted set")
     client.set(name("hosts"), "not a sorted set either")
     caplog.set_level(logging.WARNING, logger="langchain_g4f.redis_store")
