@@ -241,7 +241,26 @@ def _table(rows: Iterable[Sequence[str]], out: TextIO) -> None:
     )
 
 
+def _catalog() -> int:
+    """The catalog's endpoints, and whether each one's key is set (never the key)."""
+    rows = [
+        [
+            entry.name,
+            "none needed" if entry.keyless else ("set" if entry.has_key() else "not set"),
+            " or ".join(f"${name}" for name in entry.key_env) or "-",
+            "local" if entry.local else "hosted",
+            entry.model or "(yours)",
+            redact_url(entry.base_url),
+        ]
+        for entry in providers.CATALOG.values()
+    ]
+    _table([["CATALOG", "KEY", "KEY FROM", "WHERE", "MODEL", "BASE URL"], *rows], sys.stdout)
+    return 0
+
+
 def _providers(args: argparse.Namespace) -> int:
+    if args.catalog:
+        return _catalog()
     found = providers.all_providers()
     header = ["PROVIDER", "MODELS", "STREAM", "AUTH", "BASE URL", "PATH"]
     rows = [
@@ -525,6 +544,11 @@ def _build_parser() -> argparse.ArgumentParser:
         help="list the providers and their base URLs; --check probes them",
     )
     listing.add_argument("--check", action="store_true", help="probe each provider now")
+    listing.add_argument(
+        "--catalog",
+        action="store_true",
+        help="list the catalog of free tiers and local servers, and which keys are set",
+    )
     listing.add_argument("--timeout", type=_seconds, default=10.0, help="probe timeout (10 s)")
     listing.set_defaults(run=_providers)
 

@@ -95,10 +95,13 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
         Install ``langchain-g4f-router``; the seed providers need no key.
 
     Key init args:
-        providers: list[ChatG4F | str] | None
+        providers: list[ChatG4F | str] | str | None
             Chat models or registered provider names (a name becomes
-            ``ChatG4F(provider=name)``); ``None``: every registered provider,
-            those that can stream first.
+            ``ChatG4F(provider=name)``, ``"g4f:<Name>"`` included); ``None``: every
+            registered provider, those that can stream first; ``"g4f:*"``: every
+            provider of the installed g4f that g4f marks working and that serves
+            ``model`` without a key; ``"catalog"``: every catalog entry whose key is
+            set, and the keyless ones (see :func:`langchain_g4f.providers.discover`).
         strategy: str | Strategy
             ``"fastest"`` (default: lowest expected time to a complete answer,
             failures and fallbacks included), ``"priority"`` (the given order, with
@@ -234,8 +237,9 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
 
     model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True)
 
-    providers: list[ChatG4F | str] | None = None
-    """Chat models or registered provider names; ``None``: every registered one."""
+    providers: list[ChatG4F | str] | str | None = None
+    """Chat models or registered provider names; ``None``: every registered one;
+    ``"g4f:*"`` or ``"catalog"``: the ones discovered there."""
     strategy: str | Strategy = "fastest"
     """A strategy name or object; see :mod:`langchain_g4f.strategies`."""
     model_name: str | None = Field(default=None, alias="model")
@@ -318,6 +322,9 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
                 registry.names(), key=lambda name: not registry.get(name).supports_stream
             )
             chats = [chat for chat in map(self._registered_chat, names) if chat is not None]
+        elif isinstance(self.providers, str):
+            found = registry.discover(self.providers, self.model_name)
+            chats = [chat for chat in map(self._registered_chat, found) if chat is not None]
         else:
             chats = [self._chat_for(spec) for spec in self.providers]
         if not chats:
@@ -337,21 +344,22 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
         entries = [e for e in self._entries if model is None or e.serves(model)]
         return profiles.union([_profile_of(e, model) for e in entries or self._entries])
 
-    def _registered_chat(self, name: str) -> ChatG4F | None:
-        """The chat model of a registered provider; ``None`` when it cannot serve here.
+    def _registered_chat(self, spec: str | Provider) -> ChatG4F | None:
+        """The chat model of a provider; ``None`` when it cannot serve here.
 
         A provider that needs a model nobody gave, for example, is left out, said once.
         """
         try:
-            return self._chat_for(name)
+            return self._chat_for(spec)
         except ConfigurationError as exc:
+            name = spec if isinstance(spec, str) else spec.name
             logger.warning("router leaves out provider %s: %s", name, exc)
             return None
 
-    def _chat_for(self, spec: ChatG4F | str) -> ChatG4F:
+    def _chat_for(self, spec: ChatG4F | str | Provider) -> ChatG4F:
         if isinstance(spec, ChatG4F):
             return spec.model_copy(update={"max_retries": 0})
-        provider = registry.get(spec)
+        provider = spec if isinstance(spec, Provider) else registry.get(spec)
         model = self.model_name
         serves = model is not None and (provider.accepts_any_model or model in provider.model)
         options: dict[str, Any] = {"model": model} if serves else {}
