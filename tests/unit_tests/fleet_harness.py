@@ -99,6 +99,9 @@ def store_of(ctx: dict[str, Any], url: str, clock_offset: float = 0.0, **kwargs:
     """A Redis store in this worker; ``clock_offset`` moves its local clock."""
     if clock_offset:
         kwargs["clock"] = partial(_skewed, clock_offset)
+    # A busy CI host sometimes answers after the default 50 ms: the fleet tests are
+    # about sharing, so they allow a second (a test of the bound sets its own).
+    kwargs.setdefault("timeout", 1.0)
     store = RedisStore(url, **kwargs)
     ctx.setdefault("stores", []).append(store)
     return store

@@ -49,6 +49,9 @@ def stores(redis_url: str) -> Any:
     opened: list[RedisStore] = []
 
     def open_(**kwargs: Any) -> RedisStore:
+        # Redis on a busy CI host sometimes answers after the default 50 ms; these tests
+        # are about sharing, so they allow a second (the outage tests build their own).
+        kwargs.setdefault("timeout", 1.0)
         store = RedisStore(redis_url, **kwargs)
         opened.append(store)
         return store
