@@ -37,7 +37,7 @@ def _serve(conn: Any) -> None:
         fn, args, kwargs = message
         try:
             conn.send((True, fn(ctx, *args, **kwargs)))
-        except BaseException:  # noqa: BLE001 - reported to the test process
+        except BaseException:  # reported to the test process
             conn.send((False, traceback.format_exc()))
     for store in ctx.get("stores", []):
         store.close()

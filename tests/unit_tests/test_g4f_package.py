@@ -18,11 +18,11 @@ from typing import Any, ClassVar
 import pytest
 
 g4f = pytest.importorskip("g4f")
-from g4f.providers.base_provider import AsyncGeneratorProvider  # noqa: E402
-from g4f.providers.response import FinishReason, Reasoning  # noqa: E402
+from g4f.providers.base_provider import AsyncGeneratorProvider
+from g4f.providers.response import FinishReason, Reasoning
 
-from langchain_g4f import ChatG4F, ChatG4FRouter, providers  # noqa: E402
-from langchain_g4f.errors import (  # noqa: E402
+from langchain_g4f import ChatG4F, ChatG4FRouter, providers
+from langchain_g4f.errors import (
     AllProvidersFailedError,
     AuthenticationError,
     ConfigurationError,
@@ -32,9 +32,9 @@ from langchain_g4f.errors import (  # noqa: E402
     UnknownProviderError,
     UnsupportedModelError,
 )
-from langchain_g4f.providers import Lockchat  # noqa: E402
-from langchain_g4f.providers.base import ProviderTransport  # noqa: E402
-from langchain_g4f.providers.g4f_package import (  # noqa: E402
+from langchain_g4f.providers import Lockchat
+from langchain_g4f.providers.base import ProviderTransport
+from langchain_g4f.providers.g4f_package import (
     G4FPackageProvider,
     G4FPackageTransport,
     discover,

@@ -207,7 +207,10 @@ def test_redis_down_local_state_one_warning_then_sharing_resumes(
                 assert "n" in b.read(["p"])["p"]
             assert b.read(["p"])["p"]["n"] == 100
             assert not b.shared
-            down = lambda: [r for r in caplog.records if "unreachable" in r.getMessage()]  # noqa: E731
+
+            def down() -> list[logging.LogRecord]:
+                return [r for r in caplog.records if "unreachable" in r.getMessage()]
+
             wait_for(down)  # logged by whichever thread noticed first
             assert len(down()) == 1
             assert b._redis.connection_pool.connection_kwargs["socket_timeout"] == 0.05
@@ -276,16 +279,15 @@ def test_budget_and_host_keys_of_the_wrong_type_are_replaced_with_a_warning(
 
     store = stores()
     client = raw(redis_url)
-    name = lambda kind: store._key(kind, "p")  # noqa: E731
-    client.set(name("rate"), "not a sorted set")
-    client.set(name("hosts"), "not a sorted set either")
+    client.set(store._key("rate", "p"), "not a sorted set")
+    client.set(store._key("hosts", "p"), "not a sorted set either")
     caplog.set_level(logging.WARNING, logger="langchain_g4f.redis_store")
     assert store.acquire("p", Limits(per_window=2)).granted
     assert store.usage("p", Limits(per_window=2)) == {"requests": 1, "concurrent": 0}
     store.update("p", count(), hosts=2)
     assert store.flush()
     assert store.shared
-    assert client.type(name("rate")) == b"zset"
+    assert client.type(store._key("rate", "p")) == b"zset"
     assert any("wrong type" in r.getMessage() for r in caplog.records)
     assert not any("unreachable" in r.getMessage() for r in caplog.records)
 
