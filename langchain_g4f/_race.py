@@ -4,8 +4,10 @@
   what happened: after a failure the next provider at once, a retry of the same
   provider (backoff, ``Retry-After``) only when no other can start sooner; also
   the next provider when the latest attempt is late without text (``hedge_after``:
-  past its provider's learnt time-to-first-token quantile, or a fixed number of
-  seconds); hedge losers' time without text. One deadline bounds it all.
+  past its provider's learnt time-to-first-token quantile, when the next one is
+  expected to answer sooner and the router's budget of extra requests allows; or
+  after a fixed number of seconds); hedge losers' time without text. One
+  deadline bounds it all.
 - :func:`race` / :func:`arace` run it: each attempt reads its model's stream
   ahead to the first text, on a worker thread (sync) or a task (async), so the
   deadline and the hedge cut in even while a read blocks. The first attempt with
@@ -46,6 +48,7 @@ from langchain_g4f.errors import (
 from langchain_g4f.health import Health
 from langchain_g4f.providers.base import Provider
 from langchain_g4f.retry import backoff_delay
+from langchain_g4f.strategies import ExtraRequests
 
 __all__ = [
     "Attempt",
@@ -81,7 +84,8 @@ class Attempt:
     entry: Entry
     number: int  # 0 for the first try on this provider, 1 for its first retry...
     started: float = 0.0
-    late_at: float = _NEVER  # when, still without text, the next provider starts too
+    late_at: float = _NEVER  # when, still without text, the next provider may start too
+    token: float = 0.0  # names its claim on the provider (a half-open circuit's probe)
 
 
 #: A queued attempt: when it may start, a tie-breaker keeping the order, the attempt.
@@ -139,8 +143,12 @@ class Schedule:
     :meth:`~langchain_g4f.health.Health.late_after` (a high quantile of its time
     to first token), or past the next candidate's when that one is faster (a slow
     provider put first because the fast ones were cooling down, or to explore, is
-    hedged as soon as a fast one could have answered); with a number, after that
-    many seconds; with ``None``, never.
+    hedged as soon as a fast one could have answered), and then only if the next
+    candidate's expected time to first token (optimistically none, for a provider
+    never measured) is shorter than the time already waited (past a high
+    quantile, about what is still to wait) and the ``extra`` budget has a request
+    to spare; otherwise the hedge is asked again once the wait has doubled. With
+    a number, after that many seconds; with ``None``, never.
 
     When an attempt wins, the others still running lost the race: each records how
     long it went without text, a lower bound on its time to first token.
@@ -156,8 +164,10 @@ class Schedule:
         max_retries: int,
         backoff: float,
         hedge_after: float | Literal["auto"] | None,
+        extra: ExtraRequests | None = None,
     ) -> None:
         self.request = request
+        self.extra = extra
         self.health = health
         self.max_retries = max_retries
         self.backoff = backoff
@@ -186,7 +196,9 @@ class Schedule:
                 self.failed(attempt, self._deadline_error(attempt), now)
             raise self.error(now)
         latest = self.running[-1] if self.running else None
-        hedge_at = self._hedge_at(latest) if latest is not None else now
+        hedge_at = latest.late_at if latest is not None else now
+        if latest is not None and hedge_at <= now and not self._may_hedge(latest, now):
+            hedge_at = latest.late_at = now + max(now - latest.started, self._floor())
         if hedge_at <= now:
             start = self._due(now)
             if start is not None:
@@ -203,19 +215,35 @@ class Schedule:
     def _start(self, attempt: Attempt, now: float) -> None:
         attempt.started = now
         if self.hedge_after == "auto":
-            attempt.late_at = now + self._late(attempt)
+            following = self._following()
+            late = self._late(attempt)
+            if following is not None:
+                late = min(late, self._late(following))
+            attempt.late_at = now + late
         elif self.hedge_after is not None:
             attempt.late_at = now + self.hedge_after
         self.running.append(attempt)
 
-    def _hedge_at(self, latest: Attempt) -> float:
-        """When the next candidate starts beside ``latest`` (if it may by then)."""
+    def _may_hedge(self, latest: Attempt, now: float) -> bool:
+        """Whether the next candidate may start beside ``latest``, late at ``now``.
+
+        Always with a fixed ``hedge_after``; with ``"auto"``, when the next one is
+        expected to answer sooner than ``latest`` still takes and the budget has an
+        extra request to spare.
+        """
         if self.hedge_after != "auto":
-            return latest.late_at
+            return True
         following = self._following()
-        if following is None:
-            return latest.late_at
-        return min(latest.late_at, latest.started + self._late(following))
+        due = self._next_due()
+        if following is None or (not self._fresh and due is not None and due > now):
+            return True  # nothing to start yet: asked again when there is
+        expected = self.health.view(following.entry.key).ttft or 0.0
+        if expected >= now - latest.started:
+            return False
+        return self.extra is None or self.extra.spend()
+
+    def _floor(self) -> float:
+        return self.health.policy.late_floor
 
     def _late(self, attempt: Attempt) -> float:
         key = attempt.entry.key
@@ -254,7 +282,8 @@ class Schedule:
 
         If not, it is queued for when it may.
         """
-        wait = self.health.claim(attempt.entry.key)
+        attempt.token = self.health.token()
+        wait = self.health.claim(attempt.entry.key, attempt.token)
         if wait <= 0:
             return True
         self._queue(queue, now + wait, attempt)
@@ -274,7 +303,8 @@ class Schedule:
         self.running.clear()
         self.health.record_ttft(attempt.entry.key, at - attempt.started)
         for loser in losers:
-            self.health.record_censored_ttft(loser.entry.key, max(0.0, at - loser.started))
+            waited = max(0.0, at - loser.started)
+            self.health.record_censored_ttft(loser.entry.key, waited, loser.token)
 
     def abandon(self) -> None:
         """The caller gave up on the call.
@@ -283,7 +313,7 @@ class Schedule:
         if it held one).
         """
         for attempt in self.running:
-            self.health.record_cancelled(attempt.entry.key)
+            self.health.record_cancelled(attempt.entry.key, attempt.token)
         self.running.clear()
 
     def failed(self, attempt: Attempt, error: BaseException, at: float) -> None:
@@ -295,12 +325,12 @@ class Schedule:
         key = attempt.entry.key
         if isinstance(error, ConfigurationError):
             # the request's fault, not the provider's: no health change, no retry
-            self.health.record_cancelled(key)
+            self.health.record_cancelled(key, attempt.token)
             return
         if isinstance(error, BudgetExhaustedError):
             # nothing was sent: no health change, no retry spent; the provider waits
             # for its budget like any provider that may not start yet
-            self.health.record_cancelled(key)
+            self.health.record_cancelled(key, attempt.token)
             if error.retry_after is not None and at + error.retry_after < self.request.deadline:
                 self._queue(self._waiting, at + error.retry_after, Attempt(attempt.entry, 0))
             return
