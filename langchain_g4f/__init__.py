@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from importlib import metadata
+from importlib import import_module, metadata
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -37,13 +37,11 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
-    # Chat models pull in langchain-core; load them on first use only.
+    """``ChatG4F`` and ``ChatG4FRouter``, imported on first use (they pull in langchain-core)."""
     module = _LAZY.get(name)
     if module is None:
         msg = f"module 'langchain_g4f' has no attribute {name!r}"
         raise AttributeError(msg)
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
+    value = getattr(import_module(module), name)
     globals()[name] = value
     return value

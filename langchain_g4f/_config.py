@@ -32,18 +32,28 @@ from langchain_g4f._redact import redact_text, redact_url
 from langchain_g4f.errors import ConfigurationError, did_you_mean
 from langchain_g4f.providers.base import Provider
 
+__all__ = [
+    "check_call_values",
+    "check_env_key_destination",
+    "check_proxy_url",
+    "env_api_key",
+    "init_model",
+]
+
 #: The key every provider that needs one may use.
-SHARED_KEY_ENV = "G4F_API_KEY"
+_SHARED_KEY_ENV = "G4F_API_KEY"
 
 #: Fields whose values are never shown in an error message, and those shown redacted.
 _SECRET_FIELDS = frozenset({"api_key"})
 _URL_FIELDS = frozenset({"base_url", "proxy"})
+#: How much of an invalid value an error message shows.
+_SHOWN_CHARS = 60
 
 
 # --- constructor arguments -------------------------------------------------------
 
 
-def accepted_arguments(cls: type[BaseModel]) -> set[str]:
+def _accepted_arguments(cls: type[BaseModel]) -> set[str]:
     """Every keyword ``cls(...)`` takes: field names and their aliases."""
     names = set()
     for name, field in cls.model_fields.items():
@@ -58,20 +68,15 @@ def accepted_arguments(cls: type[BaseModel]) -> set[str]:
     return names
 
 
-def check_arguments(cls: type[BaseModel], kwargs: dict[str, Any]) -> None:
+def _check_arguments(cls: type[BaseModel], kwargs: dict[str, Any]) -> None:
     """Refuse keywords ``cls`` does not take, suggesting the closest real one."""
-    accepted = accepted_arguments(cls)
+    accepted = _accepted_arguments(cls)
     unknown = [name for name in kwargs if name not in accepted]
     if not unknown:
         return
-    problems = []
-    for name in unknown:
-        problems.append(f"{name!r}{did_you_mean(name, sorted(accepted), n=1)}")
+    problems = [f"{name!r}{did_you_mean(name, sorted(accepted), n=1)}" for name in unknown]
     msg = f"{cls.__name__} got unknown argument(s): {', '.join(problems)}"
-    raise ConfigurationError(
-        msg,
-        provider=_provider_name(kwargs),
-    )
+    raise ConfigurationError(msg, provider=_provider_name(kwargs))
 
 
 def _provider_name(kwargs: dict[str, Any]) -> str | None:
@@ -87,10 +92,11 @@ def _shown(field: str, value: Any) -> str:
     if field in _URL_FIELDS and isinstance(value, str):
         return f" (got {redact_url(value)!r})"
     text = redact_text(repr(value))
-    return f" (got {text[:60]}{'...' if len(text) > 60 else ''})"
+    shown = text[:_SHOWN_CHARS]
+    return f" (got {shown}{'...' if len(text) > _SHOWN_CHARS else ''})"
 
 
-def describe(cls: type[BaseModel], error: ValidationError) -> str:
+def _describe(cls: type[BaseModel], error: ValidationError) -> str:
     """One line per invalid field: its name, what is wrong, the value (secrets hidden)."""
     lines = []
     for item in error.errors(include_url=False, include_input=True):
@@ -111,12 +117,13 @@ def init_model(init: Callable[..., None], cls: type[BaseModel], kwargs: dict[str
     The pydantic error is neither chained nor left as the context: its text
     repeats the inputs, secrets included.
     """
-    check_arguments(cls, kwargs)
+    _check_arguments(cls, kwargs)
     try:
         init(**kwargs)
-        return
     except ValidationError as exc:
-        error = ConfigurationError(describe(cls, exc), provider=_provider_name(kwargs))
+        error = ConfigurationError(_describe(cls, exc), provider=_provider_name(kwargs))
+    else:
+        return
     raise error
 
 
@@ -164,7 +171,7 @@ def _is_number(value: Any) -> bool:
 # --- API keys from the environment -------------------------------------------------
 
 
-def provider_key_env(provider: Provider) -> str:
+def _provider_key_env(provider: Provider) -> str:
     """``G4F_<PROVIDER>_API_KEY`` for ``provider``."""
     return f"G4F_{re.sub(r'[^A-Z0-9]+', '_', provider.name.upper()).strip('_')}_API_KEY"
 
@@ -172,16 +179,16 @@ def provider_key_env(provider: Provider) -> str:
 def env_api_key(provider: Provider) -> tuple[str, str] | None:
     """``(variable, key)`` from the environment that may go to ``provider``, if any."""
     named = [provider.api_key_env] if provider.api_key_env else []
-    named.append(provider_key_env(provider))
+    named.append(_provider_key_env(provider))
     for variable in named:
         if os.environ.get(variable):
             return variable, os.environ[variable]
-    if provider.needs_auth and os.environ.get(SHARED_KEY_ENV):
-        return SHARED_KEY_ENV, os.environ[SHARED_KEY_ENV]
+    if provider.needs_auth and os.environ.get(_SHARED_KEY_ENV):
+        return _SHARED_KEY_ENV, os.environ[_SHARED_KEY_ENV]
     return None
 
 
-def is_plain_http_to_another_host(url: str) -> bool:
+def _is_plain_http_to_another_host(url: str) -> bool:
     """Whether ``url`` is ``http://`` to a host other than this machine's loopback."""
     parts = urlsplit(url)
     if parts.scheme.lower() != "http":
@@ -197,13 +204,10 @@ def is_plain_http_to_another_host(url: str) -> bool:
 
 def check_env_key_destination(variable: str, url: str, provider: str) -> None:
     """Refuse to send a key from the environment over plain HTTP to another host."""
-    if is_plain_http_to_another_host(url):
+    if _is_plain_http_to_another_host(url):
         msg = (
             f"will not send the API key from ${variable} over plain http to "
             f"{redact_url(url)}; use an https:// base_url, or pass api_key=... "
             "explicitly to send it there anyway"
         )
-        raise ConfigurationError(
-            msg,
-            provider=provider,
-        )
+        raise ConfigurationError(msg, provider=provider)

@@ -67,13 +67,13 @@ def _redact_netloc(netloc: str) -> str:
     return f"{user}:{REDACTED}@{host}" if colon else f"{REDACTED}@{host}"
 
 
-def redact_url(url: str) -> str:
+def redact_url(url: object) -> str:
     """``url`` with its credentials and secret query values replaced by ``***``.
 
-    Never raises: a string that does not parse as a URL is redacted as text.
+    Never raises: a string that does not parse as a URL is redacted as text, and
+    anything not a string is redacted as its ``str()``.
     """
-    if not isinstance(url, str):
-        url = str(url)
+    url = url if isinstance(url, str) else str(url)
     try:
         parts = urlsplit(url)
     except ValueError:

@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
+
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 
 from langchain_g4f import DISTRIBUTION, __version__, providers
 from langchain_g4f._redact import redact_url
@@ -34,16 +36,19 @@ from langchain_g4f.errors import (
     ConfigurationError,
     G4FError,
 )
+from langchain_g4f.health import HealthPolicy
+from langchain_g4f.redis_store import RedisStore
 from langchain_g4f.strategies import STRATEGIES
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
-    from langchain_core.messages import BaseMessage
 
-PROG = "langchain-g4f"
+__all__ = ["main", "session"]
+
+_PROG = "langchain-g4f"
 #: The interactive session's history, under the user's home.
-HISTORY_FILE = os.path.join("~", ".langchain_g4f_history")
-HISTORY_LENGTH = 1000
+_HISTORY_FILE = "~/.langchain_g4f_history"
+_HISTORY_LENGTH = 1000
 
 
 class _Parser(argparse.ArgumentParser):
@@ -103,8 +108,6 @@ class _Stopped(KeyboardInterrupt):
 
 
 def _chat(args: argparse.Namespace) -> int:
-    from langchain_core.messages import HumanMessage, SystemMessage
-
     llm = _chat_model(args)
     history: list[BaseMessage] = [SystemMessage(args.system)] if args.system else []
     prompt = " ".join(args.prompt)
@@ -116,7 +119,7 @@ def _chat(args: argparse.Namespace) -> int:
     if prompt:
         _stream_answer(llm, [*history, HumanMessage(prompt)], sys.stdout)
         return 0
-    save_history = _line_editing(os.path.expanduser(HISTORY_FILE), sys.stderr)
+    save_history = _line_editing(str(Path(_HISTORY_FILE).expanduser()), sys.stderr)
     sys.stderr.write(
         f"{_describe(llm)}; Ctrl-C stops an answer, "
         "Ctrl-D or Ctrl-C at the prompt ends the session\n"
@@ -141,8 +144,6 @@ def session(
     ends the session with status 0. Provider failures print one line and ask
     again. Empty lines are skipped.
     """
-    from langchain_core.messages import AIMessage, HumanMessage
-
     while True:
         try:
             line = read_line("you> ").strip()
@@ -156,7 +157,7 @@ def session(
             history.append(AIMessage(_stream_answer(llm, history, out)))
         except _Stopped as stopped:
             out.write("\n")
-            err.write(f"{PROG}: answer stopped\n")
+            err.write(f"{_PROG}: answer stopped\n")
             partial = stopped.args[0]
             if partial:
                 history.append(AIMessage(partial))
@@ -164,7 +165,7 @@ def session(
                 history.pop()
         except G4FError as exc:
             history.pop()
-            err.write(f"{PROG}: {_one_line(exc)}\n")
+            err.write(f"{_PROG}: {_one_line(exc)}\n")
 
 
 def _line_editing(path: str, err: TextIO) -> Callable[[], None]:
@@ -178,19 +179,19 @@ def _line_editing(path: str, err: TextIO) -> Callable[[], None]:
         import readline
     except ImportError:
         return lambda: None
-    readline.set_history_length(HISTORY_LENGTH)
+    readline.set_history_length(_HISTORY_LENGTH)
     try:
         readline.read_history_file(path)
     except FileNotFoundError:
         pass
     except OSError as exc:
-        err.write(f"{PROG}: history not read from {path}: {exc.strerror or exc}\n")
+        err.write(f"{_PROG}: history not read from {path}: {exc.strerror or exc}\n")
 
     def save() -> None:
         try:
             readline.write_history_file(path)
         except OSError as exc:
-            err.write(f"{PROG}: history not saved to {path}: {exc.strerror or exc}\n")
+            err.write(f"{_PROG}: history not saved to {path}: {exc.strerror or exc}\n")
 
     return save
 
@@ -212,20 +213,21 @@ def _probe(name: str, timeout: float) -> tuple[str, float | None]:
     started = time.perf_counter()
     try:
         llm = ChatG4F(provider=name, timeout=timeout, max_retries=0)
-        for chunk in llm.stream("Say OK."):
-            if chunk.content:
-                return "ok", time.perf_counter() - started
-        return "EmptyResponseError", None
+        first = next((chunk for chunk in llm.stream("Say OK.") if chunk.content), None)
     except G4FError as exc:
         status = getattr(exc, "status", None)
         return type(exc).__name__ + (f" {status}" if status else ""), None
+    if first is None:
+        return "EmptyResponseError", None
+    return "ok", time.perf_counter() - started
 
 
 def _table(rows: Iterable[Sequence[str]], out: TextIO) -> None:
     rows = [list(row) for row in rows]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     out.writelines(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() + "\n"
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        + "\n"
         for row in rows
     )
 
@@ -249,30 +251,27 @@ def _providers(args: argparse.Namespace) -> int:
         return 0
     with ThreadPoolExecutor(max_workers=len(found) or 1) as pool:
         probes = list(pool.map(lambda p: _probe(p.name, args.timeout), found))
-    for row, (status, latency) in zip(rows, probes):
+    for row, (status, latency) in zip(rows, probes, strict=True):
         row[1:1] = [status, f"{latency * 1000:.0f} ms" if latency is not None else "-"]
     _table([[header[0], "STATUS", "FIRST TEXT", *header[1:]], *rows], sys.stdout)
     failed = sum(latency is None for _, latency in probes)
     if failed:
-        sys.stderr.write(f"{PROG}: {failed} of {len(probes)} providers failed the check\n")
+        sys.stderr.write(f"{_PROG}: {failed} of {len(probes)} providers failed the check\n")
     return 1 if failed else 0
 
 
 # --- demo --------------------------------------------------------------------------
 
 
-def get_weather(location: str) -> str:
-    """Get the current weather at a location."""
-    return f"It is sunny in {location}."
-
-
 def _demo(args: argparse.Namespace) -> int:
-    from langchain_core.messages import HumanMessage, ToolMessage
-
     from langchain_g4f import ChatG4F, ChatG4FRouter
     from langchain_g4f.testing import Replica
 
     out = sys.stdout
+
+    def get_weather(location: str) -> str:
+        """Get the current weather at a location."""
+        return f"It is sunny in {location}."
 
     def show_stream(chunks: Iterable[Any]) -> Any:
         total = None
@@ -298,13 +297,13 @@ def _demo(args: argparse.Namespace) -> int:
             out.write(f"{name:<14} ")
             show_stream(llm.stream(args.prompt))
 
-            async def astream() -> None:
+            async def astream(llm: ChatG4F) -> None:
                 out.write(f"{'':<14} ")
-                async for chunk in llm.astream(args.prompt):  # noqa: B023 - awaited at once
+                async for chunk in llm.astream(args.prompt):
                     out.write(f"{chunk.content}|" if chunk.content else "")
                 out.write("\n")
 
-            asyncio.run(astream())
+            asyncio.run(astream(llm))
         out.write("(Aichat's protocol cannot stream: its answer is one chunk)\n")
 
         out.write("\n== router fallback: Mishalsgpt answers 503, Lockchat takes over\n")
@@ -347,18 +346,11 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-# --- entry point -------------------------------------------------------------------
-
-
 # --- health ----------------------------------------------------------------------
 
 
 def _health(args: argparse.Namespace) -> int:
     """The fleet's view of its providers, from a shared store."""
-    from langchain_g4f._redact import redact_url
-    from langchain_g4f.health import HealthPolicy
-    from langchain_g4f.redis_store import RedisStore
-
     store = RedisStore(args.store, prefix=args.prefix)
     try:
         if not store.shared:
@@ -389,7 +381,7 @@ def _health(args: argparse.Namespace) -> int:
     return 0
 
 
-def _budget_left(store: Any, key: str) -> str:
+def _budget_left(store: RedisStore, key: str) -> str:
     limits = store.limits(key)
     if limits is None:
         return "-"
@@ -416,8 +408,11 @@ def _add_health(commands: Any) -> None:
     health.set_defaults(run=_health)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description="LangChain chat models for gpt4free-style providers.")
+# --- entry point -------------------------------------------------------------------
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=_PROG, description="LangChain chat models for gpt4free-style providers.")
     parser.add_argument("--version", action="version", version=f"{DISTRIBUTION} {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -480,18 +475,19 @@ def _one_line(exc: BaseException) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run the command line on ``argv`` (default: ``sys.argv[1:]``); the exit status."""
+    args = _build_parser().parse_args(argv)
     run: Callable[[argparse.Namespace], int] = args.run
     try:
         return run(args)
     except (_UsageError, ConfigurationError) as exc:
         print(
-            f"{PROG}: error: {_one_line(exc) if isinstance(exc, G4FError) else exc}",
+            f"{_PROG}: error: {_one_line(exc) if isinstance(exc, G4FError) else exc}",
             file=sys.stderr,
         )
         return 2
     except G4FError as exc:
-        print(f"{PROG}: {_one_line(exc)}", file=sys.stderr)
+        print(f"{_PROG}: {_one_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

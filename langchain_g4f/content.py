@@ -26,20 +26,33 @@ from typing import Any
 
 from langchain_g4f.errors import ConfigurationError
 
-IMAGE_BLOCKS = frozenset({"image", "image_url"})
-REASONING_BLOCKS = {"reasoning": "reasoning", "thinking": "thinking"}  # type -> text field
+__all__ = [
+    "block_type",
+    "check_blocks",
+    "check_reasoning",
+    "has_images",
+    "image_part",
+    "is_image",
+    "is_reasoning",
+]
+
+_IMAGE_BLOCKS = frozenset({"image", "image_url"})
+_REASONING_BLOCKS = {"reasoning": "reasoning", "thinking": "thinking"}  # type -> text field
 
 
 def block_type(block: Any) -> str | None:
+    """A content block's ``type``; ``None`` for a string or anything else not a dict."""
     return block.get("type") if isinstance(block, dict) else None
 
 
 def is_image(block: Any) -> bool:
-    return block_type(block) in IMAGE_BLOCKS
+    """Whether ``block`` is an image block (``image`` or ``image_url``)."""
+    return block_type(block) in _IMAGE_BLOCKS
 
 
 def is_reasoning(block: Any) -> bool:
-    return block_type(block) in REASONING_BLOCKS
+    """Whether ``block`` is a reasoning block (``reasoning`` or ``thinking``)."""
+    return block_type(block) in _REASONING_BLOCKS
 
 
 def has_images(content: Any) -> bool:
@@ -60,16 +73,13 @@ def check_blocks(messages: Any) -> None:
 
 def check_reasoning(block: dict[str, Any], provider: str | None = None) -> None:
     """Raise unless the reasoning block's text is a string (or absent)."""
-    field = REASONING_BLOCKS[block["type"]]
+    field = _REASONING_BLOCKS[block["type"]]
     text = block.get(field)
     if text is not None and not isinstance(text, str):
         msg = (
             f"a {block['type']!r} content block needs a string {field!r}, not {type(text).__name__}"
         )
-        raise ConfigurationError(
-            msg,
-            provider=provider,
-        )
+        raise ConfigurationError(msg, provider=provider)
 
 
 def image_part(block: dict[str, Any], provider: str | None = None) -> dict[str, Any]:

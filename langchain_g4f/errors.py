@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from http import HTTPStatus
 from typing import Any
 
 __all__ = [
@@ -85,8 +86,12 @@ class ProviderTimeoutError(ProviderError):
     retryable = True
 
 
+#: Statuses below 500 that a later request may not get: timeout, conflict, too early, 429.
+_RETRYABLE_STATUSES = frozenset({408, 409, 425, 429})
+
+
 class ProviderHTTPError(ProviderError):
-    """The provider answered with a non-2xx HTTP status."""
+    """The provider answered with a non-2xx HTTP status; retryable for 5xx and a few more."""
 
     def __init__(
         self,
@@ -100,11 +105,8 @@ class ProviderHTTPError(ProviderError):
         self.status = status
         self.retry_after = retry_after
         self.body = body
+        self.retryable = status in _RETRYABLE_STATUSES or status >= HTTPStatus.INTERNAL_SERVER_ERROR
         super().__init__(message, provider=provider)
-
-    @property
-    def retryable(self) -> bool:  # type: ignore[override]
-        return self.status in (408, 409, 425, 429) or self.status >= 500
 
 
 class RateLimitError(ProviderHTTPError):
@@ -170,9 +172,10 @@ class StreamInterruptedError(ProviderError):
 
 
 class BudgetExhaustedError(ProviderError):
-    """The provider's declared budget (``requests_per_minute``, ``max_concurrent``) is
-    spent; nothing was sent. ``retry_after`` is the wait, in seconds, until a request
-    is expected to fit.
+    """The provider's declared budget is spent; nothing was sent.
+
+    The budget is ``requests_per_minute`` or ``max_concurrent``; ``retry_after``
+    is the wait, in seconds, until a request is expected to fit.
     """
 
     retryable = True
@@ -197,8 +200,9 @@ class NoProviderAvailableError(ConfigurationError):
 
 
 def did_you_mean(name: str, known: Iterable[str], n: int = 3) -> str:
-    """``" (did you mean 'A' or 'B'?)"`` for up to ``n`` names in ``known`` close to
-    ``name`` (closest first, case aside), or ``""``.
+    """A hint naming up to ``n`` names in ``known`` close to ``name``, or ``""``.
+
+    The hint reads ``" (did you mean 'A' or 'B'?)"``, closest first, case aside.
     """
     by_folded = {candidate.casefold(): candidate for candidate in known}
     close = difflib.get_close_matches(name.casefold(), by_folded, n=n, cutoff=0.6)

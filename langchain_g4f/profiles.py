@@ -29,6 +29,20 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_g4f.content import is_image, is_reasoning
 from langchain_g4f.errors import ConfigurationError
 
+__all__ = [
+    "IMAGE_TOKENS",
+    "MESSAGE_OVERHEAD",
+    "PACKAGE_CAPABILITIES",
+    "TEXT_ONLY",
+    "Needs",
+    "chat_profile",
+    "check_profile",
+    "context_windows",
+    "estimate_tokens",
+    "needs",
+    "union",
+]
+
 #: Tokens added per message (role and separators).
 MESSAGE_OVERHEAD = 4
 #: Tokens counted per image (OpenAI's low-detail figure).
@@ -53,7 +67,7 @@ TEXT_ONLY: ModelProfile = {
     "reasoning_output": False,
 }
 #: Context windows of the models the built-in providers serve.
-CONTEXT_WINDOWS = {
+_CONTEXT_WINDOWS = {
     "gpt-4": 8192,
     "gpt-3.5-turbo": 4096,
     "gpt-3.5-turbo-0613": 4096,
@@ -64,7 +78,7 @@ CONTEXT_WINDOWS = {
 
 def context_windows(models: Iterable[str]) -> dict[str, ModelProfile]:
     """``model_profiles`` entries with each model's ``max_input_tokens``."""
-    return {model: {"max_input_tokens": CONTEXT_WINDOWS[model]} for model in models}
+    return {model: {"max_input_tokens": _CONTEXT_WINDOWS[model]} for model in models}
 
 
 def check_profile(profile: Any, provider: str | None = None) -> ModelProfile:
@@ -75,10 +89,7 @@ def check_profile(profile: Any, provider: str | None = None) -> ModelProfile:
     window = profile.get("max_input_tokens")
     if window is not None and (type(window) is not int or window < 1):
         msg = f"profile max_input_tokens must be a positive integer, not {window!r}"
-        raise ConfigurationError(
-            msg,
-            provider=provider,
-        )
+        raise ConfigurationError(msg, provider=provider)
     for key in ("image_inputs", "reasoning_output", "tool_calling", "structured_output"):
         if key in profile and not isinstance(profile[key], bool):
             msg = f"profile {key} must be True or False, not {profile[key]!r}"
@@ -126,6 +137,7 @@ class Needs:
 
 
 def needs(messages: Sequence[BaseMessage]) -> Needs:
+    """What ``messages`` ask of a provider: image input, and their estimated size."""
     images = any(
         is_image(block)
         for message in messages

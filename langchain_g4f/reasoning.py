@@ -12,17 +12,19 @@ reasoning to the end, and the answer is empty.
 
 from __future__ import annotations
 
-OPEN = "<think>"
-CLOSE = "</think>"
+__all__ = ["ThinkSplitter"]
+
+_OPEN = "<think>"
+_CLOSE = "</think>"
 
 _START, _THINKING, _AFTER, _ANSWER = range(4)
 
 
 class ThinkSplitter:
-    """Splits a leading ``<think>`` section off streamed text.
+    r"""Splits a leading ``<think>`` section off streamed text.
 
     >>> splitter = ThinkSplitter()
-    >>> splitter.push("<thi"), splitter.push("nk>plan</th"), splitter.push("ink>\\nHi")
+    >>> splitter.push("<thi"), splitter.push("nk>plan</th"), splitter.push("ink>\nHi")
     (('', ''), ('plan', ''), ('', 'Hi'))
     """
 
@@ -57,21 +59,21 @@ class ThinkSplitter:
 
     def _start(self, text: str) -> tuple[str, str]:
         body = text.lstrip()
-        if len(body) < len(OPEN) and OPEN.startswith(body):
+        if len(body) < len(_OPEN) and _OPEN.startswith(body):
             self._held = text  # only whitespace, or the start of the tag, so far
             return "", ""
-        if body.startswith(OPEN):
+        if body.startswith(_OPEN):
             self._state = _THINKING
-            return self._think(body[len(OPEN) :])
+            return self._think(body[len(_OPEN) :])
         self._state = _ANSWER
         return "", text
 
     def _think(self, text: str) -> tuple[str, str]:
-        end = text.find(CLOSE)
+        end = text.find(_CLOSE)
         if end >= 0:
             self._state = _AFTER
-            return text[:end], self._after(text[end + len(CLOSE) :])
-        hold = _partial_tail(text, CLOSE)
+            return text[:end], self._after(text[end + len(_CLOSE) :])
+        hold = _partial_tail(text, _CLOSE)
         self._held = text[len(text) - hold :] if hold else ""
         return text[: len(text) - hold], ""
 

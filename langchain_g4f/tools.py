@@ -16,12 +16,19 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from operator import itemgetter
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from langchain_core.language_models import LanguageModelInput
-from langchain_core.messages import AIMessage, ToolCall, ToolMessage
+from langchain_core.messages import (
+    AIMessage,
+    InvalidToolCall,
+    ToolCall,
+    ToolCallChunk,
+    ToolMessage,
+)
+from langchain_core.messages.tool import invalid_tool_call as make_invalid_tool_call
 from langchain_core.messages.tool import tool_call as make_tool_call
 from langchain_core.messages.tool import tool_call_chunk as make_tool_call_chunk
 from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
@@ -40,9 +47,31 @@ from pydantic import BaseModel
 
 from langchain_g4f.errors import ConfigurationError
 
+__all__ = [
+    "JSON_MARKER",
+    "TOOLS_MARKER",
+    "ToolCallingMixin",
+    "ToolReplyStream",
+    "call_chunks",
+    "convert_tools",
+    "emulated_call_text",
+    "emulated_result_text",
+    "json_instruction",
+    "native_calls",
+    "native_chunks",
+    "native_message_calls",
+    "native_response_format",
+    "native_tool_choice",
+    "normalize_tool_choice",
+    "parse_tool_calls",
+    "response_schema",
+    "tool_call_id",
+    "tool_instruction",
+]
+
 #: The line the tools' JSON follows (the local replica looks for it too).
 TOOLS_MARKER = "You can call these tools. Each is described by a JSON schema:"
-TOOL_RESULT_PREFIX = "Tool result"
+_TOOL_RESULT_PREFIX = "Tool result"
 JSON_MARKER = "Reply with nothing but one JSON object"
 
 _CHOICE_LINES = {
@@ -108,12 +137,12 @@ def tool_instruction(tools: list[dict[str, Any]], choice: str | None) -> str:
         "To call tools, reply with nothing but one JSON object of this form:\n"
         '{"tool_calls": [{"name": "<tool name>", "arguments": {<arguments>}}]}\n'
         f"{choice_line}\n"
-        f'Tool results come back in messages that begin with "{TOOL_RESULT_PREFIX}". '
+        f'Tool results come back in messages that begin with "{_TOOL_RESULT_PREFIX}". '
         "Then answer the user in plain text, or call tools again."
     )
 
 
-def json_mode_format(schema: dict[str, Any] | None) -> dict[str, Any]:
+def _json_mode_format(schema: dict[str, Any] | None) -> dict[str, Any]:
     """The ``response_format`` of ``json_mode``: a JSON object, the schema kept for emulation.
 
     Endpoints with a native JSON mode get ``{"type": "json_object"}`` alone
@@ -153,7 +182,8 @@ def json_instruction(schema: dict[str, Any] | None) -> str:
 def tool_call_id(name: str, args: Any, index: int) -> str:
     """A deterministic id for a tool call."""
     digest = hashlib.sha1(
-        f"{index}:{name}:{json.dumps(args, sort_keys=True, ensure_ascii=False)}".encode()
+        f"{index}:{name}:{json.dumps(args, sort_keys=True, ensure_ascii=False)}".encode(),
+        usedforsecurity=False,
     ).hexdigest()
     return f"call_{digest[:24]}"
 
@@ -176,7 +206,7 @@ def emulated_result_text(
     """
     status = " [error]" if message.status == "error" else ""
     where = f" (call {position})" if position is not None else ""
-    return f"{TOOL_RESULT_PREFIX} for {name or 'tool'}{where}{status}:\n{content}"
+    return f"{_TOOL_RESULT_PREFIX} for {name or 'tool'}{where}{status}:\n{content}"
 
 
 def native_calls(message: AIMessage) -> list[dict[str, Any]]:
@@ -196,8 +226,163 @@ def native_calls(message: AIMessage) -> list[dict[str, Any]]:
 
 # --- parsing an emulated reply -------------------------------------------------
 
-_FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.DOTALL)
-_decoder = json.JSONDecoder()
+_FENCE = "```"
+#: A fence's opening: the backticks, a ``json`` tag, blank space; its body follows.
+_FENCE_OPEN = re.compile(r"```(?:json|JSON)?\s*")
+
+# JSON as ``json``'s decoder reads it (NaN and Infinity included), cut into the steps
+# :class:`_JSONObjects` takes. The last character of a step says what it ended on.
+_WS = r"[ \t\n\r]*"
+_STRING = r'"(?:[^"\\\x00-\x1f]|\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4}))*"'
+_ATOM = (
+    rf"(?:{_STRING}|-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?"
+    r"|true|false|null|NaN|Infinity|-Infinity)"
+)
+_MEMBER = rf"{_STRING}{_WS}:{_WS}{_ATOM}{_WS}"
+#: An object or array that holds no object or array.
+_FLAT = (
+    rf"\{{{_WS}(?:}}|{_MEMBER}(?:,{_WS}{_MEMBER})*}})"
+    rf"|\[{_WS}(?:]|{_ATOM}{_WS}(?:,{_WS}{_ATOM}{_WS})*])"
+)
+#: A value: a flat one and the separator after it, or the opening of containers:
+#: ``[``s one inside the other, then the last ``[``, or a ``{`` and its first key.
+_VALUE = (
+    rf"(?:(?P<flat>{_FLAT})|{_ATOM}){_WS}[,}}\]]"
+    rf"|(?P<arrays>(?:\[{_WS})*)(?:(?P<array>\[)|(?P<object>\{{){_WS}{_STRING}{_WS}:)"
+)
+_STEPS = {  # what may come next -> the step that reads it
+    "value": re.compile(rf"{_WS}(?:{_VALUE})"),
+    "first value": re.compile(rf"{_WS}(?:{_VALUE}|])"),
+    "key": re.compile(rf"{_WS}{_STRING}{_WS}:"),
+    "first key": re.compile(rf"{_WS}(?:}}|{_STRING}{_WS}:)"),
+    "separator": re.compile(rf"{_WS}[,}}\]]"),
+}
+_FLAT_OBJECT = re.compile(_FLAT)
+#: A ``{`` that may open an object: then a key and its colon, or the closing brace.
+_OBJECT_START = re.compile(rf"\{{(?={_WS}(?:}}|{_STRING}{_WS}:))")
+#: Deeper objects are no tool calls: ``json``'s decoder recurses once per level and
+#: fails on them with a RecursionError (at a depth below Python's recursion limit).
+_MAX_DEPTH = 500
+
+
+class _JSONObjects:
+    """Where the JSON object that opens at a ``{`` of ``text`` ends, for any ``{``.
+
+    :meth:`end` agrees with ``json.JSONDecoder().raw_decode(text, start)`` for
+    objects nested up to :data:`_MAX_DEPTH` deep, in time linear in the text
+    however many starts are asked about: each object is parsed once and its end
+    (or failure) kept, and a parse that meets an object parsed before jumps over it.
+    """
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        #: object start -> (end, depth); end -1: no object opens there, or one too deep
+        self.parsed: dict[int, tuple[int, int]] = {}
+
+    def end(self, start: int) -> int:
+        """The end of the object that opens at ``start``, or -1 if none does."""
+        if start not in self.parsed:
+            flat = _FLAT_OBJECT.match(self.text, start)
+            if flat is None:
+                self._parse(start)
+            else:
+                self.parsed[start] = (flat.end(), 1)
+        return self.parsed[start][0]
+
+    def _parse(self, start: int) -> None:
+        """Parse the object at ``start``, keeping its outcome and every inner object's."""
+        text, parsed, steps = self.text, self.parsed, _STEPS
+        # The open containers, outermost first, in three lists of ints (no garbage for
+        # the collector to walk): where each starts (-1 for arrays), how many nested
+        # arrays it stands for (1 for an object), the depth of the innermost of them
+        # from what it holds so far.
+        starts, counts, depths = [start], [1], [1]
+        expect, pos = "first key", start + 1
+        while True:
+            read = steps[expect].match(text, pos)
+            if read is None:
+                break
+            pos, opened = read.end(), read.lastgroup
+            if opened in ("array", "object"):
+                run, inner = read.span("arrays")  # an object opens where the run ends
+                arrays = (run < inner and text.count("[", run, inner)) + (opened == "array")
+                if arrays:
+                    starts.append(-1)
+                    counts.append(arrays)
+                    depths.append(1)
+                    expect = "first value"
+                if opened == "object":
+                    known = parsed.get(inner)
+                    if known is None:
+                        starts.append(inner)
+                        counts.append(1)
+                        depths.append(1)
+                        expect = "value"  # its first key is read
+                        continue
+                    pos, depth = known
+                    if pos < 0:
+                        break
+                    depths[-1] = max(depths[-1], depth + 1)
+                    expect = "separator"
+                continue
+            last, is_object = text[pos - 1], starts[-1] >= 0
+            if opened == "flat":
+                depths[-1] = max(depths[-1], 2)
+            if last == ":":
+                expect = "value"
+            elif last == ",":
+                expect = "key" if is_object else "value"
+            elif (last == "}") != is_object:  # a bracket that closes nothing open
+                break
+            else:
+                depth = depths[-1]
+                counts[-1] -= 1
+                if counts[-1]:  # the next array out holds the one that closed
+                    depths[-1] = depth + 1
+                else:
+                    closed = starts.pop()
+                    counts.pop()
+                    depths.pop()
+                    if closed >= 0:
+                        parsed[closed] = (pos if depth <= _MAX_DEPTH else -1, depth)
+                    if not starts:
+                        return
+                    depths[-1] = max(depths[-1], depth + 1)
+                expect = "separator"
+        failed = (-1, 0)  # a syntax error inside each open container
+        parsed.update((container, failed) for container in starts if container >= 0)
+
+
+def _json_objects(text: str) -> Iterator[tuple[int, int, str]]:
+    """``(begin, end, body)`` of the JSON objects found from each ``{`` on.
+
+    As ``raw_decode`` tried at each ``{`` finds them: the search goes on after
+    the end of an object, and at the next ``{`` where none opens.
+    """
+    objects, after = _JSONObjects(text), 0
+    for opening in _OBJECT_START.finditer(text):
+        start = opening.start()
+        if start >= after:
+            end = objects.end(start)
+            if end >= 0:
+                yield start, end, text[start:end]
+                after = end
+
+
+def _fenced_blocks(text: str) -> Iterator[tuple[int, int, str]]:
+    """``(begin, end, body)`` of each fenced code block (a fence, then the next fence)."""
+    opening = _FENCE_OPEN.search(text)
+    while opening is not None:
+        close = text.find(_FENCE, opening.end())
+        if close == -1:  # no later fence has a closing one either
+            return
+        yield opening.start(), close + len(_FENCE), text[opening.end() : close]
+        opening = _FENCE_OPEN.search(text, close + len(_FENCE))
+
+
+def _may_hold_calls(body: str) -> bool:
+    r"""Whether JSON ``body`` may have a "name" or "tool_calls" key (perhaps \u-escaped)."""
+    return '"name"' in body or '"tool_calls"' in body or "\\u" in body
 
 
 def _calls_in(obj: Any, names: set[str]) -> list[tuple[str, dict[str, Any]]] | None:
@@ -210,7 +395,9 @@ def _calls_in(obj: Any, names: set[str]) -> list[tuple[str, dict[str, Any]]] | N
         return None
     calls = []
     for item in items:
-        if not isinstance(item, dict) or item.get("name") not in names:
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            return None
+        if item["name"] not in names:
             return None
         args = item.get("arguments", item.get("args", item.get("parameters", {})))
         if isinstance(args, str):
@@ -229,24 +416,15 @@ def parse_tool_calls(text: str, names: set[str]) -> tuple[str, list[ToolCall]] |
 
     Accepts ``{"tool_calls": [{"name", "arguments"}]}`` or a single
     ``{"name", "arguments"}``, bare or in a fenced code block, with text
-    around it. Returns ``None`` when the reply is plain text.
+    around it. Returns ``None`` when the reply is plain text. The time taken
+    is linear in the length of the reply, whatever it holds.
     """
-    candidates: list[tuple[int, int, str]] = [
-        (m.start(), m.end(), m.group(1)) for m in _FENCE.finditer(text)
-    ]
-    start = text.find("{")
-    while start != -1:
-        try:
-            _, end = _decoder.raw_decode(text, start)
-        except (ValueError, RecursionError):
-            start = text.find("{", start + 1)
+    for begin, end, body in sorted([*_fenced_blocks(text), *_json_objects(text)]):
+        if not _may_hold_calls(body):
             continue
-        candidates.append((start, end, text[start:end]))
-        start = text.find("{", end)
-    for begin, end, body in sorted(candidates):
         try:
             obj = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             continue
         calls = _calls_in(obj, names)
         if calls:
@@ -259,43 +437,44 @@ def parse_tool_calls(text: str, names: set[str]) -> tuple[str, list[ToolCall]] |
 
 
 class ToolReplyStream:
-    """Streams an emulated reply: prose goes out as it comes; a possible tool
-    call (from the first ``{`` or code fence on) is held back until the end.
+    """Streams an emulated reply: prose goes out as it comes, a possible tool call is held.
+
+    From the first ``{`` or code fence on, the text is held back until the end.
     """
 
     __slots__ = ("_held", "_holding", "names")
 
     def __init__(self, names: set[str]) -> None:
         self.names = names
-        self._held = ""
+        self._held: list[str] = []  # pieces, joined once at the end: no quadratic copying
         self._holding = False
 
     def push(self, text: str) -> str:
         """Take the next text; return what can be shown now."""
-        held = self._held + text
         if self._holding:
-            self._held = held
+            self._held.append(text)
             return ""
-        cut = min((i for i in (held.find("{"), held.find("```")) if i >= 0), default=-1)
+        held = "".join(self._held) + text
+        cut = min((i for i in (held.find("{"), held.find(_FENCE)) if i >= 0), default=-1)
         if cut < 0:
             # Keep back a trailing "`" or "``": it may open a fence.
             keep = min(len(held) - len(held.rstrip("`")), 2)
-            self._held = held[len(held) - keep :] if keep else ""
+            self._held = [held[len(held) - keep :]] if keep else []
             return held[: len(held) - keep]
         self._holding = True
-        self._held = held[cut:]
+        self._held = [held[cut:]]
         return held[:cut]
 
     def finish(self) -> tuple[str, list[ToolCall]]:
         """The rest of the text, and the tool calls it held, if any."""
-        held, self._held = self._held, ""
+        held, self._held = "".join(self._held), []
         found = parse_tool_calls(held, self.names) if held else None
         if found is None:
             return held, []
         return found
 
 
-def call_chunks(calls: list[ToolCall]) -> list[Any]:
+def call_chunks(calls: list[ToolCall]) -> list[ToolCallChunk]:
     """Tool calls as indexed ``tool_call_chunks`` for the last stream chunk."""
     return [
         make_tool_call_chunk(
@@ -308,7 +487,7 @@ def call_chunks(calls: list[ToolCall]) -> list[Any]:
     ]
 
 
-def native_chunks(fragments: list[dict[str, Any]]) -> list[Any]:
+def native_chunks(fragments: list[dict[str, Any]]) -> list[ToolCallChunk]:
     """OpenAI streamed ``tool_calls`` fragments as ``tool_call_chunks``."""
     out = []
     for fragment in fragments:
@@ -324,12 +503,12 @@ def native_chunks(fragments: list[dict[str, Any]]) -> list[Any]:
     return out
 
 
-def native_message_calls(raw: list[dict[str, Any]]) -> tuple[list[ToolCall], list[Any]]:
+def native_message_calls(
+    raw: list[dict[str, Any]],
+) -> tuple[list[ToolCall], list[InvalidToolCall]]:
     """A whole OpenAI ``message.tool_calls`` as (valid calls, invalid calls)."""
-    from langchain_core.messages.tool import invalid_tool_call
-
     calls: list[ToolCall] = []
-    invalid: list[Any] = []
+    invalid: list[InvalidToolCall] = []
     for i, item in enumerate(raw):
         function = item.get("function") or {}
         name = function.get("name")
@@ -340,20 +519,42 @@ def native_message_calls(raw: list[dict[str, Any]]) -> tuple[list[ToolCall], lis
             args, error = None, f"arguments are not valid JSON: {exc}"
         else:
             error = f"arguments are a JSON {type(args).__name__}, not an object"
-        if not isinstance(args, dict):
-            invalid.append(
-                invalid_tool_call(
-                    name=name, args=str(arguments)[:1000], id=item.get("id"), error=error
-                )
-            )
+        if not isinstance(name, str):
+            name, error = None, "the call names no function"
+        elif isinstance(args, dict):
+            call_id = item.get("id") or tool_call_id(name, args, i)
+            calls.append(make_tool_call(name=name, args=args, id=call_id))
             continue
-        calls.append(
-            make_tool_call(name=name, args=args, id=item.get("id") or tool_call_id(name, args, i))
+        invalid.append(
+            make_invalid_tool_call(
+                name=name, args=str(arguments)[:1000], id=item.get("id"), error=error
+            )
         )
     return calls, invalid
 
 
 # --- the chat-model methods --------------------------------------------------
+
+
+_Tools = Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool]
+
+
+class _ChatModel(Protocol):
+    """What :class:`ToolCallingMixin` needs of the chat model it is mixed into."""
+
+    def bind(self, **kwargs: Any) -> Runnable[LanguageModelInput, AIMessage]:
+        """A runnable that calls the model with ``kwargs`` as call options."""
+        ...
+
+    def bind_tools(
+        self,
+        tools: _Tools,
+        *,
+        tool_choice: dict[str, Any] | str | bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """See :meth:`ToolCallingMixin.bind_tools`."""
+        ...
 
 
 class ToolCallingMixin:
@@ -364,8 +565,8 @@ class ToolCallingMixin:
     """
 
     def bind_tools(
-        self,
-        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
+        self: _ChatModel,
+        tools: _Tools,
         *,
         tool_choice: dict[str, Any] | str | bool | None = None,
         **kwargs: Any,
@@ -377,10 +578,10 @@ class ToolCallingMixin:
         """
         formatted = convert_tools(tools)
         normalize_tool_choice(tool_choice, formatted)  # fail early
-        return self.bind(tools=formatted, tool_choice=tool_choice, **kwargs)  # type: ignore[attr-defined]
+        return self.bind(tools=formatted, tool_choice=tool_choice, **kwargs)
 
     def with_structured_output(
-        self,
+        self: _ChatModel,
         schema: dict[str, Any] | type,
         *,
         method: Literal["function_calling", "json_mode", "json_schema"] = "function_calling",
@@ -394,14 +595,14 @@ class ToolCallingMixin:
         ``json_mode`` asks for a JSON object; ``json_schema`` asks for a JSON
         object that matches the schema. Natively where the provider supports
         it, by instruction elsewhere; in json_mode the instruction carries the
-        schema, so the model knows the keys (a native JSON mode takes none). With ``include_raw=True`` the result is
-        ``{"raw", "parsed", "parsing_error"}`` instead of raising when the
-        reply does not validate.
+        schema, so the model knows the keys (a native JSON mode takes none).
+        With ``include_raw=True`` the result is ``{"raw", "parsed",
+        "parsing_error"}`` instead of raising when the reply does not validate.
         """
         if kwargs:
             msg = f"unexpected arguments: {', '.join(kwargs)}"
             raise ConfigurationError(msg)
-        is_model = is_basemodel_subclass(schema)
+        is_model = isinstance(schema, type) and is_basemodel_subclass(schema)
         output_format = {"kwargs": {"method": method}, "schema": schema}
         if method == "function_calling":
             tool = convert_to_openai_tool(schema)
@@ -409,14 +610,15 @@ class ToolCallingMixin:
             llm = self.bind_tools(
                 [schema], tool_choice=name, ls_structured_output_format=output_format
             )
-            parser: Runnable = (
+            parser: Runnable[Any, Any] = (
+                # pydantic.v1 models work too, though the parsers are typed for v2 ones
                 PydanticToolsParser(tools=[schema], first_tool_only=True)  # type: ignore[list-item]
                 if is_model
                 else JsonOutputKeyToolsParser(key_name=name, first_tool_only=True)
             )
         elif method in ("json_mode", "json_schema"):
             if method == "json_mode":
-                response_format: dict[str, Any] = json_mode_format(
+                response_format: dict[str, Any] = _json_mode_format(
                     convert_to_json_schema(schema) if schema is not None else None
                 )
             else:
@@ -429,10 +631,11 @@ class ToolCallingMixin:
                         **({"strict": strict} if strict is not None else {}),
                     },
                 }
-            llm = self.bind(  # type: ignore[attr-defined]
+            llm = self.bind(
                 response_format=response_format, ls_structured_output_format=output_format
             )
             parser = (
+                # pydantic.v1 models work too, though the parser is typed for v2 ones
                 PydanticOutputParser(pydantic_object=schema)  # type: ignore[arg-type]
                 if is_model
                 else JsonOutputParser()

@@ -17,7 +17,8 @@ Event names:
 
 from __future__ import annotations
 
-from contextvars import ContextVar
+from contextlib import suppress
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -32,6 +33,19 @@ from langchain_core.callbacks import (
 from langchain_core.callbacks.manager import ahandle_event, handle_event
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import RunnableConfig
+
+__all__ = [
+    "ATTEMPT_EVENT",
+    "CONTINUE_EVENT",
+    "Trace",
+    "adispatch_attempts",
+    "adispatch_continue",
+    "current",
+    "dispatch_attempts",
+    "dispatch_continue",
+    "enter",
+    "leave",
+]
 
 ATTEMPT_EVENT = "g4f_attempt"
 CONTINUE_EVENT = "g4f_continue"
@@ -50,6 +64,7 @@ class Trace:
 
     @classmethod
     def of(cls, run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun) -> Trace:
+        """The trace of the run that ``run_manager`` manages."""
         return cls(run_manager.handlers, run_manager.run_id, run_manager.tags, run_manager.metadata)
 
     @classmethod
@@ -73,6 +88,7 @@ class Trace:
         return cls(manager.handlers, run_id, manager.tags, manager.metadata)
 
     def dispatch(self, name: str, data: Any) -> None:
+        """Send the custom event ``name`` with ``data`` to the run's handlers."""
         handle_event(
             self.handlers,
             "on_custom_event",
@@ -85,6 +101,7 @@ class Trace:
         )
 
     async def adispatch(self, name: str, data: Any) -> None:
+        """Send the custom event ``name`` with ``data`` to the run's handlers."""
         await ahandle_event(
             self.handlers,
             "on_custom_event",
@@ -106,16 +123,19 @@ def current(
     return _CURRENT.get()
 
 
-def enter(trace: Trace) -> Any:
+def enter(trace: Trace) -> Token[Trace | None]:
     """Make ``trace`` the current one; returns the token for :func:`leave`."""
     return _CURRENT.set(trace)
 
 
-def leave(token: Any) -> None:
-    try:
+def leave(token: Token[Trace | None]) -> None:
+    """Restore the trace :func:`enter` replaced.
+
+    A generator closed from another context cannot: that context never saw the
+    trace, and nothing is done.
+    """
+    with suppress(ValueError):
         _CURRENT.reset(token)
-    except ValueError:  # a generator closed from another context: that context never saw it
-        pass
 
 
 def dispatch_attempts(trace: Trace | None, attempts: list[dict[str, Any]]) -> None:
@@ -126,6 +146,7 @@ def dispatch_attempts(trace: Trace | None, attempts: list[dict[str, Any]]) -> No
 
 
 async def adispatch_attempts(trace: Trace | None, attempts: list[dict[str, Any]]) -> None:
+    """One ``g4f_attempt`` event per failed attempt."""
     if trace is not None:
         for record in attempts:
             await trace.adispatch(ATTEMPT_EVENT, record)
@@ -138,5 +159,6 @@ def dispatch_continue(trace: Trace | None, data: dict[str, Any] | None) -> None:
 
 
 async def adispatch_continue(trace: Trace | None, data: dict[str, Any] | None) -> None:
+    """The ``g4f_continue`` event, when an answer goes on (``data`` not None)."""
     if trace is not None and data is not None:
         await trace.adispatch(CONTINUE_EVENT, data)

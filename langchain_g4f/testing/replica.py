@@ -933,7 +933,7 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     server: _Server
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - silence access log
+    def log_message(self, format: str, *args: Any) -> None:  # silence the access log
         pass
 
     def setup(self) -> None:

@@ -29,7 +29,7 @@ def get_weather(location: str) -> str:
     return f"It is sunny in {location}."
 
 
-def magic_function(input: int) -> int:  # noqa: A002
+def magic_function(input: int) -> int:
     """Apply a magic function to an input."""
     return input + 2
 

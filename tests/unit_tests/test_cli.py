@@ -47,6 +47,7 @@ def expected(prompt: str) -> str:
 def test_demo_runs_offline_in_a_fresh_process() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "langchain_g4f", "demo"],
+        check=False,
         capture_output=True,
         text=True,
         timeout=60,
@@ -157,8 +158,8 @@ def test_bad_command_lines_print_one_line_and_exit_2(
 ) -> None:
     try:
         code = main(argv)
-    except SystemExit as exit:  # argparse exits by itself
-        code = exit.code
+    except SystemExit as exited:  # argparse exits by itself
+        code = exited.code
     err = capsys.readouterr().err
     assert code == 2
     assert err.count("\n") == 1

@@ -13,6 +13,7 @@ of :meth:`Provider.parser`:
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Any
 
@@ -66,7 +67,7 @@ def check_delta(delta: Any) -> None:
 def split(data: bytes, cuts: list[int]) -> list[bytes]:
     points = sorted({min(c, len(data)) for c in cuts})
     edges = [0, *points, len(data)]
-    return [data[a:b] for a, b in zip(edges, edges[1:])]
+    return [data[a:b] for a, b in itertools.pairwise(edges)]
 
 
 def outcome(provider: str, parse: Any) -> list[Delta]:
@@ -74,8 +75,12 @@ def outcome(provider: str, parse: Any) -> list[Delta]:
     try:
         deltas = parse()
     except ProviderError as exc:
-        assert exc.provider == provider
-        assert str(exc).startswith(f"{provider}: ")
+        error = exc
+    else:
+        error = None
+    if error is not None:
+        assert error.provider == provider
+        assert str(error).startswith(f"{provider}: ")
         return []
     for delta in deltas:
         check_delta(delta)

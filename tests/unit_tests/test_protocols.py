@@ -25,7 +25,9 @@ def lockchat_url(**kwargs: object) -> str:
 def test_lockchat_sends_the_seed_endpoint_by_default() -> None:
     assert lockchat_url() == SEED_URL
     assert (
-        ChatG4F(provider="Lockchat")._prepare([HumanMessage("Hi")], None, True, {}).request.url
+        ChatG4F(provider="Lockchat")
+        ._prepare([HumanMessage("Hi")], None, stream=True, kwargs={})
+        .request.url
         == SEED_URL
     )
 
@@ -132,7 +134,7 @@ def test_aichat_flattens_roles_exactly_as_given() -> None:
         ChatMessage(role="Narrator", content="It was late."),
         HumanMessage("Bye"),
     ]
-    body = json.loads(llm._prepare(messages, None, False, {}).request.body)
+    body = json.loads(llm._prepare(messages, None, stream=False, kwargs={}).request.body)
     assert body == {
         "message": "system: Be brief.\nuser: Hi\nassistant: Hello!\n"
         "Narrator: It was late.\nuser: Bye\nassistant:",

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 from pydantic import BaseModel, Field
 
-from langchain_g4f import ChatG4F
+from langchain_g4f import ChatG4F, tools
 from langchain_g4f._messages import convert_messages
 from langchain_g4f.errors import ConfigurationError
 from langchain_g4f.providers import OpenAICompatible
@@ -231,7 +234,9 @@ def test_stream_releases_held_text_that_is_no_call() -> None:
 def test_native_provider_gets_tools_in_the_body() -> None:
     provider = OpenAICompatible("native", "http://127.0.0.1:9/v1", native_tools=True)
     llm = ChatG4F(provider=provider, model="m")
-    call = llm._prepare([HumanMessage("hi")], None, True, {"tools": TOOLS, "tool_choice": "add"})
+    call = llm._prepare(
+        [HumanMessage("hi")], None, stream=True, kwargs={"tools": TOOLS, "tool_choice": "add"}
+    )
     body = json.loads(call.request.body)
     assert body["tools"] == TOOLS
     assert body["tool_choice"] == {"type": "function", "function": {"name": "add"}}
@@ -240,7 +245,9 @@ def test_native_provider_gets_tools_in_the_body() -> None:
 
 def test_emulated_provider_gets_an_instruction() -> None:
     llm = ChatG4F(provider="Aichat")
-    call = llm._prepare([HumanMessage("hi")], None, False, {"tools": TOOLS, "tool_choice": "any"})
+    call = llm._prepare(
+        [HumanMessage("hi")], None, stream=False, kwargs={"tools": TOOLS, "tool_choice": "any"}
+    )
     body = json.loads(call.request.body)
     assert body["message"].startswith("system: # Tools\n" + TOOLS_MARKER)
     assert "at least one tool" in body["message"]
@@ -250,7 +257,9 @@ def test_emulated_provider_gets_an_instruction() -> None:
 
 def test_tool_choice_none_sends_no_instruction() -> None:
     llm = ChatG4F(provider="Lockchat")
-    call = llm._prepare([HumanMessage("hi")], None, True, {"tools": TOOLS, "tool_choice": "none"})
+    call = llm._prepare(
+        [HumanMessage("hi")], None, stream=True, kwargs={"tools": TOOLS, "tool_choice": "none"}
+    )
     assert TOOLS_MARKER not in call.request.body.decode()
     assert call.tool_names is None
 
@@ -270,7 +279,7 @@ def _bound_options(runnable: Any) -> dict[str, Any]:
 def test_json_mode_gives_an_emulated_model_the_schema() -> None:
     llm = ChatG4F(provider="Lockchat")
     options = _bound_options(llm.with_structured_output(Joke, method="json_mode"))
-    call = llm._prepare([HumanMessage("Tell me a joke")], None, True, options)
+    call = llm._prepare([HumanMessage("Tell me a joke")], None, stream=True, kwargs=options)
     system = json.loads(call.request.body)["messages"][0]
     assert system["role"] == "system"
     head, schema = system["content"].split("\n", 2)[1:]
@@ -283,7 +292,9 @@ def test_json_mode_sends_a_native_endpoint_no_schema() -> None:
     llm = ChatG4F(provider=provider, model="m")
     options = _bound_options(llm.with_structured_output(Joke, method="json_mode"))
     body = json.loads(
-        llm._prepare([HumanMessage("Tell me a joke")], None, True, options).request.body
+        llm._prepare(
+            [HumanMessage("Tell me a joke")], None, stream=True, kwargs=options
+        ).request.body
     )
     assert body["response_format"] == {"type": "json_object"}
     assert [m["role"] for m in body["messages"]] == ["user"]
@@ -297,3 +308,166 @@ def test_json_mode_answers_with_the_schema_keys_unprompted(replica: Replica, nam
     assert isinstance(joke, Joke)
     assert joke.setup
     assert joke.punchline
+
+
+# --- parse_tool_calls: the same results as before, in linear time ------------------------
+
+_OLD_FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.DOTALL)
+_OLD_DECODER = json.JSONDecoder()
+
+
+def _old_candidates(text: str) -> list[tuple[int, int, str]]:
+    """The fenced blocks and JSON objects the quadratic parser tried, in its order."""
+    candidates = [(m.start(), m.end(), m.group(1)) for m in _OLD_FENCE.finditer(text)]
+    start = text.find("{")
+    while start != -1:
+        try:
+            _, end = _OLD_DECODER.raw_decode(text, start)
+        except (ValueError, RecursionError):
+            start = text.find("{", start + 1)
+            continue
+        candidates.append((start, end, text[start:end]))
+        start = text.find("{", end)
+    return sorted(candidates)
+
+
+def _old_parse_tool_calls(text: str, names: set[str]) -> tuple[str, list[Any]] | None:
+    """parse_tool_calls as it was: raw_decode tried at every ``{``, a lazy fence regex."""
+    for begin, end, body in _old_candidates(text):
+        try:
+            obj = json.loads(body)
+        except ValueError:
+            continue
+        calls = tools._calls_in(obj, names)
+        if calls:
+            rest = (text[:begin] + text[end:]).strip()
+            return rest, [
+                {"name": name, "args": args, "id": tool_call_id(name, args, i), "type": "tool_call"}
+                for i, (name, args) in enumerate(calls)
+            ]
+    return None
+
+
+_keys = st.sampled_from(["name", "tool_calls", "arguments", "args", "a", "n{", 'q"'])
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-99, 99) | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_keys, inner, max_size=3),
+    max_leaves=8,
+)
+_call = st.builds(
+    lambda name, args, many: (
+        {"tool_calls": [{"name": name, "arguments": args}]}
+        if many
+        else {"name": name, "arguments": args}
+    ),
+    st.sampled_from(["add", "get_weather", "other"]),
+    st.dictionaries(_keys, _json, max_size=2) | st.text(max_size=5),
+    st.booleans(),
+)
+
+
+@st.composite
+def _piece(draw: st.DrawFn) -> str:
+    kind = draw(st.sampled_from(["json", "call", "cut", "fence", "noise", "word"]))
+    if kind in ("json", "call", "cut"):
+        value = draw(_call if kind == "call" else _json)
+        text = json.dumps(
+            value, ensure_ascii=draw(st.booleans()), indent=draw(st.none() | st.just(1))
+        )
+        return text[: draw(st.integers(0, len(text)))] if kind == "cut" else text
+    if kind == "fence":
+        return draw(st.sampled_from(["```", "```json\n", "```JSON ", "```\n", "\n```"]))
+    if kind == "noise":
+        return draw(st.text(alphabet='{}[]":,\\ \n\tu0-e.E+NaIfinty`', max_size=12))
+    return draw(st.sampled_from([" Sure. ", "NaN", "-Infinity", "true", "null", "1e5", "\\u0041"]))
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(pieces=st.lists(_piece(), max_size=12))
+def test_parse_tool_calls_finds_what_the_quadratic_parser_found(pieces: list[str]) -> None:
+    text = "".join(pieces)
+    assert sorted([*tools._fenced_blocks(text), *tools._json_objects(text)]) == _old_candidates(
+        text
+    )
+    assert parse_tool_calls(text, NAMES) == _old_parse_tool_calls(text, NAMES)
+
+
+PATHOLOGICAL = {
+    "unclosed objects": '{"a":',
+    "unclosed braces": "{",
+    "nested arrays": "[",
+    "small objects": '{"a": 1} ',
+    "braces in a string": '{}{"',
+    "keys with braces": '{":',
+    "arrays in objects": '{"k":"v","a":[',
+    "unclosed fences": "```json ",
+}
+
+
+class _Counting:
+    """A compiled pattern that counts its matches and the characters they read."""
+
+    def __init__(self, pattern: re.Pattern[str], seen: list[int]) -> None:
+        self.pattern, self.seen = pattern, seen
+
+    def match(self, text: str, pos: int = 0) -> re.Match[str] | None:
+        found = self.pattern.match(text, pos)
+        self.seen[0] += 1
+        self.seen[1] += found.end() - pos if found else 0
+        return found
+
+
+@pytest.mark.parametrize("unit", PATHOLOGICAL.values(), ids=PATHOLOGICAL.keys())
+def test_parse_tool_calls_reads_a_text_a_bounded_number_of_times(
+    unit: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Linear without timing: the parsing steps, and what they read, grow as the text."""
+    seen = [0, 0]  # steps taken, characters they read
+    monkeypatch.setattr(tools, "_FLAT_OBJECT", _Counting(tools._FLAT_OBJECT, seen))
+    monkeypatch.setattr(tools, "_STEPS", {k: _Counting(v, seen) for k, v in tools._STEPS.items()})
+    for size in (10_000, 40_000):
+        text = '{"x": ' + unit * (size // len(unit))
+        seen[:] = [0, 0]
+        assert parse_tool_calls(text, NAMES) is None
+        assert seen[0] <= len(text)
+        assert seen[1] <= 3 * len(text)
+
+
+def test_a_fenced_block_nested_too_deeply_is_plain_text() -> None:
+    # json.loads of the fence's body used to raise RecursionError out of the parser
+    assert parse_tool_calls("```json\n" + "[" * 100_000 + "\n```", NAMES) is None
+    assert parse_tool_calls("```json\n" + '{"a":' * 100_000 + "\n```", NAMES) is None
+
+
+def test_objects_nested_deeper_than_json_can_decode_are_skipped_not_fatal() -> None:
+    call = json.dumps({"name": "add", "arguments": {"a": 1, "b": 2}})
+    deep = '{"a": ' * 5_000 + "1" + "}" * 5_000
+    assert parse_tool_calls(deep, NAMES) is None
+    found = parse_tool_calls(f"{deep} then {call}", NAMES)
+    assert found is not None
+    assert found[0] == f"{deep} then"
+    assert [c["name"] for c in found[1]] == ["add"]
+
+
+def test_a_name_that_is_not_a_string_is_no_call() -> None:
+    # an unhashable name used to raise TypeError out of the parser
+    assert parse_tool_calls('{"name": []}', NAMES) is None
+    assert parse_tool_calls('{"tool_calls": [{"name": {"x": 1}}]}', NAMES) is None
+
+
+def test_stream_held_in_many_pieces_is_the_text_joined() -> None:
+    stream = ToolReplyStream(NAMES)
+    body = "Thinking {" + "x" * 1_000 + json.dumps(CALL)
+    assert stream.push("Thinking ") == "Thinking "
+    assert all(stream.push(body[i : i + 7]) == "" for i in range(9, len(body), 7))
+    rest, calls = stream.finish()
+    assert rest == "{" + "x" * 1_000
+    assert [c["name"] for c in calls] == ["add"]
+
+
+def test_a_native_call_without_a_name_is_an_invalid_call() -> None:
+    calls, invalid = tools.native_message_calls([{"id": "c1", "function": {"arguments": "{}"}}])
+    assert calls == []
+    assert [(i["name"], i["id"], i["error"]) for i in invalid] == [
+        (None, "c1", "the call names no function")
+    ]
