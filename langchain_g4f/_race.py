@@ -147,8 +147,11 @@ class Schedule:
     candidate's expected time to first token (optimistically none, for a provider
     never measured) is shorter than the time already waited (past a high
     quantile, about what is still to wait) and the ``extra`` budget has a request
-    to spare; otherwise the hedge is asked again once the wait has doubled. With
-    a number, after that many seconds; with ``None``, never.
+    to spare; otherwise the hedge is asked again once the wait has doubled. The
+    hedge goes to the candidate ``rerank`` puts first among those not started,
+    by what is known at that moment (the order was set when the call began, and
+    the first calls begin knowing nothing). With a number, after that many
+    seconds; with ``None``, never.
 
     When an attempt wins, the others still running lost the race: each records how
     long it went without text, a lower bound on its time to first token.
@@ -165,9 +168,11 @@ class Schedule:
         backoff: float,
         hedge_after: float | Literal["auto"] | None,
         extra: ExtraRequests | None = None,
+        rerank: Callable[[list[str]], list[str]] | None = None,
     ) -> None:
         self.request = request
         self.extra = extra
+        self.rerank = rerank
         self.health = health
         self.max_retries = max_retries
         self.backoff = backoff
@@ -233,6 +238,7 @@ class Schedule:
         """
         if self.hedge_after != "auto":
             return True
+        self._rerank()
         following = self._following()
         due = self._next_due()
         if following is None or (not self._fresh and due is not None and due > now):
@@ -241,6 +247,14 @@ class Schedule:
         if expected >= now - latest.started:
             return False
         return self.extra is None or self.extra.spend()
+
+    def _rerank(self) -> None:
+        """The candidates not started yet, in ``rerank``'s order of what is known now."""
+        if self.rerank is None or not self._fresh:
+            return
+        by_key = {attempt.entry.key: attempt for attempt in self._fresh}
+        ordered = [by_key.pop(key) for key in self.rerank(list(by_key)) if key in by_key]
+        self._fresh = deque([*ordered, *by_key.values()])
 
     def _floor(self) -> float:
         return self.health.policy.late_floor

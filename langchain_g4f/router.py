@@ -502,7 +502,20 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
             backoff=self.backoff,
             hedge_after=self.hedge_after,
             extra=self._extra,
+            rerank=self._rerank(),
         )
+
+    def _rerank(self) -> Callable[[list[str]], list[str]] | None:
+        """How a hedge picks among the providers a call has not tried.
+
+        The strategy's ``rank`` (if it has one: expected cost, no exploration) by
+        what is known at the moment of the hedge.
+        """
+        rank = getattr(self._strategy, "rank", None)
+        if not callable(rank):
+            return None
+        health = self._health
+        return lambda keys: list(rank(keys, health.views()))
 
     # -- traces ------------------------------------------------------------------------
 

@@ -77,7 +77,7 @@ class ExtraRequests:
     out. Safe to share between threads and tasks.
     """
 
-    def __init__(self, share: float = EXTRA_SHARE, burst: float = 4.0) -> None:
+    def __init__(self, share: float = EXTRA_SHARE, burst: float = 10.0) -> None:
         if not 0.0 <= share <= 1.0 or burst < 0:
             msg = (
                 f"ExtraRequests needs share within [0, 1] and burst >= 0, not {share!r}, {burst!r}"
@@ -282,10 +282,7 @@ class FastestStrategy:
                 "optimism >= 0 and prior_failure within [0, 1)"
             )
             raise ConfigurationError(msg)
-        if budget is not None and not isinstance(budget, ExtraRequests):
-            msg = f"FastestStrategy budget must be an ExtraRequests, not {budget!r}"
-            raise ConfigurationError(msg)
-        self.budget = budget if budget is not None else ExtraRequests()
+        self.budget = _budget(budget)
         self.answer_chars = answer_chars
         self.min_failure_cost = min_failure_cost
         self.prior_failure = prior_failure
@@ -312,6 +309,16 @@ class FastestStrategy:
         if self.budget.spend():
             return _first(hope, ranked)
         return [ranked[0], *_first(hope, ranked[1:])]
+
+    def rank(self, candidates: Sequence[str], health: Mapping[str, HealthView]) -> list[str]:
+        """``candidates`` by expected seconds per answer alone: no exploration, no state.
+
+        The router's auto hedges go to the first of these among the providers a
+        call has not tried yet.
+        """
+        views = {name: health.get(name) or HealthView() for name in candidates}
+        mean, _ = self._costs(list(views.values()))
+        return sorted(candidates, key=lambda name: mean(views[name]))
 
     def _spread(self, candidates: Sequence[str]) -> list[str]:
         """Nothing measured: the provider started on least often first, and so on."""
@@ -352,6 +359,16 @@ class FastestStrategy:
     def failure_probability(self, view: HealthView) -> float:
         """Decayed failure rate, smoothed by one call's worth of ``prior_failure``."""
         return (view.recent_failures + self.prior_failure) / (view.volume + 1)
+
+
+def _budget(budget: object) -> ExtraRequests:
+    """``budget``, or a fresh default one for ``None``; anything else is a mistake."""
+    if budget is None:
+        return ExtraRequests()
+    if not isinstance(budget, ExtraRequests):
+        msg = f"FastestStrategy budget must be an ExtraRequests, not {budget!r}"
+        raise ConfigurationError(msg)
+    return budget
 
 
 def _first(name: str, order: Sequence[str]) -> list[str]:
