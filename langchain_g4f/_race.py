@@ -65,6 +65,10 @@ __all__ = [
 
 clock = time.monotonic
 _NEVER = float("inf")
+#: An attempt without text this many times past its provider's late limit has
+#: most likely stalled: the next provider starts beside it whatever the budget,
+#: as after a failure.
+_STALLED = 4.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -147,7 +151,9 @@ class Schedule:
     candidate's expected time to first token (optimistically none, for a provider
     never measured) is shorter than the time already waited (past a high
     quantile, about what is still to wait) and the ``extra`` budget has a request
-    to spare; otherwise the hedge is asked again once the wait has doubled. The
+    to spare; otherwise the hedge is asked again once the wait has doubled (an
+    attempt four times past its limit has most likely stalled: the next one
+    starts whatever the budget, as after a failure). The
     hedge goes to the candidate ``rerank`` puts first among those not started,
     by what is known at that moment (the order was set when the call began, and
     the first calls begin knowing nothing). With a number, after that many
@@ -243,8 +249,11 @@ class Schedule:
         due = self._next_due()
         if following is None or (not self._fresh and due is not None and due > now):
             return True  # nothing to start yet: asked again when there is
+        waited = now - latest.started
+        if waited >= _STALLED * self._late(latest):
+            return True
         expected = self.health.view(following.entry.key).ttft or 0.0
-        if expected >= now - latest.started:
+        if expected >= waited:
             return False
         return self.extra is None or self.extra.spend()
 

@@ -202,7 +202,7 @@ class HealthPolicy:
     #: An attempt is never late sooner than this, seconds.
     late_floor: float = 0.3
     #: Seconds after which an attempt on a provider never measured is late.
-    late_unmeasured: float = 1.0
+    late_unmeasured: float = 0.5
 
     def __post_init__(self) -> None:
         checks = {

@@ -77,7 +77,7 @@ class ExtraRequests:
     out. Safe to share between threads and tasks.
     """
 
-    def __init__(self, share: float = EXTRA_SHARE, burst: float = 10.0) -> None:
+    def __init__(self, share: float = EXTRA_SHARE, burst: float = 20.0) -> None:
         if not 0.0 <= share <= 1.0 or burst < 0:
             msg = (
                 f"ExtraRequests needs share within [0, 1] and burst >= 0, not {share!r}, {burst!r}"
