@@ -68,7 +68,7 @@ _NEVER = float("inf")
 #: An attempt without text this many times past its provider's late limit has
 #: most likely stalled: the next provider starts beside it whatever the budget,
 #: as after a failure.
-_STALLED = 4.0
+_STALLED = 2.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -152,7 +152,7 @@ class Schedule:
     never measured) is shorter than the time already waited (past a high
     quantile, about what is still to wait) and the ``extra`` budget has a request
     to spare; otherwise the hedge is asked again once the wait has doubled (an
-    attempt four times past its limit has most likely stalled: the next one
+    attempt twice past its limit has most likely stalled: the next one
     starts whatever the budget, as after a failure). The
     hedge goes to the candidate ``rerank`` puts first among those not started,
     by what is known at that moment (the order was set when the call began, and

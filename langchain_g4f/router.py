@@ -124,7 +124,7 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
             it; the first with text wins, and the loser's time without text is
             recorded as a lower bound on its provider's time to first token.
             ``"auto"`` (default): late means past the provider's learnt 99th
-            percentile of time to first token (never sooner than 0.3 s; 2.5 s for
+            percentile of time to first token (never sooner than 0.3 s; 0.5 s for
             a provider not yet measured), or past the next provider's when that
             one is faster, so a stall before the first byte costs
             about one slow first token, not the deadline, and few calls pay for a
@@ -134,9 +134,9 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
             to spare in the ``extra_requests`` budget.
         extra_requests: float
             Extra requests per call the router may spend, hedges (``"auto"``) and
-            exploration together (default 0.05: at most about one call in twenty
-            sends a second request beyond what failures need; a few are saved up
-            for the first calls).
+            exploration together (default 0.03: at most about three calls in a
+            hundred send a second request beyond what failures need; 20 are saved
+            up for the first calls, which start knowing nothing).
         half_life: float
             Seconds after which an observation counts half as much in a provider's
             recent success rate.
@@ -258,7 +258,7 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
     ) = "auto"
     """When an attempt without text is late and the next provider starts too:
     ``"auto"`` (past its provider's learnt TTFT p99), seconds, or ``None`` (off)."""
-    extra_requests: float = Field(default=0.05, ge=0, le=1)
+    extra_requests: float = Field(default=0.03, ge=0, le=1)
     """Extra requests per call for auto hedges and exploration together."""
     half_life: float = Field(default=60.0, gt=0)
     """Seconds after which an observation counts half as much in the health model."""

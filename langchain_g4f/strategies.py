@@ -64,7 +64,7 @@ __all__ = [
 #: Share of calls that ``priority`` explores on by default.
 _EXPLORE = 0.05
 #: Extra requests (hedges and exploration together) per call, by default.
-EXTRA_SHARE = 0.05
+EXTRA_SHARE = 0.03
 
 
 class ExtraRequests:
@@ -267,7 +267,7 @@ class FastestStrategy:
         answer_chars: int = 1000,
         min_failure_cost: float = 0.05,
         prior_failure: float = 0.1,
-        request_cost: float = 4.0,
+        request_cost: float = 8.0,
         optimism: float = 1.0,
     ) -> None:
         if (
