@@ -9,7 +9,8 @@ Per provider it learns:
   that starts failing shows it at once);
 - the **time to first token** (an exponentially weighted average), raised by hedge
   losers: an attempt that had no text after ``t`` seconds when another won says the
-  time to first token is at least ``t``;
+  time to first token is at least ``t`` (at most the quantile below: a longer wait
+  is a stall);
 - a **high quantile of the time to first token** (``ttft_quantile``, p99 by
   default): a decayed mean and variance of its logarithm (times to first token
   are heavy-tailed, about lognormal), hedge losers included as their lower
@@ -376,14 +377,23 @@ class HealthPolicy:
         """The attempt lost a race after ``seconds`` without text.
 
         Its time to first token is at least that; the attempt ends without an
-        outcome. A bound above the typical time to first token counts as a
-        measurement of it (it widens the quantile); one below says nothing new.
+        outcome. A bound above the average time to first token becomes the
+        average, and one above the typical time widens the quantile; one below
+        says nothing new. A wait past the provider's quantile is most likely a
+        stall (a failure, not a slow first token): it counts as the quantile, and
+        only moves the average towards it, so one stall does not make a fast
+        provider look slow.
         """
         s = self.cancelled(state, now, token=token)
-        if seconds > s.get("ttft", 0.0):
-            s["ttft"] = seconds
-        if s.get("ln", 0) > 0 and _log(seconds) > s["lm"]:
-            self._log_ttft(s, seconds)
+        quantile = self._quantile(s)
+        stalled = quantile is not None and seconds > quantile
+        bound = min(seconds, quantile) if quantile is not None else seconds
+        if "ttft" not in s or (bound > s["ttft"] and not stalled):
+            s["ttft"] = bound
+        elif bound > s["ttft"]:
+            self._average(s, "ttft", bound)
+        if s.get("ln", 0) > 0 and _log(bound) > s["lm"]:
+            self._log_ttft(s, bound)
         return s
 
     # -- helpers ------------------------------------------------------------------

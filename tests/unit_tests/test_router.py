@@ -569,6 +569,7 @@ def test_fastest_orders_by_ttft_and_explores_on_a_budget() -> None:
     assert strategy.order(["a", "b", "c", "d"], views) == ["b", "c", "a", "d"]
 
     # b is fast but failed one call in three: maybe bad luck, maybe not
+    views["a"] = measured(1.5)
     views["b"] = HealthView(
         ttft=0.1, successes=2, failures=1, recent_successes=2.0, recent_failures=1.0
     )

@@ -192,7 +192,7 @@ async def test_a_stall_before_the_first_byte_is_hedged_by_default(
     assert requested(replica) == {"mishalsgpt": 1, "lockchat": 1}
     stats = router.stats()["Mishalsgpt"]
     assert stats["failures"] == 0  # a hedge loser: no outcome ...
-    assert stats["ttft"] >= 0.3  # ... but at least the hedge floor without text
+    assert stats["ttft"] > 0.1  # ... but slower than it was (a stall counts as its p99)
 
 
 # --- unmeasured providers ---------------------------------------------------------------
