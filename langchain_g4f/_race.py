@@ -145,10 +145,7 @@ class Schedule:
     The next candidate also starts (a hedge) when the latest attempt is late
     without text: with ``hedge_after="auto"``, past its provider's
     :meth:`~langchain_g4f.health.Health.late_after` (a high quantile of its time
-    to first token), or past the next candidate's when that one is faster (a slow
-    provider put first because the fast ones were cooling down, or to explore, is
-    hedged as soon as a fast one could have answered), and then only if the next
-    candidate's expected time to first token (optimistically none, for a provider
+    to first token), and then only if the next candidate's expected time to first token (optimistically none, for a provider
     never measured) is shorter than the time already waited (past a high
     quantile, about what is still to wait) and the ``extra`` budget has a request
     to spare; otherwise the hedge is asked again once the wait has doubled (an
@@ -226,11 +223,7 @@ class Schedule:
     def _start(self, attempt: Attempt, now: float) -> None:
         attempt.started = now
         if self.hedge_after == "auto":
-            following = self._following()
-            late = self._late(attempt)
-            if following is not None:
-                late = min(late, self._late(following))
-            attempt.late_at = now + late
+            attempt.late_at = now + self._late(attempt)
         elif self.hedge_after is not None:
             attempt.late_at = now + self.hedge_after
         self.running.append(attempt)

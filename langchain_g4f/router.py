@@ -125,8 +125,7 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
             recorded as a lower bound on its provider's time to first token.
             ``"auto"`` (default): late means past the provider's learnt 99th
             percentile of time to first token (never sooner than 0.3 s; 0.5 s for
-            a provider not yet measured), or past the next provider's when that
-            one is faster, so a stall before the first byte costs
+            a provider not yet measured), so a stall before the first byte costs
             about one slow first token, not the deadline, and few calls pay for a
             second request. A number: late after that many seconds. ``None``: no
             hedging. With ``"auto"`` a hedge also needs the next provider to be

@@ -77,7 +77,7 @@ class ExtraRequests:
     out. Safe to share between threads and tasks.
     """
 
-    def __init__(self, share: float = EXTRA_SHARE, burst: float = 20.0) -> None:
+    def __init__(self, share: float = EXTRA_SHARE, burst: float = 10.0) -> None:
         if not 0.0 <= share <= 1.0 or burst < 0:
             msg = (
                 f"ExtraRequests needs share within [0, 1] and burst >= 0, not {share!r}, {burst!r}"
@@ -93,10 +93,10 @@ class ExtraRequests:
         with self._lock:
             self._saved = min(self.burst, self._saved + self.share)
 
-    def spend(self) -> bool:
-        """Take one extra request if one is saved."""
+    def spend(self, keep: float = 0.0) -> bool:
+        """Take one extra request if one is saved, and ``keep`` more after it."""
         with self._lock:
-            if self._saved < 1.0:
+            if self._saved < 1.0 + keep:
                 return False
             self._saved -= 1.0
             return True
@@ -253,7 +253,8 @@ class FastestStrategy:
     optimistic cost (``p`` lowered by ``optimism`` standard errors of its few
     observations; an unmeasured time to first token taken as the fastest's), if
     it is not the provider of lowest expected cost, goes first when ``budget`` has
-    a request to spare, else second, where a hedge or a fallback reaches it. ``budget``: the
+    a request to spare beyond half of what it may save (the rest is kept for
+    hedges), else second, where a hedge or a fallback reaches it. ``budget``: the
     router's, shared with its hedges (a strategy made by name gets it); by
     default one of its own. A provider recovering from a cooldown keeps its rank,
     its recent failures included: it gets its one probe call if it still ranks
@@ -306,7 +307,7 @@ class FastestStrategy:
         hope = min(ranked, key=lambda name: (optimistic(views[name]), mean(views[name])))
         if hope == ranked[0]:
             return ranked
-        if self.budget.spend():
+        if self.budget.spend(keep=self.budget.burst / 2):  # hedges come first
             return _first(hope, ranked)
         return [ranked[0], *_first(hope, ranked[1:])]
 

@@ -818,19 +818,26 @@ def test_an_auto_hedge_loser_records_its_censored_time(clock: Clock) -> None:
     assert health.view("b").ttft == pytest.approx(0.2)
 
 
-def test_a_slow_provider_first_is_hedged_once_the_faster_next_one_is_late(clock: Clock) -> None:
+def test_a_slow_provider_first_is_hedged_only_past_its_own_quantile(clock: Clock) -> None:
+    # A hedge is a second request: it waits until the running attempt is late by
+    # its own provider's measure, however fast the next one is.
     health = health_of(clock, "slow", "fast", late_floor=0.0)
     health.record_ttft("slow", 1.5)  # first: the fast one was cooling down, or exploring
     health.record_ttft("fast", 0.1)
     late_slow, late_fast = health.late_after("slow"), health.late_after("fast")
     assert late_fast < late_slow
     schedule = schedule_of(
-        health, entries("slow"), waiting=[(0.2, entries("fast")[0])], hedge_after="auto"
+        health,
+        entries("slow"),
+        waiting=[(0.2, entries("fast")[0])],
+        hedge_after="auto",
+        deadline=60.0,
     )
 
     assert schedule.next_action(0.0).entry.key == "slow"
-    assert schedule.next_action(0.0) == pytest.approx(late_fast)  # not slow's own limit
-    assert schedule.next_action(late_fast).entry.key == "fast"
+    assert schedule.next_action(0.0) == pytest.approx(late_slow)
+    assert not isinstance(schedule.next_action(late_fast), Attempt)
+    assert schedule.next_action(late_slow).entry.key == "fast"
 
 
 def test_no_hedging_when_off_and_a_fixed_hedge_ignores_the_quantile(clock: Clock) -> None:
