@@ -145,16 +145,16 @@ class Schedule:
     The next candidate also starts (a hedge) when the latest attempt is late
     without text: with ``hedge_after="auto"``, past its provider's
     :meth:`~langchain_g4f.health.Health.late_after` (a high quantile of its time
-    to first token), and then only if the next candidate's expected time to first token (optimistically none, for a provider
-    never measured) is shorter than the time already waited (past a high
-    quantile, about what is still to wait) and the ``extra`` budget has a request
-    to spare; otherwise the hedge is asked again once the wait has doubled (an
-    attempt twice past its limit has most likely stalled: the next one
-    starts whatever the budget, as after a failure). The
-    hedge goes to the candidate ``rerank`` puts first among those not started,
-    by what is known at that moment (the order was set when the call began, and
-    the first calls begin knowing nothing). With a number, after that many
-    seconds; with ``None``, never.
+    to first token), and then only if the next candidate's expected time to
+    first token (optimistically none, for a provider never measured) is shorter
+    than the time already waited (past a high quantile, about what is still to
+    wait) and the ``extra`` budget has a request to spare; otherwise the hedge is
+    asked again once the wait has doubled (an attempt twice past its limit has
+    most likely stalled: the next one starts whatever the budget, as after a
+    failure). The hedge goes to the candidate ``rerank`` puts first among those
+    not started, by what is known at that moment (the order was set when the
+    call began, and the first calls begin knowing nothing). With a number, after
+    that many seconds; with ``None``, never.
 
     When an attempt wins, the others still running lost the race: each records how
     long it went without text, a lower bound on its time to first token.

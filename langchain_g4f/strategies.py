@@ -45,6 +45,7 @@ import statistics
 import threading
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Protocol, runtime_checkable
 
 from langchain_g4f.errors import ConfigurationError
@@ -254,7 +255,10 @@ class FastestStrategy:
     observations; an unmeasured time to first token taken as the fastest's), if
     it is not the provider of lowest expected cost, goes first when ``budget`` has
     a request to spare beyond half of what it may save (the rest is kept for
-    hedges), else second, where a hedge or a fallback reaches it. ``budget``: the
+    hedges), else second, where a hedge or a fallback reaches it. What is known
+    of a provider no call reached lately fades (half every ``idle_half_life``
+    calls), so a provider measured bad is explored again after a while, and a
+    recovery shows. ``budget``: the
     router's, shared with its hedges (a strategy made by name gets it); by
     default one of its own. A provider recovering from a cooldown keeps its rank,
     its recent failures included: it gets its one probe call if it still ranks
@@ -270,6 +274,7 @@ class FastestStrategy:
         prior_failure: float = 0.1,
         request_cost: float = 8.0,
         optimism: float = 1.0,
+        idle_half_life: float = 50.0,
     ) -> None:
         if (
             answer_chars < 0
@@ -277,10 +282,11 @@ class FastestStrategy:
             or not 0.0 <= prior_failure < 1.0
             or request_cost < 0
             or optimism < 0
+            or idle_half_life <= 0
         ):
             msg = (
                 "FastestStrategy needs answer_chars, min_failure_cost, request_cost and "
-                "optimism >= 0 and prior_failure within [0, 1)"
+                "optimism >= 0, idle_half_life > 0 and prior_failure within [0, 1)"
             )
             raise ConfigurationError(msg)
         self.budget = _budget(budget)
@@ -289,12 +295,17 @@ class FastestStrategy:
         self.prior_failure = prior_failure
         self.request_cost = request_cost
         self.optimism = optimism
+        self.idle_half_life = idle_half_life
         self._firsts: Counter[str] = Counter()  # calls started on each while unmeasured
+        self._calls = 0  # calls ordered so far
+        self._news: dict[str, tuple[int, int]] = {}  # outcomes seen, and on which call
         self._lock = threading.Lock()
 
     def order(self, candidates: Sequence[str], health: Mapping[str, HealthView]) -> list[str]:
         """``candidates`` by expected seconds per answer, exploring as described above."""
-        views = {name: health.get(name) or HealthView() for name in candidates}
+        with self._lock:
+            self._calls += 1
+            views = {name: self._faded(name, health.get(name)) for name in candidates}
         if not any(view.measured for view in views.values()):
             return self._spread(candidates)
         mean, optimistic = self._costs(list(views.values()))
@@ -320,6 +331,26 @@ class FastestStrategy:
         views = {name: health.get(name) or HealthView() for name in candidates}
         mean, _ = self._costs(list(views.values()))
         return sorted(candidates, key=lambda name: mean(views[name]))
+
+    def _faded(self, name: str, view: HealthView | None) -> HealthView:
+        """``view``, its recent calls weighing less the more calls went elsewhere.
+
+        A provider no call has reached for ``idle_half_life`` calls weighs half:
+        what is known of it grows uncertain, so once its optimistic cost is the
+        lowest it is explored again, and a recovery (drift) shows.
+        """
+        view = view or HealthView()
+        outcomes = view.successes + view.failures
+        seen, since = self._news.get(name, (-1, self._calls))
+        if outcomes != seen:
+            self._news[name] = (outcomes, self._calls)
+            return view
+        factor = 0.5 ** ((self._calls - since) / self.idle_half_life)
+        return replace(
+            view,
+            recent_successes=view.recent_successes * factor,
+            recent_failures=view.recent_failures * factor,
+        )
 
     def _spread(self, candidates: Sequence[str]) -> list[str]:
         """Nothing measured: the provider started on least often first, and so on."""

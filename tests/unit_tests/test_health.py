@@ -470,6 +470,17 @@ def test_a_provider_measured_bad_is_not_explored_again() -> None:
     assert all(strategy.order(["bad", "good"], views) == ["good", "bad"] for _ in range(50))
 
 
+def test_a_provider_measured_bad_is_explored_again_once_its_record_fades() -> None:
+    # Drift: a provider that failed may have recovered. What is known of a provider
+    # no call reached fades with the calls that went elsewhere.
+    bad = HealthView(ttft=0.1, failures=3, recent_failures=3.0, failure_cost=0.01)
+    views = {"good": measured(0.5), "bad": bad}
+    strategy = FastestStrategy(ExtraRequests(share=1.0, burst=100.0), idle_half_life=10)
+    firsts = [strategy.order(["good", "bad"], views)[0] for _ in range(100)]
+    assert firsts[:10] == ["good"] * 10
+    assert "bad" in firsts
+
+
 def test_a_promising_provider_is_explored_while_its_data_is_thin() -> None:
     # 1 failure in 4 calls: perhaps 25 % failing, perhaps much less; fast when it answers
     thin = HealthView(ttft=0.05, successes=3, failures=1, recent_successes=3.0, recent_failures=1.0)
