@@ -78,7 +78,7 @@ class ExtraRequests:
     out. Safe to share between threads and tasks.
     """
 
-    def __init__(self, share: float = EXTRA_SHARE, burst: float = 10.0) -> None:
+    def __init__(self, share: float = EXTRA_SHARE, burst: float = 20.0) -> None:
         if not 0.0 <= share <= 1.0 or burst < 0:
             msg = (
                 f"ExtraRequests needs share within [0, 1] and burst >= 0, not {share!r}, {burst!r}"
@@ -255,7 +255,7 @@ class FastestStrategy:
     observations; an unmeasured time to first token taken as the fastest's), if
     it is not the provider of lowest expected cost, goes first when ``budget`` has
     a request to spare beyond half of what it may save (the rest is kept for
-    hedges), else second, where a hedge or a fallback reaches it. What is known
+    hedges), else second, where a fallback reaches it. What is known
     of a provider no call reached lately fades (half every ``idle_half_life``
     calls), so a provider measured bad is explored again after a while, and a
     recovery shows. ``budget``: the
@@ -325,12 +325,19 @@ class FastestStrategy:
     def rank(self, candidates: Sequence[str], health: Mapping[str, HealthView]) -> list[str]:
         """``candidates`` by expected seconds per answer alone: no exploration, no state.
 
-        The router's auto hedges go to the first of these among the providers a
-        call has not tried yet.
+        Those that never gave a first text nor ended a call come last. The
+        router's auto hedges go to the first of these among the providers a call
+        has not tried yet: a hedge is for a first token soon, from a provider
+        known to give one.
         """
         views = {name: health.get(name) or HealthView() for name in candidates}
         mean, _ = self._costs(list(views.values()))
-        return sorted(candidates, key=lambda name: mean(views[name]))
+
+        def key(name: str) -> tuple[bool, float]:
+            view = views[name]
+            return (view.ttft is None and not view.measured, mean(view))
+
+        return sorted(candidates, key=key)
 
     def _faded(self, name: str, view: HealthView | None) -> HealthView:
         """``view``, its recent calls weighing less the more calls went elsewhere.
