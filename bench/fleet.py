@@ -10,12 +10,21 @@ One run, on 127.0.0.1: a small OpenAI-compatible pool server with three provider
 - ``steady``: third, always answers;
 
 and ``--workers`` processes, each with a ``ChatG4FRouter`` (strategy ``priority``)
-calling for ``--duration`` seconds, ``--think`` seconds apart. Two phases, the same
+calling for ``--duration`` seconds, ``--think`` seconds apart. Three phases, the same
 workload: every router with its own memory store, then every router on one Redis
-store. It reports the requests the dead provider got after it died, the 429s the
-budgeted provider sent, the time spent in the store per call (p50 / p99: what the
-store adds to a call's latency; Redis I/O on background threads is not on that path)
-and, for context, each call's whole latency.
+store, then on a three-node Redis Cluster (``?cluster=true``). It reports the requests
+the dead provider got after it died, the 429s the budgeted provider sent, the time
+spent in the store per call (p50 / p99: what the store adds to a call's latency; Redis
+I/O on background threads is not on that path) and, for context, each call's whole
+latency.
+
+Beside it, the event-loop table: in this process, 100 ``astream`` calls, 2 at a time,
+through a router over two providers with budgets (``requests_per_minute``,
+``max_concurrent``: a store operation per call), while a heartbeat task sleeps 5 ms
+over and over and notes how late it wakes (p50 / p99 lag). With Redis quiet, and with
+Redis stalling 40 ms every 150 ms (``DEBUG SLEEP 0.04`` from another client); with
+the memory store, the Redis store through its sync methods only (the client a sync
+call uses), and the Redis store as async calls use it (redis-py's asyncio client).
 
 It measures; it asserts nothing.
 
@@ -28,6 +37,7 @@ uses a running server instead.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import multiprocessing
 import os
@@ -244,6 +254,136 @@ def _percentiles(seconds: list[float]) -> str:
     return f"{1000 * statistics.median(ordered):.3f} / {1000 * p99:.3f} ms"
 
 
+# --- the event-loop benchmark ------------------------------------------------------------
+
+
+class SyncOnly:
+    """A store reached through its sync methods only.
+
+    As every call reached it before async calls awaited the store: a round trip made
+    on the event loop blocks it.
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def now(self) -> float:
+        return float(self.inner.now())
+
+    def read(self, keys: Any) -> Any:
+        return self.inner.read(keys)
+
+    def update(self, key: str, change: Any, **options: Any) -> Any:
+        return self.inner.update(key, change, **options)
+
+    def acquire(self, key: str, limits: Any) -> Any:
+        return self.inner.acquire(key, limits)
+
+    def release(self, grant: Any) -> None:
+        self.inner.release(grant)
+
+    def usage(self, key: str, limits: Any) -> Any:
+        return self.inner.usage(key, limits)
+
+
+def _stall(url: str, stop: threading.Event) -> None:
+    """Redis sleeps 40 ms every 150 ms, from a client of its own."""
+    import redis
+
+    client = redis.Redis.from_url(url.split("?", maxsplit=1)[0])
+    while not stop.wait(0.15):
+        client.execute_command("DEBUG", "SLEEP", 0.04)
+
+
+async def _heartbeat_lags(router: Any, calls: int, at_once: int) -> tuple[list[float], int]:
+    """How late a 5 ms heartbeat wakes while ``calls`` astream calls run ``at_once`` at a time.
+
+    Returns the lags (seconds) and how many calls were answered.
+    """
+    lags: list[float] = []
+    done = asyncio.Event()
+
+    async def heartbeat() -> None:
+        while not done.is_set():
+            start = time.perf_counter()
+            await asyncio.sleep(0.005)
+            lags.append(time.perf_counter() - start - 0.005)
+
+    gate = asyncio.Semaphore(at_once)
+    answered = 0
+
+    async def one(i: int) -> None:
+        nonlocal answered
+        async with gate:
+            text = ""
+            async for chunk in router.astream(f"call {i}"):
+                text += str(chunk.content)
+            answered += bool(text)
+
+    beat = asyncio.ensure_future(heartbeat())
+    await asyncio.gather(*(one(i) for i in range(calls)))
+    done.set()
+    await beat
+    return lags, answered
+
+
+def loop_row(pool_url: str, store: Any, stall_url: str | None) -> dict[str, Any]:
+    from langchain_g4f import ChatG4F, ChatG4FRouter
+    from langchain_g4f.providers import OpenAICompatible
+
+    providers = [
+        ChatG4F(
+            provider=OpenAICompatible(name, f"{pool_url}/{name}/v1"),
+            model="m",
+            timeout=5.0,
+            requests_per_minute=100_000,
+            max_concurrent=8,
+        )
+        for name in ("steady", "spare")
+    ]
+    router = ChatG4FRouter(
+        providers=providers, strategy="round_robin", timeout=5.0, max_retries=0, store=store
+    )
+    asyncio.run(_heartbeat_lags(router, 4, 2))  # warm up: imports, connections
+    stop = threading.Event()
+    staller = None
+    if stall_url is not None:
+        staller = threading.Thread(target=_stall, args=(stall_url, stop), daemon=True)
+        staller.start()
+    try:
+        lags, answered = asyncio.run(_heartbeat_lags(router, 100, 2))
+    finally:
+        stop.set()
+        if staller is not None:
+            staller.join()
+    return {"lag": _percentiles(lags), "answered": answered}
+
+
+def loop_table(pool: Pool, redis_url: str) -> list[tuple[str, ...]]:
+    from langchain_g4f.redis_store import RedisStore
+
+    rows: list[tuple[str, ...]] = []
+    for stalling in (False, True):
+        stall_url = redis_url if stalling else None
+        redis_state = "stalling 40 ms / 150 ms" if stalling else "quiet"
+        for name, make in (
+            ("memory", lambda: None),
+            ("redis, sync client", lambda: SyncOnly(RedisStore(redis_url, prefix=_prefix()))),
+            ("redis, async client", lambda: RedisStore(redis_url, prefix=_prefix())),
+        ):
+            store = make()
+            row = loop_row(pool.url, store, stall_url)
+            inner = getattr(store, "inner", store)
+            if inner is not None:
+                inner.close()
+            rows.append((name, redis_state, row["lag"], f"{row['answered']}/100"))
+    return rows
+
+
+def _prefix() -> str:
+    return f"bench-{uuid.uuid4().hex[:8]}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=8)
@@ -257,19 +397,22 @@ def main() -> None:
     pool = Pool(args.budget)
     server = None
     redis_url = args.redis_url
-    if redis_url is None:
-        from langchain_g4f.testing.redis_server import RedisServer
+    from langchain_g4f.testing.redis_server import RedisClusterServer, RedisServer
 
+    if redis_url is None:
         server = RedisServer().start()
         redis_url = server.url
-    prefix = f"bench-{uuid.uuid4().hex[:8]}"
+    cluster = RedisClusterServer().start()
     sep = "&" if "?" in redis_url else "?"
     try:
         rows = {
             "memory (per process)": phase(pool, None, args),
-            "redis (shared)": phase(pool, f"{redis_url}{sep}prefix={prefix}", args),
+            "redis (shared)": phase(pool, f"{redis_url}{sep}prefix={_prefix()}", args),
+            "redis cluster (shared)": phase(pool, f"{cluster.url}&prefix={_prefix()}", args),
         }
+        loop_rows = loop_table(pool, redis_url)
     finally:
+        cluster.stop()
         if server is not None:
             server.stop()
 
@@ -307,6 +450,14 @@ def main() -> None:
         f"\nredis / memory: dead-provider requests {_ratio(shared, memory, 'dead_after_death')}, "
         f"429s {_ratio(shared, memory, 'rate_limited')}"
     )
+
+    print(
+        "\nEvent loop: heartbeat lag (a task sleeping 5 ms) under 100 astream calls, 2 at a "
+        "time, over two budgeted providers\n"
+    )
+    header = ("store", "redis", "heartbeat lag p50 / p99", "answered")
+    for line in [header, tuple("---" for _ in header), *loop_rows]:
+        print("| " + " | ".join(line) + " |")
 
 
 def _ratio(a: dict[str, Any], b: dict[str, Any], key: str) -> str:

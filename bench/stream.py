@@ -41,6 +41,11 @@ from langchain_core.messages import AIMessageChunk
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from machine import machine  # bench/ is sys.path[0]
 
+try:  # the peer; without it the ChatOpenAI rows are left out
+    from langchain_openai import ChatOpenAI
+except ImportError:
+    ChatOpenAI = None
+
 from langchain_g4f import ChatG4F, ChatG4FRouter
 from langchain_g4f.providers import OpenAICompatible
 from langchain_g4f.testing import Replica
@@ -291,10 +296,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    try:
-        from langchain_openai import ChatOpenAI
-    except ImportError:
-        ChatOpenAI = None  # noqa: N806
+    if ChatOpenAI is None:
         print("langchain-openai is not installed: ChatOpenAI rows are left out")
     with Replica() as replica:
         root = replica.base_url("OpenAI") + "/v1"

@@ -10,6 +10,8 @@ import json
 import time
 from collections.abc import Callable
 
+from machine import machine
+
 from langchain_g4f.tools import parse_tool_calls
 
 SIZE = 1_000_000
@@ -32,6 +34,12 @@ PATHOLOGICAL = {
     "braces in keys {": repeated('{":'),
     "unclosed fence, blank": "```" + repeated(" "),
     "many empty fences": repeated("```x"),
+    # A reply without a "name" key is answered by one scan; these hold one, so every
+    # object in them is parsed.
+    '{"name": repeated': repeated('{"name":'),
+    '{"a": repeated, "name" at the end': repeated('{"a":', SIZE - 6) + '"name"',
+    'braces in keys {, "name" at the end': repeated('{":', SIZE - 6) + '"name"',
+    "many small calls": repeated('{"name": "x", "arguments": {}} '),
 }
 NORMAL = {
     "plain prose, 1 KB": repeated(PROSE, 1_000),
@@ -53,14 +61,15 @@ def best_of(runs: int, work: Callable[[], object]) -> float:
 
 def main() -> None:
     """Print one row per text: its size, the time taken, and whether a call was found."""
-    print(f"{'text':<28} {'size':>10} {'time':>10}  call")
+    print(f"machine: {machine()}")
+    print(f"{'text':<36} {'size':>10} {'time':>10}  call")
     for title, texts in (("pathological", PATHOLOGICAL), ("normal", NORMAL)):
         print(f"-- {title}")
         for name, text in texts.items():
             found = parse_tool_calls(text, NAMES)
             seconds = best_of(3, lambda text=text: parse_tool_calls(text, NAMES))
             shown = f"{seconds * 1000:.1f} ms" if seconds >= 0.001 else f"{seconds * 1e6:.0f} µs"
-            print(f"{name:<28} {len(text):>10,} {shown:>10}  {'yes' if found else 'no'}")
+            print(f"{name:<36} {len(text):>10,} {shown:>10}  {'yes' if found else 'no'}")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
-import re
+import threading
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -33,6 +33,7 @@ from langchain_g4f.errors import ConfigurationError, did_you_mean
 from langchain_g4f.providers.base import Provider
 
 __all__ = [
+    "MAX_SECONDS",
     "check_call_values",
     "check_env_key_destination",
     "check_proxy_url",
@@ -40,8 +41,10 @@ __all__ = [
     "init_model",
 ]
 
-#: The key every provider that needs one may use.
-_SHARED_KEY_ENV = "G4F_API_KEY"
+#: The longest wait the platform's timers accept (``threading.TIMEOUT_MAX``, about 292
+#: years): a longer timeout would fail deep inside the HTTP library, so it is refused.
+MAX_SECONDS = threading.TIMEOUT_MAX
+
 
 #: Fields whose values are never shown in an error message, and those shown redacted.
 _SECRET_FIELDS = frozenset({"api_key"})
@@ -98,16 +101,22 @@ def _shown(field: str, value: Any) -> str:
 
 def _describe(cls: type[BaseModel], error: ValidationError) -> str:
     """One line per invalid field: its name, what is wrong, the value (secrets hidden)."""
-    lines = []
+    # One entry per field: a value that fits no member of a union (a number or "auto")
+    # fails once per member, under pydantic's names for them; they are joined with "or".
+    fields: dict[str, tuple[list[str], str]] = {}
     for item in error.errors(include_url=False, include_input=True):
         loc = item.get("loc") or ("?",)
         field = str(loc[0])
-        where = ".".join(str(part) for part in loc)
+        where = field if field in cls.model_fields else ".".join(str(part) for part in loc)
         message = item.get("msg", "invalid")
         if item.get("type") == "value_error":  # our own check; its message says it all
-            lines.append(f"{where}: {message.removeprefix('Value error, ')}")
+            message, shown = message.removeprefix("Value error, "), ""
         else:
-            lines.append(f"{where}: {message}{_shown(field, item.get('input'))}")
+            shown = _shown(field, item.get("input"))
+        messages, _ = fields.setdefault(where, ([], shown))
+        if message not in messages:
+            messages.append(message)
+    lines = [f"{where}: {' or '.join(msgs)}{shown}" for where, (msgs, shown) in fields.items()]
     return f"invalid {cls.__name__} argument(s): " + "; ".join(lines)
 
 
@@ -171,20 +180,11 @@ def _is_number(value: Any) -> bool:
 # --- API keys from the environment -------------------------------------------------
 
 
-def _provider_key_env(provider: Provider) -> str:
-    """``G4F_<PROVIDER>_API_KEY`` for ``provider``."""
-    return f"G4F_{re.sub(r'[^A-Z0-9]+', '_', provider.name.upper()).strip('_')}_API_KEY"
-
-
 def env_api_key(provider: Provider) -> tuple[str, str] | None:
     """``(variable, key)`` from the environment that may go to ``provider``, if any."""
-    named = [provider.api_key_env] if provider.api_key_env else []
-    named.append(_provider_key_env(provider))
-    for variable in named:
+    for variable in provider.key_variables():
         if os.environ.get(variable):
             return variable, os.environ[variable]
-    if provider.needs_auth and os.environ.get(_SHARED_KEY_ENV):
-        return _SHARED_KEY_ENV, os.environ[_SHARED_KEY_ENV]
     return None
 
 

@@ -12,6 +12,10 @@ fleet. A holder of budgets implements :class:`BudgetStore`:
   expires after ``lease_ttl``);
 - ``usage(key, limits)`` tells how much of the budget is in use, for operators.
 
+A holder whose ``acquire`` waits for a server also implements
+:class:`AsyncBudgetStore` (``await aacquire(key, limits)``): async calls await it, so
+a slow server never blocks their event loop.
+
 :class:`Budget` is one provider's budget as a chat model uses it: take without
 waiting (the router, which moves on to another provider) or wait within a
 timeout (a chat model alone), then raise
@@ -32,7 +36,15 @@ from typing import Any, Protocol, runtime_checkable
 from langchain_g4f.errors import BudgetExhaustedError
 from langchain_g4f.store import Store
 
-__all__ = ["Budget", "BudgetStore", "Grant", "Limits", "LocalBudgets", "budgets_of"]
+__all__ = [
+    "AsyncBudgetStore",
+    "Budget",
+    "BudgetStore",
+    "Grant",
+    "Limits",
+    "LocalBudgets",
+    "budgets_of",
+]
 
 #: Seconds a concurrency lease lives unless renewed (a process that dies frees it then).
 LEASE_TTL = 30.0
@@ -79,6 +91,15 @@ class BudgetStore(Protocol):
 
     def usage(self, key: str, limits: Limits) -> dict[str, float]:
         """``{"requests": in the window now, "concurrent": live leases}``."""
+        ...
+
+
+@runtime_checkable
+class AsyncBudgetStore(Protocol):
+    """A :class:`BudgetStore` that can also be awaited (a server's answer takes a round trip)."""
+
+    async def aacquire(self, key: str, limits: Limits) -> Grant:
+        """:meth:`BudgetStore.acquire` without blocking the event loop."""
         ...
 
 
@@ -193,14 +214,28 @@ class Budget:
             pause = self._pause(grant, deadline)
             time.sleep(pause)
 
+    async def atake(self) -> Grant:
+        """:meth:`take` without blocking the event loop."""
+        grant = await self._aholder_acquire()
+        if grant.granted:
+            return grant
+        self._free_at = time.monotonic() + grant.wait
+        raise self._exhausted(grant.wait)
+
     async def aacquire(self, timeout: float | None) -> Grant:
-        """:meth:`acquire` without blocking the event loop while it waits."""
+        """:meth:`acquire` without blocking the event loop."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            grant = self.holder.acquire(self.key, self.limits)
+            grant = await self._aholder_acquire()
             if grant.granted:
                 return grant
             await asyncio.sleep(self._pause(grant, deadline))
+
+    async def _aholder_acquire(self) -> Grant:
+        """The holder's acquire, awaited when the holder can be (a shared store)."""
+        if isinstance(self.holder, AsyncBudgetStore):
+            return await self.holder.aacquire(self.key, self.limits)
+        return self.holder.acquire(self.key, self.limits)
 
     def _pause(self, grant: Grant, deadline: float | None) -> float:
         now = time.monotonic()

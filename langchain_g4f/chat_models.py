@@ -27,6 +27,7 @@ from langchain_g4f import providers as registry
 from langchain_g4f import reasoning as thinking
 from langchain_g4f import tools as tool_calling
 from langchain_g4f._config import (
+    MAX_SECONDS,
     check_call_values,
     check_env_key_destination,
     check_proxy_url,
@@ -561,7 +562,7 @@ class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
     """Replaces the provider's URL (an absolute ``http(s)://`` URL)."""
     api_key: SecretStr | None = None
     """Bearer token; when not passed, read from the environment (see Setup)."""
-    timeout: float | None = Field(default=60.0, gt=0)
+    timeout: float | None = Field(default=60.0, gt=0, le=MAX_SECONDS)
     """Seconds to connect and to wait for each read; ``None`` waits forever."""
     max_retries: int = Field(default=2, ge=0)
     """Retries of errors that can heal (timeouts, 429, 5xx), before any text."""
@@ -864,7 +865,7 @@ class ChatG4F(tool_calling.ToolCallingMixin, BaseChatModel):
         budget = self._budget
         if budget is None:
             return None
-        grant = await budget.aacquire(self.timeout) if self._budget_waits else budget.take()
+        grant = await (budget.aacquire(self.timeout) if self._budget_waits else budget.atake())
         return budget, grant
 
     # -- BaseChatModel --------------------------------------------------------

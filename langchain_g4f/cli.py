@@ -20,9 +20,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import logging
+import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
@@ -35,8 +38,10 @@ from langchain_g4f.errors import (
     AllProvidersFailedError,
     ConfigurationError,
     G4FError,
+    did_you_mean,
 )
 from langchain_g4f.health import HealthPolicy
+from langchain_g4f.providers.base import check_http_url
 from langchain_g4f.redis_store import RedisStore
 from langchain_g4f.strategies import STRATEGIES
 
@@ -49,6 +54,8 @@ _PROG = "langchain-g4f"
 #: The interactive session's history, under the user's home.
 _HISTORY_FILE = "~/.langchain_g4f_history"
 _HISTORY_LENGTH = 1000
+#: The exit status of a command whose output pipe closed early: 128 + SIGPIPE, as the shell's.
+_BROKEN_PIPE = 141
 
 
 class _Parser(argparse.ArgumentParser):
@@ -70,6 +77,8 @@ def _chat_model(args: argparse.Namespace) -> BaseChatModel:
     if args.api_key:
         options["api_key"] = args.api_key
     names = args.provider or []
+    if args.base_url:
+        check_http_url(args.base_url)  # the API's own check and message
     if args.base_url and len(names) > 1:
         msg = "--base-url applies to one --provider"
         raise _UsageError(msg)
@@ -232,7 +241,26 @@ def _table(rows: Iterable[Sequence[str]], out: TextIO) -> None:
     )
 
 
+def _catalog() -> int:
+    """The catalog's endpoints, and whether each one's key is set (never the key)."""
+    rows = [
+        [
+            entry.name,
+            "none needed" if entry.keyless else ("set" if entry.has_key() else "not set"),
+            " or ".join(f"${name}" for name in entry.key_env) or "-",
+            "local" if entry.local else "hosted",
+            entry.model or "(yours)",
+            redact_url(entry.base_url),
+        ]
+        for entry in providers.CATALOG.values()
+    ]
+    _table([["CATALOG", "KEY", "KEY FROM", "WHERE", "MODEL", "BASE URL"], *rows], sys.stdout)
+    return 0
+
+
 def _providers(args: argparse.Namespace) -> int:
+    if args.catalog:
+        return _catalog()
     found = providers.all_providers()
     header = ["PROVIDER", "MODELS", "STREAM", "AUTH", "BASE URL", "PATH"]
     rows = [
@@ -350,35 +378,73 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _health(args: argparse.Namespace) -> int:
-    """The fleet's view of its providers, from a shared store."""
-    store = RedisStore(args.store, prefix=args.prefix)
+    """The fleet's view of its providers, from a shared store.
+
+    ``calls`` and ``success`` are what was observed (successful calls of all calls);
+    ``recent`` is the observed rate with recent calls weighing more (halving every
+    minute), as the router's circuit breaker sees it.
+    """
+    store_log = logging.getLogger("langchain_g4f.redis_store")
+    level = store_log.level
+    store_log.setLevel(logging.ERROR)  # its outage warning speaks to a router; one line here
+    try:
+        store = RedisStore(args.store, prefix=args.prefix)
+    finally:
+        store_log.setLevel(level)
     try:
         if not store.shared:
             msg = f"Redis at {redact_url(args.store)} does not answer"
             raise G4FError(msg)
-        keys = args.provider or store.keys()
+        shared = store.keys()
+        keys = args.provider or shared
+        known = sorted({*shared, *providers.names()})
+        unknown = [key for key in keys if key not in known]
+        if unknown:
+            msg = (
+                f"no provider named {unknown[0]!r}{did_you_mean(unknown[0], known)} under "
+                f"prefix {store.prefix!r}; known: {', '.join(known)}"
+            )
+            raise _UsageError(msg)
         if not keys:
             print(f"no provider has shared state under prefix {store.prefix!r} yet")
             return 0
-        states, now, policy = store.read(keys), store.now(), HealthPolicy()
-        rows = [("provider", "state", "cooldown", "success", "ttft", "calls", "budget left")]
-        for key in keys:
-            view = policy.view(states[key], now)
-            rows.append(
-                (
-                    key,
-                    view.circuit.replace("_", "-"),
-                    f"{view.cooldown_left:.1f}s" if view.cooldown_left > 0 else "-",
-                    f"{view.success_rate:.0%}" if view.measured else "-",
-                    f"{view.ttft:.2f}s" if view.ttft is not None else "-",
-                    f"{view.successes}/{view.successes + view.failures}",
-                    _budget_left(store, key),
-                )
-            )
-        _table(rows, sys.stdout)
+        _table([_HEALTH_HEADER, *_health_rows(store, keys)], sys.stdout)
     finally:
         store.close()
     return 0
+
+
+_HEALTH_HEADER = (
+    "provider",
+    "state",
+    "cooldown",
+    "calls",
+    "success",
+    "recent",
+    "ttft",
+    "budget left",
+)
+
+
+def _health_rows(store: RedisStore, keys: Sequence[str]) -> list[tuple[str, ...]]:
+    states, now, policy = store.read(list(keys)), store.now(), HealthPolicy()
+    rows: list[tuple[str, ...]] = []
+    for key in keys:
+        view = policy.view(states[key], now)
+        calls = view.successes + view.failures
+        rows.append(
+            (
+                key,
+                view.circuit.replace("_", "-"),
+                f"{view.cooldown_left:.1f}s" if view.cooldown_left > 0 else "-",
+                f"{view.successes}/{calls}",
+                f"{view.successes / calls:.0%}" if calls else "-",
+                f"{view.recent_successes / view.volume:.0%}" if view.volume > 0 else "-",
+                f"{view.ttft:.2f}s" if view.ttft is not None else "-",
+                _budget_left(store, key),
+            )
+        )
+    return rows
 
 
 def _budget_left(store: RedisStore, key: str) -> str:
@@ -396,9 +462,11 @@ def _budget_left(store: RedisStore, key: str) -> str:
     return ", ".join(parts)
 
 
-def _add_health(commands: Any) -> None:
+def _add_health(commands: Any, switch: _Parser) -> None:
     health = commands.add_parser(
-        "health", help="the providers' shared health and budgets, from a Redis store"
+        "health",
+        parents=[switch],
+        help="the providers' shared health and budgets, from a Redis store",
     )
     health.add_argument(
         "--store", required=True, help="the routers' store: redis://host:port/db (or rediss://)"
@@ -411,12 +479,45 @@ def _add_health(commands: Any) -> None:
 # --- entry point -------------------------------------------------------------------
 
 
+def _endpoints_option() -> _Parser:
+    """``--endpoints``, shared by the commands that reach providers."""
+    parent = _Parser(add_help=False)
+    parent.add_argument(
+        "--endpoints",
+        help="where the seed provider names lead: offline (the local replica), live, an "
+        "OpenAI-compatible URL, or g4f:<Provider> (default: $LANGCHAIN_G4F_ENDPOINTS; unset: "
+        "the providers as registered)",
+    )
+    return parent
+
+
+@contextlib.contextmanager
+def _switched(args: argparse.Namespace) -> Iterator[None]:
+    """The playground switch for this command, as ``--endpoints`` or the environment say."""
+    from langchain_g4f import playground
+
+    choice = getattr(args, "endpoints", None) or os.environ.get(playground.ENV)
+    if not choice:
+        yield
+        return
+    # A URL or a g4f provider serves the model asked for under every seed name.
+    model = None if choice.strip() in ("offline", "live") else getattr(args, "model", None)
+    endpoints = playground.connect(choice, model=model)
+    try:
+        yield
+    finally:
+        endpoints.close()
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=_PROG, description="LangChain chat models for gpt4free-style providers.")
     parser.add_argument("--version", action="version", version=f"{DISTRIBUTION} {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    chat = commands.add_parser("chat", help="chat with a provider or the router, streamed")
+    switch = _endpoints_option()
+    chat = commands.add_parser(
+        "chat", parents=[switch], help="chat with a provider or the router, streamed"
+    )
     chat.add_argument("prompt", nargs="*", help="the prompt; none: read stdin, or a session")
     chat.add_argument(
         "-p", "--provider", action="append", help="a registered provider (repeat for a router)"
@@ -438,16 +539,23 @@ def _build_parser() -> argparse.ArgumentParser:
     chat.set_defaults(run=_chat)
 
     listing = commands.add_parser(
-        "providers", help="list the providers and their base URLs; --check probes them"
+        "providers",
+        parents=[switch],
+        help="list the providers and their base URLs; --check probes them",
     )
     listing.add_argument("--check", action="store_true", help="probe each provider now")
+    listing.add_argument(
+        "--catalog",
+        action="store_true",
+        help="list the catalog of free tiers and local servers, and which keys are set",
+    )
     listing.add_argument("--timeout", type=_seconds, default=10.0, help="probe timeout (10 s)")
     listing.set_defaults(run=_providers)
 
     demo = commands.add_parser("demo", help="offline demo against the local replica")
     demo.add_argument("--prompt", default="Say hello to LangChain — café ☕")
     demo.set_defaults(run=_demo)
-    _add_health(commands)
+    _add_health(commands, switch)
     return parser
 
 
@@ -479,7 +587,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     run: Callable[[argparse.Namespace], int] = args.run
     try:
-        return run(args)
+        with _switched(args):
+            return run(args)
+    except BrokenPipeError:
+        # The reader went away (``| head``): no traceback, and none at exit either.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return _BROKEN_PIPE
     except (_UsageError, ConfigurationError) as exc:
         print(
             f"{_PROG}: error: {_one_line(exc) if isinstance(exc, G4FError) else exc}",

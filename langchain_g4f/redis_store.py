@@ -1,7 +1,8 @@
 """A store shared by many processes and hosts: the router's knowledge in Redis.
 
 :class:`RedisStore` implements the :class:`~langchain_g4f.store.Store` protocol
-and the :class:`~langchain_g4f.budgets.BudgetStore` protocol on one Redis server.
+and the :class:`~langchain_g4f.budgets.BudgetStore` protocol on one Redis server,
+or on a Redis Cluster.
 
 - **Reads** come from a local read-through cache: a key is fetched again when its
   copy is older than ``refresh`` seconds (one pipelined ``MGET`` for every key of
@@ -25,21 +26,37 @@ and the :class:`~langchain_g4f.budgets.BudgetStore` protocol on one Redis server
   down for the fleet.
 - **Budgets** are a sliding window of request times and a set of expiring leases
   per provider, taken atomically by a Lua script on the server's clock.
-- **Every key has a TTL**; keys carry a schema version (``{prefix}:v1:...``) and
+- **Async calls never block the event loop**: they await :meth:`aread` and
+  :meth:`aacquire` on redis-py's asyncio client (one per event loop), which runs the
+  same commands and scripts on the same keys as the sync client. On an event loop's
+  thread the sync methods never wait for Redis either: a read takes the cached copy
+  (the background thread keeps it fresh) and a claim (``update(..., sync=True)``) is
+  shared just after, like any update. Only a sync :meth:`acquire` waits there,
+  within ``timeout``: a budget needs Redis's answer. An async call whose answer is
+  late goes on locally that once (its timeout also counts the loop's busy time);
+  whether Redis is down is the background threads' call.
+- **Redis Cluster** (``?cluster=true``, or a cluster client): every key carries the
+  prefix as its hash tag (``{prefix}:v2:...``), so a store's keys share one hash
+  slot and its transactions and scripts stay atomic; the store talks to the node
+  that serves that slot, and finds it again when it stops answering.
+- **Every key has a TTL**; keys carry a schema version (``{prefix}:v2:...``) and
   values a ``"v"`` field. A value that makes no sense is ignored with a warning.
 - **Redis down or slow**: every command has a ``timeout`` (50 ms by default); on
-  the first failure the store logs one warning and goes on in this process (a
-  :class:`~langchain_g4f.store.MemoryStore`-like copy, budgets in
+  the first network failure the store logs one warning and goes on in this process
+  (a :class:`~langchain_g4f.store.MemoryStore`-like copy, budgets in
   :class:`~langchain_g4f.budgets.LocalBudgets`); the background thread reconnects
-  with backoff, and sharing resumes from Redis's state.
+  with backoff, and sharing resumes from Redis's state. A wrong URL is no outage:
+  it raises :class:`~langchain_g4f.errors.ConfigurationError` at construction.
 
 redis-py is imported when a store is created: ``pip install "langchain-g4f-router[redis]"``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
+import importlib.util
 import itertools
 import json
 import logging
@@ -52,25 +69,27 @@ import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from langchain_g4f._redact import redact_url
+from langchain_g4f._redis_scripts import ACQUIRE, USAGE
 from langchain_g4f.budgets import LEASE_POLL, LEASE_TTL, Grant, Limits, LocalBudgets, new_lease
 from langchain_g4f.errors import ConfigurationError
 from langchain_g4f.store import Change, MemoryStore, State, Store
 
 if TYPE_CHECKING:
     from redis import Redis
+    from redis.asyncio import Redis as AsyncRedis
     from redis.client import Pipeline, PubSub
-    from redis.commands.core import Script
+    from redis.commands.core import AsyncScript, Script
+
+    from langchain_g4f._redis_link import Settings
 
 __all__ = ["SCHEMA", "RedisStore", "open_store"]
 
 logger = logging.getLogger(__name__)
 
 #: Version of the key layout and value format; other versions' keys are never read.
-SCHEMA = 1
-_SCHEMES = ("redis", "rediss", "unix")
+#: (2: the prefix is the keys' hash tag, ``{prefix}:v2:...``.)
+SCHEMA = 2
 #: Transactions retried on conflict before the changes wait for the next round.
 _MAX_CONFLICTS = 20
 _MAX_BACKOFF = 10.0
@@ -78,48 +97,26 @@ _FIRST_BACKOFF = 0.25
 #: An outage is logged as a warning at most this often (seconds); more often, at debug.
 _WARN_EVERY = 60.0
 
-# KEYS: rate window, leases, limits. ARGV: rate limit (0: none), window ms,
-# concurrency limit (0: none), request id, lease ttl ms, limits ttl ms.
-# Returns {granted, ms until the window has room, 1 if every lease is taken}.
-_ACQUIRE = """
-if redis.replicate_commands then pcall(redis.replicate_commands) end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local rate, window, conc = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local id, ttl = ARGV[4], tonumber(ARGV[5])
-redis.call('HSET', KEYS[3], 'rate', rate, 'window', window, 'conc', conc)
-redis.call('PEXPIRE', KEYS[3], tonumber(ARGV[6]))
-local wait, full = 0, 0
-if conc > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-  if redis.call('ZCARD', KEYS[2]) >= conc then full = 1 end
-end
-if rate > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-  if redis.call('ZCARD', KEYS[1]) >= rate then
-    local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-    wait = math.max(1, tonumber(oldest[2]) + window - now)
-  end
-end
-if wait > 0 or full == 1 then return {0, wait, full} end
-if rate > 0 then
-  redis.call('ZADD', KEYS[1], now, id)
-  redis.call('PEXPIRE', KEYS[1], window)
-end
-if conc > 0 then
-  redis.call('ZADD', KEYS[2], now + ttl, id)
-  redis.call('PEXPIRE', KEYS[2], ttl)
-end
-return {1, 0, 0}
-"""
 
-# KEYS: rate window, leases. ARGV: window ms. Returns {requests in window, live leases}.
-_USAGE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-return {redis.call('ZCOUNT', KEYS[1], now - tonumber(ARGV[1]), '+inf'),
-        redis.call('ZCOUNT', KEYS[2], now, '+inf')}
-"""
+def _failures() -> tuple[type[BaseException], ...]:
+    """What counts as Redis not answering (never a mistake of ours)."""
+    from langchain_g4f._redis_link import FAILURES
+
+    return FAILURES
+
+
+def _script_failures() -> tuple[type[BaseException], ...]:
+    """What a budget script may fail with: Redis not answering, or an answer of no sense."""
+    return (*_failures(), TypeError, ValueError)
+
+
+def _on_loop() -> bool:
+    """Whether this thread runs an event loop (where no call may block)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 @dataclass(slots=True, eq=False)
@@ -132,19 +129,33 @@ class _Entry:
     seq: int
 
 
+@dataclass(slots=True)
+class _AsyncLink:
+    """An event loop's asyncio client of the node in use, and the scripts on it."""
+
+    loop: weakref.ref[asyncio.AbstractEventLoop]
+    node: Settings
+    client: AsyncRedis
+    acquire: AsyncScript
+    usage: AsyncScript
+
+    @classmethod
+    def open(cls, loop: asyncio.AbstractEventLoop, node: Settings, timeout: float) -> _AsyncLink:
+        from langchain_g4f._redis_link import async_client
+
+        client = async_client(node, timeout)
+        acquire, usage = client.register_script(ACQUIRE), client.register_script(USAGE)
+        return cls(weakref.ref(loop), node, client, acquire, usage)
+
+
+def _numbers(answer: Any) -> list[int]:
+    return [int(value) for value in answer]
+
+
 def _fold(entries: list[_Entry], state: State) -> State:
     for entry in sorted(entries, key=lambda e: (e.t, e.seq)):
         state = entry.change(state, entry.t)
     return state
-
-
-def _split_prefix(url: str) -> tuple[str, str | None]:
-    """The URL without a ``prefix`` query parameter, and that parameter."""
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    prefix = next((value for name, value in query if name == "prefix"), None)
-    rest = [(name, value) for name, value in query if name != "prefix"]
-    return urlunsplit(parts._replace(query=urlencode(rest))), prefix
 
 
 class RedisStore:
@@ -152,9 +163,15 @@ class RedisStore:
 
     Args:
         url: ``redis://[user:password@]host:port/db``, ``rediss://...`` (TLS) or
-            ``unix:///path/to/socket``; a ``?prefix=`` query parameter sets ``prefix``.
+            ``unix:///path/to/socket``, with optional query parameters: ``prefix``
+            (sets ``prefix``), ``cluster=true`` (a Redis Cluster: the URL names one
+            of its nodes), ``db`` (instead of the path), and for ``rediss://``
+            ``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile``, ``ssl_cert_reqs``. Or a
+            redis-py client (``redis.Redis``, ``redis.cluster.RedisCluster``, or their
+            ``redis.asyncio`` twins): the store opens connections of its own with the
+            client's address, credentials and TLS settings.
         prefix: Start of every key, so several routers or apps share one Redis
-            (``"langchain-g4f"`` by default).
+            (``"langchain-g4f"`` by default); on a cluster, the keys' hash tag.
         ttl: Seconds a provider's state lives after its last change.
         refresh: Oldest a cached copy may be, in seconds, before a read fetches it again.
         timeout: Socket timeout for every command, in seconds.
@@ -163,11 +180,16 @@ class RedisStore:
         host_id: This process's name among the hosts (default: hostname, pid and a
             random tag).
         clock: The local monotonic clock (seconds); :meth:`now` adds the server's offset.
+
+    Raises:
+        ConfigurationError: for a URL that is not one (its scheme, port or db, an unknown
+            query parameter), a prefix with ``{`` or ``}``, or a setting out of range;
+            at construction, before any call.
     """
 
     def __init__(
         self,
-        url: str = "redis://127.0.0.1:6379/0",
+        url: str | Any = "redis://127.0.0.1:6379/0",
         *,
         prefix: str | None = None,
         ttl: float = 86400.0,
@@ -178,12 +200,7 @@ class RedisStore:
         host_id: str | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if not isinstance(url, str) or urlsplit(url).scheme not in _SCHEMES:
-            msg = (
-                "a Redis store needs a redis://, rediss:// or unix:// URL, "
-                f"not {redact_url(str(url))!r}"
-            )
-            raise ConfigurationError(msg)
+        settings = _settings(url)
         for name, value in (
             ("ttl", ttl),
             ("timeout", timeout),
@@ -196,8 +213,10 @@ class RedisStore:
         if not refresh >= 0:
             msg = f"RedisStore refresh must be >= 0, not {refresh!r}"
             raise ConfigurationError(msg)
-        url, url_prefix = _split_prefix(url)
-        self.prefix = prefix or url_prefix or "langchain-g4f"
+        self.prefix = prefix or settings.prefix or "langchain-g4f"
+        if "{" in self.prefix or "}" in self.prefix:
+            msg = f"RedisStore prefix may not hold {{ or }} (the keys' hash tag): {self.prefix!r}"
+            raise ConfigurationError(msg)
         self.ttl = ttl
         self.refresh = refresh
         self.timeout = timeout
@@ -205,10 +224,16 @@ class RedisStore:
         self.lease_ttl = lease_ttl
         self.clock = clock
         self.host_id = host_id or f"{socket.gethostname()}:{os.getpid()}:{new_lease()[:6]}"
-        self._url = url
-        self._redis = _client(url, timeout)
-        self._acquire = self._redis.register_script(_ACQUIRE)
-        self._usage = self._redis.register_script(_USAGE)
+        self._url = settings.url()  # the password redacted
+        self._cluster = settings.cluster
+        # The node in use (on a cluster, the one serving the keys' slot) and its clients.
+        self._node = settings
+        from langchain_g4f._redis_link import sync_client
+
+        self._redis: Redis = sync_client(settings, timeout)
+        self._acquire: Script = self._redis.register_script(ACQUIRE)
+        self._usage: Script = self._redis.register_script(USAGE)
+        self._async: dict[int, _AsyncLink] = {}  # per event loop, by id
         self._lock = threading.Lock()
         self._fetch_lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
@@ -241,7 +266,7 @@ class RedisStore:
 
     def __repr__(self) -> str:
         state = "shared" if self._up else "local (Redis unreachable)"
-        return f"RedisStore({redact_url(self._url)!r}, prefix={self.prefix!r}, {state})"
+        return f"RedisStore({self._url!r}, prefix={self.prefix!r}, {state})"
 
     @property
     def shared(self) -> bool:
@@ -251,12 +276,13 @@ class RedisStore:
     # -- keys -----------------------------------------------------------------
 
     def _key(self, kind: str, key: str) -> str:
-        return f"{self.prefix}:v{SCHEMA}:{kind}:{key}"
+        """A key of this store: the prefix is its hash tag (one slot on a cluster)."""
+        return f"{{{self.prefix}}}:v{SCHEMA}:{kind}:{key}"
 
     @property
     def _channel(self) -> str:
         """Where committed states are published."""
-        return f"{self.prefix}:v{SCHEMA}:changes"
+        return f"{{{self.prefix}}}:v{SCHEMA}:changes"
 
     # -- Store ----------------------------------------------------------------
 
@@ -265,17 +291,32 @@ class RedisStore:
         return self.clock() + self._offset
 
     def read(self, keys: Sequence[str]) -> dict[str, State]:
-        """Each key's state, fetched from Redis first if its copy is older than ``refresh``."""
-        self._start()
-        if self._up:
-            now = self.clock()
-            since = now - self.refresh
-            for key in keys:
-                self._wanted[key] = now
-            if any(self._fetched.get(key, -math.inf) <= since for key in keys):
-                self._fetch(keys)
+        """Each key's state, fetched from Redis first if its copy is older than ``refresh``.
+
+        On an event loop's thread, the cached copy as it is (see :meth:`aread`).
+        """
+        if self._stale(keys) and not _on_loop():
+            self._fetch(keys)
         with self._lock:
             return {key: self._view(key) for key in keys}
+
+    async def aread(self, keys: Sequence[str]) -> dict[str, State]:
+        """:meth:`read` for async calls: a fetch is awaited, never blocking the loop."""
+        if self._stale(keys):
+            await self._afetch(keys)
+        with self._lock:
+            return {key: self._view(key) for key in keys}
+
+    def _stale(self, keys: Sequence[str]) -> bool:
+        """Note the keys as in use; whether a read should fetch them from Redis first."""
+        self._start()
+        if not self._up:
+            return False
+        now = self.clock()
+        for key in keys:
+            self._wanted[key] = now
+        since = now - self.refresh
+        return any(self._fetched.get(key, -math.inf) <= since for key in keys)
 
     def update(self, key: str, change: Change, *, hosts: int = 1, sync: bool = False) -> State:
         """Apply ``change`` here at once and in Redis soon after; return the new state.
@@ -284,15 +325,15 @@ class RedisStore:
         made such a change to ``key`` within ``host_window`` seconds; until then it
         counts in this process only. ``sync``: apply it in Redis first and return
         Redis's result (one transaction on this thread, given up after ``timeout``;
-        then, or if Redis fails, as without ``sync``).
+        then, if Redis fails, or on an event loop's thread, as without ``sync``).
         """
         self._start()
         t = self.now()
-        if sync and self._up and hosts <= 1:
+        if sync and self._up and hosts <= 1 and not _on_loop():
             try:
                 entry = _Entry(change, t, hosts, next(self._seq))
                 states = self._commit({key: [entry]}, deadline=time.monotonic() + self.timeout)
-            except Exception as exc:  # noqa: BLE001 - any failure of Redis: carry on locally
+            except _failures() as exc:
                 self._went_down(exc)
             else:
                 if states is not None:
@@ -329,30 +370,73 @@ class RedisStore:
         if not self._fetch_lock.acquire(timeout=self.timeout if first else 0):
             return
         try:
-            with self._lock:
-                generations = {key: self._generation.get(key, 0) for key in keys}
-            fetched_at = self.clock()
+            generations, fetched_at = self._generations(keys), self.clock()
             try:
                 raws = self._redis.mget([self._key("state", key) for key in keys])
-            except Exception as exc:  # noqa: BLE001 - any failure of Redis: carry on locally
+            except _failures() as exc:
                 self._went_down(exc)
                 return
-            if not isinstance(raws, list) or len(raws) != len(keys):
-                self._warn_once(
-                    ("MGET", "shape"),
-                    "Redis store %s answered MGET with something else than one value per "
-                    "key; ignored",
-                    redact_url(self._url),
-                )
-                return
-            states = {key: self._decode(key, raw) for key, raw in zip(keys, raws, strict=True)}
-            with self._lock:
-                for key, state in states.items():
-                    if self._up and self._generation.get(key, 0) == generations[key]:
-                        self._base[key] = state
-                        self._fetched[key] = fetched_at
+            self._fetched_states(keys, raws, generations, fetched_at)
         finally:
             self._fetch_lock.release()
+
+    async def _afetch(self, keys: Sequence[str]) -> None:
+        """:meth:`_fetch` on this event loop's client."""
+        generations, fetched_at = self._generations(keys), self.clock()
+        try:
+            raws = await self._async_link().client.mget([self._key("state", key) for key in keys])
+        except _failures() as exc:
+            self._missed(exc)
+            return
+        self._fetched_states(keys, raws, generations, fetched_at)
+
+    def _missed(self, exc: BaseException) -> None:
+        """An async call went on without Redis's answer (this once, locally).
+
+        No proof of an outage: an asyncio timeout also counts the time the event loop
+        was busy elsewhere. The background threads, on the sync client, judge that.
+        """
+        logger.debug(
+            "Redis store %s: an async call went on without Redis's answer (%s: %s)",
+            self._url,
+            type(exc).__name__,
+            exc,
+        )
+
+    def _generations(self, keys: Sequence[str]) -> dict[str, int]:
+        with self._lock:
+            return {key: self._generation.get(key, 0) for key in keys}
+
+    def _fetched_states(
+        self, keys: Sequence[str], raws: Any, generations: dict[str, int], fetched_at: float
+    ) -> None:
+        """Take an ``MGET``'s answer into the cache, unless a key changed meanwhile."""
+        if not isinstance(raws, list) or len(raws) != len(keys):
+            self._warn_once(
+                ("MGET", "shape"),
+                "Redis store %s answered MGET with something else than one value per key; ignored",
+                self._url,
+            )
+            return
+        states = {key: self._decode(key, raw) for key, raw in zip(keys, raws, strict=True)}
+        with self._lock:
+            for key, state in states.items():
+                if self._up and self._generation.get(key, 0) == generations[key]:
+                    self._base[key] = state
+                    self._fetched[key] = fetched_at
+
+    def _async_link(self) -> _AsyncLink:
+        """This event loop's client of the node in use (made on first use)."""
+        loop = asyncio.get_running_loop()
+        link = self._async.get(id(loop))
+        if link is None or link.loop() is not loop or link.node is not self._node:
+            for tag, other in list(self._async.items()):  # clients of loops now closed
+                other_loop = other.loop()
+                if other_loop is None or other_loop.is_closed():
+                    self._async.pop(tag, None)
+            link = _AsyncLink.open(loop, self._node, self.timeout)
+            self._async[id(loop)] = link
+        return link
 
     # -- values -----------------------------------------------------------------
 
@@ -389,7 +473,7 @@ class RedisStore:
         self._warn_once(
             (name, what),
             "Redis store %s: %s holds %s; ignored (it is replaced on the next change)",
-            redact_url(self._url),
+            self._url,
             name,
             what,
         )
@@ -406,30 +490,52 @@ class RedisStore:
         """Take one request and one lease of ``key``'s budget, atomically for the fleet."""
         self._start()
         if self._up:
-            lease = new_lease()
-            names = [self._key(kind, key) for kind in ("rate", "lease", "limits")]
-            args: list[int | str] = [
-                limits.per_window or 0,
-                int(limits.window * 1000),
-                limits.concurrent or 0,
-                lease,
-                int(self.lease_ttl * 1000),
-                int(self.ttl * 1000),
-            ]
+            names, args, lease = self._acquiring(key, limits)
             try:
-                granted, wait_ms, full = self._answer(self._acquire, names, args)
-            except Exception as exc:  # noqa: BLE001 - any failure of Redis: carry on locally
+                answer = self._answer(self._acquire, names, args)
+            except _failures() as exc:
                 self._went_down(exc)
             else:
-                if int(granted) == 1:
-                    if limits.concurrent is None:
-                        return Grant(key, granted=True, holder="redis")
-                    with self._lock:
-                        self._held.setdefault(key, set()).add(lease)
-                    return Grant(key, granted=True, lease=lease, holder="redis")
-                wait = max(int(wait_ms) / 1000, LEASE_POLL if int(full) else 0.0)
-                return Grant(key, granted=False, wait=wait)
+                return self._granted(key, limits, lease, answer)
         return self._budgets.acquire(key, limits)
+
+    async def aacquire(self, key: str, limits: Limits) -> Grant:
+        """:meth:`acquire` for async calls: Redis's answer is awaited, never blocking the loop."""
+        self._start()
+        if self._up:
+            names, args, lease = self._acquiring(key, limits)
+            try:
+                answer = await self._aanswer(self._async_link().acquire, names, args)
+            except _failures() as exc:
+                self._missed(exc)
+            else:
+                return self._granted(key, limits, lease, answer)
+        return self._budgets.acquire(key, limits)
+
+    def _acquiring(self, key: str, limits: Limits) -> tuple[list[str], list[int | str], str]:
+        """The acquire script's keys and arguments, and the lease it would take."""
+        lease = new_lease()
+        names = [self._key(kind, key) for kind in ("rate", "lease", "limits")]
+        args: list[int | str] = [
+            limits.per_window or 0,
+            int(limits.window * 1000),
+            limits.concurrent or 0,
+            lease,
+            int(self.lease_ttl * 1000),
+            int(self.ttl * 1000),
+        ]
+        return names, args, lease
+
+    def _granted(self, key: str, limits: Limits, lease: str, answer: list[int]) -> Grant:
+        granted, wait_ms, full = answer
+        if granted == 1:
+            if limits.concurrent is None:
+                return Grant(key, granted=True, holder="redis")
+            with self._lock:
+                self._held.setdefault(key, set()).add(lease)
+            return Grant(key, granted=True, lease=lease, holder="redis")
+        wait = max(wait_ms / 1000, LEASE_POLL if full else 0.0)
+        return Grant(key, granted=False, wait=wait)
 
     def release(self, grant: Grant) -> None:
         """Give back the grant's concurrency lease (to Redis soon after, if it is Redis's)."""
@@ -449,17 +555,38 @@ class RedisStore:
         Keys of ours that hold something else (another version's, a stray write) are
         nonsense: replaced, with one warning.
         """
+        try:
+            return _numbers(script(keys=names, args=args))
+        except _script_failures() as exc:
+            if not self._wrong_type(exc, names):
+                raise
+        self._redis.delete(*names)
+        return _numbers(script(keys=names, args=args))
+
+    async def _aanswer(
+        self, script: AsyncScript, names: list[str], args: list[int | str]
+    ) -> list[int]:
+        """:meth:`_answer` on this event loop's client."""
+        try:
+            return _numbers(await script(keys=names, args=args))
+        except _script_failures() as exc:
+            if not self._wrong_type(exc, names):
+                raise
+        await self._async_link().client.delete(*names)
+        return _numbers(await script(keys=names, args=args))
+
+    def _wrong_type(self, error: BaseException, names: list[str]) -> bool:
+        """Whether a script failed on keys of the wrong type (then warned of, once)."""
         import redis
 
-        try:
-            return [int(value) for value in script(keys=names, args=args)]
-        except (redis.ResponseError, TypeError, ValueError) as exc:
-            if isinstance(exc, redis.ResponseError) and "WRONGTYPE" not in str(exc):
-                raise
-            for name in names:
-                self._nonsense(name, "a value of the wrong type")
-            self._redis.delete(*names)
-            return [int(value) for value in script(keys=names, args=args)]
+        wrong = isinstance(error, (TypeError, ValueError)) or (
+            isinstance(error, redis.ResponseError) and "WRONGTYPE" in str(error)
+        )
+        if not wrong:
+            return False
+        for name in names:
+            self._nonsense(name, "a value of the wrong type")
+        return True
 
     def usage(self, key: str, limits: Limits) -> dict[str, float]:
         """``{"requests": in the window now, "concurrent": live leases}``, for the fleet."""
@@ -467,7 +594,7 @@ class RedisStore:
             names = [self._key("rate", key), self._key("lease", key)]
             try:
                 requests, leases = self._answer(self._usage, names, [int(limits.window * 1000)])
-            except Exception as exc:  # noqa: BLE001 - any failure of Redis: carry on locally
+            except _failures() as exc:
                 self._went_down(exc)
             else:
                 return {"requests": requests, "concurrent": leases}
@@ -479,7 +606,7 @@ class RedisStore:
         """Every provider key with a shared state or budget under this prefix (a SCAN)."""
         found: set[str] = set()
         for kind in ("state", "limits"):
-            start = f"{self.prefix}:v{SCHEMA}:{kind}:"
+            start = self._key(kind, "")
             for raw in self._redis.scan_iter(match=start + "*", count=500):
                 name = raw.decode() if isinstance(raw, bytes) else str(raw)
                 found.add(name[len(start) :])
@@ -497,12 +624,22 @@ class RedisStore:
     # -- connection -------------------------------------------------------------
 
     def _connect(self) -> bool:
-        """Measure the server clock's offset; True when Redis answered."""
+        """Find the node serving the keys, measure its clock's offset; True when it answered.
+
+        The node must serve the keys' slot (on a cluster that is up), not only answer.
+        """
+        from langchain_g4f._redis_link import owner
+
         try:
-            before = self.clock()
-            seconds, micros = self._redis.time()
-            after = self.clock()
-        except Exception as exc:  # noqa: BLE001 - any failure of Redis: carry on locally
+            if self._cluster:
+                self._use(owner(self._node, self._key("state", ""), self.timeout))
+            with self._redis.pipeline(transaction=False) as pipe:
+                pipe.time()
+                pipe.exists(self._key("state", ""))
+                before = self.clock()
+                (seconds, micros), _ = pipe.execute()
+                after = self.clock()
+        except _failures() as exc:
             self._went_down(exc)
             return False
         self._offset = seconds + micros / 1e6 - (before + after) / 2
@@ -517,8 +654,19 @@ class RedisStore:
             self._up = True
             resumed, self._down_logged = self._down_logged, False
         if resumed:
-            logger.info("Redis store %s answers again; sharing resumed", redact_url(self._url))
+            logger.info("Redis store %s answers again; sharing resumed", self._url)
         return True
+
+    def _use(self, node: Settings) -> None:
+        """Talk to ``node`` from now on (the cluster node serving the keys' slot)."""
+        from langchain_g4f._redis_link import sync_client
+
+        moved = (node.host, node.port) != (self._node.host, self._node.port)
+        self._node = node  # its list of the cluster's nodes may have grown
+        if moved:
+            self._redis = sync_client(node, self.timeout)
+            self._acquire = self._redis.register_script(ACQUIRE)
+            self._usage = self._redis.register_script(USAGE)
 
     def _went_down(self, exc: BaseException) -> None:
         with self._lock:
@@ -541,7 +689,7 @@ class RedisStore:
             logging.DEBUG if quiet else logging.WARNING,
             "Redis store %s is unreachable (%s: %s); keeping the router's state in this "
             "process and reconnecting in the background",
-            redact_url(self._url),
+            self._url,
             type(exc).__name__,
             exc,
         )
@@ -576,6 +724,7 @@ class RedisStore:
         self._pending.clear()
         self._releases.clear()
         self._held.clear()
+        self._async.clear()
         self._writer = None
 
     def _listen(self) -> None:
@@ -597,7 +746,7 @@ class RedisStore:
                     subscription = self._redis.pubsub(ignore_subscribe_messages=True)
                     subscription.subscribe(self._channel)
                 message = subscription.get_message(timeout=pause)
-            except Exception:  # noqa: BLE001 - the writer and reads notice an outage
+            except _failures():  # the writer and the reads notice an outage
                 subscription = self._unsubscribe(subscription)
                 time.sleep(0.1)
                 continue
@@ -657,7 +806,10 @@ class RedisStore:
                 if self.clock() >= renew_at:
                     self._renew()
                     renew_at = self.clock() + self.lease_ttl / 3
-            except Exception as exc:  # noqa: BLE001 - any failure of Redis: carry on locally
+            except _failures() as exc:
+                self._went_down(exc)
+            except Exception as exc:
+                logger.exception("Redis store %s: the background writer failed", self._url)
                 self._went_down(exc)
 
     def _reconnect(self) -> None:
@@ -688,6 +840,7 @@ class RedisStore:
         if self._writer is not None and self._writer is not threading.current_thread():
             self._writer.join(timeout=1.0)
         self._redis.close()
+        self._async.clear()  # an event loop's connections close with it
 
     # -- writing --------------------------------------------------------------------
 
@@ -797,7 +950,9 @@ class RedisStore:
 
         try:
             return pipe.mget(names)
-        except redis.ResponseError:
+        except redis.ResponseError as exc:
+            if "WRONGTYPE" not in str(exc):
+                raise
             return [None] * len(names)
 
     def _committed(self, batch: dict[str, list[_Entry]], states: dict[str, State]) -> None:
@@ -827,21 +982,33 @@ class RedisStore:
             pipe.execute()
 
 
-def _client(url: str, timeout: float) -> Redis:
-    try:
-        import redis
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
-    except ImportError as exc:
+def _require_redis() -> None:
+    """Raise :class:`ConfigurationError` without redis-py."""
+    if importlib.util.find_spec("redis") is None:
         msg = 'a Redis store needs redis-py: pip install "langchain-g4f-router[redis]"'
-        raise ConfigurationError(msg) from exc
-    return redis.Redis.from_url(
-        url,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        retry=Retry(NoBackoff(), 0),
-        health_check_interval=0,
-    )
+        raise ConfigurationError(msg)
+
+
+def _settings(spec: object) -> Settings:
+    """A store's settings from a URL or a redis-py client."""
+    _require_redis()
+    from langchain_g4f._redis_link import settings_from_client, settings_from_url
+
+    if isinstance(spec, str):
+        return settings_from_url(spec)
+    settings = settings_from_client(spec) if _is_redis_client(spec) else None
+    if settings is None:
+        msg = (
+            "a Redis store needs a redis://, rediss:// or unix:// URL or a redis-py client, "
+            f"not {type(spec).__name__}"
+        )
+        raise ConfigurationError(msg)
+    return settings
+
+
+def _is_redis_client(spec: object) -> bool:
+    """Whether ``spec`` comes from redis-py (checked without importing it)."""
+    return type(spec).__module__.split(".")[0] == "redis"
 
 
 #: Open stores, so pending changes are written before the interpreter exits.
@@ -857,20 +1024,21 @@ def _flush_all() -> None:
 def open_store(spec: object) -> Store:
     """A store from a router's ``store=`` argument.
 
-    ``None`` for a new :class:`~langchain_g4f.store.MemoryStore`, a ``redis://`` /
-    ``rediss://`` / ``unix://`` URL for a :class:`RedisStore`, or a store object as it is.
+    ``None`` for a new :class:`~langchain_g4f.store.MemoryStore`; a ``redis://`` /
+    ``rediss://`` / ``unix://`` URL or a redis-py client (sync or asyncio, a server or
+    a cluster) for a :class:`RedisStore`; a store object as it is.
 
     Raises:
-        ConfigurationError: for anything else.
+        ConfigurationError: for anything else, or a URL that is not one.
     """
     if spec is None:
         return MemoryStore()
-    if isinstance(spec, str):
+    if isinstance(spec, str) or _is_redis_client(spec):
         return RedisStore(spec)
     if isinstance(spec, Store):
         return spec
     msg = (
-        "store must be None, a redis:// URL or an object with now(), read(keys) and "
-        f"update(key, change), not {type(spec).__name__}"
+        "store must be None, a redis:// URL, a redis-py client or an object with now(), "
+        f"read(keys) and update(key, change), not {type(spec).__name__}"
     )
     raise ConfigurationError(msg)

@@ -48,7 +48,7 @@ from pydantic import ConfigDict, Field, PrivateAttr
 
 from langchain_g4f import profiles, traces
 from langchain_g4f import providers as registry
-from langchain_g4f._config import init_model
+from langchain_g4f._config import MAX_SECONDS, init_model
 from langchain_g4f._messages import ls_params, stop_list
 from langchain_g4f._race import (
     Attempt,
@@ -76,7 +76,7 @@ from langchain_g4f.errors import (
 from langchain_g4f.health import Health, HealthPolicy
 from langchain_g4f.providers.base import Provider
 from langchain_g4f.redis_store import open_store
-from langchain_g4f.store import Store
+from langchain_g4f.store import Store, prefetch
 from langchain_g4f.strategies import ExtraRequests, Strategy, resolve_strategy
 from langchain_g4f.tools import ToolCallingMixin
 
@@ -95,10 +95,13 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
         Install ``langchain-g4f-router``; the seed providers need no key.
 
     Key init args:
-        providers: list[ChatG4F | str] | None
+        providers: list[ChatG4F | str] | str | None
             Chat models or registered provider names (a name becomes
-            ``ChatG4F(provider=name)``); ``None``: every registered provider,
-            those that can stream first.
+            ``ChatG4F(provider=name)``, ``"g4f:<Name>"`` included); ``None``: every
+            registered provider, those that can stream first; ``"g4f:*"``: every
+            provider of the installed g4f that g4f marks working and that serves
+            ``model`` without a key; ``"catalog"``: every catalog entry whose key is
+            set, and the keyless ones (see :func:`langchain_g4f.providers.discover`).
         strategy: str | Strategy
             ``"fastest"`` (default: lowest expected time to a complete answer,
             failures and fallbacks included), ``"priority"`` (the given order, with
@@ -240,26 +243,27 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
 
     model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True)
 
-    providers: list[ChatG4F | str] | None = None
-    """Chat models or registered provider names; ``None``: every registered one."""
+    providers: list[ChatG4F | str] | str | None = None
+    """Chat models or registered provider names; ``None``: every registered one;
+    ``"g4f:*"`` or ``"catalog"``: the ones discovered there."""
     strategy: str | Strategy = "fastest"
     """A strategy name or object; see :mod:`langchain_g4f.strategies`."""
     model_name: str | None = Field(default=None, alias="model")
     """Route to providers serving this model; ``None``: each uses its own."""
-    timeout: float | None = Field(default=120.0, gt=0)
+    timeout: float | None = Field(default=120.0, gt=0, le=MAX_SECONDS)
     """Deadline in seconds for a call to reach its first text; ``None``: none."""
     max_retries: int = Field(default=1, ge=0)
     """Retries per provider of healable errors (timeouts, 429, 5xx)."""
-    backoff: float = Field(default=0.5, ge=0)
+    backoff: float = Field(default=0.5, ge=0, le=MAX_SECONDS)
     """First backoff between retries, seconds (doubling, jittered; 429 waits Retry-After)."""
     hedge_after: (
-        Annotated[float, Field(ge=0, allow_inf_nan=False, strict=True)] | Literal["auto"] | None
+        Annotated[float, Field(ge=0, le=MAX_SECONDS, strict=True)] | Literal["auto"] | None
     ) = "auto"
     """When an attempt without text is late and the next provider starts too:
     ``"auto"`` (past its provider's learnt TTFT p99), seconds, or ``None`` (off)."""
     extra_requests: float = Field(default=0.03, ge=0, le=1)
     """Extra requests per call for auto hedges and exploration together."""
-    half_life: float = Field(default=60.0, gt=0)
+    half_life: float = Field(default=60.0, gt=0, le=MAX_SECONDS)
     """Seconds after which an observation counts half as much in the health model."""
     failure_threshold: float = Field(default=0.2, gt=0, le=1)
     """Share of a provider's recent calls failing that opens its circuit."""
@@ -267,9 +271,9 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
     """Calls since a provider's circuit last closed before ``failure_threshold`` applies."""
     cooldown_after: int = Field(default=2, ge=1)
     """Failures in a row that open a provider's circuit whatever the rate."""
-    cooldown: float = Field(default=5.0, ge=0)
+    cooldown: float = Field(default=5.0, ge=0, le=MAX_SECONDS)
     """First cooldown, seconds; doubles with each consecutive opening."""
-    max_cooldown: float = Field(default=300.0, ge=0)
+    max_cooldown: float = Field(default=300.0, ge=0, le=MAX_SECONDS)
     """Longest cooldown, seconds."""
     temperature: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     max_tokens: int | None = Field(default=None, ge=1)
@@ -282,7 +286,7 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
     ``rediss://`` URL (``?prefix=`` optional) or a store object, shared by every
     router and process that uses it; see :mod:`langchain_g4f.redis_store`."""
     stall_after: (
-        Annotated[float, Field(gt=0, allow_inf_nan=False, strict=True)] | Literal["auto"] | None
+        Annotated[float, Field(gt=0, le=MAX_SECONDS, strict=True)] | Literal["auto"] | None
     ) = "auto"
     """Once text flows, seconds without a chunk after which the stream counts as
     broken: ``"auto"`` adapts to the stream, a number is fixed, ``None``: off."""
@@ -328,6 +332,9 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
                 registry.names(), key=lambda name: not registry.get(name).supports_stream
             )
             chats = [chat for chat in map(self._registered_chat, names) if chat is not None]
+        elif isinstance(self.providers, str):
+            found = registry.discover(self.providers, self.model_name)
+            chats = [chat for chat in map(self._registered_chat, found) if chat is not None]
         else:
             chats = [self._chat_for(spec) for spec in self.providers]
         if not chats:
@@ -347,21 +354,22 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
         entries = [e for e in self._entries if model is None or e.serves(model)]
         return profiles.union([_profile_of(e, model) for e in entries or self._entries])
 
-    def _registered_chat(self, name: str) -> ChatG4F | None:
-        """The chat model of a registered provider; ``None`` when it cannot serve here.
+    def _registered_chat(self, spec: str | Provider) -> ChatG4F | None:
+        """The chat model of a provider; ``None`` when it cannot serve here.
 
         A provider that needs a model nobody gave, for example, is left out, said once.
         """
         try:
-            return self._chat_for(name)
+            return self._chat_for(spec)
         except ConfigurationError as exc:
+            name = spec if isinstance(spec, str) else spec.name
             logger.warning("router leaves out provider %s: %s", name, exc)
             return None
 
-    def _chat_for(self, spec: ChatG4F | str) -> ChatG4F:
+    def _chat_for(self, spec: ChatG4F | str | Provider) -> ChatG4F:
         if isinstance(spec, ChatG4F):
             return spec.model_copy(update={"max_retries": 0})
-        provider = registry.get(spec)
+        provider = spec if isinstance(spec, Provider) else registry.get(spec)
         model = self.model_name
         serves = model is not None and (provider.accepts_any_model or model in provider.model)
         options: dict[str, Any] = {"model": model} if serves else {}
@@ -529,6 +537,9 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
         return won
 
     async def _awin(self, request: Request, trace: traces.Trace | None) -> Won:
+        # The store's copy is brought up to date here, awaited: the race's reads then
+        # never wait for a shared store on the event loop.
+        await prefetch(self._store, self.provider_names)
         try:
             won = await arace(self._schedule(request), partial(_open_astream, request))
         except AllProvidersFailedError as exc:

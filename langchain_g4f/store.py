@@ -10,6 +10,10 @@ it with the key's current state and the store's clock, and stores what it
 returns, as one atomic step (a shared store may call it more than once when
 another process changed the key at the same moment; it must have no side
 effects).
+
+A store that reads from a server also implements :class:`AsyncStore` (``await
+aread(keys)``): before an async call the router awaits it (:func:`prefetch`), so the
+call's reads find a fresh copy and never wait for the server on the event loop.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Change", "MemoryStore", "State", "Store"]
+__all__ = ["AsyncStore", "Change", "MemoryStore", "State", "Store", "prefetch"]
 
 #: One provider's state: field name -> number.
 State = dict[str, float]
@@ -75,3 +79,22 @@ class MemoryStore:
             state = change(dict(self._states.get(key, {})), self.clock())
             self._states[key] = state
             return dict(state)
+
+
+@runtime_checkable
+class AsyncStore(Protocol):
+    """A :class:`Store` whose reads can be awaited (they may fetch from a server)."""
+
+    async def aread(self, keys: Sequence[str]) -> dict[str, State]:
+        """:meth:`Store.read` without blocking the event loop."""
+        ...
+
+
+async def prefetch(store: Store, keys: Sequence[str]) -> None:
+    """Bring ``keys`` up to date before an async call, without blocking the event loop.
+
+    A store that reads from a server (an :class:`AsyncStore`) awaits the fetch it
+    needs; a store in this process needs nothing.
+    """
+    if isinstance(store, AsyncStore):
+        await store.aread(keys)

@@ -14,6 +14,7 @@ the same conversation always produces the same request bodies.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import re
 from collections.abc import Callable, Iterator, Sequence
@@ -84,8 +85,23 @@ _CHOICE_LINES = {
 
 
 def convert_tools(tools: Sequence[Any]) -> list[dict[str, Any]]:
-    """Tools (functions, pydantic models, ``BaseTool``, dicts) in OpenAI form."""
-    return [convert_to_openai_tool(tool) for tool in tools]
+    """Tools (functions, pydantic models, ``BaseTool``, dicts) in OpenAI form.
+
+    Each description is as :func:`inspect.cleandoc` leaves it: Python 3.13 strips a
+    docstring's indentation when it compiles it and earlier Pythons keep it, so a tool
+    is sent the same way on every Python.
+    """
+    return [_clean_description(convert_to_openai_tool(tool)) for tool in tools]
+
+
+def _clean_description(tool: dict[str, Any]) -> dict[str, Any]:
+    function = tool.get("function")
+    if not isinstance(function, dict) or not isinstance(function.get("description"), str):
+        return tool
+    return {
+        **tool,
+        "function": {**function, "description": inspect.cleandoc(function["description"])},
+    }
 
 
 def normalize_tool_choice(choice: Any, tools: list[dict[str, Any]]) -> str | None:
@@ -419,6 +435,8 @@ def parse_tool_calls(text: str, names: set[str]) -> tuple[str, list[ToolCall]] |
     around it. Returns ``None`` when the reply is plain text. The time taken
     is linear in the length of the reply, whatever it holds.
     """
+    if not _may_hold_calls(text):  # no object in it can name a call: one scan of the text
+        return None
     for begin, end, body in sorted([*_fenced_blocks(text), *_json_objects(text)]):
         if not _may_hold_calls(body):
             continue

@@ -309,6 +309,24 @@ def redis_url(redis_server: Any) -> str:
 
 
 @pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[Any]:
+    """A real Redis Cluster on 127.0.0.1: three ``redis-server`` nodes in cluster mode,
+    the hash slots split among them, for ``loopback`` tests."""
+    from langchain_g4f.testing.redis_server import RedisClusterServer
+
+    with RedisClusterServer() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def cluster_url(redis_cluster: Any) -> str:
+    """The session's cluster (``?cluster=true``), under a key prefix of this test's own."""
+    import uuid
+
+    return f"{redis_cluster.url}&prefix=test-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="session")
 def fleet() -> Iterator[Any]:
     """Four worker processes (spawned once for the session) that run functions of
     ``tests/unit_tests/fleet_harness.py``: routers and stores of their own."""

@@ -15,6 +15,7 @@ from: ``url``, ``model`` (the list of served models), ``supports_stream``,
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -32,6 +33,7 @@ from langchain_g4f.errors import (
 
 __all__ = [
     "BOM",
+    "SHARED_KEY_ENV",
     "AsyncTransportProtocol",
     "BodyParser",
     "Delta",
@@ -49,6 +51,9 @@ __all__ = [
     "loads",
     "looks_like_html",
 ]
+
+#: The key every provider that needs one may use (``needs_auth``).
+SHARED_KEY_ENV = "G4F_API_KEY"
 
 #: A message as providers see it: ``{"role": ..., "content": ...}`` (OpenAI style).
 Message = dict[str, Any]
@@ -376,6 +381,18 @@ class Provider:
     def __repr__(self) -> str:
         return f"<provider {self.name} {redact_url(self.url)}>"
 
+    def key_variables(self) -> list[str]:
+        """The environment variables a key for this provider is read from, in order.
+
+        Its ``api_key_env``, then ``G4F_<NAME>_API_KEY``, then, for a provider that
+        needs a key, the shared ``G4F_API_KEY``.
+        """
+        named = [self.api_key_env] if self.api_key_env else []
+        named.append(f"G4F_{re.sub(r'[^A-Z0-9]+', '_', self.name.upper()).strip('_')}_API_KEY")
+        if self.needs_auth:
+            named.append(SHARED_KEY_ENV)
+        return named
+
     def endpoint(self, base_url: str | None = None) -> str:
         """The URL requests go to: ``path`` joined to ``base_url``, or to ``url``.
 
@@ -425,7 +442,8 @@ class Provider:
             msg = "no messages to send"
             raise ConfigurationError(msg, provider=self.name)
         if self.needs_auth and not api_key:
-            msg = "needs an API key; pass api_key=..."
+            variables = " or ".join(f"${name}" for name in self.key_variables())
+            msg = f"needs an API key: set {variables}, or pass api_key=..."
             raise ConfigurationError(msg, provider=self.name)
         url = self.endpoint(base_url)
         if api_key and urlsplit(url).username is not None:

@@ -17,11 +17,13 @@ from langchain_core.language_models import ModelProfile
 
 from langchain_g4f.errors import MalformedResponseError, ProviderResponseError
 from langchain_g4f.profiles import check_profile
+from langchain_g4f.providers import catalog
 from langchain_g4f.providers.base import (
     BOM,
     Delta,
     Message,
     Provider,
+    check_http_url,
     error_message,
     html_error,
     load_json,
@@ -479,7 +481,7 @@ class OpenAICompatible(OpenAIProtocol):
         headers: dict[str, str] | None = None,
         api_key_env: str | None = None,
     ) -> None:
-        super().__init__(url)
+        super().__init__(check_http_url(url, "url", provider=name))
         self.name = name
         self.api_key_env = api_key_env
         self.path = path
@@ -491,3 +493,30 @@ class OpenAICompatible(OpenAIProtocol):
         self.headers = {"Content-Type": "application/json", **(headers or {})}
         if profile is not None:
             self.profile = {**self.profile, **check_profile(profile, name)}
+
+    @classmethod
+    def from_catalog(cls, name: str, /, **overrides: Any) -> OpenAICompatible:
+        """The endpoint the catalog knows as ``name`` (see :mod:`langchain_g4f.providers.catalog`).
+
+        Its key is read by ``ChatG4F`` from the entry's own environment variable
+        (``$GROQ_API_KEY`` for ``"groq"``) and, like every key from the
+        environment, never sent over plain ``http://`` except to this machine.
+        The entry's model is served first, and any other model is passed through.
+        ``overrides`` are this class's keyword arguments (``url=`` for a
+        stand-in server, ``models=``, ``headers=``...).
+
+        >>> OpenAICompatible.from_catalog("groq").api_key_env
+        'GROQ_API_KEY'
+        """
+        found = catalog.entry(name)
+        options: dict[str, Any] = {
+            "name": found.name,
+            "url": found.base_url,
+            "needs_auth": not found.keyless,
+            "api_key_env": found.key_variable(),
+            **overrides,
+        }
+        provider = cls(**options)
+        if "models" not in overrides and found.model is not None:
+            provider.model = [found.model]  # the default, while any model passes through
+        return provider

@@ -1480,9 +1480,14 @@ class Redirect:
         return self
 
     def point(self) -> None:
-        """Set each saved provider's URL to the replica's current base URL for it."""
-        for provider, url in self._saved:
-            provider.url = self.replica.base_url(provider.name) + urlsplit(url).path.rstrip("/")
+        """Set each saved provider's URL to the replica's current base URL for it.
+
+        The path comes from the provider's own declared URL, not its current one, which
+        may already lead to another replica (a redirect inside another).
+        """
+        for provider, _ in self._saved:
+            path = urlsplit(type(provider).url).path.rstrip("/")
+            provider.url = self.replica.base_url(provider.name) + path
 
     def stop(self) -> None:
         """Give the providers back their own URLs."""

@@ -8,6 +8,7 @@ by token through ``stream_mode="messages"``.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import pytest
@@ -75,6 +76,11 @@ def test_agent_calls_a_tool_reads_it_and_answers(replica: Replica, answering: st
         assert [a["provider"] for a in message.response_metadata["attempts"]] == ["Mishalsgpt"]
 
 
+@pytest.mark.skipif(
+    sys.version_info < (3, 11),
+    reason="LangGraph streams an async run's tokens through contextvars, which asyncio "
+    "propagates to its tasks from Python 3.11 on (any chat model, LangChain's fakes too)",
+)
 @pytest.mark.parametrize("answering", ["Lockchat", "native"])
 async def test_agent_streams_the_answer_token_by_token(replica: Replica, answering: str) -> None:
     agent = create_agent(router(replica, answering), tools=[get_weather, get_time])

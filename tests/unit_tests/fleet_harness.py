@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import multiprocessing
 import time
 import traceback
@@ -36,7 +37,7 @@ def _serve(conn: Any) -> None:
         fn, args, kwargs = message
         try:
             conn.send((True, fn(ctx, *args, **kwargs)))
-        except BaseException:  # noqa: BLE001 - reported to the test process
+        except BaseException:  # reported to the test process
             conn.send((False, traceback.format_exc()))
     for store in ctx.get("stores", []):
         store.close()
@@ -98,6 +99,9 @@ def store_of(ctx: dict[str, Any], url: str, clock_offset: float = 0.0, **kwargs:
     """A Redis store in this worker; ``clock_offset`` moves its local clock."""
     if clock_offset:
         kwargs["clock"] = partial(_skewed, clock_offset)
+    # A busy CI host sometimes answers after the default 50 ms: the fleet tests are
+    # about sharing, so they allow a second (a test of the bound sets its own).
+    kwargs.setdefault("timeout", 1.0)
     store = RedisStore(url, **kwargs)
     ctx.setdefault("stores", []).append(store)
     return store
@@ -110,7 +114,7 @@ def budgeted_calls(ctx: dict[str, Any], url: str, base_url: str, per_minute: int
         base_url=base_url,
         requests_per_minute=per_minute,
         store=store_of(ctx, url),
-        timeout=0.3,
+        timeout=2.0,  # refusals come at once; a slow answer is not retried (spending twice)
     )
     answers = refusals = 0
     for i in range(calls):
@@ -194,3 +198,44 @@ def read(ctx: dict[str, Any], name: str) -> dict[str, Any]:
         "states": store.read(router.provider_names),
         "shared": getattr(store, "shared", False),
     }
+
+
+class _Warnings(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def store_warnings(ctx: dict[str, Any]) -> list[str]:
+    """The Redis store's warnings logged in this worker since its first call here."""
+    if "warnings" not in ctx:
+        ctx["warnings"] = _Warnings()
+        logging.getLogger("langchain_g4f.redis_store").addHandler(ctx["warnings"])
+    return list(ctx["warnings"].messages)
+
+
+def ainvoke(ctx: dict[str, Any], name: str, prompt: str) -> dict[str, Any]:
+    """:func:`invoke` through ``ainvoke``, on an event loop of its own."""
+
+    async def call() -> Any:
+        return await ctx[name].ainvoke(prompt)
+
+    try:
+        message = asyncio.run(call())
+    except G4FError as exc:
+        return {"error": type(exc).__name__, "message": str(exc)}
+    metadata = message.response_metadata
+    return {
+        "provider": metadata["provider"],
+        "attempts": [(a["provider"], a["error"]) for a in metadata["attempts"]],
+        "text": message.content,
+    }
+
+
+def call_many(ctx: dict[str, Any], name: str, prompts: list[str], *, use_async: bool) -> list:
+    """Calls one after the other, through ``invoke`` or ``ainvoke``."""
+    one = ainvoke if use_async else invoke
+    return [one(ctx, name, prompt) for prompt in prompts]

@@ -438,3 +438,79 @@ def test_providers_check_probes_each_and_reports_status_and_latency(
     assert rows["Aichat"][1] == "ProviderTimeoutError"
     assert rows["Lockchat"][1] == "ok"
     assert rows["Mishalsgpt"][1] == "ok"
+
+
+# --- the endpoints switch, validation, pipes, health ------------------------------------
+
+
+@pytest.mark.parametrize("how", ["environment", "option"])
+def test_chat_follows_the_endpoints_switch_offline(
+    how: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seed_url = providers.get("Lockchat").url
+    argv = ["chat", "-p", "Lockchat", "Hello offline"]
+    if how == "environment":
+        monkeypatch.setenv("LANGCHAIN_G4F_ENDPOINTS", "offline")
+    else:
+        monkeypatch.delenv("LANGCHAIN_G4F_ENDPOINTS", raising=False)
+        argv[1:1] = ["--endpoints", "offline"]
+    code, out, err = run(capsys, *argv)
+    assert (code, out, err) == (0, expected("Hello offline") + "\n", "")
+    assert providers.get("Lockchat").url == seed_url  # the switch is undone afterwards
+
+
+def test_providers_lists_the_replicas_urls_offline(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "providers", "--endpoints", "offline")
+    assert code == 0
+    listed = {line.split()[0]: line.split()[-2] for line in out.splitlines()[1:]}
+    assert listed["Lockchat"].startswith("http://127.0.0.1:")
+
+
+def test_chat_with_an_endpoint_url_asks_it_for_the_model(
+    replica: Replica, capsys: pytest.CaptureFixture[str]
+) -> None:
+    replica.reset()
+    url = replica.base_url("openai") + "/v1"
+    code, out, _ = run(capsys, "chat", "--endpoints", url, "-p", "Lockchat", "-m", "qwen3", "Hi")
+    assert (code, out) == (0, expected("Hi") + "\n")
+    assert replica.requests[-1]["json"]["model"] == "qwen3"
+
+
+def test_cli_values_are_checked_as_the_api_checks_them(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "chat", "--base-url", "notaurl", "-m", "x", "Hi")
+    assert (code, out) == (2, "")
+    assert err == (
+        "langchain-g4f: error: ConfigurationError: base_url must be an absolute http:// or "
+        "https:// URL with a host, not 'notaurl' (for example 'http://localhost:8080')\n"
+    )
+    code, _, err = run(capsys, "chat", "--endpoints", "ftp://x", "Hi")
+    assert code == 2
+    assert "LANGCHAIN_G4F_ENDPOINTS must be 'offline', 'live'" in err
+
+
+@pytest.mark.parametrize("command", [["providers"], ["demo"]])
+def test_output_into_a_closed_pipe_ends_quietly(command: list[str]) -> None:
+    with subprocess.Popen(
+        [sys.executable, "-m", "langchain_g4f", *command],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "LANGCHAIN_G4F_ENDPOINTS": "offline"},
+    ) as child:
+        assert child.stdout is not None
+        assert child.stderr is not None
+        child.stdout.readline()  # as `| head -1`
+        child.stdout.close()
+        err = child.stderr.read().decode()
+        code = child.wait(timeout=60)
+    assert "Traceback" not in err
+    assert "BrokenPipeError" not in err
+    assert code in (0, 141)
+
+
+def test_health_names_an_unknown_provider(
+    redis_server: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(capsys, "health", "--store", redis_server.url, "-p", "Lockchatt")
+    assert (code, out) == (2, "")
+    assert err.count("\n") == 1
+    assert "no provider named 'Lockchatt' (did you mean 'Lockchat'?)" in err

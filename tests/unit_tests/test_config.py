@@ -139,3 +139,41 @@ def test_bad_call_options_fail_before_any_request(option: dict, field: str) -> N
     llm = ChatG4F(provider="Lockchat", base_url="http://127.0.0.1:9", max_retries=0)
     with pytest.raises(ConfigurationError, match=field):
         llm.invoke("hi", **option)
+
+
+@pytest.mark.parametrize("seconds", [float("inf"), 1e12])
+@pytest.mark.parametrize(
+    ("model", "field"),
+    [
+        (ChatG4F, "timeout"),
+        (ChatG4FRouter, "timeout"),
+        (ChatG4FRouter, "hedge_after"),
+        (ChatG4FRouter, "stall_after"),
+        (ChatG4FRouter, "cooldown"),
+    ],
+)
+def test_waits_longer_than_the_platform_accepts_are_refused_up_front(
+    model: type, field: str, seconds: float
+) -> None:
+    kwargs = {"provider": "Lockchat"} if model is ChatG4F else {"providers": ["Lockchat"]}
+    with pytest.raises(ConfigurationError) as raised:
+        model(**kwargs, **{field: seconds})
+    assert f"{field}: Input should be less than or equal to 9223372036" in str(raised.value)
+
+
+def test_a_value_that_fits_no_form_of_a_field_is_one_plain_message() -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        ChatG4FRouter(providers=["Lockchat"], hedge_after=-1)
+    assert str(raised.value) == (
+        "invalid ChatG4FRouter argument(s): hedge_after: Input should be greater than or equal "
+        "to 0 or Input should be 'auto' (got -1)"
+    )
+    assert "constrained" not in str(raised.value)
+    assert "literal[" not in str(raised.value)
+
+
+def test_an_openai_compatible_url_is_checked_when_it_is_built() -> None:
+    from langchain_g4f.providers import OpenAICompatible
+
+    with pytest.raises(ConfigurationError, match="url must be an absolute http"):
+        OpenAICompatible("Local", "localhost:11434/v1")

@@ -174,3 +174,15 @@ def test_a_bad_choice_keeps_the_open_connection(restored: list[playground.Endpoi
         playground.connect("ftp://nowhere")
     assert endpoints.replica is not None
     assert ChatG4F(provider="Lockchat").invoke("Hi").content.endswith("you said: Hi")
+
+
+def test_a_redirect_inside_another_does_not_nest_paths(replica: Replica) -> None:
+    """The demo under LANGCHAIN_G4F_ENDPOINTS=offline: a replica redirect inside another."""
+    replica.reset()
+    with Replica() as inner:
+        outer_url = {name: providers.get(name).url for name in SEEDS}
+        with replica.redirect_providers(), inner.redirect_providers():
+            for name in SEEDS:
+                assert providers.get(name).url.startswith(inner.base_url(name))
+                assert ChatG4F(provider=name).invoke("Hi").content.endswith("you said: Hi")
+        assert {name: providers.get(name).url for name in SEEDS} == outer_url

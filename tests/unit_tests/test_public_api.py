@@ -18,6 +18,7 @@ PACKAGE = [
 ]
 
 PROVIDERS = [
+    "CATALOG",
     "Aichat",
     "Delta",
     "Gravityengine",
@@ -30,6 +31,7 @@ PROVIDERS = [
     "ResponseParser",
     "SSEParser",
     "all_providers",
+    "discover",
     "get",
     "names",
     "register",

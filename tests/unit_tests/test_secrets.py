@@ -280,3 +280,19 @@ def test_request_repr_hides_keys_and_url_secrets() -> None:
     assert_clean(repr(request))
     assert "Authorization': '***'" in repr(request)
     assert "auth=***" in repr(request)
+
+
+def test_a_missing_key_names_the_variables_it_is_read_from(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for variable in ("GROQ_API_KEY", "G4F_GROQ_API_KEY", "G4F_API_KEY"):
+        monkeypatch.delenv(variable, raising=False)
+    groq = OpenAICompatible(
+        "Groq", "https://api.groq.com/openai/v1", api_key_env="GROQ_API_KEY", needs_auth=True
+    )
+    with pytest.raises(ConfigurationError) as raised:
+        ChatG4F(provider=groq, model="llama-3.1-8b-instant").invoke("hi")
+    assert str(raised.value) == (
+        "Groq: needs an API key: set $GROQ_API_KEY or $G4F_GROQ_API_KEY or $G4F_API_KEY, "
+        "or pass api_key=..."
+    )

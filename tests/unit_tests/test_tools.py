@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.tools import tool as tool_decorator
 from pydantic import BaseModel, Field
 
 from langchain_g4f import ChatG4F, tools
@@ -471,3 +472,21 @@ def test_a_native_call_without_a_name_is_an_invalid_call() -> None:
     assert [(i["name"], i["id"], i["error"]) for i in invalid] == [
         (None, "c1", "the call names no function")
     ]
+
+
+def test_a_tool_is_described_the_same_way_on_every_python() -> None:
+    @tool_decorator
+    def adder(a: int, b: int) -> int:
+        """Add two integers.
+
+        Takes two integers and returns their sum.
+        """
+        return a + b
+
+    raw = {"type": "function", "function": {"name": "f", "description": "  One.\n    Two."}}
+    [converted, kept] = tools.convert_tools([adder, raw])
+    assert converted["function"]["description"] == (
+        "Add two integers.\n\nTakes two integers and returns their sum."
+    )
+    assert kept["function"]["description"] == "One.\nTwo."
+    assert raw["function"]["description"] == "  One.\n    Two."  # the caller's dict untouched

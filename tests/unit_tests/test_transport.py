@@ -113,7 +113,7 @@ def run_sync(replica: Replica, name: str, *, stream: bool, **transport_options: 
     try:
         for delta in transport.deltas(provider, request):
             outcome.deltas.append(delta)
-    except Exception as exc:  # noqa: BLE001 - the outcome is inspected by the test
+    except Exception as exc:  # the outcome is inspected by the test
         outcome.error = exc
     finally:
         transport.close()
@@ -130,7 +130,7 @@ async def run_async(
     try:
         async for delta in transport.adeltas(provider, request):
             outcome.deltas.append(delta)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         outcome.error = exc
     finally:
         await transport.aclose()
@@ -789,7 +789,7 @@ async def fetch(server: RawServer, how: str, *, stream: bool = True, **options: 
         else:
             transport = AsyncTransport(**{"timeout": 5, **options})
             outcome.deltas = [d async for d in transport.adeltas(provider, request)]
-    except Exception as exc:  # noqa: BLE001 - the outcome is inspected by the test
+    except Exception as exc:  # the outcome is inspected by the test
         outcome.error = exc
     return outcome
 
