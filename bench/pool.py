@@ -6,7 +6,13 @@ requests (0, 5, 20, 40, 70 and 100 %) in the ways free providers do: a reset
 connection, a 5xx, a 429 with ``Retry-After``, a 200 with an HTML page, a stall
 before the first byte or in the middle of the stream, a stream that breaks
 mid-answer (a reset, or a body that ends without ``[DONE]``). Time to first byte is
-lognormal around each provider's median.
+lognormal around each provider's median; the seed shuffles which median (50 ms to
+1.5 s) goes with which failure rate (:func:`providers_for`), so a provider's name
+says how often it fails, not how fast it is.
+
+Drift (``--drift-at N``): from the prompt ``question N`` on, the provider that
+never failed fails 70 % of requests and the one that failed 70 % never fails
+(:func:`failure_rate`).
 
 Answers are derived from the prompt alone (:func:`expected_answer`), so a
 client's text can be checked exactly. A continuation request (the last user
@@ -49,7 +55,8 @@ class ProviderSpec:
     ttfb_median: float  # seconds
 
 
-#: The pool, in the order every benchmarked system lists its providers.
+#: The pool, in the order every benchmarked system lists its providers (the medians
+#: are those of seed 0; :func:`providers_for` shuffles them for other seeds).
 PROVIDERS = (
     ProviderSpec("quick", 0.20, 0.05),
     ProviderSpec("shaky", 0.40, 0.15),
@@ -59,6 +66,41 @@ PROVIDERS = (
     ProviderSpec("flaky", 0.70, 0.80),
 )
 DEAD = "dead"
+#: The provider that never fails, and the one that takes its place after a drift.
+RELIABLE, DRIFTER = "steady", "flaky"
+
+
+def providers_for(seed: int) -> tuple[ProviderSpec, ...]:
+    """The pool of ``seed``: the same names and failure rates, the medians shuffled."""
+    medians = [spec.ttfb_median for spec in PROVIDERS]
+    if seed:
+        random.Random(f"medians|{seed}").shuffle(medians)
+    return tuple(
+        ProviderSpec(spec.name, spec.failure_rate, median)
+        for spec, median in zip(PROVIDERS, medians, strict=True)
+    )
+
+
+def prompt_number(prompt: str) -> int | None:
+    """``N`` of a prompt ``question N``, else None."""
+    match = re.fullmatch(r"question (\d+)", prompt)
+    return int(match.group(1)) if match else None
+
+
+def failure_rate(spec: ProviderSpec, prompt: str, drift_at: int | None) -> float:
+    """How often ``spec`` fails ``prompt``.
+
+    From the prompt numbered ``drift_at`` on, the reliable provider and the one
+    failing 70 % swap rates.
+    """
+    number = prompt_number(prompt)
+    if drift_at is None or number is None or number < drift_at:
+        return spec.failure_rate
+    swap = {RELIABLE: DRIFTER, DRIFTER: RELIABLE}.get(spec.name)
+    if swap is None:
+        return spec.failure_rate
+    return next(other.failure_rate for other in PROVIDERS if other.name == swap)
+
 
 #: Failure kinds and their weights among a provider's failures.
 FAILURES = {
@@ -251,6 +293,13 @@ def repeated_tail(partial: str, words: int) -> str:
     return ""
 
 
+def original_prompt(messages: list[dict[str, Any]]) -> str:
+    """The prompt a request answers (for a continuation, the one before the partial)."""
+    if messages and message_text(messages[-1]) == CONTINUE_INSTRUCTION:
+        return last_user_text(messages[:-2])
+    return last_user_text(messages)
+
+
 def last_user_text(messages: list[dict[str, Any]]) -> str:
     for message in reversed(messages):
         if message.get("role") == "user":
@@ -283,9 +332,14 @@ class Fate:
     clean_end: bool = False  # a break ends the body instead of resetting
 
 
-def draw_fate(spec: ProviderSpec, messages: list[dict[str, Any]], rng: random.Random) -> Fate:
+def draw_fate(
+    spec: ProviderSpec,
+    messages: list[dict[str, Any]],
+    rng: random.Random,
+    drift_at: int | None = None,
+) -> Fate:
     delay = spec.ttfb_median * math.exp(rng.gauss(0.0, TTFB_SIGMA))
-    failed = rng.random() < spec.failure_rate
+    failed = rng.random() < failure_rate(spec, original_prompt(messages), drift_at)
     kind = rng.choices(list(FAILURES), weights=list(FAILURES.values()))[0] if failed else "ok"
     chunks = pieces(reply_text(messages, rng), rng)
     cut = rng.randint(1, len(chunks) - 1) if len(chunks) > 1 else 0
@@ -325,9 +379,12 @@ class Pool:
         seed: int,
         stall: float,
         words_per_second: float,
-        providers: tuple[ProviderSpec, ...] = PROVIDERS,
+        providers: tuple[ProviderSpec, ...] | None = None,
+        drift_at: int | None = None,
     ) -> None:
         self.seed = seed
+        self.drift_at = drift_at
+        providers = providers if providers is not None else providers_for(seed)
         self.stall = stall
         self.words_per_second = words_per_second
         self.specs = {spec.name: spec for spec in providers}
@@ -397,7 +454,7 @@ class Pool:
         self.sent[run, spec.name, key] += 1
         nth = self.sent[run, spec.name, key]
         rng = random.Random(f"{self.seed}|{spec.name}|{key}|{nth}")
-        fate = draw_fate(spec, messages, rng)
+        fate = draw_fate(spec, messages, rng, self.drift_at)
         self.requests[run][spec.name] += 1
         self.kinds[run][fate.kind] += 1
         if message_text(messages[-1] if messages else {}) == CONTINUE_INSTRUCTION:
@@ -562,8 +619,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--stall", type=float, default=30.0, help="length of a stall, s")
     parser.add_argument("--words-per-second", type=float, default=20.0)
+    parser.add_argument("--drift-at", type=int, help="the prompt number where rates swap")
     args = parser.parse_args()
-    pool = Pool(args.seed, args.stall, args.words_per_second)
+    pool = Pool(args.seed, args.stall, args.words_per_second, drift_at=args.drift_at)
     try:
         asyncio.run(pool.serve(args.port))
     except KeyboardInterrupt:

@@ -4,8 +4,10 @@
   what happened: after a failure the next provider at once, a retry of the same
   provider (backoff, ``Retry-After``) only when no other can start sooner; also
   the next provider when the latest attempt is late without text (``hedge_after``:
-  past its provider's learnt time-to-first-token quantile, or a fixed number of
-  seconds); hedge losers' time without text. One deadline bounds it all.
+  past its provider's learnt time-to-first-token quantile, when the next one is
+  expected to answer sooner and the router's budget of extra requests allows; or
+  after a fixed number of seconds); hedge losers' time without text. One
+  deadline bounds it all.
 - :func:`race` / :func:`arace` run it: each attempt reads its model's stream
   ahead to the first text, on a worker thread (sync) or a task (async), so the
   deadline and the hedge cut in even while a read blocks. The first attempt with
@@ -46,6 +48,7 @@ from langchain_g4f.errors import (
 from langchain_g4f.health import Health
 from langchain_g4f.providers.base import Provider
 from langchain_g4f.retry import backoff_delay
+from langchain_g4f.strategies import ExtraRequests
 
 __all__ = [
     "Attempt",
@@ -62,6 +65,10 @@ __all__ = [
 
 clock = time.monotonic
 _NEVER = float("inf")
+#: An attempt without text this many times past its provider's late limit has
+#: most likely stalled: the next provider starts beside it whatever the budget,
+#: as after a failure.
+_STALLED = 2.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -81,7 +88,8 @@ class Attempt:
     entry: Entry
     number: int  # 0 for the first try on this provider, 1 for its first retry...
     started: float = 0.0
-    late_at: float = _NEVER  # when, still without text, the next provider starts too
+    late_at: float = _NEVER  # when, still without text, the next provider may start too
+    token: float = 0.0  # names its claim on the provider (a half-open circuit's probe)
 
 
 #: A queued attempt: when it may start, a tie-breaker keeping the order, the attempt.
@@ -137,10 +145,16 @@ class Schedule:
     The next candidate also starts (a hedge) when the latest attempt is late
     without text: with ``hedge_after="auto"``, past its provider's
     :meth:`~langchain_g4f.health.Health.late_after` (a high quantile of its time
-    to first token), or past the next candidate's when that one is faster (a slow
-    provider put first because the fast ones were cooling down, or to explore, is
-    hedged as soon as a fast one could have answered); with a number, after that
-    many seconds; with ``None``, never.
+    to first token), and then only if the next candidate's expected time to
+    first token (optimistically none, for a provider never measured) is shorter
+    than the time already waited (past a high quantile, about what is still to
+    wait) and the ``extra`` budget has a request to spare; otherwise the hedge is
+    asked again once the wait has doubled (an attempt twice past its limit has
+    most likely stalled: the next one starts whatever the budget, as after a
+    failure). The hedge goes to the candidate ``rerank`` puts first among those
+    not started, by what is known at that moment (the order was set when the
+    call began, and the first calls begin knowing nothing). With a number, after
+    that many seconds; with ``None``, never.
 
     When an attempt wins, the others still running lost the race: each records how
     long it went without text, a lower bound on its time to first token.
@@ -156,8 +170,12 @@ class Schedule:
         max_retries: int,
         backoff: float,
         hedge_after: float | Literal["auto"] | None,
+        extra: ExtraRequests | None = None,
+        rerank: Callable[[list[str]], list[str]] | None = None,
     ) -> None:
         self.request = request
+        self.extra = extra
+        self.rerank = rerank
         self.health = health
         self.max_retries = max_retries
         self.backoff = backoff
@@ -186,7 +204,9 @@ class Schedule:
                 self.failed(attempt, self._deadline_error(attempt), now)
             raise self.error(now)
         latest = self.running[-1] if self.running else None
-        hedge_at = self._hedge_at(latest) if latest is not None else now
+        hedge_at = latest.late_at if latest is not None else now
+        if latest is not None and hedge_at <= now and not self._may_hedge(latest, now):
+            hedge_at = latest.late_at = now + max(now - latest.started, self._floor())
         if hedge_at <= now:
             start = self._due(now)
             if start is not None:
@@ -208,14 +228,38 @@ class Schedule:
             attempt.late_at = now + self.hedge_after
         self.running.append(attempt)
 
-    def _hedge_at(self, latest: Attempt) -> float:
-        """When the next candidate starts beside ``latest`` (if it may by then)."""
+    def _may_hedge(self, latest: Attempt, now: float) -> bool:
+        """Whether the next candidate may start beside ``latest``, late at ``now``.
+
+        Always with a fixed ``hedge_after``; with ``"auto"``, when the next one is
+        expected to answer sooner than ``latest`` still takes and the budget has an
+        extra request to spare.
+        """
         if self.hedge_after != "auto":
-            return latest.late_at
+            return True
+        self._rerank()
         following = self._following()
-        if following is None:
-            return latest.late_at
-        return min(latest.late_at, latest.started + self._late(following))
+        due = self._next_due()
+        if following is None or (not self._fresh and due is not None and due > now):
+            return True  # nothing to start yet: asked again when there is
+        waited = now - latest.started
+        if waited >= _STALLED * self._late(latest):
+            return True
+        expected = self.health.view(following.entry.key).ttft or 0.0
+        if expected >= waited:
+            return False
+        return self.extra is None or self.extra.spend()
+
+    def _rerank(self) -> None:
+        """The candidates not started yet, in ``rerank``'s order of what is known now."""
+        if self.rerank is None or not self._fresh:
+            return
+        by_key = {attempt.entry.key: attempt for attempt in self._fresh}
+        ordered = [by_key.pop(key) for key in self.rerank(list(by_key)) if key in by_key]
+        self._fresh = deque([*ordered, *by_key.values()])
+
+    def _floor(self) -> float:
+        return self.health.policy.late_floor
 
     def _late(self, attempt: Attempt) -> float:
         key = attempt.entry.key
@@ -254,7 +298,8 @@ class Schedule:
 
         If not, it is queued for when it may.
         """
-        wait = self.health.claim(attempt.entry.key)
+        attempt.token = self.health.token()
+        wait = self.health.claim(attempt.entry.key, attempt.token)
         if wait <= 0:
             return True
         self._queue(queue, now + wait, attempt)
@@ -274,7 +319,8 @@ class Schedule:
         self.running.clear()
         self.health.record_ttft(attempt.entry.key, at - attempt.started)
         for loser in losers:
-            self.health.record_censored_ttft(loser.entry.key, max(0.0, at - loser.started))
+            waited = max(0.0, at - loser.started)
+            self.health.record_censored_ttft(loser.entry.key, waited, loser.token)
 
     def abandon(self) -> None:
         """The caller gave up on the call.
@@ -283,7 +329,7 @@ class Schedule:
         if it held one).
         """
         for attempt in self.running:
-            self.health.record_cancelled(attempt.entry.key)
+            self.health.record_cancelled(attempt.entry.key, attempt.token)
         self.running.clear()
 
     def failed(self, attempt: Attempt, error: BaseException, at: float) -> None:
@@ -295,12 +341,12 @@ class Schedule:
         key = attempt.entry.key
         if isinstance(error, ConfigurationError):
             # the request's fault, not the provider's: no health change, no retry
-            self.health.record_cancelled(key)
+            self.health.record_cancelled(key, attempt.token)
             return
         if isinstance(error, BudgetExhaustedError):
             # nothing was sent: no health change, no retry spent; the provider waits
             # for its budget like any provider that may not start yet
-            self.health.record_cancelled(key)
+            self.health.record_cancelled(key, attempt.token)
             if error.retry_after is not None and at + error.retry_after < self.request.deadline:
                 self._queue(self._waiting, at + error.retry_after, Attempt(attempt.entry, 0))
             return

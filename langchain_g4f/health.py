@@ -2,11 +2,15 @@
 
 Per provider it learns:
 
-- a **time-decayed success rate**: every success and failure weighs 1 when it
-  happens and half as much ``half_life`` seconds later, so old news fades;
+- a **decayed success rate**: every success and failure weighs 1 when it
+  happens, half as much ``half_life`` seconds later and half as much again
+  after ``call_half_life`` further outcomes of the same provider, so old news
+  fades with time and, on a busy provider, within tens of calls (a provider
+  that starts failing shows it at once);
 - the **time to first token** (an exponentially weighted average), raised by hedge
   losers: an attempt that had no text after ``t`` seconds when another won says the
-  time to first token is at least ``t``;
+  time to first token is at least ``t`` (at most the quantile below: a longer wait
+  is a stall);
 - a **high quantile of the time to first token** (``ttft_quantile``, p99 by
   default): a decayed mean and variance of its logarithm (times to first token
   are heavy-tailed, about lognormal), hedge losers included as their lower
@@ -22,7 +26,8 @@ Per provider it learns:
   seconds, doubling with each consecutive opening up to ``max_cooldown``, never
   less than a 429's ``Retry-After``. Then it is half-open: exactly one call may
   probe it; its first text (or a success) closes it, a failure opens it again
-  for longer, a probe the caller abandoned frees the slot for the next one.
+  for longer, a probe the caller abandoned frees the slot for the next one (the
+  slot is matched by the claim's token: another attempt ending frees nothing).
 
 Mid-stream failures count as failures; a :class:`~langchain_g4f.errors.ConfigurationError`
 (the request's fault) and a caller's cancellation count as neither success nor failure.
@@ -47,7 +52,7 @@ snapshots.
 >>> health.view("a").circuit, health.view("a").cooldown_left
 ('open', 5.0)
 >>> now[0] = 5.0
->>> health.view("a").circuit, health.claim("a"), health.claim("a") > 0
+>>> health.view("a").circuit, health.claim("a", token=1), health.claim("a", token=2) > 0
 ('half_open', 0.0, True)
 >>> health.record_success("a")
 >>> health.view("a").circuit
@@ -171,6 +176,9 @@ class HealthPolicy:
 
     #: Seconds after which an observation weighs half as much.
     half_life: float = 60.0
+    #: Outcomes of the same provider after which an observation weighs half as much
+    #: (on top of ``half_life``).
+    call_half_life: float = 20.0
     #: Decayed share of failures that opens the circuit ...
     failure_threshold: float = 0.2
     #: ... once this many calls have ended since the circuit last closed.
@@ -195,11 +203,12 @@ class HealthPolicy:
     #: An attempt is never late sooner than this, seconds.
     late_floor: float = 0.3
     #: Seconds after which an attempt on a provider never measured is late.
-    late_unmeasured: float = 2.5
+    late_unmeasured: float = 0.5
 
     def __post_init__(self) -> None:
         checks = {
             "half_life must be > 0": self.half_life > 0,
+            "call_half_life must be > 0": self.call_half_life > 0,
             "failure_threshold must be within (0, 1]": 0 < self.failure_threshold <= 1,
             "min_calls must be >= 1": self.min_calls >= 1,
             "cooldown_after must be >= 1": self.cooldown_after >= 1,
@@ -291,7 +300,7 @@ class HealthPolicy:
 
     def succeeded(self, state: State, now: float, *, chars: int = 0, seconds: float = 0.0) -> State:
         """A complete answer: ``chars`` of text over ``seconds`` after its first text."""
-        s = self._aged(_valid(state), now)
+        s = self._outcome(_valid(state), now)
         s["n_ok"] = s.get("n_ok", 0) + 1
         s["ok"] += 1
         s["wok"] += 1
@@ -321,7 +330,7 @@ class HealthPolicy:
         call (the failed attempt's own retry waits for it, see
         :mod:`langchain_g4f._race`).
         """
-        s = self._aged(_valid(state), now)
+        s = self._outcome(_valid(state), now)
         s["n_bad"] = s.get("n_bad", 0) + 1
         s["bad"] += 1
         s["wbad"] += 1
@@ -338,11 +347,16 @@ class HealthPolicy:
             s["open_until"] = max(s["open_until"], now + hold)
         return s
 
-    def cancelled(self, state: State, now: float) -> State:
-        """The call was abandoned by its caller: no outcome; a probe frees its slot."""
+    def cancelled(self, state: State, now: float, *, token: float = 0.0) -> State:
+        """The call was abandoned by its caller: no outcome.
+
+        If it was the half-open circuit's probe (it claimed with ``token``), the
+        slot is free for the next call; any other attempt ending frees nothing.
+        """
         s = _valid(state)
-        s.pop("probe_until", None)
-        s.pop("probe", None)
+        if token and s.get("probe") == token:
+            s.pop("probe_until", None)
+            s.pop("probe", None)
         return s
 
     def timed_first_token(self, state: State, now: float, *, seconds: float) -> State:
@@ -357,18 +371,29 @@ class HealthPolicy:
             _close(s)
         return s
 
-    def censored_first_token(self, state: State, now: float, *, seconds: float) -> State:
+    def censored_first_token(
+        self, state: State, now: float, *, seconds: float, token: float = 0.0
+    ) -> State:
         """The attempt lost a race after ``seconds`` without text.
 
         Its time to first token is at least that; the attempt ends without an
-        outcome. A bound above the typical time to first token counts as a
-        measurement of it (it widens the quantile); one below says nothing new.
+        outcome. A bound above the average time to first token becomes the
+        average, and one above the typical time widens the quantile; one below
+        says nothing new. A wait past the provider's quantile is most likely a
+        stall (a failure, not a slow first token): it counts as the quantile, and
+        only moves the average towards it, so one stall does not make a fast
+        provider look slow.
         """
-        s = self.cancelled(state, now)
-        if seconds > s.get("ttft", 0.0):
-            s["ttft"] = seconds
-        if s.get("ln", 0) > 0 and _log(seconds) > s["lm"]:
-            self._log_ttft(s, seconds)
+        s = self.cancelled(state, now, token=token)
+        quantile = self._quantile(s)
+        stalled = quantile is not None and seconds > quantile
+        bound = min(seconds, quantile) if quantile is not None else seconds
+        if "ttft" not in s or (bound > s["ttft"] and not stalled):
+            s["ttft"] = bound
+        elif bound > s["ttft"]:
+            self._average(s, "ttft", bound)
+        if s.get("ln", 0) > 0 and _log(bound) > s["lm"]:
+            self._log_ttft(s, bound)
         return s
 
     # -- helpers ------------------------------------------------------------------
@@ -380,6 +405,14 @@ class HealthPolicy:
         for field in _WEIGHTS:
             s[field] = s.get(field, 0.0) * factor
         s["t"] = max(last, now)
+        return s
+
+    def _outcome(self, s: State, now: float) -> State:
+        """``s`` aged to ``now`` and by one more outcome (in place)."""
+        s = self._aged(s, now)
+        factor = 0.5 ** (1.0 / self.call_half_life)
+        s["ok"] *= factor
+        s["bad"] *= factor
         return s
 
     def _average(self, s: State, field: str, value: float) -> None:
@@ -506,27 +539,36 @@ class Health:
         """
         return self.policy.late_after(self.view(key))
 
-    def claim(self, key: str) -> float:
-        """Ask to start a call on ``key`` now.
+    def token(self) -> float:
+        """A fresh token naming one attempt (see :meth:`claim`)."""
+        with self._lock:
+            return float(self._tokens.getrandbits(52) + 1)
+
+    def claim(self, key: str, token: float = 0.0) -> float:
+        """Ask to start a call on ``key`` now, as the attempt named ``token``.
 
         Returns 0.0 if it may (if its circuit is half-open, this call is now its one
-        probe), else seconds to wait before asking again.
+        probe, freed by :meth:`record_cancelled` with the same token), else seconds
+        to wait before asking again. Without a token the claim gets one of its own,
+        and only an outcome or the lease's end frees a probe slot it took.
         """
         state, now = self.store.read([key])[key], self.store.now()
         wait = self.policy.wait(state, now)
         if wait > 0 or self.policy.circuit(state, now) == _CLOSED:
             return wait
-        token = float(self._tokens.getrandbits(52) + 1)
+        token = token or self.token()
         state = self.store.update(key, partial(self.policy.claimed, token=token), sync=True)
         return self.policy.wait(state, self.store.now(), token)
 
     def stats(self) -> dict[str, dict[str, object]]:
         """Every provider's figures, for operators.
 
-        Per provider: ``successes``, ``failures``, ``consecutive_failures``,
-        ``cooldown_left`` (s), ``ttft`` (s or None), ``last_error``, ``success_rate``
-        (decayed, smoothed), ``recent_calls`` (decayed), ``throughput`` (chars/s or
-        None), ``failure_cost`` (s or None), ``circuit``.
+        Per provider: ``successes``, ``failures`` (observed, lifetime),
+        ``consecutive_failures``, ``cooldown_left`` (s), ``ttft`` (s or None),
+        ``last_error``, ``success_rate`` (the observed share of recent calls that
+        succeeded, each weighed by its age; None before any), ``recent_calls``
+        (the weight of those calls), ``throughput`` (chars/s or None),
+        ``failure_cost`` (s or None), ``circuit``.
         """
         return {
             name: {
@@ -536,7 +578,7 @@ class Health:
                 "cooldown_left": view.cooldown_left,
                 "ttft": view.ttft,
                 "last_error": view.last_error,
-                "success_rate": view.success_rate,
+                "success_rate": 1.0 - view.failure_rate if view.volume > 0 else None,
                 "recent_calls": view.volume,
                 "throughput": view.throughput,
                 "failure_cost": view.failure_cost,
@@ -551,12 +593,13 @@ class Health:
         """The attempt won: its first text came ``seconds`` after it started."""
         self.store.update(key, partial(self.policy.timed_first_token, seconds=seconds))
 
-    def record_censored_ttft(self, key: str, seconds: float) -> None:
+    def record_censored_ttft(self, key: str, seconds: float, token: float = 0.0) -> None:
         """The attempt lost a hedge race, still without text ``seconds`` after it started.
 
-        It ends without an outcome (a probe frees its slot).
+        It ends without an outcome (a probe, claimed with ``token``, frees its slot).
         """
-        self.store.update(key, partial(self.policy.censored_first_token, seconds=seconds))
+        change = partial(self.policy.censored_first_token, seconds=seconds, token=token)
+        self.store.update(key, change)
 
     def record_success(self, key: str, *, chars: int = 0, seconds: float = 0.0) -> None:
         """A complete answer: ``chars`` of text over ``seconds`` after its first text."""
@@ -569,6 +612,7 @@ class Health:
         *,
         after_text: bool = False,
         seconds: float | None = None,
+        token: float = 0.0,
     ) -> float:
         """Count a failure; return the seconds before the provider may be tried again.
 
@@ -577,10 +621,10 @@ class Health:
         :class:`~langchain_g4f.errors.ConfigurationError` is the request's fault and
         counts as nothing. A connection error or a timeout may be this host's own
         fault: with a shared store it counts for the fleet only once two hosts saw
-        one.
+        one. ``token``: the attempt's claim (a configuration error frees its probe slot).
         """
         if isinstance(error, ConfigurationError):
-            self.record_cancelled(key)
+            self.record_cancelled(key, token)
             return self.cooldown_left(key)
         with self._lock:
             self._errors[key] = f"{type(error).__name__}: {error}"
@@ -593,9 +637,9 @@ class Health:
         state = self.store.update(key, change, hosts=hosts)
         return self.policy.wait(state, self.store.now())
 
-    def record_cancelled(self, key: str) -> None:
+    def record_cancelled(self, key: str, token: float = 0.0) -> None:
         """The caller abandoned the call: neither a success nor a failure.
 
-        A probe frees its slot.
+        A probe (claimed with ``token``) frees its slot.
         """
-        self.store.update(key, self.policy.cancelled)
+        self.store.update(key, partial(self.policy.cancelled, token=token))

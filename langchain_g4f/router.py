@@ -77,7 +77,7 @@ from langchain_g4f.health import Health, HealthPolicy
 from langchain_g4f.providers.base import Provider
 from langchain_g4f.redis_store import open_store
 from langchain_g4f.store import Store, prefetch
-from langchain_g4f.strategies import Strategy, resolve_strategy
+from langchain_g4f.strategies import ExtraRequests, Strategy, resolve_strategy
 from langchain_g4f.tools import ToolCallingMixin
 
 __all__ = ["ChatG4FRouter"]
@@ -127,12 +127,18 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
             it; the first with text wins, and the loser's time without text is
             recorded as a lower bound on its provider's time to first token.
             ``"auto"`` (default): late means past the provider's learnt 99th
-            percentile of time to first token (never sooner than 0.3 s; 2.5 s for
-            a provider not yet measured), or past the next provider's when that
-            one is faster, so a stall before the first byte costs
+            percentile of time to first token (never sooner than 0.3 s; 0.5 s for
+            a provider not yet measured), so a stall before the first byte costs
             about one slow first token, not the deadline, and few calls pay for a
             second request. A number: late after that many seconds. ``None``: no
-            hedging.
+            hedging. With ``"auto"`` a hedge also needs the next provider to be
+            expected to answer sooner than the late one still takes, and a request
+            to spare in the ``extra_requests`` budget.
+        extra_requests: float
+            Extra requests per call the router may spend, hedges (``"auto"``) and
+            exploration together (default 0.03: at most about three calls in a
+            hundred send a second request beyond what failures need; 20 are saved
+            up for the first calls, which start knowing nothing).
         half_life: float
             Seconds after which an observation counts half as much in a provider's
             recent success rate.
@@ -255,6 +261,8 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
     ) = "auto"
     """When an attempt without text is late and the next provider starts too:
     ``"auto"`` (past its provider's learnt TTFT p99), seconds, or ``None`` (off)."""
+    extra_requests: float = Field(default=0.03, ge=0, le=1)
+    """Extra requests per call for auto hedges and exploration together."""
     half_life: float = Field(default=60.0, gt=0, le=MAX_SECONDS)
     """Seconds after which an observation counts half as much in the health model."""
     failure_threshold: float = Field(default=0.2, gt=0, le=1)
@@ -285,6 +293,7 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
 
     _entries: list[Entry] = PrivateAttr(default_factory=list)
     _strategy: Strategy = PrivateAttr()
+    _extra: ExtraRequests = PrivateAttr()
     _health: Health = PrivateAttr()
     _store: Store = PrivateAttr()
 
@@ -294,7 +303,8 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
         self._entries = self._build_entries()
         if self.profile is None:
             self.profile = self._union_profile()
-        self._strategy = resolve_strategy(self.strategy)
+        self._extra = ExtraRequests(self.extra_requests)
+        self._strategy = resolve_strategy(self.strategy, self._extra)
         self._store = open_store(self.store)
         # Budgets are held in the router's store, and never waited for inside an
         # attempt: a provider whose budget is spent waits its turn in the schedule.
@@ -389,6 +399,7 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
             "timeout": self.timeout,
             "max_retries": self.max_retries,
             "hedge_after": self.hedge_after,
+            "extra_requests": self.extra_requests,
             "temperature": self.temperature,
             "max_tokens": self.max_tokens,
         }
@@ -406,9 +417,10 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
     def stats(self) -> dict[str, dict[str, Any]]:
         """Health per provider (with a shared store, the fleet's figures).
 
-        ``{"successes", "failures", "consecutive_failures", "cooldown_left" (s),
-        "ttft" (average s or None), "last_error", "success_rate" (recent,
-        smoothed), "recent_calls" (decayed count), "throughput" (chars/s or
+        ``{"successes", "failures" (observed counts), "consecutive_failures",
+        "cooldown_left" (s), "ttft" (average s or None), "last_error",
+        "success_rate" (the observed share of recent calls, each weighed by its
+        age; None before any), "recent_calls" (their weight), "throughput" (chars/s or
         None), "failure_cost" (s or None), "circuit" ("closed", "open" or
         "half_open")}``, and for a provider with a budget ``"budget":
         {"requests", "requests_left", "concurrent", "concurrent_left"}``.
@@ -435,6 +447,7 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
             kwargs["model"] = model
         timeout = self.timeout
         deadline = clock() + timeout if timeout is not None else float("inf")
+        self._extra.earn()
         return Request(messages, stop_list(stop, self.stop), kwargs, model, timeout, deadline)
 
     def _serving(self, model: str | None) -> list[Entry]:
@@ -495,7 +508,21 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
             max_retries=self.max_retries,
             backoff=self.backoff,
             hedge_after=self.hedge_after,
+            extra=self._extra,
+            rerank=self._rerank(),
         )
+
+    def _rerank(self) -> Callable[[list[str]], list[str]] | None:
+        """How a hedge picks among the providers a call has not tried.
+
+        The strategy's ``rank`` (if it has one: expected cost, no exploration) by
+        what is known at the moment of the hedge.
+        """
+        rank = getattr(self._strategy, "rank", None)
+        if not callable(rank):
+            return None
+        health = self._health
+        return lambda keys: list(rank(keys, health.views()))
 
     # -- traces ------------------------------------------------------------------------
 
@@ -826,7 +853,7 @@ class _Relay:
         """The caller abandoned the answer."""
         if not self.done:
             self.done = True
-            self.health.record_cancelled(self.won.key)
+            self.health.record_cancelled(self.won.key, self.won.attempt.token)
 
     def broke(self, error: BaseException) -> dict[str, Any]:
         """The current segment broke: health hears of it; returns its attempt record."""

@@ -454,9 +454,9 @@ class Recorder:
         health = router._health
         original = health.record_cancelled
 
-        def record_cancelled(key: str) -> None:
+        def record_cancelled(key: str, token: float = 0.0) -> None:
             self.cancelled.append(key)
-            original(key)
+            original(key, token)
 
         health.record_cancelled = record_cancelled  # type: ignore[method-assign]
 
@@ -582,6 +582,7 @@ class Loser:
         self.mode = mode
         self.connected = threading.Event()
         self.hung_up = threading.Event()
+        self.hung_up_at = 0.0  # time.monotonic() when it saw the client leave
         self.stopped = threading.Event()
         self._server = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self._server.getsockname()[1]}/v1"
@@ -608,6 +609,7 @@ class Loser:
                     break
             else:
                 return
+        self.hung_up_at = time.monotonic()
         self.hung_up.set()
 
     @staticmethod
@@ -615,9 +617,9 @@ class Loser:
         data = b": keep-alive\n\n"
         return b"%x\r\n%b\r\n" % (len(data), data)
 
-    def chat(self) -> ChatG4F:
+    def chat(self, timeout: float = 20.0) -> ChatG4F:
         provider = OpenAICompatible("loser", self.url)
-        return ChatG4F(provider=provider, model="m", timeout=20.0)
+        return ChatG4F(provider=provider, model="m", timeout=timeout)
 
     def close(self) -> None:
         self.stopped.set()
@@ -672,6 +674,60 @@ async def test_an_attempt_past_the_deadline_is_hung_up_on_at_once(loser: Loser, 
 
     assert await asyncio.to_thread(loser.hung_up.wait, 10.0)
     assert await asyncio.to_thread(wait_for, lambda: not worker_threads())
+
+
+# Finding 4, sync: the loser's side is closed by the winner's, well before its 3 s read
+# timeout (within 0.5 s), whatever the loser sends; threads end with it.
+
+
+@pytest.mark.loopback
+def test_a_sync_hedge_loser_is_closed_within_half_a_second(replica: Replica, loser: Loser) -> None:
+    router = ChatG4FRouter(
+        providers=[loser.chat(timeout=3.0), chat(replica, "Lockchat")],
+        strategy="priority",
+        hedge_after=0.2,
+    )
+    first_text = None
+    for chunk in router.stream("win"):
+        if chunk.content and first_text is None:
+            first_text = time.monotonic()
+
+    assert first_text is not None
+    assert loser.hung_up.wait(10.0)
+    assert loser.hung_up_at - first_text < 0.5
+    assert wait_for(lambda: not worker_threads(), 0.5)
+
+
+@pytest.mark.loopback
+def test_a_sync_attempt_past_the_deadline_loses_its_connection_and_thread(loser: Loser) -> None:
+    router = ChatG4FRouter(providers=[loser.chat(timeout=3.0)], timeout=0.3)
+
+    with pytest.raises(AllProvidersFailedError):
+        list(router.stream("too late"))
+    failed_at = time.monotonic()
+
+    assert loser.hung_up.wait(10.0)
+    assert loser.hung_up_at - failed_at < 0.5
+    assert wait_for(lambda: not worker_threads(), 0.5)
+
+
+@pytest.mark.loopback
+def test_a_sync_hedge_loser_ends_its_thread_after_a_break(replica: Replica, loser: Loser) -> None:
+    router = ChatG4FRouter(
+        providers=[loser.chat(timeout=3.0), chat(replica, "Lockchat")],
+        strategy="priority",
+        hedge_after=0.2,
+    )
+    stream = router.stream("win")
+    for chunk in stream:
+        if chunk.content:
+            break
+    broke_at = time.monotonic()
+
+    assert wait_for(lambda: not worker_threads(), 0.5)
+    assert loser.hung_up.wait(10.0)
+    assert loser.hung_up_at - broke_at < 0.5
+    stream.close()
 
 
 # --- the replica's continuations and breaks ----------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
+import statistics
 from collections import Counter
 from functools import partial
 from typing import Any
@@ -25,7 +26,7 @@ from langchain_g4f.errors import (
 )
 from langchain_g4f.health import STATE_VERSION, Health, HealthPolicy, HealthView
 from langchain_g4f.store import MemoryStore
-from langchain_g4f.strategies import FastestStrategy, PriorityStrategy
+from langchain_g4f.strategies import ExtraRequests, FastestStrategy, PriorityStrategy
 
 
 class Clock:
@@ -107,6 +108,19 @@ def test_old_failures_fade_with_the_half_life(clock: Clock) -> None:
     clock.now += 20.0
     assert health.view("a").recent_failures == pytest.approx(0.125)
     assert health.view("a").failures == 1  # the lifetime count stays
+
+
+def test_old_outcomes_also_fade_with_newer_ones(clock: Clock) -> None:
+    # Drift on a busy provider: a hundred successes in a few seconds, then it fails
+    # seven calls in ten. Within tens of calls its failure rate says so.
+    health = health_of(clock, call_half_life=20.0, failure_threshold=1.0, cooldown_after=10**6)
+    feed(health, "a", "s" * 100, clock=clock, step=0.01)
+    assert health.view("a").failure_rate == 0.0
+    feed(health, "a", "fsfffsfffs" * 3, clock=clock, step=0.01)
+    assert health.view("a").failure_rate > 0.4  # by the time half-life alone: 0.16
+    policy = HealthPolicy(call_half_life=20.0)
+    one = policy.succeeded({"v": STATE_VERSION}, 0.0)
+    assert policy.failed(one, 0.0)["ok"] == pytest.approx(0.5 ** (1 / 20))
 
 
 def half_open(health: Health, clock: Clock) -> None:
@@ -198,18 +212,38 @@ def test_a_probe_that_ends_without_an_outcome_frees_the_slot(clock: Clock, relea
     health = health_of(clock)
     feed(health, "a", "ff", clock=clock)
     half_open(health, clock)
-    assert health.claim("a") == 0.0
-    assert health.claim("a") > 0
+    assert health.claim("a", token=7.0) == 0.0
+    assert health.claim("a", token=8.0) > 0
 
     if release == "cancelled":
-        health.record_cancelled("a")
+        health.record_cancelled("a", token=7.0)
     elif release == "censored":
-        health.record_censored_ttft("a", 0.4)
+        health.record_censored_ttft("a", 0.4, token=7.0)
     else:
-        health.record_failure("a", ConfigurationError("bad request"))
+        health.record_failure("a", ConfigurationError("bad request"), token=7.0)
 
     assert health.view("a").circuit == "half_open"
-    assert health.claim("a") == 0.0  # the next call probes
+    assert health.claim("a", token=8.0) == 0.0  # the next call probes
+
+
+@pytest.mark.parametrize("release", ["cancelled", "censored", "configuration"])
+def test_only_the_probe_itself_frees_the_probe_slot(clock: Clock, release: str) -> None:
+    # An ordinary attempt, started before the circuit opened, ends without an outcome
+    # while another call holds the half-open circuit's probe: the slot stays taken.
+    health = health_of(clock)
+    feed(health, "a", "ff", clock=clock)
+    half_open(health, clock)
+    assert health.claim("a", token=7.0) == 0.0  # the probe
+
+    if release == "cancelled":
+        health.record_cancelled("a", token=3.0)
+    elif release == "censored":
+        health.record_censored_ttft("a", 0.4, token=3.0)
+    else:
+        health.record_failure("a", ConfigurationError("bad request"), token=3.0)
+    health.record_cancelled("a")  # an attempt that never claimed
+
+    assert health.claim("a", token=8.0) > 0  # still one probe at a time
 
 
 def test_a_lost_probe_expires_after_its_lease(clock: Clock) -> None:
@@ -261,11 +295,16 @@ def test_a_hedge_loser_raises_its_time_to_first_token(clock: Clock) -> None:
     fast = health.view("a").ttft
     assert fast < 0.1
 
-    health.record_censored_ttft("a", 2.0)  # lost a race after 2 s without text
-    assert health.view("a").ttft == 2.0
-    health.record_censored_ttft("a", 0.5)  # a lower bound below the estimate says nothing
-    assert health.view("a").ttft == 2.0
+    quantile = health.view("a").ttft_quantile
+    health.record_censored_ttft("a", 0.2)  # lost a race after 0.2 s without text
+    raised = health.view("a").ttft
+    assert raised == 0.2
+    health.record_censored_ttft("a", 0.02)  # a lower bound below the estimate says nothing
+    assert health.view("a").ttft == raised
     assert health.view("a").volume == 0.0  # and no outcome was counted
+
+    health.record_censored_ttft("a", 30.0)  # a stall: counted as the quantile, no more
+    assert raised < health.view("a").ttft < quantile
 
 
 def test_throughput_and_failure_cost_are_averages(clock: Clock) -> None:
@@ -367,7 +406,7 @@ def test_fastest_prefers_a_reliable_provider_over_a_fast_flaky_one(clock: Clock)
     assert views["fast"].ttft < views["steady"].ttft
     assert views["fast"].circuit == "closed"
 
-    assert FastestStrategy(explore=0).order(["fast", "steady"], views) == ["steady", "fast"]
+    assert FastestStrategy(NONE).order(["fast", "steady"], views) == ["steady", "fast"]
 
 
 def test_fastest_ranks_equally_reliable_providers_by_speed(clock: Clock) -> None:
@@ -379,29 +418,79 @@ def test_fastest_ranks_equally_reliable_providers_by_speed(clock: Clock) -> None
         health.record_success("quick", chars=1000, seconds=1.0)
         health.record_ttft("slow_stream", 0.1)
         health.record_success("slow_stream", chars=1000, seconds=10.0)
-    order = FastestStrategy(explore=0).order(["slow", "slow_stream", "quick"], health.views())
+    order = FastestStrategy(NONE).order(["slow", "slow_stream", "quick"], health.views())
     assert order == ["quick", "slow", "slow_stream"]
+
+
+#: No budget: no exploration beyond providers never tried.
+NONE = ExtraRequests(share=0.0)
 
 
 def measured(ttft: float = 0.1, **fields: Any) -> HealthView:
     return HealthView(ttft=ttft, successes=10, recent_successes=10.0, **fields)
 
 
-def test_fastest_never_puts_an_unmeasured_provider_first_on_every_call() -> None:
+def test_fastest_tries_an_unmeasured_faster_provider_first(clock: Clock) -> None:
+    # Finding 1: A answers after 700 ms, B was never measured; B goes first at once,
+    # and once measured fast it keeps the calls.
+    views = {"a": measured(0.7), "b": HealthView()}
+    strategy = FastestStrategy(NONE)
+    assert strategy.order(["a", "b"], views)[0] == "b"  # never tried: tried once
+    views["b"] = measured(0.05)
+    assert all(strategy.order(["a", "b"], views)[0] == "b" for _ in range(8))
+
+
+def test_a_provider_never_tried_goes_first_once_then_only_on_the_budget() -> None:
     views = {"known": measured(0.5), "new": HealthView()}
-    strategy = FastestStrategy(rng=random.Random(11))
-    firsts = Counter(strategy.order(["new", "known"], views)[0] for _ in range(1000))
-    assert 0.02 < firsts["new"] / 1000 < 0.08  # explored on about 5 % of calls
+    strategy = FastestStrategy(ExtraRequests(share=0.0))
+    firsts = Counter(strategy.order(["known", "new"], views)[0] for _ in range(100))
+    assert firsts == {"new": 1, "known": 99}  # while its answer is still on the way
+    assert strategy.order(["known", "new"], views) == ["known", "new"]
 
 
-def test_exploration_is_bounded() -> None:
+def test_exploration_spends_from_the_budget_and_stops_when_it_is_spent() -> None:
+    budget = ExtraRequests(share=0.05, burst=2.0)
     views = {"a": measured(0.2), "b": measured(0.3), "x": HealthView(), "y": HealthView()}
-    strategy = FastestStrategy(explore=0.05, rng=random.Random(4))
-    orders = [strategy.order(["x", "y", "a", "b"], views) for _ in range(1000)]
-    firsts = Counter(order[0] for order in orders)
-    assert firsts["a"] > 900
-    assert 20 < firsts["x"] + firsts["y"] < 80
-    assert all(order == ["a", "b", "x", "y"] or order[0] in ("x", "y") for order in orders)
+    strategy = FastestStrategy(budget)
+    strategy.order(["x", "y", "a", "b"], views)  # x and y tried once each (warm-up)
+    strategy.order(["x", "y", "a", "b"], views)
+    firsts = Counter()
+    for _ in range(1000):
+        budget.earn()
+        firsts[strategy.order(["x", "y", "a", "b"], views)[0]] += 1
+    assert firsts["x"] + firsts["y"] <= 0.05 * 1000 + 2  # never more than the budget
+    assert firsts["a"] >= 940
+
+
+def test_a_provider_measured_bad_is_not_explored_again() -> None:
+    bad = HealthView(ttft=0.01, failures=6, recent_failures=6.0, failure_cost=0.01)
+    views = {"good": measured(0.5), "bad": bad}
+    budget = ExtraRequests(share=1.0, burst=100.0)
+    strategy = FastestStrategy(budget)
+    assert all(strategy.order(["bad", "good"], views) == ["good", "bad"] for _ in range(50))
+
+
+def test_a_provider_measured_bad_is_explored_again_once_its_record_fades() -> None:
+    # Drift: a provider that failed may have recovered. What is known of a provider
+    # no call reached fades with the calls that went elsewhere.
+    bad = HealthView(ttft=0.1, failures=3, recent_failures=3.0, failure_cost=0.01)
+    views = {"good": measured(0.5), "bad": bad}
+    strategy = FastestStrategy(ExtraRequests(share=1.0, burst=100.0), idle_half_life=10)
+    firsts = [strategy.order(["good", "bad"], views)[0] for _ in range(100)]
+    assert firsts[:10] == ["good"] * 10
+    assert "bad" in firsts
+
+
+def test_a_promising_provider_is_explored_while_its_data_is_thin() -> None:
+    # 1 failure in 4 calls: perhaps 25 % failing, perhaps much less; fast when it answers
+    thin = HealthView(ttft=0.05, successes=3, failures=1, recent_successes=3.0, recent_failures=1.0)
+    thick = dataclasses.replace(
+        thin, successes=75, failures=25, recent_successes=75.0, recent_failures=25.0
+    )
+    views = {"steady": measured(0.5), "fast": thin}
+    assert FastestStrategy(ExtraRequests(1.0)).order(["steady", "fast"], views)[0] == "fast"
+    views["fast"] = thick  # known to fail one call in four: not worth a request
+    assert FastestStrategy(ExtraRequests(1.0)).order(["steady", "fast"], views)[0] == "steady"
 
 
 def test_fastest_ranks_a_recovering_provider_by_its_cost_failures_included() -> None:
@@ -414,18 +503,22 @@ def test_fastest_ranks_a_recovering_provider_by_its_cost_failures_included() -> 
         failure_cost=0.01,
         circuit="half_open",
     )
-    views = {"recovering": recovering, "slow": measured(0.8), "new": HealthView()}
-    strategy = FastestStrategy(explore=0)
-    assert strategy.order(["slow", "new", "recovering"], views) == ["recovering", "slow", "new"]
+    views = {"recovering": recovering, "slow": measured(5.0)}
+    strategy = FastestStrategy(NONE)
+    assert strategy.order(["slow", "recovering"], views) == ["recovering", "slow"]
     stalling = dataclasses.replace(recovering, failure_cost=10.0)
     views["recovering"] = stalling
-    assert strategy.order(["slow", "new", "recovering"], views) == ["slow", "recovering", "new"]
+    assert strategy.order(["slow", "recovering"], views) == ["slow", "recovering"]
 
 
-def test_fastest_keeps_the_given_order_when_nothing_is_measured() -> None:
-    strategy = FastestStrategy(explore=0.5, rng=random.Random(0))
+def test_fastest_spreads_the_first_calls_over_the_providers() -> None:
+    # Finding 3: calls started before anything is measured do not all go to the first
+    # listed provider (which may be down).
+    strategy = FastestStrategy(NONE)
     views = {name: HealthView() for name in "cab"}
-    assert all(strategy.order(["c", "a", "b"], views) == ["c", "a", "b"] for _ in range(100))
+    firsts = Counter(strategy.order(["c", "a", "b"], views)[0] for _ in range(30))
+    assert firsts == {"c": 10, "a": 10, "b": 10}
+    assert strategy.order(["c", "a", "b"], views) == ["c", "a", "b"]  # then round again
 
 
 def test_priority_demotes_a_failing_first_provider_and_restores_it(clock: Clock) -> None:
@@ -571,7 +664,9 @@ def test_hedge_losers_record_a_censored_time_to_first_token(clock: Clock) -> Non
 
     views = health.views()
     assert views["b"].ttft == pytest.approx(0.7)
-    assert views["a"].ttft == pytest.approx(1.2)  # 50 ms before, at least 1.2 s now
+    # 50 ms before, at least 1.2 s now: raised towards its p99 (1.2 s is past it: a stall)
+    p99 = 0.05 * math.exp(statistics.NormalDist().inv_cdf(0.99))  # one measurement, prior 1.0
+    assert views["a"].ttft == pytest.approx(0.7 * 0.05 + 0.3 * p99)
     assert views["c"].ttft == pytest.approx(0.2)
     assert all(view.volume == 0 for view in views.values())  # no outcome for anyone yet
 
@@ -679,7 +774,7 @@ def test_the_quantile_policy_is_validated() -> None:
 
 
 def test_auto_hedging_starts_the_next_provider_past_the_first_ones_quantile(clock: Clock) -> None:
-    health = health_of(clock, "a", "b")
+    health = health_of(clock, "a", "b", late_unmeasured=2.5)
     for seconds in lognormal_ttfts(0.3, 0.8, 200):
         health.record_ttft("a", seconds)
     late = health.late_after("a")
@@ -728,25 +823,32 @@ def test_an_auto_hedge_loser_records_its_censored_time(clock: Clock) -> None:
     schedule.won(second, late + 0.2)  # a stalls; b has text first
 
     after = health.view("a")
-    assert after.ttft >= late + 0.2  # at least as long as it went without text
+    assert after.ttft > before.ttft  # raised towards how long it went without text
     assert after.ttft_quantile > before.ttft_quantile
     assert after.volume == 0  # neither a success nor a failure
     assert health.view("b").ttft == pytest.approx(0.2)
 
 
-def test_a_slow_provider_first_is_hedged_once_the_faster_next_one_is_late(clock: Clock) -> None:
+def test_a_slow_provider_first_is_hedged_only_past_its_own_quantile(clock: Clock) -> None:
+    # A hedge is a second request: it waits until the running attempt is late by
+    # its own provider's measure, however fast the next one is.
     health = health_of(clock, "slow", "fast", late_floor=0.0)
     health.record_ttft("slow", 1.5)  # first: the fast one was cooling down, or exploring
     health.record_ttft("fast", 0.1)
     late_slow, late_fast = health.late_after("slow"), health.late_after("fast")
     assert late_fast < late_slow
     schedule = schedule_of(
-        health, entries("slow"), waiting=[(0.2, entries("fast")[0])], hedge_after="auto"
+        health,
+        entries("slow"),
+        waiting=[(0.2, entries("fast")[0])],
+        hedge_after="auto",
+        deadline=60.0,
     )
 
     assert schedule.next_action(0.0).entry.key == "slow"
-    assert schedule.next_action(0.0) == pytest.approx(late_fast)  # not slow's own limit
-    assert schedule.next_action(late_fast).entry.key == "fast"
+    assert schedule.next_action(0.0) == pytest.approx(late_slow)
+    assert not isinstance(schedule.next_action(late_fast), Attempt)
+    assert schedule.next_action(late_slow).entry.key == "fast"
 
 
 def test_no_hedging_when_off_and_a_fixed_hedge_ignores_the_quantile(clock: Clock) -> None:
@@ -758,3 +860,50 @@ def test_no_hedging_when_off_and_a_fixed_hedge_ignores_the_quantile(clock: Clock
     fixed = schedule_of(health, entries("a", "b"), hedge_after=0.5)
     fixed.next_action(0.0)
     assert fixed.next_action(0.5).entry.key == "b"
+
+
+# --- hedging on a budget ------------------------------------------------------------
+
+
+def test_an_auto_hedge_spends_from_the_budget_and_waits_when_it_is_spent(clock: Clock) -> None:
+    health = health_of(clock, "a", "b", "c", late_floor=0.0)
+    health.record_ttft("a", 0.1)
+    health.record_ttft("b", 0.1)
+    health.record_ttft("c", 0.1)
+    late = health.late_after("a")
+    budget = ExtraRequests(share=0.01, burst=1.0)
+    first = schedule_of(health, entries("a", "b"), hedge_after="auto", extra=budget)
+    first.next_action(0.0)
+    assert first.next_action(late).entry.key == "b"  # the one extra request saved
+
+    second = schedule_of(health, entries("a", "c"), hedge_after="auto", extra=budget)
+    second.next_action(0.0)
+    assert second.next_action(late) == pytest.approx(late)  # asked again when doubled
+    assert keys(second) == ["a"]  # no second request without budget
+    # twice past its limit, a has most likely stalled: replaced whatever the budget
+    assert second.next_action(2 * late).entry.key == "c"
+
+    third = schedule_of(health, entries("a", "b"), hedge_after="auto", extra=budget)
+    third.next_action(0.0)
+    for _ in range(100):  # a hundred calls earn one
+        budget.earn()
+    assert third.next_action(late).entry.key == "b"
+
+
+def test_no_auto_hedge_to_a_provider_slower_than_what_is_left(clock: Clock) -> None:
+    health = health_of(clock, "a", "b", late_floor=0.0)
+    health.record_ttft("a", 0.1)
+    health.record_ttft("b", 3.0)  # its first token comes later than a's, late as it is
+    late = health.late_after("a")
+    schedule = schedule_of(health, entries("a", "b"), hedge_after="auto", extra=ExtraRequests())
+    schedule.next_action(0.0)
+    assert not isinstance(schedule.next_action(late), Attempt)
+    assert keys(schedule) == ["a"]
+    assert schedule.next_action(3.5).entry.key == "b"  # a waited longer than b takes
+
+
+def test_a_fixed_hedge_ignores_the_budget(clock: Clock) -> None:
+    health = health_of(clock, "a", "b")
+    schedule = schedule_of(health, entries("a", "b"), hedge_after=0.5, extra=ExtraRequests(0.0))
+    schedule.next_action(0.0)
+    assert schedule.next_action(0.5).entry.key == "b"

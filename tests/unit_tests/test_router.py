@@ -33,6 +33,7 @@ from langchain_g4f.errors import (
 )
 from langchain_g4f.health import HealthView
 from langchain_g4f.strategies import (
+    ExtraRequests,
     FastestStrategy,
     PriorityStrategy,
     RandomStrategy,
@@ -157,7 +158,10 @@ def test_every_replica_fault_is_covered() -> None:
 async def test_fault_before_text_falls_back(replica: Replica, fault: str, mode: str) -> None:
     options, error = BEFORE_TEXT[fault]
     replica.set_fault("Mishalsgpt", fault, **options)
-    router = router_of(replica, "Mishalsgpt", "Aichat", max_retries=0, timeout=3.0)
+    # no hedge: a hang or a stall shows as the failure it is, at the read timeout
+    router = router_of(
+        replica, "Mishalsgpt", "Aichat", max_retries=0, timeout=3.0, hedge_after=None
+    )
     prompt = f"{fault} in {mode}"
 
     answer = await ask(router, prompt, mode)
@@ -178,7 +182,7 @@ async def test_fault_on_non_streaming_provider_falls_back(
 ) -> None:
     options, error = BEFORE_TEXT[fault]
     replica.set_fault("Aichat", fault, **options)
-    router = router_of(replica, "Aichat", "Lockchat", max_retries=0, timeout=3.0)
+    router = router_of(replica, "Aichat", "Lockchat", max_retries=0, timeout=3.0, hedge_after=None)
 
     answer = await ask(router, "aichat down", mode)
 
@@ -507,6 +511,8 @@ def test_stats_shape(replica: Replica) -> None:
     assert stats["Lockchat"]["ttft"] > 0
     assert stats["Mishalsgpt"]["failure_cost"] >= 0
     assert stats["Mishalsgpt"]["circuit"] == "closed"
+    assert stats["Mishalsgpt"]["success_rate"] == 0.0  # observed, not smoothed
+    assert stats["Lockchat"]["success_rate"] == 1.0
     assert stats["Aichat"] == {
         "successes": 0,
         "failures": 0,
@@ -514,7 +520,7 @@ def test_stats_shape(replica: Replica) -> None:
         "cooldown_left": 0.0,
         "ttft": None,
         "last_error": None,
-        "success_rate": 0.5,
+        "success_rate": None,  # observed: no calls, no rate
         "recent_calls": 0.0,
         "throughput": None,
         "failure_cost": None,
@@ -542,36 +548,44 @@ def test_fastest_prefers_the_faster_after_measuring(replica: Replica) -> None:
     replica.set_fault("Mishalsgpt", "slow", delay=0.03)
     router = ChatG4FRouter(
         providers=[chat(replica, "Mishalsgpt"), chat(replica, "Lockchat")],
-        strategy=FastestStrategy(explore=0.1, rng=random.Random(2)),
+        strategy="fastest",
     )
     answered = [router.invoke("hi").response_metadata["provider"] for _ in range(40)]
 
-    assert answered[0] == "Mishalsgpt"  # nothing measured: the given order
-    assert "Lockchat" in answered[:20]  # explored
-    later = Counter(answered[answered.index("Lockchat") + 1 :])
+    assert answered[:2] == ["Mishalsgpt", "Lockchat"]  # nothing measured: spread
+    later = Counter(answered[2:])
     assert later["Lockchat"] > 3 * later["Mishalsgpt"]  # once measured, preferred
     stats = router.stats()
     assert stats["Mishalsgpt"]["ttft"] > stats["Lockchat"]["ttft"]
 
 
-def test_fastest_orders_by_ttft_and_explores() -> None:
+def test_fastest_orders_by_ttft_and_explores_on_a_budget() -> None:
     def measured(ttft: float) -> HealthView:
         return HealthView(ttft=ttft, successes=3, recent_successes=3.0)
 
     views = {"a": measured(0.5), "b": measured(0.1), "c": measured(0.1), "d": HealthView()}
-    assert FastestStrategy(explore=0.0).order(["a", "b", "c", "d"], views) == ["b", "c", "a", "d"]
+    strategy = FastestStrategy(ExtraRequests(0.0))
+    assert strategy.order(["a", "b", "c", "d"], views)[0] == "d"  # never tried: once
+    assert strategy.order(["a", "b", "c", "d"], views) == ["b", "c", "a", "d"]
 
-    explorer = FastestStrategy(explore=1.0, rng=random.Random(3))
-    firsts = Counter(explorer.order(["a", "b", "c", "d"], views)[0] for _ in range(300))
-    assert firsts == {"d": 300}  # exploring: the unmeasured one first
-    firsts = Counter(explorer.order(["a", "b", "c"], views)[0] for _ in range(300))
-    assert firsts["b"] == 0  # all measured: anyone but the best
-    assert firsts["a"] > 50
-    assert firsts["c"] > 50
+    # b is fast but failed one call in three: maybe bad luck, maybe not
+    views["a"] = measured(1.5)
+    views["b"] = HealthView(
+        ttft=0.1, successes=2, failures=1, recent_successes=2.0, recent_failures=1.0
+    )
+    budget = ExtraRequests(0.1, burst=4.0)  # exploring keeps half for hedges
+    spender = FastestStrategy(budget, idle_half_life=1e9)  # the views never change
+    spender.order(["a", "b"], views)  # nothing saved yet
+    firsts = Counter()
+    for _ in range(2000):
+        budget.earn()
+        firsts[spender.order(["a", "b"], views)[0]] += 1
+    assert 0.08 < firsts["b"] / 2000 <= 0.1 + 4 / 2000  # explored, within the budget
 
-    sometimes = FastestStrategy(explore=0.1, rng=random.Random(5))
-    firsts = Counter(sometimes.order(["a", "b"], views)[0] for _ in range(2000))
-    assert 0.07 < firsts["a"] / 2000 < 0.13
+
+def test_fastest_needs_a_budget_object() -> None:
+    with pytest.raises(ConfigurationError, match="ExtraRequests"):
+        FastestStrategy(0.1)  # type: ignore[arg-type]
 
 
 def test_random_respects_weights() -> None:
