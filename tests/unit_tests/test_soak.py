@@ -14,24 +14,13 @@ import pytest
 from langchain_g4f import ChatG4F, ChatG4FRouter
 from langchain_g4f.errors import G4FError
 from langchain_g4f.testing import Replica, reply_for
+from langchain_g4f.testing.replica import FAULTS as replica_faults
 
 pytestmark = pytest.mark.loopback
 
 SEEDS = ("Mishalsgpt", "Gravityengine", "Lockchat", "Aichat")
 #: Faults that answer at once (the slow ones only slow a soak down, not test it more).
-FAULTS = (
-    "refuse",
-    "reset",
-    "rate_limit",
-    "http_500",
-    "http_502",
-    "http_503",
-    "http_401",
-    "html",
-    "truncated_json",
-    "error_event",
-    "empty",
-)
+FAULTS = tuple(fault for fault in replica_faults if fault not in ("hang", "stall", "slow"))
 CALLS = 240
 
 
