@@ -14,13 +14,13 @@ import pytest
 from langchain_g4f import ChatG4F, ChatG4FRouter
 from langchain_g4f.errors import G4FError
 from langchain_g4f.testing import Replica, reply_for
-from langchain_g4f.testing.replica import FAULTS as replica_faults
+from langchain_g4f.testing import replica as replica_module
 
 pytestmark = pytest.mark.loopback
 
 SEEDS = ("Mishalsgpt", "Gravityengine", "Lockchat", "Aichat")
 #: Faults that answer at once (the slow ones only slow a soak down, not test it more).
-FAULTS = tuple(fault for fault in replica_faults if fault not in ("hang", "stall", "slow"))
+FAULTS = tuple(f for f in replica_module.FAULTS if f not in ("hang", "stall", "slow"))
 CALLS = 240
 
 
