@@ -245,6 +245,9 @@ class RedisStore:
         self._fetched: dict[str, float] = {}
         self._wanted: dict[str, float] = {}  # when each key was last read here
         self._generation: dict[str, int] = {}
+        # Keys whose commit is on its way: Redis may hold the new state before this
+        # process drops the changes it includes, so reads of them wait for the commit.
+        self._committing: dict[str, int] = {}
         self._releases: list[tuple[str, str]] = []
         self._held: dict[str, set[str]] = {}
         self._warned: set[tuple[str, str]] = set()
@@ -421,7 +424,11 @@ class RedisStore:
         states = {key: self._decode(key, raw) for key, raw in zip(keys, raws, strict=True)}
         with self._lock:
             for key, state in states.items():
-                if self._up and self._generation.get(key, 0) == generations[key]:
+                if (
+                    self._up
+                    and self._generation.get(key, 0) == generations[key]
+                    and key not in self._committing
+                ):
                     self._base[key] = state
                     self._fetched[key] = fetched_at
 
@@ -722,6 +729,7 @@ class RedisStore:
         self._fetch_lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._pending.clear()
+        self._committing.clear()
         self._releases.clear()
         self._held.clear()
         self._async.clear()
@@ -782,8 +790,8 @@ class RedisStore:
         state = self._decode(key, value)
         fetched_at = self.clock()
         with self._lock:
-            if self._up and key in self._fetched:  # a key this process reads
-                self._base[key] = state
+            if self._up and key in self._fetched and key not in self._committing:
+                self._base[key] = state  # a key this process reads, not on its way there
                 self._fetched[key] = fetched_at
                 self._generation[key] = self._generation.get(key, 0) + 1
 
@@ -934,12 +942,33 @@ class RedisStore:
                         value = self._encode(states[key])
                         pipe.set(name, value, px=ttl_ms)
                         pipe.publish(self._channel, json.dumps([key, value]))
-                    pipe.execute()
+                    self._execute_commit(pipe, batch, states)
                 except redis.WatchError:
                     continue
-                self._committed(batch, states)
                 return states
         return None
+
+    def _execute_commit(
+        self, pipe: Pipeline, batch: dict[str, list[_Entry]], states: dict[str, State]
+    ) -> None:
+        """Send the transaction; take its states in as it lands.
+
+        Until then its keys are marked as committing: a fetch or a published state that
+        already holds the batch's changes is not taken in while they are still pending here
+        (the view would count them twice).
+        """
+        with self._lock:
+            for key in batch:
+                self._committing[key] = self._committing.get(key, 0) + 1
+        try:
+            pipe.execute()
+            self._committed(batch, states)
+        finally:
+            with self._lock:
+                for key in batch:
+                    left = self._committing.pop(key) - 1
+                    if left:
+                        self._committing[key] = left
 
     def _get_all(self, pipe: Pipeline, keys: list[str], names: list[str]) -> list[Any]:
         """The watched values.

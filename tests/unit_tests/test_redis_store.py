@@ -86,6 +86,31 @@ def test_update_returns_the_new_state_at_once_and_reads_see_it(stores: Any) -> N
     assert store.read(["p", "q"]) == {"p": {"n": 2}, "q": {}}
 
 
+def test_a_change_on_its_way_to_redis_counts_once_while_its_commit_lands(
+    stores: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Redis holds the committed state (fetched, and published to the listener) before
+    # the writer drops the change from its pending ones: neither copy may count it twice.
+    store = stores(refresh=3600)
+    assert store.read(["p"]) == {"p": {}}  # fetched: the listener takes p's publications
+    seen: list[dict[str, Any]] = []
+    committed = store._committed
+
+    def landing(batch: Any, states: Any) -> None:
+        time.sleep(0.3)  # the publication reaches the listener
+        seen.append(store.read(["p"])["p"])
+        store._fetch(["p"])  # and a fetch answers with Redis's new state
+        seen.append(store.read(["p"])["p"])
+        committed(batch, states)
+
+    monkeypatch.setattr(store, "_committed", landing)
+    assert store.update("p", count(by=2)) == {"n": 2}
+    assert store.flush()
+    assert seen == [{"n": 2}, {"n": 2}]
+    assert store.read(["p"]) == {"p": {"n": 2}}
+    assert raw(store._url).get(store._key("state", "p")) is not None
+
+
 def test_read_through_cache_one_round_trip_at_most_and_fresh_within_refresh(
     stores: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
