@@ -64,6 +64,23 @@ def throughput_async(
     return loop.run_until_complete(run())
 
 
+def paired(
+    rounds: int, base: Callable[[], float], other: Callable[[], float]
+) -> tuple[float, float, float]:
+    """Median rates of ``base`` and ``other``, sampled in turn, and the median of their ratios."""
+    base(), other()  # warm-up
+    bases, others, ratios = [], [], []
+    for i in range(rounds):
+        if i % 2:
+            b, o = base(), other()
+        else:
+            o, b = other(), base()
+        bases.append(b)
+        others.append(o)
+        ratios.append(o / b)
+    return statistics.median(bases), statistics.median(others), statistics.median(ratios)
+
+
 def median_of(runs: int, sample: Callable[[], float]) -> float:
     sample()  # warm-up
     return statistics.median(sample() for _ in range(runs))
@@ -85,42 +102,28 @@ def main() -> None:
 
         print(f"replica at {replica.url}; medians of {args.runs} runs\n")
 
-        # 1. throughput
+        # 1. throughput: the two are sampled in turn (order alternating), so a change in
+        # the machine's load falls on both; the ratio is the median of the rounds' ratios.
         replica.set_stream_size(args.chunks, "tok ")
         alone = chat("Lockchat")
         router = ChatG4FRouter(providers=[chat("Lockchat")], strategy="priority")
-        rows = [
-            (
-                "ChatG4F.stream",
-                median_of(
-                    args.runs // 4 or 1, lambda: throughput_sync(lambda: alone.stream(PROMPT))
-                ),
-            ),
-            (
-                "ChatG4FRouter.stream",
-                median_of(
-                    args.runs // 4 or 1, lambda: throughput_sync(lambda: router.stream(PROMPT))
-                ),
-            ),
-            (
-                "ChatG4F.astream",
-                median_of(
-                    args.runs // 4 or 1,
-                    lambda: throughput_async(loop, lambda: alone.astream(PROMPT)),
-                ),
-            ),
-            (
-                "ChatG4FRouter.astream",
-                median_of(
-                    args.runs // 4 or 1,
-                    lambda: throughput_async(loop, lambda: router.astream(PROMPT)),
-                ),
-            ),
-        ]
-        print(f"stream throughput, {args.chunks:,} chunks            chunks/s   × ChatG4F")
-        for label, rate in rows:
-            base = rows[0][1] if label.endswith(".stream") else rows[2][1]
-            print(f"  {label:40} {rate:>10,.0f} {rate / base:>9.2f}")
+        rounds = max(5, args.runs // 2)
+        sync = paired(
+            rounds,
+            lambda: throughput_sync(lambda: alone.stream(PROMPT)),
+            lambda: throughput_sync(lambda: router.stream(PROMPT)),
+        )
+        async_ = paired(
+            rounds,
+            lambda: throughput_async(loop, lambda: alone.astream(PROMPT)),
+            lambda: throughput_async(loop, lambda: router.astream(PROMPT)),
+        )
+        print(
+            f"stream throughput, {args.chunks:,} chunks, {rounds} rounds      chunks/s   × ChatG4F"
+        )
+        for kind, (base, through, ratio) in (("stream", sync), ("astream", async_)):
+            print(f"  {'ChatG4F.' + kind:40} {base:>10,.0f} {1:>9.2f}")
+            print(f"  {'ChatG4FRouter.' + kind:40} {through:>10,.0f} {ratio:>9.2f}")
         replica.reset()
 
         # 2. failover from a refused provider

@@ -73,22 +73,29 @@ FACTOR = 4.0
 
 
 class StallLimit:
-    """How long a stream's next chunk may take: fixed, or adapting to its waits."""
+    """How long a stream's next chunk may take: fixed, or adapting to its waits.
 
-    __slots__ = ("fixed", "longest")
+    ``current`` is the limit now (read once per chunk); ``longest`` the longest wait
+    seen, so a chunk that came sooner costs no update.
+    """
+
+    __slots__ = ("current", "fixed", "longest")
 
     def __init__(self, fixed: float | None) -> None:
         self.fixed = fixed  # None: "auto"
         self.longest = 0.0
+        self.current = FLOOR if fixed is None else fixed
 
     def seconds(self) -> float:
-        if self.fixed is not None:
-            return self.fixed
-        return max(FLOOR, FACTOR * self.longest)
+        """The limit now."""
+        return self.current
 
     def waited(self, seconds: float) -> None:
         """The latest chunk came after ``seconds``."""
-        self.longest = max(self.longest, seconds)
+        if seconds > self.longest:
+            self.longest = seconds
+            if self.fixed is None:
+                self.current = max(FLOOR, FACTOR * seconds)
 
 
 def _stalled(key: str, limit: float, waited: float) -> ProviderTimeoutError:
@@ -133,7 +140,7 @@ class Watched:
         limit = self.limit
         started = clock()
         # deadline first: the watchdog reads `reading`, then `deadline`
-        self.deadline = started + limit.seconds()
+        self.deadline = started + limit.current
         self.reading = True
         try:
             chunk = next(self._stream)
@@ -145,8 +152,11 @@ class Watched:
             raise
         finally:
             self.reading = False
-        self._check(started)
-        limit.waited(clock() - started)
+        if self.fired:
+            self._check(started)
+        waited = clock() - started
+        if waited > limit.longest:
+            limit.waited(waited)
         return chunk
 
     def _check(self, started: float, cause: BaseException | None = None) -> None:
@@ -285,7 +295,7 @@ class AWatched:
         self._task = task
         self._cancelling = _cancelling(task)
         started = loop.time()
-        self.deadline = started + limit.seconds()
+        self.deadline = started + limit.current
         self.reading = True
         if self._handle is None:
             self._handle = loop.call_at(self.deadline, self._due)
@@ -296,8 +306,11 @@ class AWatched:
             raise
         finally:
             self.reading = False
-        self._check(started)
-        limit.waited(loop.time() - started)
+        if self.fired:
+            self._check(started)
+        waited = loop.time() - started
+        if waited > limit.longest:
+            limit.waited(waited)
         return chunk
 
     def _check(self, started: float, cause: BaseException | None = None) -> None:

@@ -646,11 +646,14 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
             stream = self._watched(won)
             try:
                 for chunk in chain(won.head, stream):
-                    for out in relay.feed(chunk):
+                    out = relay.feed(chunk)
+                    if out is not None:
                         if run_manager is not None:
                             run_manager.on_llm_new_token(out.text, chunk=out)
                         yield out
                 for out in relay.end():
+                    if run_manager is not None:
+                        run_manager.on_llm_new_token(out.text, chunk=out)
                     yield out
             except Exception as exc:
                 traces.dispatch_attempts(trace, [relay.broke(exc)])
@@ -687,16 +690,20 @@ class ChatG4FRouter(ToolCallingMixin, BaseChatModel):
             stream = self._awatched(won)
             try:
                 for chunk in won.head:
-                    for out in relay.feed(chunk):
+                    out = relay.feed(chunk)
+                    if out is not None:
                         if run_manager is not None:
                             await run_manager.on_llm_new_token(out.text, chunk=out)
                         yield out
                 async for chunk in stream:
-                    for out in relay.feed(chunk):
+                    out = relay.feed(chunk)
+                    if out is not None:
                         if run_manager is not None:
                             await run_manager.on_llm_new_token(out.text, chunk=out)
                         yield out
                 for out in relay.end():
+                    if run_manager is not None:
+                        await run_manager.on_llm_new_token(out.text, chunk=out)
                     yield out
             except Exception as exc:
                 await traces.adispatch_attempts(trace, [relay.broke(exc)])
@@ -787,40 +794,45 @@ class _Relay:
         self.tools: list[ChatGenerationChunk] = []
         self.chars = 0  # of the current segment
         self.done = False
+        self.closing: list[ChatGenerationChunk] = []  # the held tool calls and the last chunk
 
     # -- a segment --
 
     def begin(self, won: Won) -> None:
-        self.won, self.chars, self.tools = won, 0, []
+        self.won, self.chars, self.tools, self.closing = won, 0, [], []
         self.attempts.extend(won.attempts)
         self.splicer = Splicer("".join(self.texts)) if self.texts else None
 
-    def feed(self, chunk: ChatGenerationChunk) -> list[ChatGenerationChunk]:
-        """What to yield for a chunk of the current segment."""
+    def feed(self, chunk: ChatGenerationChunk) -> ChatGenerationChunk | None:
+        """What to yield now for a chunk of the current segment (the last one: at the end)."""
         message = chunk.message
         if isinstance(message, AIMessageChunk):  # as every chunk of a ChatG4F is
             if message.chunk_position == "last":
-                return self._last(chunk)
+                self.closing = self._last(chunk)
+                return None
             if self.continues and message.tool_call_chunks:
                 self.tools.append(chunk)
-                return []
+                return None
         text = chunk.text
         if self.splicer is not None and text and isinstance(message.content, str):
             new = self.splicer.push(text)
             if new != text:
                 if not new:
-                    return []
+                    return None
                 chunk = ChatGenerationChunk(message=message.model_copy(update={"content": new}))
                 text = new
-        self._given(text)
-        return [chunk]
+        if text:
+            self.texts.append(text)
+            self.chars += len(text)
+        return chunk
 
     def end(self) -> list[ChatGenerationChunk]:
-        """After a stream that did not mark its last chunk: a closing one."""
-        if self.done:
-            return []
-        closing = AIMessageChunk(content="", chunk_position="last")
-        return self._last(ChatGenerationChunk(message=closing))
+        """After the segment's stream: its last chunks (a closing one if none was marked)."""
+        if not self.done:
+            last = AIMessageChunk(content="", chunk_position="last")
+            self.closing = self._last(ChatGenerationChunk(message=last))
+        closing, self.closing = self.closing, []
+        return closing
 
     def _last(self, chunk: ChatGenerationChunk) -> list[ChatGenerationChunk]:
         message = chunk.message
