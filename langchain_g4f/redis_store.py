@@ -261,9 +261,7 @@ class RedisStore:
         self._pid = 0
         self._closed = False
         self._writer: threading.Thread | None = None
-        if hasattr(os, "register_at_fork"):  # a pre-forking server's workers start afresh
-            forget = weakref.WeakMethod(self._forget_parent)
-            os.register_at_fork(after_in_child=lambda: (method := forget()) and method())
+        _OPENED.add(self)  # a pre-forking server's workers start afresh (after_fork)
         self._connect()
         self._start()
 
@@ -720,10 +718,11 @@ class RedisStore:
             threading.Thread(target=self._listen, name="g4f-redis-listener", daemon=True).start()
         _STORES.add(self)
 
-    def _forget_parent(self) -> None:
+    def after_fork(self) -> None:
         """In a forked child: fresh locks, none of the parent's changes in flight.
 
-        The threads start again on first use.
+        The threads start again on first use. Called for every store of the process
+        from :func:`os.register_at_fork`.
         """
         self._lock = threading.Lock()
         self._fetch_lock = threading.Lock()
@@ -1042,6 +1041,17 @@ def _is_redis_client(spec: object) -> bool:
 
 #: Open stores, so pending changes are written before the interpreter exits.
 _STORES: weakref.WeakSet[RedisStore] = weakref.WeakSet()
+#: Every store made in this process, so a forked child can reset them all.
+_OPENED: weakref.WeakSet[RedisStore] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    for store in list(_OPENED):
+        store.after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
 
 
 @atexit.register

@@ -374,6 +374,16 @@ def test_a_forked_child_shares_through_the_parents_store(stores: Any) -> None:
     assert store.shared
 
 
+def test_stores_add_no_fork_hook_of_their_own(stores: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # One hook for the module resets every store in a forked child: a process that makes
+    # stores by the thousand does not grow the interpreter's list of fork hooks.
+    hooks: list[Any] = []
+    monkeypatch.setattr("os.register_at_fork", lambda **kwargs: hooks.append(kwargs))
+    for _ in range(3):
+        stores()
+    assert hooks == []
+
+
 def test_router_store_argument(redis_url: str) -> None:
     from langchain_g4f import ChatG4FRouter
 
