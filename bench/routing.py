@@ -423,7 +423,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     lines.extend(
-        f"| {row['label']} | {row['correct']:.1%} | {fmt(row['requests_per_answer'], '.2f')} | "
+        f"| {row['label']} | {row['correct']:.1%} | {fmt(row['requests_per_answer'], '.3f')} | "
         + " | ".join(timed(row, key) for key in TIMES)
         + f" | {row['requests_to_dead']} | {row['cpu_s']:.1f} |"
         for row in rows
@@ -455,7 +455,7 @@ def geometric_means(runs: list[list[dict[str, Any]]]) -> str:
         lines.append(
             f"| {label} | {len(rows)} | "
             + " | ".join(cells)
-            + f" | {fmt(max(spent, default=None), '.2f')} | {min(r['correct'] for r in rows):.1%} |"
+            + f" | {fmt(max(spent, default=None), '.3f')} | {min(r['correct'] for r in rows):.1%} |"
         )
     return "\n".join(lines)
 

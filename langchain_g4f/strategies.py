@@ -255,7 +255,8 @@ class FastestStrategy:
     observations; an unmeasured time to first token taken as the fastest's), if
     it is not the provider of lowest expected cost, goes first when ``budget`` has
     a request to spare beyond half of what it may save (the rest is kept for
-    hedges), else second, where a fallback reaches it. What is known
+    hedges) and no other call exploring it is still on its way, else second,
+    where a fallback reaches it. What is known
     of a provider no call reached lately fades (half every ``idle_half_life``
     calls), so a provider measured bad is explored again after a while, and a
     recovery shows. ``budget``: the
@@ -299,6 +300,7 @@ class FastestStrategy:
         self._firsts: Counter[str] = Counter()  # calls started on each while unmeasured
         self._calls = 0  # calls ordered so far
         self._news: dict[str, tuple[int, int]] = {}  # outcomes seen, and on which call
+        self._explored: dict[str, tuple[int, int]] = {}  # an exploration on its way: the same
         self._lock = threading.Lock()
 
     def order(self, candidates: Sequence[str], health: Mapping[str, HealthView]) -> list[str]:
@@ -318,9 +320,30 @@ class FastestStrategy:
         hope = min(ranked, key=lambda name: (optimistic(views[name]), mean(views[name])))
         if hope == ranked[0]:
             return ranked
-        if self.budget.spend(keep=self.budget.burst / 2):  # hedges come first
-            return _first(hope, ranked)
+        with self._lock:
+            if not self._exploring(hope, views[hope]) and self.budget.spend(
+                keep=self.budget.burst / 2  # hedges come first
+            ):
+                self._explored[hope] = (views[hope].successes + views[hope].failures, self._calls)
+                return _first(hope, ranked)
         return [ranked[0], *_first(hope, ranked[1:])]
+
+    def _exploring(self, name: str, view: HealthView) -> bool:
+        """Whether a call exploring ``name`` is still on its way (under the lock).
+
+        One at a time: calls that start meanwhile, as concurrent calls do, would
+        spend requests to learn the same thing. It is on its way until an outcome of
+        the provider is recorded, or for ``idle_half_life`` calls at most (a call
+        cancelled before its outcome tells nothing).
+        """
+        explored = self._explored.get(name)
+        if explored is None:
+            return False
+        outcomes, at = explored
+        if view.successes + view.failures != outcomes or self._calls - at > self.idle_half_life:
+            del self._explored[name]
+            return False
+        return True
 
     def rank(self, candidates: Sequence[str], health: Mapping[str, HealthView]) -> list[str]:
         """``candidates`` by expected seconds per answer alone: no exploration, no state.

@@ -481,6 +481,25 @@ def test_a_provider_measured_bad_is_explored_again_once_its_record_fades() -> No
     assert "bad" in firsts
 
 
+def test_one_exploration_of_a_provider_at_a_time() -> None:
+    # Concurrent calls see the same record until the exploring call's outcome comes:
+    # they do not each spend a request to learn the same thing.
+    thin = HealthView(ttft=0.05, successes=3, failures=1, recent_successes=3.0, recent_failures=1.0)
+    views = {"steady": measured(0.5), "fast": thin}
+    budget = ExtraRequests(share=1.0, burst=100.0)
+    strategy = FastestStrategy(budget, idle_half_life=40)
+    firsts = [strategy.order(["steady", "fast"], views)[0] for _ in range(30)]
+    assert firsts == ["fast"] + ["steady"] * 29
+    assert budget._saved == 99.0  # one request spent
+    views["fast"] = dataclasses.replace(thin, successes=4, recent_successes=4.0)  # it answered
+    assert strategy.order(["steady", "fast"], views)[0] == "fast"
+    # An exploration whose outcome never comes (a cancelled call) holds for
+    # idle_half_life calls at most.
+    firsts = [strategy.order(["steady", "fast"], views)[0] for _ in range(45)]
+    assert firsts.count("fast") == 1
+    assert firsts.index("fast") == 40
+
+
 def test_a_promising_provider_is_explored_while_its_data_is_thin() -> None:
     # 1 failure in 4 calls: perhaps 25 % failing, perhaps much less; fast when it answers
     thin = HealthView(ttft=0.05, successes=3, failures=1, recent_successes=3.0, recent_failures=1.0)
