@@ -135,8 +135,13 @@ def make_router(ctx: dict[str, Any], name: str, url: str | None, specs: list[dic
 
 def invoke(ctx: dict[str, Any], name: str, prompt: str) -> dict[str, Any]:
     """One call; its answering provider and failed attempts, or the error."""
+    return _outcome(lambda: ctx[name].invoke(prompt))
+
+
+def _outcome(call: Any) -> dict[str, Any]:
+    """What a call returned, as the tests compare it: provider, failed attempts, text."""
     try:
-        message = ctx[name].invoke(prompt)
+        message = call()
     except G4FError as exc:
         return {"error": type(exc).__name__, "message": str(exc)}
     metadata = message.response_metadata
@@ -223,16 +228,7 @@ def ainvoke(ctx: dict[str, Any], name: str, prompt: str) -> dict[str, Any]:
     async def call() -> Any:
         return await ctx[name].ainvoke(prompt)
 
-    try:
-        message = asyncio.run(call())
-    except G4FError as exc:
-        return {"error": type(exc).__name__, "message": str(exc)}
-    metadata = message.response_metadata
-    return {
-        "provider": metadata["provider"],
-        "attempts": [(a["provider"], a["error"]) for a in metadata["attempts"]],
-        "text": message.content,
-    }
+    return _outcome(lambda: asyncio.run(call()))
 
 
 def call_many(ctx: dict[str, Any], name: str, prompts: list[str], *, use_async: bool) -> list:
