@@ -4,7 +4,8 @@ One run against the local replica on 127.0.0.1 (for 1., in a process of its own)
 medians of ``--runs``:
 
 1. stream throughput of ``ChatG4FRouter`` over one provider against ``ChatG4F``
-   alone (sync and async, ``--chunks`` chunks);
+   alone (sync and async, ``--chunks`` chunks), as wall time and as the client
+   process's CPU time;
 2. time to first text of a call whose first provider refuses connections (the
    router falls back to the second) against a call to the second provider alone:
    the added latency of failing over;
@@ -47,21 +48,25 @@ def first_text_sync(stream: Iterator[Any]) -> float:
     return elapsed
 
 
-def throughput_sync(make: Callable[[], Iterator[Any]]) -> float:
-    start = time.perf_counter()
+#: A throughput sample: chunks per second of wall time and of this process's CPU time.
+Rates = tuple[float, float]
+
+
+def throughput_sync(make: Callable[[], Iterator[Any]]) -> Rates:
+    start, cpu = time.perf_counter(), time.process_time()
     n = sum(1 for _ in make())
-    return n / (time.perf_counter() - start)
+    return n / (time.perf_counter() - start), n / (time.process_time() - cpu)
 
 
 def throughput_async(
     loop: asyncio.AbstractEventLoop, make: Callable[[], AsyncIterator[Any]]
-) -> float:
-    async def run() -> float:
-        start = time.perf_counter()
+) -> Rates:
+    async def run() -> Rates:
+        start, cpu = time.perf_counter(), time.process_time()
         n = 0
         async for _ in make():
             n += 1
-        return n / (time.perf_counter() - start)
+        return n / (time.perf_counter() - start), n / (time.process_time() - cpu)
 
     return loop.run_until_complete(run())
 
@@ -75,26 +80,35 @@ def serve_replica(conn: Any, chunks: int) -> None:
 
 
 def paired(
-    rounds: int, base: Callable[[], float], other: Callable[[], float]
-) -> tuple[float, float, float, float]:
+    rounds: int, base: Callable[[], Rates], other: Callable[[], Rates]
+) -> tuple[float, float, float, float, float]:
     """Rates of ``base`` and ``other``, sampled in turn.
 
-    Returns their best rates, the ratio of the best rates (noise only slows a run down:
-    the best is the closest to what the code costs, as ``timeit`` reasons) and the
-    median of the rounds' ratios.
+    Returns their best wall-time rates, the ratio of the best (noise only slows a run
+    down: the best is the closest to what the code costs, as ``timeit`` reasons), the
+    median of the rounds' wall-time ratios, and the median of their CPU-time ratios
+    (the replica serves from another process, so this one's CPU is the client's work
+    alone: the steadiest of the three on a shared machine).
     """
     base(), other()  # warm-up
-    bases, others, ratios = [], [], []
+    bases, others, walls, cpus = [], [], [], []
     for i in range(rounds):
         if i % 2:
             b, o = base(), other()
         else:
             o, b = other(), base()
-        bases.append(b)
-        others.append(o)
-        ratios.append(o / b)
+        bases.append(b[0])
+        others.append(o[0])
+        walls.append(o[0] / b[0])
+        cpus.append(o[1] / b[1])
     best, best_other = max(bases), max(others)
-    return best, best_other, best_other / best, statistics.median(ratios)
+    return (
+        best,
+        best_other,
+        best_other / best,
+        statistics.median(walls),
+        statistics.median(cpus),
+    )
 
 
 def median_of(runs: int, sample: Callable[[], float]) -> float:
@@ -148,12 +162,12 @@ def main() -> None:
         server.join()
         print(
             f"stream throughput, {args.chunks:,} chunks, {rounds} rounds in turn"
-            "   best chunks/s   × ChatG4F   median ratio"
+            "   best chunks/s  × ChatG4F: best  median  median CPU"
         )
-        for kind, (base, through, ratio, median) in (("stream", sync), ("astream", async_)):
-            print(f"  {'ChatG4F.' + kind:40} {base:>15,.0f} {1:>10.2f}")
+        for kind, (base, through, best, median, cpu) in (("stream", sync), ("astream", async_)):
+            print(f"  {'ChatG4F.' + kind:40} {base:>15,.0f} {1:>16.2f}")
             label = "ChatG4FRouter." + kind
-            print(f"  {label:40} {through:>15,.0f} {ratio:>10.2f} {median:>14.2f}")
+            print(f"  {label:40} {through:>15,.0f} {best:>16.2f} {median:>7.2f} {cpu:>11.2f}")
         replica.reset()
 
         # 2. failover from a refused provider
