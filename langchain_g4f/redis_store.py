@@ -261,7 +261,7 @@ class RedisStore:
         self._pid = 0
         self._closed = False
         self._writer: threading.Thread | None = None
-        _OPENED.add(self)  # a pre-forking server's workers start afresh (after_fork)
+        _STORES.add(self)  # written at exit; reset in a forked child (after_fork)
         self._connect()
         self._start()
 
@@ -716,7 +716,6 @@ class RedisStore:
             self._writer = threading.Thread(target=self._run, name="g4f-redis-writer", daemon=True)
             self._writer.start()
             threading.Thread(target=self._listen, name="g4f-redis-listener", daemon=True).start()
-        _STORES.add(self)
 
     def after_fork(self) -> None:
         """In a forked child: fresh locks, none of the parent's changes in flight.
@@ -1039,14 +1038,13 @@ def _is_redis_client(spec: object) -> bool:
     return type(spec).__module__.split(".")[0] == "redis"
 
 
-#: Open stores, so pending changes are written before the interpreter exits.
+#: The stores of this process: pending changes are written before the interpreter
+#: exits, and a forked child resets them all.
 _STORES: weakref.WeakSet[RedisStore] = weakref.WeakSet()
-#: Every store made in this process, so a forked child can reset them all.
-_OPENED: weakref.WeakSet[RedisStore] = weakref.WeakSet()
 
 
 def _after_fork() -> None:
-    for store in list(_OPENED):
+    for store in list(_STORES):
         store.after_fork()
 
 

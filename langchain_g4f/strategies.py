@@ -300,7 +300,7 @@ class FastestStrategy:
         self._firsts: Counter[str] = Counter()  # calls started on each while unmeasured
         self._calls = 0  # calls ordered so far
         self._news: dict[str, tuple[int, int]] = {}  # outcomes seen, and on which call
-        self._explored: dict[str, tuple[int, int]] = {}  # an exploration on its way: the same
+        self._explored: dict[str, int] = {}  # the call that last explored each provider
         self._lock = threading.Lock()
 
     def order(self, candidates: Sequence[str], health: Mapping[str, HealthView]) -> list[str]:
@@ -321,14 +321,14 @@ class FastestStrategy:
         if hope == ranked[0]:
             return ranked
         with self._lock:
-            if not self._exploring(hope, views[hope]) and self.budget.spend(
+            if not self._exploring(hope) and self.budget.spend(
                 keep=self.budget.burst / 2  # hedges come first
             ):
-                self._explored[hope] = (views[hope].successes + views[hope].failures, self._calls)
+                self._explored[hope] = self._calls
                 return _first(hope, ranked)
         return [ranked[0], *_first(hope, ranked[1:])]
 
-    def _exploring(self, name: str, view: HealthView) -> bool:
+    def _exploring(self, name: str) -> bool:
         """Whether a call exploring ``name`` is still on its way (under the lock).
 
         One at a time: calls that start meanwhile, as concurrent calls do, would
@@ -336,14 +336,11 @@ class FastestStrategy:
         the provider is recorded, or for ``idle_half_life`` calls at most (a call
         cancelled before its outcome tells nothing).
         """
-        explored = self._explored.get(name)
-        if explored is None:
+        at = self._explored.get(name)
+        if at is None:
             return False
-        outcomes, at = explored
-        if view.successes + view.failures != outcomes or self._calls - at > self.idle_half_life:
-            del self._explored[name]
-            return False
-        return True
+        _, news_at = self._news[name]  # the call that last saw its outcomes change
+        return news_at <= at and self._calls - at <= self.idle_half_life
 
     def rank(self, candidates: Sequence[str], health: Mapping[str, HealthView]) -> list[str]:
         """``candidates`` by expected seconds per answer alone: no exploration, no state.
