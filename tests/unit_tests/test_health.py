@@ -207,6 +207,16 @@ def test_half_open_admits_exactly_one_probe(clock: Clock) -> None:
     assert [health.claim("a") for _ in range(3)] == [0.0, 0.0, 0.0]
 
 
+def end_without_outcome(health: Health, release: str, token: float) -> None:
+    """An attempt of ``a`` ends without telling whether ``a`` works, as ``release`` says."""
+    if release == "cancelled":
+        health.record_cancelled("a", token=token)
+    elif release == "censored":
+        health.record_censored_ttft("a", 0.4, token=token)
+    else:
+        health.record_failure("a", ConfigurationError("bad request"), token=token)
+
+
 @pytest.mark.parametrize("release", ["cancelled", "censored", "configuration"])
 def test_a_probe_that_ends_without_an_outcome_frees_the_slot(clock: Clock, release: str) -> None:
     health = health_of(clock)
@@ -215,12 +225,7 @@ def test_a_probe_that_ends_without_an_outcome_frees_the_slot(clock: Clock, relea
     assert health.claim("a", token=7.0) == 0.0
     assert health.claim("a", token=8.0) > 0
 
-    if release == "cancelled":
-        health.record_cancelled("a", token=7.0)
-    elif release == "censored":
-        health.record_censored_ttft("a", 0.4, token=7.0)
-    else:
-        health.record_failure("a", ConfigurationError("bad request"), token=7.0)
+    end_without_outcome(health, release, token=7.0)
 
     assert health.view("a").circuit == "half_open"
     assert health.claim("a", token=8.0) == 0.0  # the next call probes
@@ -235,12 +240,7 @@ def test_only_the_probe_itself_frees_the_probe_slot(clock: Clock, release: str) 
     half_open(health, clock)
     assert health.claim("a", token=7.0) == 0.0  # the probe
 
-    if release == "cancelled":
-        health.record_cancelled("a", token=3.0)
-    elif release == "censored":
-        health.record_censored_ttft("a", 0.4, token=3.0)
-    else:
-        health.record_failure("a", ConfigurationError("bad request"), token=3.0)
+    end_without_outcome(health, release, token=3.0)
     health.record_cancelled("a")  # an attempt that never claimed
 
     assert health.claim("a", token=8.0) > 0  # still one probe at a time
